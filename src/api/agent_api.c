@@ -1,0 +1,295 @@
+/* Agent endpoints: this host's images, containers, and its part in migrations. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "fm-config.h"
+#include "basic/log.h"
+#include "basic/util.h"
+#include "manager/allocator.h"
+#include "monitor/metrics.h"
+#include "sync/checkpoint.h"
+
+#define BLOB_TIMEOUT_MS (30 * 60 * 1000)
+
+void fm_api_info(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_host_metrics m;
+	json_t *o;
+
+	fm_metrics_host_read(&m);
+	o = json_pack("{s:s, s:s, s:s, s:s, s:O, s:o, s:o, s:b, s:I, s:I}", "name", d->name, "version", FM_VERSION,
+		      "address", d->listen, "data_host", d->agent.data_host, "capabilities", d->agent.caps,
+		      "resources", fm_metrics_host_json(&m), "allocation", fm_alloc_usage(d->journal, d->agent.cpu_overcommit),
+		      "cordoned", d->agent.cordoned, "started_ms", (json_int_t)d->started_ms,
+		      "rss_kib", (json_int_t)fm_metrics_self_rss_kib());
+	fm_http_ok(resp, 200, o);
+}
+
+void fm_api_cordon(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	json_t *v = json_object_get(req->body, "cordoned");
+	if (!json_is_boolean(v))
+		return fm_http_error(resp, 400, "invalid", "body must be {\"cordoned\": true|false}");
+	d->agent.cordoned = json_is_true(v);
+	fm_info(FM_C_CONTAINER_MANAGER, "Host %s %s", d->name,
+		d->agent.cordoned ? "cordoned: incoming migrations are refused" : "uncordoned");
+	fm_http_ok(resp, 200, json_pack("{s:b}", "cordoned", d->agent.cordoned));
+}
+
+static json_t *image_json(const fm_image *i)
+{
+	return json_pack("{s:s, s:s, s:I, s:I}", "name", i->name, "digest", i->digest, "size", (json_int_t)i->size,
+			 "created_ms", (json_int_t)i->created_ms);
+}
+
+void fm_api_image_import(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	const char *name = json_string_value(json_object_get(req->body, "name"));
+	const char *path = json_string_value(json_object_get(req->body, "path"));
+	fm_error err = FM_ERROR_INIT;
+	fm_image img;
+
+	if (!name || !path || path[0] != '/')
+		return fm_http_error(resp, 400, "invalid", "body must be {\"name\": NAME, \"path\": ABSOLUTE_PATH}");
+	if (fm_image_import(d->rt.images, name, path, &img, &err) < 0) {
+		fm_http_fail(resp, &err);
+		fm_error_clear(&err);
+		return;
+	}
+	fm_info(FM_C_IMAGE_MANAGER, "Imported image %s (%s) from %s", name, img.digest, path);
+	fm_http_ok(resp, 201, image_json(&img));
+}
+
+void fm_api_image_list(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_image *imgs = NULL;
+	size_t n = 0;
+	json_t *a = json_array();
+
+	if (fm_image_list(d->rt.images, &imgs, &n) == 0)
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(a, image_json(&imgs[i]));
+	free(imgs);
+	fm_http_ok(resp, 200, a);
+}
+
+void fm_api_image_get(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_image img;
+	if (fm_image_lookup(d->rt.images, req->params[0], &img) < 0)
+		return fm_http_error(resp, 404, "not_found", "no image %s on %s", req->params[0], d->name);
+	fm_http_ok(resp, 200, image_json(&img));
+}
+
+void fm_api_image_blob(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_image img;
+	if (!fm_digest_valid(req->params[0]) || fm_image_lookup(d->rt.images, req->params[0], &img) < 0)
+		return fm_http_error(resp, 404, "not_found", "no image blob %s on %s", req->params[0], d->name);
+	resp->status = 200;
+	resp->file_path = fm_image_blob_path(d->rt.images, img.digest);
+}
+
+void fm_api_image_remove(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_error err = FM_ERROR_INIT;
+	if (fm_image_remove(d->rt.images, req->params[0], &err) < 0) {
+		fm_http_fail(resp, &err);
+		fm_error_clear(&err);
+		return;
+	}
+	fm_http_ok(resp, 200, NULL);
+}
+
+int fm_api_fetch_blob(const char *source_endpoint, const char *digest, const char *file, fm_error *err)
+{
+	_cleanup_free_ char *path = fm_xasprintf("/v1/images/%s/blob", digest);
+	return fm_http_download(source_endpoint, path, file, BLOB_TIMEOUT_MS, err);
+}
+
+void fm_api_container_run(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_container_spec spec;
+	fm_error err = FM_ERROR_INIT;
+	json_t *o;
+
+	if (fm_container_spec_from_json(req->body, &spec, &err) < 0 || fm_rt_run(&d->rt, &spec, &err) < 0) {
+		fm_http_fail(resp, &err);
+		fm_error_clear(&err);
+		fm_container_spec_clear(&spec);
+		return;
+	}
+	fm_info(FM_C_RUNTIME_CONTROLLER, "Started container %s from image %s", spec.name, spec.image);
+	o = fm_rt_get(&d->rt, spec.name);
+	fm_container_spec_clear(&spec);
+	fm_http_ok(resp, 201, o);
+}
+
+void fm_api_container_list(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_http_ok(resp, 200, fm_rt_list(&d->rt));
+}
+
+void fm_api_container_get(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	json_t *o = fm_name_valid(req->params[0]) ? fm_rt_get(&d->rt, req->params[0]) : NULL;
+	if (!o)
+		return fm_http_error(resp, 404, "not_found", "no container %s on %s", req->params[0], d->name);
+	fm_http_ok(resp, 200, o);
+}
+
+void fm_api_container_stop(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_error err = FM_ERROR_INIT;
+	json_int_t t = json_integer_value(json_object_get(req->body, "timeout_ms"));
+
+	if (!fm_name_valid(req->params[0]) || !fm_rt_exists(&d->rt, req->params[0]))
+		return fm_http_error(resp, 404, "not_found", "no container %s on %s", req->params[0], d->name);
+	if (fm_rt_stop(&d->rt, req->params[0], t > 0 && t < 3600000 ? (int)t : 10000, &err) < 0) {
+		fm_http_fail(resp, &err);
+		fm_error_clear(&err);
+		return;
+	}
+	fm_http_ok(resp, 200, fm_rt_get(&d->rt, req->params[0]));
+}
+
+void fm_api_container_remove(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_error err = FM_ERROR_INIT;
+	const char *force = fm_http_query(req, "force");
+
+	if (!fm_name_valid(req->params[0]))
+		return fm_http_error(resp, 404, "not_found", "no container %s on %s", req->params[0], d->name);
+	if (fm_rt_remove(&d->rt, req->params[0], force && !strcmp(force, "1"), &err) < 0) {
+		fm_http_fail(resp, &err);
+		fm_error_clear(&err);
+		return;
+	}
+	fm_http_ok(resp, 200, NULL);
+}
+
+void fm_api_agent_cpuinfo(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	char tmpl[] = "/tmp/fm-cpuinfo.XXXXXX";
+	fm_error err = FM_ERROR_INIT;
+	char *dir = mkdtemp(tmpl);
+	_cleanup_free_ char *img = NULL, *data = NULL;
+	size_t len;
+
+	if (!dir)
+		return fm_http_error(resp, 500, "internal", "mkdtemp: %m");
+	img = fm_xasprintf("%s/cpuinfo.img", dir);
+	if (fm_ckpt_cpuinfo_dump(d->rt.criu, dir, &err) < 0 || fm_read_file(img, 1 << 20, &data, &len) < 0) {
+		fm_error_set(&err, -EIO, "criu cpuinfo dump produced nothing");
+		fm_http_fail(resp, &err);
+	} else {
+		char *b = fm_base64_encode(data, len);
+		fm_http_ok(resp, 200, json_pack("{s:s, s:s}", "host", d->name, "image", b));
+		free(b);
+	}
+	fm_error_clear(&err);
+	fm_rm_rf(dir);
+}
+
+void fm_api_agent_cpuinfo_check(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	const char *b = json_string_value(json_object_get(req->body, "image"));
+	char tmpl[] = "/tmp/fm-cpuinfo.XXXXXX";
+	fm_error err = FM_ERROR_INIT;
+	unsigned char *data = NULL;
+	size_t len;
+	char *dir;
+
+	if (!b || strlen(b) > (1 << 20) || fm_base64_decode(b, &data, &len) < 0)
+		return fm_http_error(resp, 400, "invalid", "body must be {\"image\": BASE64 of cpuinfo.img}");
+	dir = mkdtemp(tmpl);
+	if (!dir) {
+		free(data);
+		return fm_http_error(resp, 500, "internal", "mkdtemp: %m");
+	}
+	_cleanup_free_ char *img = fm_xasprintf("%s/cpuinfo.img", dir);
+	if (fm_write_file_atomic(img, data, len, 0600) < 0)
+		fm_error_set(&err, -EIO, "cannot write %s", img);
+	else if (fm_ckpt_cpuinfo_check(d->rt.criu, dir, &err) < 0)
+		err.code = -EPERM; /* a refusal, not our failure */
+	if (fm_error_is_set(&err))
+		fm_http_fail(resp, &err);
+	else
+		fm_http_ok(resp, 200, json_pack("{s:b}", "compatible", 1));
+	fm_error_clear(&err);
+	free(data);
+	fm_rm_rf(dir);
+}
+
+/* POST /v1/agent/migrations/:id/:op — one table for the agent's migration steps. */
+void fm_api_agent_op(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_agent *a = &d->agent;
+	const char *mid = req->params[0], *op = req->params[1];
+	const char *container = json_string_value(json_object_get(req->body, "container"));
+	fm_error err = FM_ERROR_INIT;
+	json_t *out = NULL;
+	int r;
+
+	if (!fm_name_valid(mid))
+		return fm_http_error(resp, 400, "invalid", "invalid migration id");
+	if (!strcmp(op, "reserve"))
+		r = fm_sync_dst_reserve(a, mid, req->body, &err);
+	else if (!strcmp(op, "prepare"))
+		r = fm_sync_dst_prepare(a, mid, req->body, &out, &err);
+	else if (!strcmp(op, "restore"))
+		r = fm_sync_dst_restore(a, mid, &out, &err);
+	else if (!strcmp(op, "verify"))
+		r = fm_sync_dst_verify(a, mid, req->body, &err);
+	else if (!strcmp(op, "commit"))
+		r = fm_sync_dst_commit(a, mid, &err);
+	else if (!strcmp(op, "abort"))
+		r = fm_sync_dst_abort(a, mid, &err);
+	else if (!strcmp(op, "checkpoint"))
+		r = fm_sync_src_checkpoint(a, mid, req->body, &out, &err);
+	else if (!strcmp(op, "resume"))
+		r = fm_sync_src_resume(a, mid, container, &err);
+	else if (!strcmp(op, "cleanup"))
+		r = fm_sync_src_cleanup(a, mid, container, &err);
+	else
+		return fm_http_error(resp, 404, "no_route", "unknown migration operation %s", op);
+	if (r < 0) {
+		fm_log(FM_LOG_DEBUG, FM_C_STATE_SYNC, mid, "%s failed: %s", op, err.msg);
+		fm_http_fail(resp, &err);
+		fm_error_clear(&err);
+		return;
+	}
+	fm_http_ok(resp, 200, out);
+}
+
+void fm_api_agent_status(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	json_t *o = fm_name_valid(req->params[0]) ? fm_sync_dst_status(&d->agent, req->params[0]) : NULL;
+	json_t *p = fm_name_valid(req->params[0]) ? fm_sync_src_progress(&d->agent, req->params[0]) : NULL;
+	if (!o && !p)
+		return fm_http_error(resp, 404, "not_found", "no migration %s in flight on %s", req->params[0], d->name);
+	if (!o)
+		o = json_object();
+	if (p)
+		json_object_set_new(o, "progress", p);
+	fm_http_ok(resp, 200, o);
+}

@@ -1,0 +1,69 @@
+/* Small utilities shared by every layer: cleanup attributes, time, files, ids. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "basic/error.h"
+
+static inline void fm_freep(void *p) { free(*(void **)p); }
+static inline void fm_closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+#define _cleanup_free_ __attribute__((cleanup(fm_freep)))
+#define _cleanup_close_ __attribute__((cleanup(fm_closep)))
+/* Hands ownership out of a cleanup variable. */
+#define TAKE_PTR(p) ({ __typeof__(p) _p = (p); (p) = NULL; _p; })
+#define TAKE_FD(fd) ({ int _fd = (fd); (fd) = -1; _fd; })
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Milliseconds: monotonic (for durations) and wall clock (for journals). */
+int64_t fm_now_mono_ms(void);
+int64_t fm_now_mono_us(void);
+int64_t fm_now_wall_ms(void);
+/* "2026-11-25T10:11:12.345Z" into buf (>= 32 bytes). */
+void fm_format_wall_ms(int64_t ms, char *buf, size_t len);
+
+/* malloc that aborts on exhaustion: a daemon that cannot allocate a few bytes
+ * cannot report it either. */
+void *fm_xmalloc(size_t n);
+void *fm_xcalloc(size_t n, size_t m);
+char *fm_xstrdup(const char *s);
+char *fm_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* mkdir -p with mode; 0 or -errno. */
+int fm_mkdir_p(const char *path, unsigned mode);
+/* rm -rf that never crosses into another mount (mounts below path are an error). */
+int fm_rm_rf(const char *path);
+/* Reads a whole small file (<= max bytes) into a NUL-terminated buffer. */
+int fm_read_file(const char *path, size_t max, char **out, size_t *len);
+/* Writes data to path atomically (temp file + fsync + rename). */
+int fm_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode);
+/* Last `max` bytes of a file, from the start of a line; NULL if unreadable. */
+char *fm_file_tail(const char *path, size_t max);
+/* Lines of a file that match `needle`, at most `max_lines`, each prefixed "  ". */
+char *fm_file_grep(const char *path, const char *needle, const char *skip, int max_lines);
+
+/* Names of containers, hosts and images: [A-Za-z0-9][A-Za-z0-9_.-]{0,62}. */
+bool fm_name_valid(const char *s);
+/* A fresh random identifier: prefix + 12 hex digits (not a measurement). */
+void fm_random_id(const char *prefix, char *buf, size_t len);
+/* Random bytes from the kernel. */
+int fm_random_bytes(void *buf, size_t len);
+
+/* Parses "1.5G", "512M", "64k", "1024" (bytes) into bytes. */
+int fm_parse_size(const char *s, uint64_t *out);
+/* "12.3 MiB" into buf. */
+void fm_format_bytes(uint64_t n, char *buf, size_t len);
+
+/* "host:port" -> parts; host may be "[v6]". */
+int fm_split_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+/* Base64 (RFC 4648) for small binary blobs in JSON; caller frees. */
+char *fm_base64_encode(const void *data, size_t len);
+/* -EINVAL on bad input. */
+int fm_base64_decode(const char *s, unsigned char **out, size_t *len);

@@ -1,0 +1,696 @@
+/* fleximigrate: the command-line client.  Talks to the local daemon over its UNIX
+ * socket (--socket, $FM_SOCKET, default /run/fleximigrate/fleximigrated.sock). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/http.h"
+#include "basic/log.h"
+#include "basic/util.h"
+#include "fm-config.h"
+
+#define DEFAULT_SOCKET "/run/fleximigrate/fleximigrated.sock"
+#define POLL_MS 100
+
+static char endpoint[4200];
+static bool opt_json;
+
+enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
+
+static int die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int die_usage(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("fleximigrate: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputs(" (see --help)\n", stderr);
+	va_end(ap);
+	return EXIT_USAGE;
+}
+
+static int report(const fm_error *e)
+{
+	fprintf(stderr, "fleximigrate: %s\n", e->msg);
+	if (e->detail)
+		fprintf(stderr, "%s%s", e->detail, e->detail[strlen(e->detail) - 1] == '\n' ? "" : "\n");
+	if (e->code == -ECONNREFUSED || (e->code == -EHOSTUNREACH && strstr(e->msg, "unix")))
+		fprintf(stderr, "  is fleximigrated running? (socket %s; set --socket or FM_SOCKET)\n", endpoint + 5);
+	return EXIT_FAIL;
+}
+
+/* One API call; on failure prints the error and returns EXIT_FAIL. */
+static int call(const char *method, const char *path, json_t *body, json_t **out)
+{
+	fm_error e = FM_ERROR_INIT;
+	int r = fm_http_call(endpoint, method, path, body, 3600 * 1000, out, &e);
+	json_decref(body);
+	if (r < 0) {
+		r = report(&e);
+		fm_error_clear(&e);
+		return r;
+	}
+	return EXIT_OK;
+}
+
+static void print_json(json_t *o)
+{
+	char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	puts(s);
+	free(s);
+}
+
+static const char *str(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	return s ? s : "-";
+}
+
+static void fmt_time(json_t *ms, char *buf, size_t len)
+{
+	if (!json_is_integer(ms)) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	time_t s = (time_t)(json_integer_value(ms) / 1000);
+	struct tm tm;
+	localtime_r(&s, &tm);
+	strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* ------------------------------------------------------------------ help */
+
+static const char main_help[] =
+"Usage: fleximigrate [--socket PATH] [--json] COMMAND [ARGS]\n"
+"\n"
+"Move running Linux containers between hosts with FlexiMigrate.\n"
+"\n"
+"Commands:\n"
+"  host add NAME ADDR:PORT      tell this daemon about another host's daemon\n"
+"  host list                    known hosts (this one first)\n"
+"  host rm NAME                 forget a host\n"
+"  host info                    this host: CRIU, kernel, resources, allocation\n"
+"  host cordon | uncordon       refuse / accept incoming migrations on this host\n"
+"  image import NAME PATH       import a rootfs directory or tarball into the store\n"
+"  image list | image rm NAME\n"
+"  container run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] -- CMD [ARG...]\n"
+"  container list | show NAME | stop NAME | rm NAME [--force]\n"
+"  run ...                      same as `container run`\n"
+"  migrate CONTAINER --to HOST [--strategy S] [-- HEALTH-CMD...]\n"
+"                               move a running container to HOST\n"
+"  migration list               migrations this host's controller ran\n"
+"  migration show ID [--json]   one migration: states, timings, bytes, error, log\n"
+"\n"
+"Global options:\n"
+"  -s, --socket PATH   daemon socket (default $FM_SOCKET or " DEFAULT_SOCKET ")\n"
+"  --json              machine-readable output\n"
+"  -h, --help          help; `fleximigrate COMMAND --help` for a command\n"
+"  -V, --version\n"
+"\n"
+"Example:\n"
+"  fleximigrate image import busybox /srv/rootfs/busybox\n"
+"  fleximigrate run counter --image busybox -- /bin/sh -c 'i=0; while :; do i=$((i+1)); echo $i >/tmp/n; sleep 1; done'\n"
+"  fleximigrate host add edge1 10.0.0.2:7070\n"
+"  fleximigrate migrate counter --to edge1\n";
+
+static const char migrate_help[] =
+"Usage: fleximigrate migrate CONTAINER --to HOST [OPTIONS] [-- HEALTH-CMD [ARG...]]\n"
+"\n"
+"Moves a running container to HOST through the migration FSM (PENDING, PLANNING,\n"
+"PREPARATION, EXECUTION, VERIFICATION, COMPLETED; on any failure FAILED, ROLLBACK,\n"
+"FAILED with the container running again on its source).\n"
+"\n"
+"Options:\n"
+"  --to HOST            destination host (see `fleximigrate host list`)\n"
+"  --from HOST          source host (default: found by asking every known host)\n"
+"  --strategy S         COLD_MIGRATION (default) or LIVE_MIGRATION; PRE_COPY,\n"
+"                       POST_COPY and HYBRID are refused in PLANNING when the hosts\n"
+"                       cannot do them\n"
+"  --health-timeout MS  limit for the health command (default 10000)\n"
+"  --detach             print the migration id and return at once\n"
+"  -v, --verbose        print the migration log even when not on a terminal\n"
+"\n"
+"After `--`, a command run inside the container on the destination before the\n"
+"source copy is deleted; if it fails the migration rolls back.  No shell is\n"
+"involved: give the program and its arguments.\n"
+"\n"
+"On a terminal the migration log and a progress line (phase, bytes, rate) are\n"
+"shown; otherwise only the result.  Exit status 0 when the migration completed,\n"
+"1 with the reason on stderr when it failed.\n";
+
+static const char run_help[] =
+"Usage: fleximigrate container run NAME --image IMAGE [OPTIONS] -- CMD [ARG...]\n"
+"\n"
+"Creates and starts a container on this host from an imported image.  Its stdio\n"
+"is /dev/null (CRIU cannot checkpoint host files as stdio): log inside the rootfs.\n"
+"\n"
+"Options:\n"
+"  --image IMAGE    image name or sha256 digest (see `fleximigrate image list`)\n"
+"  --cpus N         CPU limit, e.g. 0.5 (default unlimited)\n"
+"  --memory SIZE    memory limit, e.g. 256M (default unlimited)\n"
+"  --env K=V        environment variable (repeatable)\n";
+
+static bool want_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--"))
+			return false;
+		if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
+			return true;
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------ hosts */
+
+static int cmd_host(int argc, char **argv)
+{
+	json_t *out = NULL;
+	int r;
+
+	if (argc < 2 || want_help(argc, argv)) {
+		printf("Usage: fleximigrate host add NAME ADDR:PORT [--no-check] | list | rm NAME | info | cordon | uncordon\n"
+		       "\n"
+		       "add: this daemon's controller learns another host's daemon (the TCP address it\n"
+		       "     was started with --listen); it must answer under that name unless --no-check.\n"
+		       "info: what this host can do (CRIU version and features, kernel, resources).\n"
+		       "cordon: refuse incoming migrations (maintenance); uncordon: accept them again.\n");
+		return argc < 2 ? EXIT_USAGE : EXIT_OK;
+	}
+	if (!strcmp(argv[1], "add")) {
+		if (argc < 4)
+			return die_usage("host add needs NAME and ADDR:PORT");
+		bool check = !(argc > 4 && !strcmp(argv[4], "--no-check"));
+		r = call("POST", "/v1/hosts", json_pack("{s:s, s:s, s:b}", "name", argv[2], "address", argv[3], "check", check), &out);
+		if (r == EXIT_OK)
+			printf("host %s added (%s)\n", argv[2], argv[3]);
+	} else if (!strcmp(argv[1], "list") || !strcmp(argv[1], "ls")) {
+		if ((r = call("GET", "/v1/hosts", NULL, &out)) == EXIT_OK) {
+			if (opt_json) {
+				print_json(out);
+			} else {
+				size_t i;
+				json_t *h;
+				printf("%-20s %-28s %s\n", "NAME", "ADDRESS", "");
+				json_array_foreach(out, i, h)
+					printf("%-20s %-28s %s\n", str(h, "name"), str(h, "address"),
+					       json_is_true(json_object_get(h, "local")) ? "(this host)" : "");
+			}
+		}
+	} else if (!strcmp(argv[1], "rm")) {
+		if (argc < 3)
+			return die_usage("host rm needs NAME");
+		char path[256];
+		snprintf(path, sizeof(path), "/v1/hosts/%s", argv[2]);
+		r = call("DELETE", path, NULL, &out);
+	} else if (!strcmp(argv[1], "info")) {
+		if ((r = call("GET", "/v1/info", NULL, &out)) == EXIT_OK)
+			print_json(out);
+	} else if (!strcmp(argv[1], "cordon") || !strcmp(argv[1], "uncordon")) {
+		r = call("POST", "/v1/cordon", json_pack("{s:b}", "cordoned", !strcmp(argv[1], "cordon")), &out);
+		if (r == EXIT_OK)
+			printf("%s\n", json_is_true(json_object_get(out, "cordoned")) ? "cordoned" : "uncordoned");
+	} else {
+		return die_usage("unknown host command %s", argv[1]);
+	}
+	json_decref(out);
+	return r;
+}
+
+/* ------------------------------------------------------------------ images */
+
+static int cmd_image(int argc, char **argv)
+{
+	json_t *out = NULL;
+	int r;
+
+	if (argc < 2 || want_help(argc, argv)) {
+		printf("Usage: fleximigrate image import NAME PATH | list | rm NAME\n"
+		       "\n"
+		       "import: PATH is a root filesystem directory or a tar archive (gzip/xz/zstd\n"
+		       "        allowed) on this host; it is stored by its SHA-256 digest.  Hosts that\n"
+		       "        lack an image pull it from the source during a migration.\n");
+		return argc < 2 ? EXIT_USAGE : EXIT_OK;
+	}
+	if (!strcmp(argv[1], "import")) {
+		if (argc < 4)
+			return die_usage("image import needs NAME and PATH");
+		char *abs = realpath(argv[3], NULL);
+		if (!abs) {
+			fprintf(stderr, "fleximigrate: %s: %m\n", argv[3]);
+			return EXIT_FAIL;
+		}
+		r = call("POST", "/v1/images", json_pack("{s:s, s:s}", "name", argv[2], "path", abs), &out);
+		free(abs);
+		if (r == EXIT_OK)
+			printf("%s %s\n", str(out, "name"), str(out, "digest"));
+	} else if (!strcmp(argv[1], "list") || !strcmp(argv[1], "ls")) {
+		if ((r = call("GET", "/v1/images", NULL, &out)) == EXIT_OK) {
+			if (opt_json) {
+				print_json(out);
+			} else {
+				size_t i;
+				json_t *im;
+				printf("%-24s %-20s %10s\n", "NAME", "DIGEST", "SIZE");
+				json_array_foreach(out, i, im) {
+					char sz[32];
+					fm_format_bytes((uint64_t)json_integer_value(json_object_get(im, "size")), sz, sizeof(sz));
+					printf("%-24s %-20.19s %10s\n", str(im, "name"), str(im, "digest"), sz);
+				}
+			}
+		}
+	} else if (!strcmp(argv[1], "rm")) {
+		if (argc < 3)
+			return die_usage("image rm needs NAME");
+		char path[256];
+		snprintf(path, sizeof(path), "/v1/images/%s", argv[2]);
+		r = call("DELETE", path, NULL, &out);
+	} else {
+		return die_usage("unknown image command %s", argv[1]);
+	}
+	json_decref(out);
+	return r;
+}
+
+/* ------------------------------------------------------------------ containers */
+
+static int container_run(int argc, char **argv)
+{
+	const char *image = NULL;
+	json_t *env = json_array(), *args = json_array(), *out = NULL;
+	int64_t cpu = 0;
+	uint64_t mem = 0;
+	int i, r;
+
+	if (want_help(argc, argv)) {
+		fputs(run_help, stdout);
+		return EXIT_OK;
+	}
+	if (argc < 2 || argv[1][0] == '-')
+		return die_usage("container run needs NAME");
+	for (i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--")) {
+			i++;
+			break;
+		}
+		if (i + 1 >= argc)
+			return die_usage("%s needs a value", argv[i]);
+		if (!strcmp(argv[i], "--image"))
+			image = argv[++i];
+		else if (!strcmp(argv[i], "--cpus")) {
+			char *end;
+			double c = strtod(argv[++i], &end);
+			if (*end || c <= 0 || c > 1024)
+				return die_usage("--cpus must be a number like 0.5 or 2");
+			cpu = (int64_t)(c * 1000 + 0.5);
+		} else if (!strcmp(argv[i], "--memory")) {
+			if (fm_parse_size(argv[++i], &mem) < 0)
+				return die_usage("--memory must be a size like 64M or 1G");
+		} else if (!strcmp(argv[i], "--env")) {
+			if (!strchr(argv[++i], '='))
+				return die_usage("--env must be NAME=VALUE");
+			json_array_append_new(env, json_string(argv[i]));
+		} else
+			return die_usage("unknown option %s", argv[i]);
+	}
+	if (!image)
+		return die_usage("container run needs --image");
+	for (; i < argc; i++)
+		json_array_append_new(args, json_string(argv[i]));
+	if (json_array_size(args) == 0)
+		return die_usage("container run needs a command after --");
+	r = call("POST", "/v1/containers",
+		 json_pack("{s:s, s:s, s:o, s:o, s:I, s:I}", "name", argv[1], "image", image, "args", args, "env", env,
+			   "cpu_milli", (json_int_t)cpu, "memory_bytes", (json_int_t)mem), &out);
+	if (r == EXIT_OK) {
+		if (opt_json)
+			print_json(out);
+		else
+			printf("%s running (pid %" JSON_INTEGER_FORMAT ")\n", str(out, "name"),
+			       json_integer_value(json_object_get(out, "pid")));
+	}
+	json_decref(out);
+	return r;
+}
+
+static int cmd_container(int argc, char **argv)
+{
+	json_t *out = NULL;
+	char path[512];
+	int r;
+
+	if (argc < 2 || (want_help(argc, argv) && strcmp(argv[1], "run") != 0)) {
+		printf("Usage: fleximigrate container run|list|show|stop|rm ...\n"
+		       "  run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] -- CMD [ARG...]\n"
+		       "  list                  containers on this host\n"
+		       "  show NAME             one container (status, pid, rootfs, limits, usage)\n"
+		       "  stop NAME [--timeout MS]  SIGTERM, SIGKILL after the timeout (default 10000)\n"
+		       "  rm NAME [--force]     remove (--force: even if running)\n");
+		return argc < 2 ? EXIT_USAGE : EXIT_OK;
+	}
+	if (!strcmp(argv[1], "run"))
+		return container_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "list") || !strcmp(argv[1], "ls")) {
+		if ((r = call("GET", "/v1/containers", NULL, &out)) == EXIT_OK) {
+			if (opt_json) {
+				print_json(out);
+			} else {
+				size_t i;
+				json_t *c;
+				printf("%-20s %-10s %-8s %-16s %s\n", "NAME", "STATUS", "PID", "IMAGE", "CREATED");
+				json_array_foreach(out, i, c) {
+					char t[32];
+					fmt_time(json_object_get(c, "created_ms"), t, sizeof(t));
+					printf("%-20s %-10s %-8" JSON_INTEGER_FORMAT " %-16s %s\n", str(c, "name"), str(c, "status"),
+					       json_integer_value(json_object_get(c, "pid")), str(c, "image"), t);
+				}
+			}
+		}
+	} else if (!strcmp(argv[1], "show") || !strcmp(argv[1], "inspect")) {
+		if (argc < 3)
+			return die_usage("container show needs NAME");
+		snprintf(path, sizeof(path), "/v1/containers/%s", argv[2]);
+		if ((r = call("GET", path, NULL, &out)) == EXIT_OK)
+			print_json(out);
+	} else if (!strcmp(argv[1], "stop")) {
+		if (argc < 3)
+			return die_usage("container stop needs NAME");
+		int t = argc > 4 && !strcmp(argv[3], "--timeout") ? atoi(argv[4]) : 10000;
+		snprintf(path, sizeof(path), "/v1/containers/%s/stop", argv[2]);
+		if ((r = call("POST", path, json_pack("{s:i}", "timeout_ms", t), &out)) == EXIT_OK)
+			printf("%s %s\n", argv[2], str(out, "status"));
+	} else if (!strcmp(argv[1], "rm")) {
+		if (argc < 3)
+			return die_usage("container rm needs NAME");
+		bool force = argc > 3 && !strcmp(argv[3], "--force");
+		snprintf(path, sizeof(path), "/v1/containers/%s%s", argv[2], force ? "?force=1" : "");
+		if ((r = call("DELETE", path, NULL, &out)) == EXIT_OK)
+			printf("%s removed\n", argv[2]);
+	} else {
+		return die_usage("unknown container command %s", argv[1]);
+	}
+	json_decref(out);
+	return r;
+}
+
+/* ------------------------------------------------------------------ migrations */
+
+static void print_event(json_t *ev)
+{
+	char line[8192];
+	fm_log_level lvl = FM_LOG_INFO;
+	fm_log_level_parse(str(ev, "level"), &lvl);
+	fm_log_format_human(line, sizeof(line), lvl, str(ev, "component"), str(ev, "message"));
+	puts(line);
+}
+
+static void print_migration(json_t *m)
+{
+	char t[32], b[32];
+	size_t i;
+	json_t *tr;
+
+	printf("id:                %s\n", str(m, "id"));
+	printf("container:         %s\n", str(m, "container"));
+	printf("source:            %s\n", str(m, "source"));
+	printf("destination:       %s\n", str(m, "destination"));
+	printf("strategy:          %s\n", str(m, "strategy"));
+	printf("state:             %s%s\n", str(m, "state"),
+	       json_is_true(json_object_get(m, "finished")) ? "" : " (in progress)");
+	json_t *d = json_object_get(m, "downtime_ms"), *tt = json_object_get(m, "total_ms");
+	if (json_is_integer(d))
+		printf("downtime_ms:       %" JSON_INTEGER_FORMAT "\n", json_integer_value(d));
+	else
+		printf("downtime_ms:       -\n");
+	if (json_is_integer(tt))
+		printf("total_ms:          %" JSON_INTEGER_FORMAT "\n", json_integer_value(tt));
+	else
+		printf("total_ms:          -\n");
+	fm_format_bytes((uint64_t)json_integer_value(json_object_get(m, "bytes_transferred")), b, sizeof(b));
+	printf("bytes_transferred: %" JSON_INTEGER_FORMAT " (%s)\n",
+	       json_integer_value(json_object_get(m, "bytes_transferred")), b);
+	printf("error:             %s\n", json_is_string(json_object_get(m, "error")) ? str(m, "error") : "-");
+	printf("transitions:\n");
+	json_array_foreach(json_object_get(m, "transitions"), i, tr) {
+		int64_t ms = json_integer_value(json_object_get(tr, "at_ms"));
+		fmt_time(json_object_get(tr, "at_ms"), t, sizeof(t));
+		printf("  %s.%03d  %-12s -> %-12s %s\n", t, (int)(ms % 1000),
+		       json_is_string(json_object_get(tr, "from")) ? str(tr, "from") : "",
+		       str(tr, "to"), str(tr, "reason"));
+	}
+	json_t *ev = json_object_get(m, "events");
+	if (json_array_size(ev)) {
+		printf("log:\n");
+		json_array_foreach(ev, i, tr) {
+			fputs("  ", stdout);
+			print_event(tr);
+		}
+	}
+}
+
+static int follow(const char *id, bool verbose)
+{
+	bool tty = isatty(STDOUT_FILENO);
+	bool show_log = tty || verbose;
+	int since = 0, progress_len = 0;
+	json_t *m = NULL;
+	char path[256];
+
+	for (;;) {
+		snprintf(path, sizeof(path), "/v1/migrations/%s?events_since=%d", id, since);
+		json_decref(m);
+		m = NULL;
+		if (call("GET", path, NULL, &m) != EXIT_OK)
+			return EXIT_FAIL;
+		size_t i;
+		json_t *ev;
+		json_array_foreach(json_object_get(m, "events"), i, ev) {
+			since = (int)json_integer_value(json_object_get(ev, "seq"));
+			if (!show_log)
+				continue;
+			if (progress_len) {
+				printf("\r%*s\r", progress_len, "");
+				progress_len = 0;
+			}
+			print_event(ev);
+		}
+		if (json_is_true(json_object_get(m, "finished")))
+			break;
+		json_t *p = json_object_get(m, "progress");
+		if (tty && p) {
+			char b[32];
+			fm_format_bytes((uint64_t)json_integer_value(json_object_get(p, "bytes")), b, sizeof(b));
+			progress_len = printf("\r[%s] %s: %s at %.1f Mbit/s", str(m, "state"), str(p, "phase"), b,
+					      json_real_value(json_object_get(p, "rate_bps")) / 1e6) - 1;
+		}
+		fflush(stdout);
+		struct timespec ts = { 0, POLL_MS * 1000000L }; /* the poll interval of the progress display */
+		nanosleep(&ts, NULL);
+	}
+	if (progress_len)
+		printf("\r%*s\r", progress_len, "");
+	bool ok = !strcmp(str(m, "state"), "COMPLETED");
+	if (opt_json) {
+		print_json(m);
+	} else if (ok) {
+		char b[32];
+		fm_format_bytes((uint64_t)json_integer_value(json_object_get(m, "bytes_transferred")), b, sizeof(b));
+		printf("migration %s completed: %s now on %s (downtime %" JSON_INTEGER_FORMAT " ms, total %" JSON_INTEGER_FORMAT
+		       " ms, %s transferred)\n", id, str(m, "container"), str(m, "destination"),
+		       json_integer_value(json_object_get(m, "downtime_ms")), json_integer_value(json_object_get(m, "total_ms")), b);
+	}
+	if (!ok)
+		fprintf(stderr, "fleximigrate: migration %s failed: %s\n", id, str(m, "error"));
+	json_decref(m);
+	return ok ? EXIT_OK : EXIT_FAIL;
+}
+
+static int cmd_migrate(int argc, char **argv)
+{
+	const char *to = NULL, *from = NULL, *strategy = NULL;
+	bool detach = false, verbose = false;
+	int health_timeout = 0, i;
+	json_t *health = NULL, *req, *out = NULL;
+
+	if (want_help(argc, argv)) {
+		fputs(migrate_help, stdout);
+		return EXIT_OK;
+	}
+	if (argc < 2 || argv[1][0] == '-')
+		return die_usage("migrate needs a CONTAINER");
+	for (i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--")) {
+			health = json_array();
+			for (i++; i < argc; i++)
+				json_array_append_new(health, json_string(argv[i]));
+			break;
+		}
+		if (!strcmp(argv[i], "--detach")) {
+			detach = true;
+			continue;
+		}
+		if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
+			verbose = true;
+			continue;
+		}
+		if (i + 1 >= argc)
+			return die_usage("%s needs a value", argv[i]);
+		if (!strcmp(argv[i], "--to"))
+			to = argv[++i];
+		else if (!strcmp(argv[i], "--from"))
+			from = argv[++i];
+		else if (!strcmp(argv[i], "--strategy"))
+			strategy = argv[++i];
+		else if (!strcmp(argv[i], "--health-timeout"))
+			health_timeout = atoi(argv[++i]);
+		else
+			return die_usage("unknown option %s", argv[i]);
+	}
+	if (!to)
+		return die_usage("migrate needs --to HOST");
+	if (health && json_array_size(health) == 0)
+		return die_usage("nothing after -- : give a health command or drop the --");
+	req = json_pack("{s:s, s:s}", "container", argv[1], "to", to);
+	if (from)
+		json_object_set_new(req, "from", json_string(from));
+	if (strategy)
+		json_object_set_new(req, "strategy", json_string(strategy));
+	if (health)
+		json_object_set_new(req, "health_cmd", health);
+	if (health_timeout > 0)
+		json_object_set_new(req, "health_timeout_ms", json_integer(health_timeout));
+	if (call("POST", "/v1/migrations", req, &out) != EXIT_OK)
+		return EXIT_FAIL;
+	char id[64];
+	snprintf(id, sizeof(id), "%s", str(out, "id"));
+	json_decref(out);
+	if (detach) {
+		puts(id);
+		return EXIT_OK;
+	}
+	if (isatty(STDOUT_FILENO) || verbose)
+		printf("migration %s started\n", id);
+	return follow(id, verbose);
+}
+
+static int cmd_migration(int argc, char **argv)
+{
+	json_t *out = NULL;
+	char path[256];
+	int r;
+
+	if (argc < 2 || want_help(argc, argv)) {
+		printf("Usage: fleximigrate migration list | show ID [--json]\n"
+		       "\n"
+		       "show prints id, container, source, destination, strategy, state, downtime_ms\n"
+		       "(container frozen on the source until running on the destination), total_ms,\n"
+		       "bytes_transferred, error, the transitions with timestamps and the log.\n");
+		return argc < 2 ? EXIT_USAGE : EXIT_OK;
+	}
+	if (!strcmp(argv[1], "list") || !strcmp(argv[1], "ls")) {
+		if ((r = call("GET", "/v1/migrations", NULL, &out)) == EXIT_OK) {
+			if (opt_json) {
+				print_json(out);
+			} else {
+				size_t i;
+				json_t *m;
+				printf("%-16s %-16s %-10s %-10s %-15s %-12s %9s\n", "ID", "CONTAINER", "SOURCE", "DEST",
+				       "STRATEGY", "STATE", "DOWNTIME");
+				json_array_foreach(out, i, m) {
+					char dt[32] = "-";
+					if (json_is_integer(json_object_get(m, "downtime_ms")))
+						snprintf(dt, sizeof(dt), "%" JSON_INTEGER_FORMAT " ms",
+							 json_integer_value(json_object_get(m, "downtime_ms")));
+					printf("%-16s %-16s %-10s %-10s %-15s %-12s %9s\n", str(m, "id"), str(m, "container"),
+					       str(m, "source"), str(m, "destination"), str(m, "strategy"), str(m, "state"), dt);
+				}
+			}
+		}
+	} else if (!strcmp(argv[1], "show")) {
+		if (argc < 3)
+			return die_usage("migration show needs ID");
+		for (int i = 3; i < argc; i++)
+			if (!strcmp(argv[i], "--json"))
+				opt_json = true;
+		snprintf(path, sizeof(path), "/v1/migrations/%s?events_since=0", argv[2]);
+		if ((r = call("GET", path, NULL, &out)) == EXIT_OK) {
+			if (opt_json)
+				print_json(out);
+			else
+				print_migration(out);
+		}
+	} else {
+		return die_usage("unknown migration command %s", argv[1]);
+	}
+	json_decref(out);
+	return r;
+}
+
+int main(int argc, char **argv)
+{
+	const char *sock = getenv("FM_SOCKET");
+	int i;
+
+	/* global options before the command */
+	for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+		if ((!strcmp(argv[i], "-s") || !strcmp(argv[i], "--socket")) && i + 1 < argc)
+			sock = argv[++i];
+		else if (!strncmp(argv[i], "--socket=", 9))
+			sock = argv[i] + 9;
+		else if (!strcmp(argv[i], "--json"))
+			opt_json = true;
+		else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+			fputs(main_help, stdout);
+			return EXIT_OK;
+		} else if (!strcmp(argv[i], "-V") || !strcmp(argv[i], "--version")) {
+			printf("fleximigrate %s\n", FM_VERSION);
+			return EXIT_OK;
+		} else
+			return die_usage("unknown option %s", argv[i]);
+	}
+	if (i >= argc) {
+		fputs(main_help, stderr);
+		return EXIT_USAGE;
+	}
+	snprintf(endpoint, sizeof(endpoint), "unix:%s", sock && *sock ? sock : DEFAULT_SOCKET);
+	/* --json may also follow the command */
+	for (int k = i; k < argc && strcmp(argv[k], "--") != 0; k++)
+		if (!strcmp(argv[k], "--json"))
+			opt_json = true;
+	const char *cmd = argv[i];
+	int sub_argc = argc - i;
+	char **sub_argv = argv + i;
+	/* drop a trailing --json from the subcommand's view */
+	for (int k = 1; k < sub_argc; k++)
+		if (!strcmp(sub_argv[k], "--"))
+			break;
+		else if (!strcmp(sub_argv[k], "--json")) {
+			memmove(sub_argv + k, sub_argv + k + 1, (size_t)(sub_argc - k - 1) * sizeof(char *));
+			sub_argc--;
+			k--;
+		}
+	if (!strcmp(cmd, "host"))
+		return cmd_host(sub_argc, sub_argv);
+	if (!strcmp(cmd, "image"))
+		return cmd_image(sub_argc, sub_argv);
+	if (!strcmp(cmd, "container"))
+		return cmd_container(sub_argc, sub_argv);
+	if (!strcmp(cmd, "run"))
+		return container_run(sub_argc, sub_argv);
+	if (!strcmp(cmd, "ps"))
+		return cmd_container(2, (char *[]){ "container", "list", NULL });
+	if (!strcmp(cmd, "migrate"))
+		return cmd_migrate(sub_argc, sub_argv);
+	if (!strcmp(cmd, "migration") || !strcmp(cmd, "migrations"))
+		return cmd_migration(sub_argc, sub_argv);
+	if (!strcmp(cmd, "help")) {
+		fputs(main_help, stdout);
+		return EXIT_OK;
+	}
+	return die_usage("unknown command %s", cmd);
+}

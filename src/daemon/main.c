@@ -1,0 +1,220 @@
+/* fleximigrated: the FlexiMigrate daemon.  One per host; it plays the agent role
+ * (this host's containers and its side of every migration) and the controller role
+ * (drives migrations through the FSM).  See fleximigrated(8). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "basic/log.h"
+#include "basic/util.h"
+#include "fm-config.h"
+#include "sync/checkpoint.h"
+
+#define DEFAULT_CRIU "/opt/fleximigrate/criu/bin/criu"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+"Usage: fleximigrated --name HOST --listen ADDR:PORT [OPTIONS]\n"
+"\n"
+"The FlexiMigrate daemon: runs this host's containers (runc + CRIU) and coordinates\n"
+"migrations between hosts.  Run one on every host.\n"
+"\n"
+"Required:\n"
+"  --name HOST            this host's name, as other hosts and the CLI call it\n"
+"  --listen ADDR:PORT     TCP address for peer daemons (the API and the data channel\n"
+"                         bind to ADDR; the data channel uses ephemeral ports)\n"
+"\n"
+"Options:\n"
+"  --socket PATH          local API socket for the CLI (default /run/fleximigrate/fleximigrated.sock)\n"
+"  --state-dir DIR        journal, images, containers (default /var/lib/fleximigrate/HOST)\n"
+"  --criu PATH            CRIU >= 4.2 (default " DEFAULT_CRIU " if present, else criu)\n"
+"  --runc PATH            runc binary (default runc)\n"
+"  --log-level LEVEL      DEBUG, INFO, WARN or ERROR (default INFO)\n"
+"  --log-json FILE        also write the log as JSON lines to FILE\n"
+"  --data-timeout MS      data channel inactivity limit (default 10000)\n"
+"  --cordoned             start refusing incoming migrations (maintenance)\n"
+"  --fault NAME           inject a fault, for tests only: corrupt-transfer\n"
+"  -h, --help             this text\n"
+"  -V, --version          print the version\n"
+"\n"
+"Logs go to stderr in the seed's format: LEVEL [Component]: Message.\n"
+"Example (two hosts in network namespaces):\n"
+"  nsenter --net=/run/netns/hostA fleximigrated --name hostA --listen 10.77.0.1:7070\n");
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "state-dir", required_argument, NULL, 'd' },
+		{ "criu", required_argument, NULL, 'c' },
+		{ "runc", required_argument, NULL, 'r' },
+		{ "log-level", required_argument, NULL, 'L' },
+		{ "log-json", required_argument, NULL, 'J' },
+		{ "data-timeout", required_argument, NULL, 'T' },
+		{ "cordoned", no_argument, NULL, 'C' },
+		{ "fault", required_argument, NULL, 'F' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	fm_daemon d = { 0 };
+	const char *criu = NULL, *runc = "runc", *log_json = NULL;
+	fm_log_level level = FM_LOG_INFO;
+	bool cordoned = false, fault_corrupt = false;
+	int data_timeout = 10000, json_fd = -1, c;
+	fm_error err = FM_ERROR_INIT;
+	fm_http_server *srv = NULL;
+	char host[256];
+	int port;
+
+	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'n': d.name = optarg; break;
+		case 'l': d.listen = optarg; break;
+		case 's': d.socket_path = optarg; break;
+		case 'd': d.state_dir = optarg; break;
+		case 'c': criu = optarg; break;
+		case 'r': runc = optarg; break;
+		case 'L':
+			if (fm_log_level_parse(optarg, &level) < 0) {
+				fprintf(stderr, "fleximigrated: unknown log level %s\n", optarg);
+				return 2;
+			}
+			break;
+		case 'J': log_json = optarg; break;
+		case 'T':
+			data_timeout = atoi(optarg);
+			if (data_timeout < 100 || data_timeout > 3600000) {
+				fprintf(stderr, "fleximigrated: --data-timeout must be 100..3600000 ms\n");
+				return 2;
+			}
+			break;
+		case 'C': cordoned = true; break;
+		case 'F':
+			if (strcmp(optarg, "corrupt-transfer") != 0) {
+				fprintf(stderr, "fleximigrated: unknown fault %s (known: corrupt-transfer)\n", optarg);
+				return 2;
+			}
+			fault_corrupt = true;
+			break;
+		case 'h': usage(stdout); return 0;
+		case 'V': printf("fleximigrated %s\n", FM_VERSION); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (!d.name || !d.listen) {
+		fprintf(stderr, "fleximigrated: --name and --listen are required (see --help)\n");
+		return 2;
+	}
+	if (!fm_name_valid(d.name)) {
+		fprintf(stderr, "fleximigrated: invalid host name %s: use [A-Za-z0-9_.-], up to 63 characters\n", d.name);
+		return 2;
+	}
+	if (fm_split_hostport(d.listen, host, sizeof(host), &port) < 0 || port == 0) {
+		fprintf(stderr, "fleximigrated: --listen must be ADDR:PORT with a fixed port, got %s\n", d.listen);
+		return 2;
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "fleximigrated: must run as root (runc, CRIU and mounts need it)\n");
+		return 1;
+	}
+	_cleanup_free_ char *sock = d.socket_path ? NULL : fm_xstrdup("/run/fleximigrate/fleximigrated.sock");
+	_cleanup_free_ char *state = d.state_dir ? NULL : fm_xasprintf("/var/lib/fleximigrate/%s", d.name);
+	if (!d.socket_path)
+		d.socket_path = sock;
+	if (!d.state_dir)
+		d.state_dir = state;
+	if (!criu)
+		criu = access(DEFAULT_CRIU, X_OK) == 0 ? DEFAULT_CRIU : "criu";
+	if (log_json) {
+		json_fd = open(log_json, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+		if (json_fd < 0) {
+			fprintf(stderr, "fleximigrated: cannot open %s: %m\n", log_json);
+			return 1;
+		}
+	}
+	fm_log_setup(d.name, level, STDERR_FILENO, json_fd);
+
+	/* signals are handled by sigwait() in this thread only */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	umask(022);
+
+	_cleanup_free_ char *sockdir = fm_xstrdup(d.socket_path);
+	char *slash = strrchr(sockdir, '/');
+	if (slash && slash != sockdir) {
+		*slash = '\0';
+		fm_mkdir_p(sockdir, 0755);
+	}
+	if (fm_mkdir_p(d.state_dir, 0700) < 0) {
+		fm_err(FM_C_DAEMON, "cannot create state directory %s: %m", d.state_dir);
+		return 1;
+	}
+	_cleanup_free_ char *dbpath = fm_xasprintf("%s/fleximigrate.db", d.state_dir);
+	if (fm_journal_open(dbpath, &d.journal, &err) < 0 ||
+	    fm_rt_open(&d.rt, d.name, d.state_dir, runc, criu, d.journal, &err) < 0) {
+		fm_err(FM_C_DAEMON, "%s", err.msg);
+		return 1;
+	}
+	d.started_ms = fm_now_wall_ms();
+
+	fm_agent_init(&d.agent);
+	d.agent.rt = &d.rt;
+	d.agent.journal = d.journal;
+	d.agent.data_host = fm_xstrdup(host);
+	d.agent.io_timeout_ms = data_timeout;
+	d.agent.cordoned = cordoned;
+	d.agent.fault_corrupt = fault_corrupt;
+	d.agent.fetch_blob = fm_api_fetch_blob;
+	d.agent.caps = fm_ckpt_capabilities(criu);
+	if (!json_is_true(json_object_get(d.agent.caps, "criu_ok")))
+		fm_warn(FM_C_CHECKPOINTING, "CRIU at %s does not work here (%s): migrations from and to this host will fail "
+			"until it does (run scripts/setup.sh)", criu,
+			json_string_value(json_object_get(d.agent.caps, "criu_error")) ?: "criu check failed");
+	if (fault_corrupt)
+		fm_warn(FM_C_DAEMON, "Fault injection on: the data channel will corrupt one byte of every transfer");
+	fm_agent_recover(&d.agent);
+
+	fm_ctl_init(&d.ctl, d.journal, d.name, d.listen, fm_http_call);
+	fm_http_global_init();
+	if (fm_http_server_start(fm_api_routes, &d, d.socket_path, d.listen, &srv, &err) < 0) {
+		fm_err(FM_C_DAEMON, "%s", err.msg);
+		return 1;
+	}
+	fm_ctl_recover(&d.ctl);
+	fm_info(FM_C_DAEMON, "fleximigrated %s ready: host %s, peers on %s, CLI on %s, CRIU %s, state in %s", FM_VERSION,
+		d.name, d.listen, d.socket_path,
+		json_string_value(json_object_get(d.agent.caps, "criu_version")) ?: "unavailable", d.state_dir);
+
+	for (;;) {
+		int sig;
+		if (sigwait(&set, &sig) != 0)
+			continue;
+		if (sig == SIGHUP)
+			continue;
+		fm_info(FM_C_DAEMON, "Signal %d: shutting down", sig);
+		break;
+	}
+	fm_http_server_stop(srv);
+	fm_ctl_fini(&d.ctl);
+	fm_agent_fini(&d.agent);
+	fm_rt_close(&d.rt);
+	fm_journal_close(d.journal);
+	return 0;
+}

@@ -1,0 +1,793 @@
+#include "manager/coordinator.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "basic/log.h"
+#include "basic/util.h"
+#include "manager/fsm.h"
+#include "manager/strategy.h"
+
+/* Rollback retries an unreachable agent this often before giving up on it. */
+#define ROLLBACK_ATTEMPTS 4
+#define ROLLBACK_BACKOFF_MS 500
+
+/* One migration being driven. */
+typedef struct fm_mig {
+	fm_controller *ctl;
+	char id[32];
+	char container[64], source[64], dest[64];
+	char *src_ep, *dst_ep;
+	fm_strategy requested, strategy;
+	fm_mstate state;
+	json_t *req;        /* the request as submitted */
+	json_t *cinfo;      /* source's description of the container */
+	json_t *src_info, *dst_info;
+	json_t *prep;       /* destination's prepare reply (data channel) */
+	fm_error err;       /* the first error: survives rollback */
+	int64_t t0_us;      /* monotonic start */
+	int64_t downtime_ms;
+	int64_t bytes;
+	bool recovering;    /* resolving after a controller restart */
+	pthread_t thread;
+	struct fm_mig *next;
+} fm_mig;
+
+/* ------------------------------------------------------------ journal + log */
+
+static void mlog(fm_mig *m, fm_log_level lvl, const char *comp, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void mlog(fm_mig *m, fm_log_level lvl, const char *comp, const char *fmt, ...)
+{
+	char msg[4096];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fm_log(lvl, comp, m->id, "%s", msg);
+	fm_journal_exec(m->ctl->journal,
+			"INSERT INTO events(mid, seq, at_ms, level, component, message) VALUES(?, "
+			"(SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE mid = ?), ?, ?, ?, ?)",
+			"ssisss", m->id, m->id, fm_now_wall_ms(), fm_log_level_name(lvl), comp, msg);
+}
+
+/* Journals the transition (durably), then logs it in the seed's format. */
+static void transition(fm_mig *m, fm_mstate to, fm_log_level lvl, const char *comp, const char *what)
+{
+	fm_mstate from = m->state;
+	fm_journal *j = m->ctl->journal;
+	int64_t now = fm_now_wall_ms();
+
+	if (!fm_fsm_allowed(from, to))
+		fm_err(FM_C_MIGRATION_MANAGER, "internal: transition %s -> %s is not in the FSM",
+		       fm_mstate_name(from), fm_mstate_name(to));
+	if (fm_journal_begin(j) == 0) {
+		fm_journal_exec(j, "INSERT INTO transitions(mid, seq, from_state, to_state, at_ms, reason) VALUES(?, "
+				"(SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE mid = ?), ?, ?, ?, ?)",
+				"ssssis", m->id, m->id, fm_mstate_name(from), fm_mstate_name(to), now, what);
+		fm_journal_exec(j, "UPDATE migrations SET state = ?, updated_ms = ? WHERE id = ?", "sis",
+				fm_mstate_name(to), now, m->id);
+		if (fm_journal_commit(j) < 0)
+			fm_err(FM_C_MIGRATION_MANAGER, "journal: cannot record %s -> %s for %s",
+			       fm_mstate_name(from), fm_mstate_name(to), m->id);
+	}
+	m->state = to;
+	mlog(m, lvl, comp, "%s - Transitioning: %s -> %s", what, fm_mstate_name(from), fm_mstate_name(to));
+}
+
+static void step_mark(fm_mig *m, const char *step, const char *status)
+{
+	fm_journal_exec(m->ctl->journal, "INSERT OR REPLACE INTO steps(mid, step, status, at_ms) VALUES(?, ?, ?, ?)",
+			"sssi", m->id, step, status, fm_now_wall_ms());
+}
+
+static bool step_started(fm_mig *m, const char *step)
+{
+	return fm_journal_query_int(m->ctl->journal, 0, "SELECT COUNT(*) FROM steps WHERE mid = ? AND step = ?",
+				    "ss", m->id, step) > 0;
+}
+
+/* ------------------------------------------------------------ agent calls */
+
+static int agent(fm_mig *m, const char *ep, const char *method, int timeout_ms, json_t *body,
+		 json_t **out, fm_error *err, const char *pathfmt, ...) __attribute__((format(printf, 8, 9)));
+
+static int agent(fm_mig *m, const char *ep, const char *method, int timeout_ms, json_t *body,
+		 json_t **out, fm_error *err, const char *pathfmt, ...)
+{
+	char path[512];
+	va_list ap;
+	int r;
+
+	va_start(ap, pathfmt);
+	vsnprintf(path, sizeof(path), pathfmt, ap);
+	va_end(ap);
+	r = m->ctl->call(ep, method, path, body, timeout_ms ? timeout_ms : m->ctl->rpc_timeout_ms, out, err);
+	json_decref(body);
+	return r;
+}
+
+/* ------------------------------------------------------------ the steps */
+
+/* PENDING: the request is valid, both hosts answer, the container exists and runs. */
+static int step_pending(fm_mig *m)
+{
+	fm_controller *c = m->ctl;
+	const char *from = json_string_value(json_object_get(m->req, "from"));
+	fm_error *err = &m->err;
+	json_t *hosts;
+	int r;
+
+	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Migration request %s received: container %s to %s, strategy %s",
+	     m->id, m->container, m->dest, fm_strategy_name(m->requested));
+	m->dst_ep = fm_ctl_endpoint(c, m->dest);
+	if (!m->dst_ep)
+		return fm_error_set(err, -ENOENT, "unknown destination host %s (add it with `fleximigrate host add`)", m->dest);
+
+	if (from) {
+		snprintf(m->source, sizeof(m->source), "%s", from);
+		m->src_ep = fm_ctl_endpoint(c, from);
+		if (!m->src_ep)
+			return fm_error_set(err, -ENOENT, "unknown source host %s", from);
+		r = agent(m, m->src_ep, "GET", 0, NULL, &m->cinfo, err, "/v1/containers/%s", m->container);
+		if (r == -ENOENT) {
+			fm_error_clear(err);
+			return fm_error_set(err, -ENOENT, "unknown container %s: not on %s", m->container, from);
+		}
+		if (r < 0) {
+			fm_error_prefix(err, "source host %s is unreachable", from);
+			return r;
+		}
+	} else {
+		/* find the container: this host first, then every known host */
+		char unreachable[512] = "";
+		hosts = fm_ctl_host_list(c);
+		size_t i;
+		json_t *h;
+		json_array_foreach(hosts, i, h) {
+			const char *name = json_string_value(json_object_get(h, "name"));
+			const char *ep = json_string_value(json_object_get(h, "address"));
+			fm_error e = FM_ERROR_INIT;
+			json_t *ci = NULL;
+			r = agent(m, ep, "GET", 0, NULL, &ci, &e, "/v1/containers/%s", m->container);
+			fm_error_clear(&e);
+			if (r == 0) {
+				snprintf(m->source, sizeof(m->source), "%s", name);
+				m->src_ep = fm_xstrdup(ep);
+				m->cinfo = ci;
+				break;
+			}
+			if (r != -ENOENT)
+				snprintf(unreachable + strlen(unreachable), sizeof(unreachable) - strlen(unreachable),
+					 "%s%s", *unreachable ? ", " : "", name);
+		}
+		json_decref(hosts);
+		if (!m->cinfo) {
+			if (*unreachable)
+				return fm_error_set(err, -EHOSTUNREACH,
+						    "container %s not found on any reachable host; unreachable: %s",
+						    m->container, unreachable);
+			return fm_error_set(err, -ENOENT, "unknown container %s: no known host runs it", m->container);
+		}
+	}
+	fm_journal_exec(c->journal, "UPDATE migrations SET source = ? WHERE id = ?", "ss", m->source, m->id);
+	if (!strcmp(m->source, m->dest))
+		return fm_error_set(err, -EINVAL, "destination %s equals the source: container %s is already there",
+				    m->dest, m->container);
+	const char *status = json_string_value(json_object_get(m->cinfo, "status"));
+	if (!status || strcmp(status, "running") != 0)
+		return fm_error_set(err, -EINVAL, "container %s is %s on %s: only running containers are migrated",
+				    m->container, status ? status : "in an unknown state", m->source);
+	if ((r = agent(m, m->src_ep, "GET", 0, NULL, &m->src_info, err, "/v1/info")) < 0) {
+		fm_error_prefix(err, "source host %s is unreachable", m->source);
+		return r;
+	}
+	if ((r = agent(m, m->dst_ep, "GET", 0, NULL, &m->dst_info, err, "/v1/info")) < 0) {
+		fm_error_prefix(err, "destination host %s is unreachable", m->dest);
+		return r;
+	}
+	return 0;
+}
+
+/* PLANNING: policies, strategy, resources reserved on the destination. */
+static int step_planning(fm_mig *m)
+{
+	char reason[512];
+	int64_t mem, cpu;
+	char memtxt[32];
+	int r;
+
+	mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "No migration policies loaded: migration allowed by default");
+	r = fm_strategy_select(m->requested, json_object_get(m->src_info, "capabilities"),
+			       json_object_get(m->dst_info, "capabilities"), m->cinfo, &m->strategy, reason,
+			       sizeof(reason), &m->err);
+	if (r < 0)
+		return r;
+	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET strategy = ? WHERE id = ?", "ss",
+			fm_strategy_name(m->strategy), m->id);
+	mlog(m, FM_LOG_INFO, FM_C_STRATEGY_SELECTOR, "Strategy %s chosen: %s", fm_strategy_name(m->strategy), reason);
+
+	/* reserve what the container may use: its limit, else what it uses now */
+	mem = json_integer_value(json_object_get(m->cinfo, "memory_bytes"));
+	if (mem <= 0)
+		mem = json_integer_value(json_object_get(m->cinfo, "memory_usage_bytes"));
+	cpu = json_integer_value(json_object_get(m->cinfo, "cpu_milli"));
+	step_mark(m, "reserve", "started");
+	r = agent(m, m->dst_ep, "POST", 0,
+		  json_pack("{s:s, s:I, s:I}", "container", m->container, "cpu_milli", (json_int_t)cpu,
+			    "memory_bytes", (json_int_t)mem),
+		  NULL, &m->err, "/v1/agent/migrations/%s/reserve", m->id);
+	if (r < 0) {
+		fm_error_prefix(&m->err, "no resources on %s", m->dest);
+		return r;
+	}
+	step_mark(m, "reserve", "done");
+	fm_format_bytes((uint64_t)mem, memtxt, sizeof(memtxt));
+	mlog(m, FM_LOG_INFO, FM_C_RESOURCE_ALLOCATOR, "Reserved %.2f CPU and %s of memory on %s",
+	     (double)cpu / 1000.0, cpu > 0 ? memtxt : memtxt, m->dest);
+	return 0;
+}
+
+/* PREPARATION: compatibility checked before anything is frozen; image, bundle and
+ * data channel ready on the destination. */
+static int step_preparation(fm_mig *m)
+{
+	json_t *cpu = NULL, *spec;
+	int r;
+
+	/* the destination CPU must offer what the source's processes may use */
+	if ((r = agent(m, m->src_ep, "GET", 0, NULL, &cpu, &m->err, "/v1/agent/cpuinfo")) < 0) {
+		fm_error_prefix(&m->err, "cannot read the source CPU description");
+		return r;
+	}
+	r = agent(m, m->dst_ep, "POST", 0, json_incref(cpu), NULL, &m->err, "/v1/agent/cpuinfo/check");
+	json_decref(cpu);
+	if (r < 0) {
+		fm_error_prefix(&m->err, "pre-flight compatibility check failed: the CPU of %s lacks features the "
+				"processes on %s may use", m->dest, m->source);
+		return r;
+	}
+	mlog(m, FM_LOG_INFO, FM_C_STATE_SYNC, "Pre-flight check passed: %s's CPU and CRIU %s can run what %s dumps",
+	     m->dest, json_string_value(json_object_get(json_object_get(m->dst_info, "capabilities"), "criu_version")) ?: "?",
+	     m->source);
+
+	spec = json_pack("{s:s, s:O, s:O, s:O, s:O, s:O}", "name", m->container,
+			 "image", json_object_get(m->cinfo, "image"), "digest", json_object_get(m->cinfo, "digest"),
+			 "args", json_object_get(m->cinfo, "args"), "cpu_milli", json_object_get(m->cinfo, "cpu_milli"),
+			 "memory_bytes", json_object_get(m->cinfo, "memory_bytes"));
+	step_mark(m, "prepare", "started");
+	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
+		  json_pack("{s:o, s:s, s:s, s:s}", "spec", spec, "source_endpoint", m->src_ep, "source", m->source,
+			    "controller", m->ctl->self_endpoint),
+		  &m->prep, &m->err, "/v1/agent/migrations/%s/prepare", m->id);
+	if (r < 0) {
+		fm_error_prefix(&m->err, "destination %s could not be prepared", m->dest);
+		return r;
+	}
+	step_mark(m, "prepare", "done");
+	mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Destination %s prepared: image %s %s, bundle ready, data channel on %s:%" JSON_INTEGER_FORMAT,
+	     m->dest, json_string_value(json_object_get(m->cinfo, "digest")),
+	     json_is_true(json_object_get(m->prep, "image_pulled")) ? "pulled from the source" : "already present",
+	     json_string_value(json_object_get(m->prep, "data_host")), json_integer_value(json_object_get(m->prep, "port")));
+	mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH,
+	     "Network prepared: the container keeps its own network namespace; no addresses to move");
+	return 0;
+}
+
+/* EXECUTION: freeze, checkpoint and stream on the source; restore on the destination. */
+static int step_execution(fm_mig *m)
+{
+	json_t *ck = NULL, *rs = NULL;
+	char bytes[32];
+	int64_t t_freeze;
+	int r;
+
+	mlog(m, FM_LOG_INFO, FM_C_CHECKPOINTING, "Freezing %s on %s and checkpointing it", m->container, m->source);
+	step_mark(m, "checkpoint", "started");
+	t_freeze = fm_now_mono_us();
+	r = agent(m, m->src_ep, "POST", m->ctl->long_timeout_ms,
+		  json_pack("{s:s, s:O, s:O, s:O, s:s}", "container", m->container,
+			    "data_host", json_object_get(m->prep, "data_host"), "port", json_object_get(m->prep, "port"),
+			    "token", json_object_get(m->prep, "token"), "controller", m->ctl->self_endpoint),
+		  &ck, &m->err, "/v1/agent/migrations/%s/checkpoint", m->id);
+	if (r < 0)
+		return r;
+	step_mark(m, "checkpoint", "done");
+	m->bytes = json_integer_value(json_object_get(ck, "wire_bytes"));
+	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET bytes_transferred = ? WHERE id = ?", "is",
+			m->bytes, m->id);
+	fm_format_bytes((uint64_t)m->bytes, bytes, sizeof(bytes));
+	mlog(m, FM_LOG_INFO, FM_C_CHECKPOINTING, "Checkpoint of %s done: frozen in %.1f ms, dumped in %.1f ms",
+	     m->container, json_real_value(json_object_get(ck, "freeze_ms")), json_real_value(json_object_get(ck, "dump_ms")));
+	mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "Transferred %s (%" JSON_INTEGER_FORMAT " files) to %s in %.1f ms at %.1f Mbit/s, every chunk checksummed",
+	     bytes, json_integer_value(json_object_get(ck, "entries")), m->dest,
+	     json_real_value(json_object_get(ck, "transfer_ms")), json_real_value(json_object_get(ck, "rate_bps")) / 1e6);
+	json_decref(ck);
+
+	step_mark(m, "restore", "started");
+	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms, json_object(), &rs, &m->err,
+		  "/v1/agent/migrations/%s/restore", m->id);
+	if (r < 0)
+		return r;
+	step_mark(m, "restore", "done");
+	m->downtime_ms = (fm_now_mono_us() - t_freeze + 500) / 1000;
+	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET downtime_ms = ? WHERE id = ?", "is", m->downtime_ms, m->id);
+	mlog(m, FM_LOG_INFO, FM_C_STATE_RESTORATION, "Restored %s on %s in %.1f ms (downtime %" PRId64 " ms)",
+	     m->container, m->dest, json_real_value(json_object_get(rs, "restore_ms")), m->downtime_ms);
+	json_decref(rs);
+	return 0;
+}
+
+/* VERIFICATION: the destination copy runs (and passes its health command); then
+ * the point of no return: the source copy is deleted. */
+static int step_verification(fm_mig *m)
+{
+	json_t *health = json_object_get(m->req, "health_cmd");
+	int r;
+
+	r = agent(m, m->dst_ep, "POST", 0,
+		  json_pack("{s:s, s:O, s:O}", "container", m->container, "health_cmd", health ? health : json_null(),
+			    "health_timeout_ms", json_object_get(m->req, "health_timeout_ms") ?: json_null()),
+		  NULL, &m->err, "/v1/agent/migrations/%s/verify", m->id);
+	if (r < 0)
+		return r;
+	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Checks passed: %s is running on %s%s", m->container, m->dest,
+	     json_array_size(health) ? " and its health command succeeds" : "");
+
+	/* point of no return, journaled before the first irreversible act */
+	step_mark(m, "commit", "started");
+	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET point_of_no_return = 1 WHERE id = ?", "s", m->id);
+	return 0;
+}
+
+/* After the point of no return: retried until done, including after a restart. */
+static int finish_commit(fm_mig *m)
+{
+	fm_error e = FM_ERROR_INIT;
+	int r;
+
+	r = agent(m, m->src_ep, "POST", 0, json_pack("{s:s}", "container", m->container), NULL, &e,
+		  "/v1/agent/migrations/%s/cleanup", m->id);
+	if (r < 0) {
+		mlog(m, FM_LOG_WARN, FM_C_CONTAINER_MANAGER, "Source cleanup on %s failed: %s", m->source, e.msg);
+		fm_error_clear(&e);
+		return r;
+	}
+	mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Source cleaned up: %s removed from %s", m->container, m->source);
+	r = agent(m, m->dst_ep, "POST", 0, json_object(), NULL, &e, "/v1/agent/migrations/%s/commit", m->id);
+	if (r < 0) {
+		mlog(m, FM_LOG_WARN, FM_C_RESOURCE_ALLOCATOR, "Commit on %s failed: %s", m->dest, e.msg);
+		fm_error_clear(&e);
+		return r;
+	}
+	step_mark(m, "commit", "done");
+	return 0;
+}
+
+/* ROLLBACK: undo in reverse.  The destination copy goes first, so that at no
+ * moment two copies of the container run. */
+static void rollback(fm_mig *m)
+{
+	fm_error e = FM_ERROR_INIT;
+	bool dst_clean = true;
+	int r = 0;
+
+	if (m->dst_ep && step_started(m, "reserve")) {
+		for (int i = 0; i < ROLLBACK_ATTEMPTS; i++) {
+			r = agent(m, m->dst_ep, "POST", 0, json_object(), NULL, &e, "/v1/agent/migrations/%s/abort", m->id);
+			if (r == 0)
+				break;
+			if (i + 1 < ROLLBACK_ATTEMPTS) {
+				/* a real wait: the destination may be restarting or the link recovering */
+				struct timespec ts = { 0, (long)ROLLBACK_BACKOFF_MS * (1L << i) * 1000000L };
+				if (ts.tv_nsec >= 1000000000L) {
+					ts.tv_sec = ts.tv_nsec / 1000000000L;
+					ts.tv_nsec %= 1000000000L;
+				}
+				fm_error_clear(&e);
+				nanosleep(&ts, NULL);
+			}
+		}
+		if (r == 0) {
+			mlog(m, FM_LOG_INFO, FM_C_RESOURCE_ALLOCATOR,
+			     "Destination %s cleaned up: partial state discarded, reservation released", m->dest);
+		} else {
+			dst_clean = false;
+			mlog(m, FM_LOG_WARN, FM_C_RESOURCE_ALLOCATOR,
+			     "Destination %s unreachable during rollback (%s); it discards the migration itself when it "
+			     "restarts or when its receiver times out", m->dest, e.msg);
+		}
+		fm_error_clear(&e);
+	}
+	if (step_started(m, "checkpoint")) {
+		if (!dst_clean && step_started(m, "restore")) {
+			/* the destination may be running the container: resuming the source
+			 * now could run it twice.  Leave it frozen and say so. */
+			mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER,
+			     "Source copy of %s left frozen on %s: the destination could not be reached to confirm its copy "
+			     "is gone; resume it with `fleximigrate migration resolve %s` once %s is back or confirmed dead",
+			     m->container, m->source, m->id, m->dest);
+			return;
+		}
+		r = agent(m, m->src_ep, "POST", 0, json_pack("{s:s}", "container", m->container), NULL, &e,
+			  "/v1/agent/migrations/%s/resume", m->id);
+		if (r < 0)
+			mlog(m, FM_LOG_ERROR, FM_C_CONTAINER_MANAGER, "Cannot resume %s on %s: %s", m->container,
+			     m->source, e.msg);
+		else
+			mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Container %s resumed on source %s", m->container,
+			     m->source);
+		fm_error_clear(&e);
+	} else if (m->src_ep) {
+		mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Container %s was never frozen: it keeps running on %s",
+		     m->container, m->source);
+	}
+}
+
+static const struct {
+	fm_mstate state;
+	int (*run)(fm_mig *m);
+	const char *component;
+	const char *done; /* log text of the success transition */
+} steps[] = {
+	{ FM_MS_PENDING, step_pending, FM_C_MIGRATION_MANAGER, "Request validated, source and destination reachable" },
+	{ FM_MS_PLANNING, step_planning, FM_C_MIGRATION_MANAGER, "Plan ready: policies allow, strategy chosen, resources reserved" },
+	{ FM_MS_PREPARATION, step_preparation, FM_C_MIGRATION_MANAGER, "Destination prepared" },
+	{ FM_MS_EXECUTION, step_execution, FM_C_STATE_SYNC, "State transferred and restored" },
+	{ FM_MS_VERIFICATION, step_verification, FM_C_MIGRATION_MANAGER, "Verification passed" },
+};
+
+static void finish(fm_mig *m, bool completed)
+{
+	int64_t total = (fm_now_mono_us() - m->t0_us + 500) / 1000;
+	fm_journal_exec(m->ctl->journal,
+			"UPDATE migrations SET resolved = 1, finished_ms = ?, total_ms = COALESCE(total_ms, ?), error = ?,"
+			" error_detail = ? WHERE id = ?", "iisss", fm_now_wall_ms(), total,
+			completed ? NULL : m->err.msg, completed ? NULL : m->err.detail, m->id);
+}
+
+static void fail_and_rollback(fm_mig *m)
+{
+	const char *path = fm_fsm_failure_path(m->state);
+	char what[1200];
+
+	snprintf(what, sizeof(what), "Migration failed in %s (path %s): %s", fm_mstate_name(m->state),
+		 path ? path : "-", m->err.msg);
+	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET error = ?, error_detail = ? WHERE id = ?", "sss",
+			m->err.msg, m->err.detail, m->id);
+	if (m->err.detail)
+		mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, "Details:\n%s", m->err.detail);
+	transition(m, FM_MS_FAILED, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, what);
+	transition(m, FM_MS_ROLLBACK, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Initiating rollback");
+	rollback(m);
+	transition(m, FM_MS_FAILED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Rollback finished");
+	finish(m, false);
+	mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, "Migration %s of %s failed: %s. Final State: FAILED", m->id,
+	     m->container, m->err.msg);
+}
+
+static void run_fsm(fm_mig *m)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(steps); i++) {
+		if (steps[i].state != m->state)
+			continue;
+		if (steps[i].run(m) < 0) {
+			fail_and_rollback(m);
+			return;
+		}
+		if (m->state == FM_MS_VERIFICATION) {
+			/* past the point of no return: retry until the commit lands */
+			for (int k = 0; finish_commit(m) < 0; k++) {
+				/* retry backoff: the peer may be restarting or the link recovering */
+				struct timespec ts = { k < 5 ? 0 : 2, k < 5 ? 200000000L : 0 };
+				nanosleep(&ts, NULL);
+				if (m->ctl->stopping)
+					return; /* recovered on restart */
+			}
+		}
+		transition(m, steps[i].state == FM_MS_VERIFICATION ? FM_MS_COMPLETED : fm_fsm_success_target(m->state),
+			   FM_LOG_INFO, steps[i].component, steps[i].done);
+	}
+	if (m->state == FM_MS_COMPLETED) {
+		finish(m, true);
+		mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER,
+		     "Migration %s of %s from %s to %s completed (downtime %" PRId64 " ms). Final State: COMPLETED",
+		     m->id, m->container, m->source, m->dest, m->downtime_ms);
+	}
+}
+
+/* ------------------------------------------------------------ threads */
+
+static void mig_free(fm_mig *m)
+{
+	free(m->src_ep);
+	free(m->dst_ep);
+	json_decref(m->req);
+	json_decref(m->cinfo);
+	json_decref(m->src_info);
+	json_decref(m->dst_info);
+	json_decref(m->prep);
+	fm_error_clear(&m->err);
+	free(m);
+}
+
+static void *mig_thread(void *opaque)
+{
+	fm_mig *m = opaque;
+	fm_controller *c = m->ctl;
+
+	if (m->recovering) {
+		if (json_integer_value(json_object_get(m->req, "_pnr"))) {
+			mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER,
+			     "Controller restarted past the point of no return: finishing the commit");
+			bool done;
+			while (!(done = finish_commit(m) == 0) && !c->stopping) {
+				struct timespec ts = { 1, 0 }; /* retry backoff: the peer may be restarting */
+				nanosleep(&ts, NULL);
+			}
+			if (done) {
+				transition(m, FM_MS_COMPLETED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Commit finished after restart");
+				finish(m, true);
+				mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Migration %s completed. Final State: COMPLETED", m->id);
+			}
+		} else if (m->state == FM_MS_FAILED || m->state == FM_MS_ROLLBACK) {
+			fm_error_set(&m->err, -EINTR, "%s", json_string_value(json_object_get(m->req, "_error")) ?: "controller restarted");
+			if (m->state == FM_MS_FAILED)
+				transition(m, FM_MS_ROLLBACK, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Resuming rollback after restart");
+			rollback(m);
+			transition(m, FM_MS_FAILED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Rollback finished");
+			finish(m, false);
+			mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, "Migration %s failed: %s. Final State: FAILED", m->id, m->err.msg);
+		} else {
+			fm_error_set(&m->err, -EINTR, "the controller was restarted while the migration was in %s",
+				     fm_mstate_name(m->state));
+			fail_and_rollback(m);
+		}
+	} else {
+		run_fsm(m);
+	}
+
+	pthread_mutex_lock(&c->lock);
+	for (fm_mig **pp = &c->running; *pp; pp = &(*pp)->next)
+		if (*pp == m) {
+			*pp = m->next;
+			break;
+		}
+	pthread_cond_broadcast(&c->changed);
+	pthread_mutex_unlock(&c->lock);
+	pthread_detach(pthread_self());
+	mig_free(m);
+	return NULL;
+}
+
+static int start(fm_controller *c, fm_mig *m, fm_error *err)
+{
+	pthread_mutex_lock(&c->lock);
+	m->next = c->running;
+	c->running = m;
+	if (pthread_create(&m->thread, NULL, mig_thread, m) != 0) {
+		c->running = m->next;
+		pthread_mutex_unlock(&c->lock);
+		return fm_error_set(err, -EAGAIN, "cannot start a migration thread");
+	}
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *self_endpoint,
+		 fm_agent_call_fn call)
+{
+	memset(c, 0, sizeof(*c));
+	c->journal = j;
+	c->host = fm_xstrdup(host);
+	c->self_endpoint = fm_xstrdup(self_endpoint);
+	c->call = call;
+	c->rpc_timeout_ms = 15000;
+	c->long_timeout_ms = 60 * 60 * 1000;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->changed, NULL);
+}
+
+void fm_ctl_fini(fm_controller *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->stopping = true;
+	while (c->running)
+		pthread_cond_wait(&c->changed, &c->lock);
+	pthread_mutex_unlock(&c->lock);
+	free(c->host);
+	free(c->self_endpoint);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->changed);
+}
+
+int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_error *err)
+{
+	const char *container = json_string_value(json_object_get(req, "container"));
+	const char *to = json_string_value(json_object_get(req, "to"));
+	const char *from = json_string_value(json_object_get(req, "from"));
+	const char *strategy = json_string_value(json_object_get(req, "strategy"));
+	json_t *health = json_object_get(req, "health_cmd");
+	fm_strategy s = FM_STRATEGY_COLD;
+	fm_mig *m;
+	char *reqs;
+	int r;
+
+	if (!container || !fm_name_valid(container))
+		return fm_error_set(err, -EINVAL, "\"container\" must be a container name");
+	if (!to || !fm_name_valid(to))
+		return fm_error_set(err, -EINVAL, "\"to\" must be a host name");
+	if (json_object_get(req, "from") && (!from || !fm_name_valid(from)))
+		return fm_error_set(err, -EINVAL, "\"from\" must be a host name");
+	if (strategy && (s = fm_strategy_from_name(strategy)) == _FM_STRATEGY_INVALID)
+		return fm_error_set(err, -EINVAL,
+				    "unknown strategy \"%s\": use COLD_MIGRATION, PRE_COPY, POST_COPY, HYBRID or LIVE_MIGRATION",
+				    strategy);
+	if (health && !json_is_null(health)) {
+		size_t i;
+		json_t *v;
+		if (!json_is_array(health) || json_array_size(health) == 0 || json_array_size(health) > 64)
+			return fm_error_set(err, -EINVAL, "\"health_cmd\" must be a non-empty array of strings");
+		json_array_foreach(health, i, v) if (!json_is_string(v)) return fm_error_set(err, -EINVAL,
+			"\"health_cmd\" must be a non-empty array of strings");
+	}
+	json_t *ht = json_object_get(req, "health_timeout_ms");
+	if (ht && !json_is_null(ht) && (!json_is_integer(ht) || json_integer_value(ht) <= 0 ||
+					json_integer_value(ht) > 3600000))
+		return fm_error_set(err, -EINVAL, "\"health_timeout_ms\" must be 1..3600000");
+
+	m = fm_xcalloc(1, sizeof(*m));
+	m->ctl = c;
+	fm_random_id("m", m->id, sizeof(m->id));
+	snprintf(m->container, sizeof(m->container), "%s", container);
+	snprintf(m->dest, sizeof(m->dest), "%s", to);
+	snprintf(m->source, sizeof(m->source), "%s", from ? from : "");
+	m->requested = m->strategy = s;
+	m->state = FM_MS_PENDING;
+	m->req = json_deep_copy(req);
+	m->t0_us = fm_now_mono_us();
+
+	reqs = json_dumps(req, JSON_COMPACT);
+	int64_t now = fm_now_wall_ms();
+	r = fm_journal_exec(c->journal,
+			    "INSERT INTO migrations(id, container, source, destination, strategy, state, created_ms, updated_ms, request)"
+			    " VALUES(?, ?, ?, ?, ?, 'PENDING', ?, ?, ?)",
+			    "sssssiis", m->id, container, m->source, to, fm_strategy_name(s), now, now, reqs);
+	if (r >= 0)
+		r = fm_journal_exec(c->journal, "INSERT INTO transitions(mid, seq, from_state, to_state, at_ms, reason)"
+				    " VALUES(?, 1, NULL, 'PENDING', ?, 'request received')", "si", m->id, now);
+	free(reqs);
+	if (r < 0) {
+		mig_free(m);
+		return fm_error_set(err, r, "cannot journal the migration request");
+	}
+	snprintf(id, idlen, "%s", m->id);
+	if ((r = start(c, m, err)) < 0) {
+		mig_free(m);
+		return r;
+	}
+	return 0;
+}
+
+void fm_ctl_recover(fm_controller *c)
+{
+	json_t *rows = NULL, *row;
+	size_t i;
+
+	if (fm_journal_query(c->journal, &rows, "SELECT * FROM migrations WHERE resolved = 0 ORDER BY created_ms", NULL) < 0)
+		return;
+	json_array_foreach(rows, i, row) {
+		fm_mig *m = fm_xcalloc(1, sizeof(*m));
+		const char *reqs = json_string_value(json_object_get(row, "request"));
+		m->ctl = c;
+		m->recovering = true;
+		snprintf(m->id, sizeof(m->id), "%s", json_string_value(json_object_get(row, "id")));
+		snprintf(m->container, sizeof(m->container), "%s", json_string_value(json_object_get(row, "container")));
+		snprintf(m->source, sizeof(m->source), "%s", json_string_value(json_object_get(row, "source")) ?: "");
+		snprintf(m->dest, sizeof(m->dest), "%s", json_string_value(json_object_get(row, "destination")));
+		m->state = fm_mstate_from_name(json_string_value(json_object_get(row, "state")));
+		m->strategy = fm_strategy_from_name(json_string_value(json_object_get(row, "strategy")));
+		m->req = reqs ? json_loads(reqs, 0, NULL) : NULL;
+		if (!m->req)
+			m->req = json_object();
+		json_object_set_new(m->req, "_pnr", json_integer(json_integer_value(json_object_get(row, "point_of_no_return"))));
+		if (json_is_string(json_object_get(row, "error")))
+			json_object_set(m->req, "_error", json_object_get(row, "error"));
+		m->src_ep = *m->source ? fm_ctl_endpoint(c, m->source) : NULL;
+		m->dst_ep = fm_ctl_endpoint(c, m->dest);
+		/* durations restart from here: the record keeps the original timestamps */
+		m->t0_us = fm_now_mono_us() - (fm_now_wall_ms() - json_integer_value(json_object_get(row, "created_ms"))) * 1000;
+		fm_log(FM_LOG_WARN, FM_C_MIGRATION_MANAGER, m->id,
+		       "Found unfinished migration %s of %s in %s after a restart: resolving it", m->id, m->container,
+		       fm_mstate_name(m->state));
+		if (start(c, m, NULL) < 0)
+			mig_free(m);
+	}
+	json_decref(rows);
+}
+
+json_t *fm_ctl_get(fm_controller *c, const char *id, int since)
+{
+	json_t *m = fm_journal_query_one(c->journal,
+		"SELECT id, container, source, destination, strategy, state, resolved, created_ms, updated_ms,"
+		" finished_ms, error, error_detail, downtime_ms, total_ms, bytes_transferred, point_of_no_return"
+		" FROM migrations WHERE id = ?", "s", id);
+	json_t *tr = NULL, *ev = NULL;
+
+	if (!m)
+		return NULL;
+	/* a FAILED migration still rolling back is not finished */
+	json_object_set_new(m, "finished", json_boolean(json_integer_value(json_object_get(m, "resolved")) != 0));
+	json_object_set(m, "resolved", json_boolean(json_integer_value(json_object_get(m, "resolved")) != 0));
+	fm_journal_query(c->journal, &tr, "SELECT seq, from_state AS 'from', to_state AS 'to', at_ms, reason"
+			 " FROM transitions WHERE mid = ? ORDER BY seq", "s", id);
+	json_object_set_new(m, "transitions", tr ? tr : json_array());
+	if (since >= 0) {
+		fm_journal_query(c->journal, &ev, "SELECT seq, at_ms, level, component, message FROM events"
+				 " WHERE mid = ? AND seq > ? ORDER BY seq", "si", id, (int64_t)since);
+		json_object_set_new(m, "events", ev ? ev : json_array());
+	}
+	return m;
+}
+
+json_t *fm_ctl_list(fm_controller *c)
+{
+	json_t *rows = NULL;
+	fm_journal_query(c->journal, &rows,
+			 "SELECT id, container, source, destination, strategy, state, resolved, created_ms, downtime_ms,"
+			 " total_ms, bytes_transferred, error FROM migrations ORDER BY created_ms", NULL);
+	return rows ? rows : json_array();
+}
+
+int fm_ctl_host_add(fm_controller *c, const char *name, const char *address, fm_error *err)
+{
+	char h[256];
+	int port;
+	if (!fm_name_valid(name))
+		return fm_error_set(err, -EINVAL, "invalid host name \"%s\"", name);
+	if (!address || fm_split_hostport(address, h, sizeof(h), &port) < 0 || port == 0)
+		return fm_error_set(err, -EINVAL, "invalid address \"%s\": expected HOST:PORT", address ? address : "");
+	if (!strcmp(name, c->host))
+		return fm_error_set(err, -EEXIST, "%s is this host", name);
+	if (fm_journal_exec(c->journal, "INSERT OR REPLACE INTO hosts(name, address, added_ms) VALUES(?, ?, ?)",
+			    "ssi", name, address, fm_now_wall_ms()) < 0)
+		return fm_error_set(err, -EIO, "cannot record host %s", name);
+	return 0;
+}
+
+int fm_ctl_host_remove(fm_controller *c, const char *name, fm_error *err)
+{
+	if (fm_journal_exec(c->journal, "DELETE FROM hosts WHERE name = ?", "s", name) <= 0)
+		return fm_error_set(err, -ENOENT, "unknown host %s", name);
+	return 0;
+}
+
+json_t *fm_ctl_host_list(fm_controller *c)
+{
+	json_t *rows = NULL;
+	fm_journal_query(c->journal, &rows, "SELECT name, address, added_ms FROM hosts ORDER BY name", NULL);
+	if (!rows)
+		rows = json_array();
+	json_array_insert_new(rows, 0, json_pack("{s:s, s:s, s:b}", "name", c->host, "address", c->self_endpoint,
+						 "local", 1));
+	return rows;
+}
+
+char *fm_ctl_endpoint(fm_controller *c, const char *name)
+{
+	json_t *row;
+	char *ep = NULL;
+	if (!strcmp(name, c->host))
+		return fm_xstrdup(c->self_endpoint);
+	row = fm_journal_query_one(c->journal, "SELECT address FROM hosts WHERE name = ?", "s", name);
+	if (row)
+		ep = fm_xstrdup(json_string_value(json_object_get(row, "address")));
+	json_decref(row);
+	return ep;
+}

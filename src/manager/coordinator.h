@@ -1,0 +1,56 @@
+/* Migration Coordinator: the controller role.  Runs each migration through the
+ * FSM (manager/fsm.h) in its own thread, talking to the source and destination
+ * agents through an injected call function (HTTP in the daemon, a fake in unit
+ * tests).  Every transition and every side-effecting step is journaled before it
+ * starts; fm_ctl_recover() resolves what a killed controller left behind.
+ */
+#pragma once
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "basic/error.h"
+#include "store/journal.h"
+
+/* How the controller reaches an agent: endpoint "host:port". */
+typedef int (*fm_agent_call_fn)(const char *endpoint, const char *method, const char *path,
+				json_t *body, int timeout_ms, json_t **out, fm_error *err);
+
+struct fm_mig;
+
+typedef struct fm_controller {
+	fm_journal *journal;
+	char *host;           /* this daemon's host name */
+	char *self_endpoint;  /* this daemon's agent, "host:port" */
+	fm_agent_call_fn call;
+	int rpc_timeout_ms;   /* ordinary agent calls */
+	int long_timeout_ms;  /* checkpoint+transfer, restore */
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
+	struct fm_mig *running;
+	bool stopping;
+} fm_controller;
+
+void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *self_endpoint,
+		 fm_agent_call_fn call);
+/* Waits for running migrations to reach a safe point, then frees. */
+void fm_ctl_fini(fm_controller *c);
+
+/* Resolves migrations a previous run left unfinished (rollback, or roll forward
+ * past the point of no return).  Runs them in background threads. */
+void fm_ctl_recover(fm_controller *c);
+
+/* Accepts a request {container, to, from?, strategy?, health_cmd?, health_timeout_ms?}
+ * and starts it; the id is written to id (>= 32 bytes).  Errors here are about the
+ * request's shape; everything else happens in the FSM and is recorded there. */
+int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_error *err);
+/* The migration record with transitions and events after `since` (-1 = none). */
+json_t *fm_ctl_get(fm_controller *c, const char *id, int since);
+json_t *fm_ctl_list(fm_controller *c);
+
+/* Known hosts. */
+int fm_ctl_host_add(fm_controller *c, const char *name, const char *address, fm_error *err);
+int fm_ctl_host_remove(fm_controller *c, const char *name, fm_error *err);
+json_t *fm_ctl_host_list(fm_controller *c);
+/* Endpoint of a host ("host:port"), NULL if unknown; caller frees. */
+char *fm_ctl_endpoint(fm_controller *c, const char *name);

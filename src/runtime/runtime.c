@@ -1,0 +1,529 @@
+#include "runtime/runtime.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include "basic/cmd.h"
+#include "basic/log.h"
+#include "basic/util.h"
+
+#define RUNC_TIMEOUT_MS 60000
+
+/* The bundle template: runc's own `runc spec` defaults (capabilities, masked
+ * paths, mounts), without a terminal, with a writable root. */
+static const char bundle_template[] =
+	"{\"ociVersion\":\"1.0.2-dev\","
+	"\"process\":{\"terminal\":false,\"user\":{\"uid\":0,\"gid\":0},\"args\":[\"sh\"],"
+	"\"env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"],"
+	"\"cwd\":\"/\","
+	"\"capabilities\":{"
+	"\"bounding\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"],"
+	"\"effective\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"],"
+	"\"permitted\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"],"
+	"\"ambient\":[\"CAP_AUDIT_WRITE\",\"CAP_KILL\",\"CAP_NET_BIND_SERVICE\"]},"
+	"\"rlimits\":[{\"type\":\"RLIMIT_NOFILE\",\"hard\":1024,\"soft\":1024}],"
+	"\"noNewPrivileges\":true},"
+	"\"root\":{\"path\":\"rootfs\",\"readonly\":false},"
+	"\"hostname\":\"container\","
+	"\"mounts\":["
+	"{\"destination\":\"/proc\",\"type\":\"proc\",\"source\":\"proc\"},"
+	"{\"destination\":\"/dev\",\"type\":\"tmpfs\",\"source\":\"tmpfs\",\"options\":[\"nosuid\",\"strictatime\",\"mode=755\",\"size=65536k\"]},"
+	"{\"destination\":\"/dev/pts\",\"type\":\"devpts\",\"source\":\"devpts\",\"options\":[\"nosuid\",\"noexec\",\"newinstance\",\"ptmxmode=0666\",\"mode=0620\",\"gid=5\"]},"
+	"{\"destination\":\"/dev/shm\",\"type\":\"tmpfs\",\"source\":\"shm\",\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"mode=1777\",\"size=65536k\"]},"
+	"{\"destination\":\"/dev/mqueue\",\"type\":\"mqueue\",\"source\":\"mqueue\",\"options\":[\"nosuid\",\"noexec\",\"nodev\"]},"
+	"{\"destination\":\"/sys\",\"type\":\"sysfs\",\"source\":\"sysfs\",\"options\":[\"nosuid\",\"noexec\",\"nodev\",\"ro\"]}],"
+	"\"linux\":{\"resources\":{\"devices\":[{\"allow\":false,\"access\":\"rwm\"}]},"
+	"\"namespaces\":[{\"type\":\"pid\"},{\"type\":\"network\"},{\"type\":\"ipc\"},{\"type\":\"uts\"},{\"type\":\"mount\"}],"
+	"\"maskedPaths\":[\"/proc/acpi\",\"/proc/asound\",\"/proc/kcore\",\"/proc/keys\",\"/proc/latency_stats\",\"/proc/timer_list\",\"/proc/timer_stats\",\"/proc/sched_debug\",\"/sys/firmware\",\"/proc/scsi\"],"
+	"\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"]}}";
+
+int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const char *runc,
+	       const char *criu, fm_journal *journal, fm_error *err)
+{
+	_cleanup_free_ char *cdir = fm_xasprintf("%s/containers", state_dir);
+	_cleanup_free_ char *idir = fm_xasprintf("%s/images", state_dir);
+	int r;
+
+	memset(rt, 0, sizeof(*rt));
+	rt->host = fm_xstrdup(host);
+	rt->state_dir = fm_xstrdup(state_dir);
+	rt->runc = fm_xstrdup(runc);
+	rt->criu = fm_xstrdup(criu);
+	rt->runc_root = fm_xasprintf("%s/runc", state_dir);
+	rt->journal = journal;
+	if ((r = fm_mkdir_p(cdir, 0700)) < 0 || (r = fm_mkdir_p(rt->runc_root, 0700)) < 0)
+		return fm_error_set(err, r, "cannot create %s: %s", state_dir, strerror(-r));
+	return fm_image_store_open(idir, &rt->images, err);
+}
+
+void fm_rt_close(fm_runtime *rt)
+{
+	fm_image_store_free(rt->images);
+	free(rt->host);
+	free(rt->state_dir);
+	free(rt->runc);
+	free(rt->criu);
+	free(rt->runc_root);
+	memset(rt, 0, sizeof(*rt));
+}
+
+void fm_container_spec_clear(fm_container_spec *spec)
+{
+	free(spec->name);
+	free(spec->image);
+	free(spec->digest);
+	json_decref(spec->args);
+	json_decref(spec->env);
+	memset(spec, 0, sizeof(*spec));
+}
+
+static bool string_array_valid(json_t *a, size_t max)
+{
+	size_t i;
+	json_t *v;
+	if (!json_is_array(a) || json_array_size(a) > max)
+		return false;
+	json_array_foreach(a, i, v) if (!json_is_string(v) || json_string_length(v) > 4096) return false;
+	return true;
+}
+
+int fm_container_spec_from_json(json_t *o, fm_container_spec *spec, fm_error *err)
+{
+	json_t *v;
+
+	memset(spec, 0, sizeof(*spec));
+	if (!json_is_object(o))
+		return fm_error_set(err, -EINVAL, "container spec must be a JSON object");
+	v = json_object_get(o, "name");
+	if (!json_is_string(v) || !fm_name_valid(json_string_value(v)))
+		return fm_error_set(err, -EINVAL,
+				    "\"name\" must be 1-63 characters of [A-Za-z0-9_.-], starting with a letter or digit");
+	spec->name = fm_xstrdup(json_string_value(v));
+	v = json_object_get(o, "image");
+	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 128)
+		return fm_error_set(err, -EINVAL, "\"image\" must name an imported image (see `fleximigrate image list`)");
+	spec->image = fm_xstrdup(json_string_value(v));
+	v = json_object_get(o, "digest");
+	if (json_is_string(v)) {
+		if (!fm_digest_valid(json_string_value(v)))
+			return fm_error_set(err, -EINVAL, "\"digest\" must be sha256:<64 hex digits>");
+		spec->digest = fm_xstrdup(json_string_value(v));
+	}
+	v = json_object_get(o, "args");
+	if (!string_array_valid(v, 256) || json_array_size(v) == 0)
+		return fm_error_set(err, -EINVAL, "\"args\" must be a non-empty array of strings (the command to run)");
+	spec->args = json_incref(v);
+	v = json_object_get(o, "env");
+	if (v && !json_is_null(v)) {
+		if (!string_array_valid(v, 256))
+			return fm_error_set(err, -EINVAL, "\"env\" must be an array of \"NAME=VALUE\" strings");
+		spec->env = json_incref(v);
+	}
+	v = json_object_get(o, "cpu_milli");
+	if (v && !json_is_null(v)) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1024000)
+			return fm_error_set(err, -EINVAL, "\"cpu_milli\" must be an integer 0..1024000 (1000 = one CPU)");
+		spec->cpu_milli = json_integer_value(v);
+	}
+	v = json_object_get(o, "memory_bytes");
+	if (v && !json_is_null(v)) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+		    (json_integer_value(v) > 0 && json_integer_value(v) < 4 << 20))
+			return fm_error_set(err, -EINVAL, "\"memory_bytes\" must be 0 (unlimited) or at least 4 MiB");
+		spec->memory_bytes = json_integer_value(v);
+	}
+	return 0;
+}
+
+json_t *fm_container_spec_to_json(const fm_container_spec *spec)
+{
+	json_t *o = json_pack("{s:s, s:s, s:O, s:I, s:I}", "name", spec->name, "image", spec->image,
+			      "args", spec->args, "cpu_milli", (json_int_t)spec->cpu_milli,
+			      "memory_bytes", (json_int_t)spec->memory_bytes);
+	if (spec->digest)
+		json_object_set_new(o, "digest", json_string(spec->digest));
+	if (spec->env)
+		json_object_set(o, "env", spec->env);
+	return o;
+}
+
+char *fm_rt_container_dir(fm_runtime *rt, const char *name)
+{
+	return fm_xasprintf("%s/containers/%s", rt->state_dir, name);
+}
+
+struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt)
+{
+	fm_cmd *c = fm_cmd_new(rt->runc);
+	fm_cmd_arg(c, "--root");
+	fm_cmd_arg(c, rt->runc_root);
+	if (rt->criu && *rt->criu) {
+		fm_cmd_arg(c, "--criu");
+		fm_cmd_arg(c, rt->criu);
+	}
+	fm_cmd_set_timeout_ms(c, RUNC_TIMEOUT_MS);
+	return c;
+}
+
+/* The last error messages runc wrote to its JSON log, as an error detail. */
+static void attach_runc_log(fm_error *err, const char *log)
+{
+	char *lines = fm_file_grep(log, "\"level\":\"error\"", NULL, 4);
+	if (lines)
+		fm_error_set_detail(err, lines);
+}
+
+int fm_rt_bundle_create(fm_runtime *rt, const fm_container_spec *spec, fm_error *err)
+{
+	_cleanup_free_ char *dir = fm_rt_container_dir(rt, spec->name);
+	_cleanup_free_ char *cfgpath = fm_xasprintf("%s/config.json", dir);
+	json_error_t jerr;
+	json_t *cfg, *proc, *linux_, *res;
+	int r;
+
+	for (const char *sub = "rootfs\0upper\0work\0"; *sub; sub += strlen(sub) + 1) {
+		_cleanup_free_ char *p = fm_xasprintf("%s/%s", dir, sub);
+		if ((r = fm_mkdir_p(p, 0700)) < 0)
+			return fm_error_set(err, r, "cannot create %s: %s", p, strerror(-r));
+	}
+	cfg = json_loads(bundle_template, 0, &jerr);
+	if (!cfg)
+		return fm_error_set(err, -EINVAL, "internal: bad bundle template: %s", jerr.text);
+	proc = json_object_get(cfg, "process");
+	json_object_set(proc, "args", spec->args);
+	if (spec->env) {
+		json_t *env = json_object_get(proc, "env");
+		json_array_extend(env, spec->env);
+	}
+	json_object_set_new(json_object_get(cfg, "root"), "path", json_sprintf("%s/rootfs", dir));
+	json_object_set_new(cfg, "hostname", json_string(spec->name));
+	linux_ = json_object_get(cfg, "linux");
+	json_object_set_new(linux_, "cgroupsPath", json_sprintf("/fleximigrate/%s/%s", rt->host, spec->name));
+	res = json_object_get(linux_, "resources");
+	if (spec->memory_bytes > 0)
+		json_object_set_new(res, "memory", json_pack("{s:I}", "limit", (json_int_t)spec->memory_bytes));
+	if (spec->cpu_milli > 0)
+		json_object_set_new(res, "cpu", json_pack("{s:I, s:I}", "quota", (json_int_t)spec->cpu_milli * 100,
+							  "period", (json_int_t)100000));
+	char *s = json_dumps(cfg, JSON_INDENT(1));
+	json_decref(cfg);
+	r = fm_write_file_atomic(cfgpath, s, strlen(s), 0600);
+	free(s);
+	if (r < 0)
+		return fm_error_set(err, r, "cannot write %s: %s", cfgpath, strerror(-r));
+	return 0;
+}
+
+int fm_rt_rootfs_mount(fm_runtime *rt, const char *name, const char *digest, fm_error *err)
+{
+	_cleanup_free_ char *dir = fm_rt_container_dir(rt, name);
+	_cleanup_free_ char *lower = fm_image_rootfs_path(rt->images, digest);
+	_cleanup_free_ char *opts = fm_xasprintf("lowerdir=%s,upperdir=%s/upper,workdir=%s/work", lower, dir, dir);
+	_cleanup_free_ char *target = fm_xasprintf("%s/rootfs", dir);
+
+	if (mount("overlay", target, "overlay", 0, opts) < 0)
+		return fm_error_set(err, -errno, "cannot mount the root filesystem of %s (overlay on %s): %m",
+				    name, target);
+	return 0;
+}
+
+int fm_rt_rootfs_umount(fm_runtime *rt, const char *name)
+{
+	_cleanup_free_ char *target = fm_xasprintf("%s/containers/%s/rootfs", rt->state_dir, name);
+	/* lazily: a process that still holds the mount (a dying container) must not
+	 * keep us from cleaning up; the kernel finishes when it lets go */
+	if (umount2(target, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+int fm_rt_bundle_destroy(fm_runtime *rt, const char *name)
+{
+	_cleanup_free_ char *dir = fm_rt_container_dir(rt, name);
+	fm_rt_rootfs_umount(rt, name);
+	return fm_rm_rf(dir);
+}
+
+int fm_rt_record(fm_runtime *rt, const fm_container_spec *spec, const char *migration, bool committed)
+{
+	json_t *o = fm_container_spec_to_json(spec);
+	char *s = json_dumps(o, JSON_COMPACT);
+	int r = fm_journal_exec(rt->journal,
+				"INSERT OR REPLACE INTO containers(name, image, spec, created_ms, migration, committed)"
+				" VALUES(?, ?, ?, ?, ?, ?)",
+				"sssisi", spec->name, spec->digest, s, fm_now_wall_ms(), migration,
+				(int64_t)committed);
+	free(s);
+	json_decref(o);
+	return r < 0 ? r : 0;
+}
+
+int fm_rt_runc_destroy(fm_runtime *rt, const char *name, fm_error *err)
+{
+	fm_cmd *c = fm_rt_runc_cmd(rt);
+	fm_error e = FM_ERROR_INIT;
+	int r;
+
+	fm_cmd_arg(c, "delete");
+	fm_cmd_arg(c, "--force");
+	fm_cmd_arg(c, name);
+	r = fm_cmd_run(c, &e);
+	if (r != 0 && strstr(fm_cmd_stderr(c), "does not exist"))
+		r = 0;
+	if (r != 0)
+		fm_error_move(err, &e);
+	fm_error_clear(&e);
+	fm_cmd_free(c);
+	return r > 0 ? -EIO : r;
+}
+
+int fm_rt_run(fm_runtime *rt, fm_container_spec *spec, fm_error *err)
+{
+	_cleanup_free_ char *dir = fm_rt_container_dir(rt, spec->name);
+	_cleanup_free_ char *log = fm_xasprintf("%s/runc.log", dir);
+	fm_image img;
+	struct stat st;
+	fm_cmd *c;
+	int r;
+
+	if (fm_rt_exists(rt, spec->name) || stat(dir, &st) == 0)
+		return fm_error_set(err, -EEXIST, "a container named %s already exists on %s", spec->name, rt->host);
+	if (fm_image_lookup(rt->images, spec->image, &img) < 0)
+		return fm_error_set(err, -ENOENT, "image %s is not in the store of %s: import it with `fleximigrate image import`",
+				    spec->image, rt->host);
+	free(spec->digest);
+	spec->digest = fm_xstrdup(img.digest);
+
+	if ((r = fm_rt_bundle_create(rt, spec, err)) < 0)
+		goto fail;
+	if ((r = fm_rt_rootfs_mount(rt, spec->name, spec->digest, err)) < 0)
+		goto fail;
+	if ((r = fm_rt_record(rt, spec, NULL, true)) < 0) {
+		fm_error_set(err, r, "cannot record container %s in the journal", spec->name);
+		goto fail;
+	}
+	c = fm_rt_runc_cmd(rt);
+	fm_cmd_arg(c, "--log");
+	fm_cmd_arg(c, log);
+	fm_cmd_arg(c, "--log-format");
+	fm_cmd_arg(c, "json");
+	fm_cmd_arg(c, "run");
+	fm_cmd_arg(c, "--detach");
+	fm_cmd_arg(c, "--bundle");
+	fm_cmd_arg(c, dir);
+	fm_cmd_arg(c, spec->name);
+	/* the container inherits our stdio: /dev/null, which CRIU can checkpoint */
+	fm_cmd_set_stdio_null(c);
+	r = fm_cmd_run(c, err);
+	fm_cmd_free(c);
+	if (r != 0) {
+		attach_runc_log(err, log);
+		fm_error_prefix(err, "cannot start container %s", spec->name);
+		r = r > 0 ? -EIO : r;
+		fm_journal_exec(rt->journal, "DELETE FROM containers WHERE name = ?", "s", spec->name);
+		fm_rt_runc_destroy(rt, spec->name, NULL);
+		goto fail;
+	}
+	return 0;
+fail:
+	fm_rt_bundle_destroy(rt, spec->name);
+	return r;
+}
+
+int fm_rt_status(fm_runtime *rt, const char *name, char *status, size_t len, pid_t *pid)
+{
+	fm_cmd *c = fm_rt_runc_cmd(rt);
+	json_t *o;
+	int r;
+
+	fm_cmd_arg(c, "state");
+	fm_cmd_arg(c, name);
+	fm_cmd_set_timeout_ms(c, 10000);
+	r = fm_cmd_run(c, NULL);
+	if (r != 0) {
+		fm_cmd_free(c);
+		return -ENOENT;
+	}
+	o = json_loads(fm_cmd_stdout(c), 0, NULL);
+	fm_cmd_free(c);
+	if (!o)
+		return -EIO;
+	snprintf(status, len, "%s", json_string_value(json_object_get(o, "status")) ?: "unknown");
+	if (pid)
+		*pid = (pid_t)json_integer_value(json_object_get(o, "pid"));
+	json_decref(o);
+	return 0;
+}
+
+bool fm_rt_exists(fm_runtime *rt, const char *name)
+{
+	return fm_journal_query_int(rt->journal, 0, "SELECT COUNT(*) FROM containers WHERE name = ?", "s", name) > 0;
+}
+
+static json_t *describe(fm_runtime *rt, json_t *row)
+{
+	const char *name = json_string_value(json_object_get(row, "name"));
+	json_t *spec = json_loads(json_string_value(json_object_get(row, "spec")) ?: "{}", 0, NULL);
+	char status[32] = "missing";
+	pid_t pid = 0;
+	uint64_t mem = 0;
+	json_t *o;
+
+	fm_rt_status(rt, name, status, sizeof(status), &pid);
+	o = json_pack("{s:s, s:s, s:o, s:s, s:I, s:o, s:I, s:o, s:s}",
+		      "name", name, "host", rt->host,
+		      "image", json_incref(json_object_get(spec, "image")) ?: json_null(),
+		      "digest", json_string_value(json_object_get(row, "image")) ?: "",
+		      "created_ms", (json_int_t)json_integer_value(json_object_get(row, "created_ms")),
+		      "args", json_incref(json_object_get(spec, "args")) ?: json_array(),
+		      "pid", (json_int_t)pid,
+		      "committed", json_boolean(json_integer_value(json_object_get(row, "committed"))),
+		      "status", status);
+	json_object_set_new(o, "rootfs", json_sprintf("%s/containers/%s/rootfs", rt->state_dir, name));
+	json_object_set(o, "cpu_milli", json_object_get(spec, "cpu_milli"));
+	json_object_set(o, "memory_bytes", json_object_get(spec, "memory_bytes"));
+	if (fm_rt_memory_usage(rt, name, &mem) == 0)
+		json_object_set_new(o, "memory_usage_bytes", json_integer((json_int_t)mem));
+	if (!json_is_null(json_object_get(row, "migration")))
+		json_object_set(o, "migration", json_object_get(row, "migration"));
+	json_decref(spec);
+	return o;
+}
+
+json_t *fm_rt_list(fm_runtime *rt)
+{
+	json_t *rows = NULL, *out = json_array(), *row;
+	size_t i;
+
+	if (fm_journal_query(rt->journal, &rows, "SELECT * FROM containers ORDER BY name", NULL) < 0)
+		return out;
+	json_array_foreach(rows, i, row) json_array_append_new(out, describe(rt, row));
+	json_decref(rows);
+	return out;
+}
+
+json_t *fm_rt_get(fm_runtime *rt, const char *name)
+{
+	json_t *row = fm_journal_query_one(rt->journal, "SELECT * FROM containers WHERE name = ?", "s", name);
+	json_t *o;
+	if (!row)
+		return NULL;
+	o = describe(rt, row);
+	json_decref(row);
+	return o;
+}
+
+static int runc_simple(fm_runtime *rt, const char *verb, const char *name, const char *extra,
+		       fm_error *err)
+{
+	fm_cmd *c = fm_rt_runc_cmd(rt);
+	int r;
+	fm_cmd_arg(c, verb);
+	fm_cmd_arg(c, name);
+	if (extra)
+		fm_cmd_arg(c, extra);
+	r = fm_cmd_run(c, err);
+	fm_cmd_free(c);
+	return r > 0 ? -EIO : r;
+}
+
+int fm_rt_pause(fm_runtime *rt, const char *name, fm_error *err)
+{
+	return runc_simple(rt, "pause", name, NULL, err);
+}
+
+int fm_rt_resume(fm_runtime *rt, const char *name, fm_error *err)
+{
+	return runc_simple(rt, "resume", name, NULL, err);
+}
+
+/* Waits for pid to exit, at most timeout_ms (pidfd: no polling loop). */
+static bool wait_exit(pid_t pid, int timeout_ms)
+{
+	_cleanup_close_ int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	struct pollfd p;
+	if (fd < 0)
+		return errno == ESRCH;
+	p.fd = fd;
+	p.events = POLLIN;
+	return poll(&p, 1, timeout_ms) > 0;
+}
+
+int fm_rt_stop(fm_runtime *rt, const char *name, int timeout_ms, fm_error *err)
+{
+	char status[32];
+	pid_t pid = 0;
+
+	if (fm_rt_status(rt, name, status, sizeof(status), &pid) < 0)
+		return fm_error_set(err, -ENOENT, "container %s is not known to runc on %s", name, rt->host);
+	if (!strcmp(status, "stopped"))
+		return 0;
+	if (!strcmp(status, "paused"))
+		fm_rt_resume(rt, name, NULL); /* a frozen process cannot handle SIGTERM */
+	runc_simple(rt, "kill", name, "TERM", NULL);
+	if (pid > 0 && wait_exit(pid, timeout_ms))
+		return 0;
+	runc_simple(rt, "kill", name, "KILL", NULL);
+	if (pid > 0 && !wait_exit(pid, 5000))
+		return fm_error_set(err, -ETIMEDOUT, "container %s (pid %d) did not die after SIGKILL", name, (int)pid);
+	return 0;
+}
+
+int fm_rt_remove(fm_runtime *rt, const char *name, bool force, fm_error *err)
+{
+	char status[32];
+	int r;
+
+	if (!fm_rt_exists(rt, name))
+		return fm_error_set(err, -ENOENT, "no container named %s on %s", name, rt->host);
+	if (fm_rt_status(rt, name, status, sizeof(status), NULL) == 0 && strcmp(status, "stopped") != 0 && !force)
+		return fm_error_set(err, -EBUSY, "container %s is %s: stop it first or remove with --force",
+				    name, status);
+	if ((r = fm_rt_runc_destroy(rt, name, err)) < 0)
+		return r;
+	if ((r = fm_rt_bundle_destroy(rt, name)) < 0)
+		return fm_error_set(err, r, "cannot remove the files of %s: %s", name, strerror(-r));
+	fm_journal_exec(rt->journal, "DELETE FROM containers WHERE name = ?", "s", name);
+	return 0;
+}
+
+int fm_rt_exec(fm_runtime *rt, const char *name, json_t *argv, int timeout_ms, fm_error *err)
+{
+	fm_cmd *c = fm_rt_runc_cmd(rt);
+	size_t i;
+	json_t *v;
+	int r;
+
+	fm_cmd_arg(c, "exec");
+	fm_cmd_arg(c, name);
+	json_array_foreach(argv, i, v) fm_cmd_arg(c, json_string_value(v));
+	fm_cmd_set_timeout_ms(c, timeout_ms);
+	r = fm_cmd_run(c, err);
+	fm_cmd_free(c);
+	return r > 0 ? -EIO : r;
+}
+
+int fm_rt_memory_usage(fm_runtime *rt, const char *name, uint64_t *bytes)
+{
+	/* cgroup v1 memory controller first, then the unified hierarchy */
+	static const char *const files[] = { "/sys/fs/cgroup/memory/fleximigrate/%/memory.usage_in_bytes",
+					     "/sys/fs/cgroup/fleximigrate/%/memory.current",
+					     "/sys/fs/cgroup/unified/fleximigrate/%/memory.current" };
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		const char *pct = strchr(files[i], '%');
+		_cleanup_free_ char *p = fm_xasprintf("%.*s%s/%s%s", (int)(pct - files[i]), files[i], rt->host, name, pct + 1);
+		_cleanup_free_ char *s = NULL;
+		if (fm_read_file(p, 64, &s, NULL) == 0) {
+			*bytes = strtoull(s, NULL, 10);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}

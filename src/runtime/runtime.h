@@ -1,0 +1,85 @@
+/* Runtime Controller: runs this host's containers through runc.
+ *
+ * A container is an OCI bundle below <state>/containers/<name>/: config.json, a
+ * root filesystem mounted as overlayfs (the image's unpacked tree as the read-only
+ * lower layer, upper/ holding everything the container wrote), and runc's own log.
+ * The container's writable layer is therefore exactly upper/: that, and not the
+ * image, is what a migration has to move besides the process state.
+ *
+ * runc keeps its state below <state>/runc, so two daemons on one machine (two
+ * namespace "hosts") never see each other's containers; cgroups are placed under
+ * /fleximigrate/<host>/<name> for the same reason.
+ */
+#pragma once
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "basic/error.h"
+#include "runtime/image.h"
+#include "store/journal.h"
+
+typedef struct fm_runtime {
+	char *host;         /* this daemon's host name */
+	char *state_dir;
+	char *runc;         /* runc binary */
+	char *criu;         /* CRIU binary (wrapper) handed to runc --criu */
+	char *runc_root;
+	fm_image_store *images;
+	fm_journal *journal;
+} fm_runtime;
+
+/* What a user asks for.  Owned strings; fm_container_spec_clear frees them. */
+typedef struct fm_container_spec {
+	char *name;
+	char *image;        /* name or digest as given */
+	char *digest;       /* resolved */
+	json_t *args;       /* array of strings */
+	json_t *env;        /* array of "K=V" strings, may be NULL */
+	int64_t cpu_milli;  /* 0 = unlimited */
+	int64_t memory_bytes;
+} fm_container_spec;
+
+int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const char *runc,
+	       const char *criu, fm_journal *journal, fm_error *err);
+void fm_rt_close(fm_runtime *rt);
+
+/* Parses and validates a spec from API JSON; fills errors that name the bad field. */
+int fm_container_spec_from_json(json_t *o, fm_container_spec *spec, fm_error *err);
+json_t *fm_container_spec_to_json(const fm_container_spec *spec);
+void fm_container_spec_clear(fm_container_spec *spec);
+
+/* Creates and starts a container from a local image. */
+int fm_rt_run(fm_runtime *rt, fm_container_spec *spec, fm_error *err);
+/* "running", "paused", "stopped", "created" or NULL when runc does not know it. */
+int fm_rt_status(fm_runtime *rt, const char *name, char *status, size_t len, pid_t *pid);
+/* Array of container objects (name, image, digest, status, pid, rootfs, …). */
+json_t *fm_rt_list(fm_runtime *rt);
+json_t *fm_rt_get(fm_runtime *rt, const char *name);
+bool fm_rt_exists(fm_runtime *rt, const char *name);
+/* SIGTERM, then SIGKILL after timeout_ms; the container stays (status stopped). */
+int fm_rt_stop(fm_runtime *rt, const char *name, int timeout_ms, fm_error *err);
+/* Removes the container entirely (kills it if force). */
+int fm_rt_remove(fm_runtime *rt, const char *name, bool force, fm_error *err);
+int fm_rt_pause(fm_runtime *rt, const char *name, fm_error *err);
+int fm_rt_resume(fm_runtime *rt, const char *name, fm_error *err);
+/* Runs argv inside the container (runc exec), bounded by timeout_ms. */
+int fm_rt_exec(fm_runtime *rt, const char *name, json_t *argv, int timeout_ms, fm_error *err);
+
+/* Building blocks shared with the State Synchronizer. */
+char *fm_rt_container_dir(fm_runtime *rt, const char *name);
+/* Creates the bundle directory and config.json (no mount, no journal row). */
+int fm_rt_bundle_create(fm_runtime *rt, const fm_container_spec *spec, fm_error *err);
+int fm_rt_rootfs_mount(fm_runtime *rt, const char *name, const char *digest, fm_error *err);
+int fm_rt_rootfs_umount(fm_runtime *rt, const char *name);
+/* Unmounts and deletes the bundle directory (not the runc container). */
+int fm_rt_bundle_destroy(fm_runtime *rt, const char *name);
+/* runc with --root and --criu already set; caller adds the rest. */
+struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt);
+/* Journal row for a container (migration = NULL for local ones). */
+int fm_rt_record(fm_runtime *rt, const fm_container_spec *spec, const char *migration, bool committed);
+/* runc kill KILL + delete -f, ignoring "does not exist". */
+int fm_rt_runc_destroy(fm_runtime *rt, const char *name, fm_error *err);
+/* Reads the container's memory usage (bytes) from its cgroup; -errno if unknown. */
+int fm_rt_memory_usage(fm_runtime *rt, const char *name, uint64_t *bytes);

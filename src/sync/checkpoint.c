@@ -1,0 +1,172 @@
+#include "sync/checkpoint.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/utsname.h>
+
+#include "basic/cmd.h"
+#include "basic/log.h"
+#include "basic/util.h"
+
+#define CRIU_TIMEOUT_MS (30 * 60 * 1000) /* a dump of many GiB over a slow disk */
+
+/* Attaches the last Error lines of a CRIU log (without the harmless rlimit one
+ * CRIU prints on every run here) to err. */
+static void attach_criu_log(fm_error *err, const char *work_dir, const char *logname)
+{
+	_cleanup_free_ char *path = fm_xasprintf("%s/%s", work_dir, logname);
+	char *lines = fm_file_grep(path, "Error", "RLIMIT_NOFILE", 6);
+	if (lines)
+		fm_error_set_detail(err, fm_xasprintf("CRIU %s (%s):\n%s", logname, path, lines));
+	free(lines);
+}
+
+int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err)
+{
+	int r = fm_rt_pause(rt, name, err);
+	if (r < 0)
+		fm_error_prefix(err, "cannot freeze %s", name);
+	return r;
+}
+
+int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+		 fm_error *err)
+{
+	struct fm_cmd *c = fm_rt_runc_cmd(rt);
+	int r;
+
+	fm_cmd_arg(c, "checkpoint");
+	/* keep the frozen source: rollback is then a resume, not a restore */
+	fm_cmd_arg(c, "--leave-running");
+	fm_cmd_arg(c, "--image-path");
+	fm_cmd_arg(c, images_dir);
+	fm_cmd_arg(c, "--work-path");
+	fm_cmd_arg(c, work_dir);
+	fm_cmd_arg(c, name);
+	fm_cmd_set_timeout_ms(c, CRIU_TIMEOUT_MS);
+	r = fm_cmd_run(c, err);
+	fm_cmd_free(c);
+	if (r != 0) {
+		attach_criu_log(err, work_dir, "dump.log");
+		fm_error_prefix(err, "checkpoint of %s failed", name);
+		return r > 0 ? -EIO : r;
+	}
+	return 0;
+}
+
+int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+	       fm_error *err)
+{
+	_cleanup_free_ char *bundle = fm_rt_container_dir(rt, name);
+	struct fm_cmd *c = fm_rt_runc_cmd(rt);
+	int r;
+
+	fm_cmd_arg(c, "restore");
+	fm_cmd_arg(c, "--detach");
+	fm_cmd_arg(c, "--image-path");
+	fm_cmd_arg(c, images_dir);
+	fm_cmd_arg(c, "--work-path");
+	fm_cmd_arg(c, work_dir);
+	fm_cmd_arg(c, "--bundle");
+	fm_cmd_arg(c, bundle);
+	fm_cmd_arg(c, name);
+	fm_cmd_set_stdio_null(c);
+	fm_cmd_set_timeout_ms(c, CRIU_TIMEOUT_MS);
+	r = fm_cmd_run(c, err);
+	fm_cmd_free(c);
+	if (r != 0) {
+		attach_criu_log(err, work_dir, "restore.log");
+		fm_error_prefix(err, "restore of %s failed", name);
+		return r > 0 ? -EIO : r;
+	}
+	return 0;
+}
+
+static bool criu_feature(const char *criu, const char *feature)
+{
+	struct fm_cmd *c = fm_cmd_new(criu);
+	fm_cmd_arg(c, "check");
+	fm_cmd_arg(c, "--feature");
+	fm_cmd_arg(c, feature);
+	fm_cmd_set_timeout_ms(c, 20000);
+	int r = fm_cmd_run(c, NULL);
+	fm_cmd_free(c);
+	return r == 0;
+}
+
+json_t *fm_ckpt_capabilities(const char *criu)
+{
+	struct utsname u;
+	json_t *o = json_object();
+	fm_error e = FM_ERROR_INIT;
+	struct fm_cmd *c;
+	_cleanup_free_ char *pipemax = NULL;
+
+	uname(&u);
+	json_object_set_new(o, "kernel", json_string(u.release));
+	json_object_set_new(o, "arch", json_string(u.machine));
+	json_object_set_new(o, "criu_path", json_string(criu));
+
+	c = fm_cmd_new(criu);
+	fm_cmd_arg(c, "--version");
+	fm_cmd_set_timeout_ms(c, 10000);
+	if (fm_cmd_run(c, NULL) == 0) {
+		/* "Version: 4.2.1" */
+		const char *v = strstr(fm_cmd_stdout(c), "Version:");
+		char ver[32] = "";
+		if (v)
+			sscanf(v, "Version: %31s", ver);
+		json_object_set_new(o, "criu_version", json_string(ver));
+	} else {
+		json_object_set_new(o, "criu_version", json_null());
+	}
+	fm_cmd_free(c);
+
+	c = fm_cmd_new(criu);
+	fm_cmd_arg(c, "check");
+	fm_cmd_set_timeout_ms(c, 20000);
+	int r = fm_cmd_run(c, &e);
+	fm_cmd_free(c);
+	json_object_set_new(o, "criu_ok", json_boolean(r == 0));
+	if (r != 0)
+		json_object_set_new(o, "criu_error", json_string(e.msg));
+	fm_error_clear(&e);
+
+	json_object_set_new(o, "lazy_pages", json_boolean(r == 0 && criu_feature(criu, "uffd-noncoop")));
+	json_object_set_new(o, "mem_dirty_track", json_boolean(r == 0 && criu_feature(criu, "mem_dirty_track")));
+	if (fm_read_file("/proc/sys/fs/pipe-max-size", 64, &pipemax, NULL) == 0)
+		json_object_set_new(o, "pipe_max_size", json_integer(strtoll(pipemax, NULL, 10)));
+	return o;
+}
+
+static int cpuinfo(const char *criu, const char *verb, const char *dir, fm_error *err)
+{
+	struct fm_cmd *c = fm_cmd_new(criu);
+	int r;
+	fm_cmd_arg(c, "cpuinfo");
+	fm_cmd_arg(c, verb);
+	fm_cmd_arg(c, "-D");
+	fm_cmd_arg(c, dir);
+	fm_cmd_arg(c, "-o");
+	fm_cmd_argf(c, "cpuinfo-%s.log", verb);
+	fm_cmd_set_timeout_ms(c, 20000);
+	r = fm_cmd_run(c, err);
+	fm_cmd_free(c);
+	if (r != 0) {
+		_cleanup_free_ char *log = fm_xasprintf("cpuinfo-%s.log", verb);
+		attach_criu_log(err, dir, log);
+		return r > 0 ? -EIO : r;
+	}
+	return 0;
+}
+
+int fm_ckpt_cpuinfo_dump(const char *criu, const char *dir, fm_error *err)
+{
+	return cpuinfo(criu, "dump", dir, err);
+}
+
+int fm_ckpt_cpuinfo_check(const char *criu, const char *dir, fm_error *err)
+{
+	return cpuinfo(criu, "check", dir, err);
+}

@@ -1,0 +1,35 @@
+/* Checkpointing Module and State Restoration Module: CRIU through runc.
+ *
+ * A cold migration freezes the container (cgroup freezer, `runc pause`), dumps it
+ * with --leave-running so that it stays frozen on the source, and restores it on
+ * the destination.  Keeping the source frozen instead of killed makes rollback
+ * cheap and safe: until the destination is verified, undoing the migration is one
+ * `runc resume`, and the process the user had is the process that continues.
+ *
+ * Every CRIU failure carries the last Error lines of CRIU's own log as detail.
+ */
+#pragma once
+#include <jansson.h>
+
+#include "basic/error.h"
+#include "runtime/runtime.h"
+
+/* Freezes the container (its processes stop at once; the clock of the downtime
+ * starts here). */
+int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err);
+/* Dumps a frozen container into images_dir (work_dir holds CRIU's log). */
+int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+		 fm_error *err);
+/* Restores a container from images_dir; its bundle and root filesystem must be in
+ * place (see fm_rt_bundle_create / fm_rt_rootfs_mount). */
+int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+	       fm_error *err);
+
+/* What this host's kernel and CRIU can do, measured once at start-up:
+ * {criu_path, criu_version, criu_ok, criu_error, lazy_pages, mem_dirty_track,
+ *  pipe_max_size, kernel, arch}. */
+json_t *fm_ckpt_capabilities(const char *criu);
+/* `criu cpuinfo dump` into dir (cpuinfo.img). */
+int fm_ckpt_cpuinfo_dump(const char *criu, const char *dir, fm_error *err);
+/* `criu cpuinfo check` of dir/cpuinfo.img against this CPU. */
+int fm_ckpt_cpuinfo_check(const char *criu, const char *dir, fm_error *err);

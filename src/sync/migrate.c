@@ -1,0 +1,615 @@
+#include "sync/migrate.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "basic/log.h"
+#include "basic/util.h"
+#include "manager/allocator.h"
+#include "sync/checkpoint.h"
+#include "sync/transfer.h"
+
+/* Destination: one migration arriving. */
+typedef struct fm_incoming {
+	char mid[64];
+	fm_container_spec spec;
+	char *staging;               /* <state>/migrations/<mid> */
+	fm_xfer_listener *listener;
+	uint8_t token[FM_XFER_TOKEN_LEN];
+	pthread_t thread;
+	bool thread_started, thread_done;
+	int recv_status;             /* result of the receive */
+	fm_error recv_err;
+	fm_xfer_stats stats;         /* updated while receiving (under a->lock) */
+	struct fm_incoming *next;
+} fm_incoming;
+
+/* Source: progress of one migration leaving. */
+typedef struct fm_outgoing {
+	char mid[64];
+	char phase[32];
+	fm_xfer_stats stats;
+	struct fm_outgoing *next;
+} fm_outgoing;
+
+void fm_agent_init(fm_agent *a)
+{
+	memset(a, 0, sizeof(*a));
+	pthread_mutex_init(&a->lock, NULL);
+	a->io_timeout_ms = 10000;
+	a->cpu_overcommit = 1.0;
+}
+
+static void incoming_free(fm_incoming *in)
+{
+	if (in->listener)
+		fm_xfer_listener_cancel(in->listener);
+	if (in->thread_started)
+		pthread_join(in->thread, NULL);
+	fm_xfer_listener_free(in->listener);
+	fm_container_spec_clear(&in->spec);
+	fm_error_clear(&in->recv_err);
+	free(in->staging);
+	free(in);
+}
+
+void fm_agent_fini(fm_agent *a)
+{
+	while (a->incoming) {
+		fm_incoming *n = a->incoming->next;
+		incoming_free(a->incoming);
+		a->incoming = n;
+	}
+	while (a->outgoing) {
+		fm_outgoing *n = a->outgoing->next;
+		free(a->outgoing);
+		a->outgoing = n;
+	}
+	json_decref(a->caps);
+	free(a->data_host);
+	pthread_mutex_destroy(&a->lock);
+}
+
+static char *staging_dir(fm_agent *a, const char *mid)
+{
+	return fm_xasprintf("%s/migrations/%s", a->rt->state_dir, mid);
+}
+
+static int check_mid(const char *mid, fm_error *err)
+{
+	if (!fm_name_valid(mid))
+		return fm_error_set(err, -EINVAL, "invalid migration id");
+	return 0;
+}
+
+/* Takes the incoming record out of the list (caller frees), or NULL. */
+static fm_incoming *incoming_take(fm_agent *a, const char *mid)
+{
+	fm_incoming **pp, *in = NULL;
+	pthread_mutex_lock(&a->lock);
+	for (pp = &a->incoming; *pp; pp = &(*pp)->next)
+		if (!strcmp((*pp)->mid, mid)) {
+			in = *pp;
+			*pp = in->next;
+			break;
+		}
+	pthread_mutex_unlock(&a->lock);
+	return in;
+}
+
+static fm_incoming *incoming_find(fm_agent *a, const char *mid)
+{
+	fm_incoming *in;
+	for (in = a->incoming; in; in = in->next)
+		if (!strcmp(in->mid, mid))
+			return in;
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ destination */
+
+int fm_sync_dst_reserve(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+{
+	const char *name = json_string_value(json_object_get(req, "container"));
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	if (a->cordoned)
+		return fm_error_set(err, -EPERM, "host %s is cordoned and refuses incoming migrations "
+				    "(`fleximigrate host uncordon` on it)", a->rt->host);
+	if (!name || !fm_name_valid(name))
+		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	return fm_alloc_reserve(a->journal, mid, name,
+				json_integer_value(json_object_get(req, "cpu_milli")),
+				json_integer_value(json_object_get(req, "memory_bytes")), a->cpu_overcommit, err);
+}
+
+static void recv_progress(void *opaque, const fm_xfer_stats *s)
+{
+	fm_incoming *in = opaque;
+	in->stats = *s; /* a torn read by a status query is harmless */
+}
+
+static void *recv_thread(void *opaque)
+{
+	fm_incoming *in = opaque;
+	_cleanup_free_ char *dir = fm_xasprintf("%s/recv", in->staging);
+	fm_xfer_opts opts = FM_XFER_OPTS_INIT;
+	fm_xfer_stats st = { 0 };
+
+	opts.progress = recv_progress;
+	opts.progress_opaque = in;
+	opts.io_timeout_ms = in->recv_status; /* handed over in the status field */
+	in->recv_status = fm_xfer_receive(in->listener, in->token, dir, 120000, &opts, &st, &in->recv_err);
+	in->stats = st;
+	__atomic_store_n(&in->thread_done, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void hex(const uint8_t *b, size_t n, char *out)
+{
+	for (size_t i = 0; i < n; i++)
+		sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	const char *source_ep = json_string_value(json_object_get(req, "source_endpoint"));
+	const char *controller = json_string_value(json_object_get(req, "controller"));
+	const char *source = json_string_value(json_object_get(req, "source"));
+	fm_incoming *in;
+	fm_image img;
+	char tokhex[2 * FM_XFER_TOKEN_LEN + 1];
+	_cleanup_free_ char *recv = NULL, *work = NULL;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	if (a->cordoned)
+		return fm_error_set(err, -EPERM, "host %s is cordoned and refuses incoming migrations", a->rt->host);
+
+	pthread_mutex_lock(&a->lock);
+	in = incoming_find(a, mid);
+	if (in) {
+		/* repeated by a controller that lost the reply */
+		hex(in->token, sizeof(in->token), tokhex);
+		*out = json_pack("{s:s, s:i, s:s, s:b}", "data_host", a->data_host, "port",
+				 fm_xfer_listener_port(in->listener), "token", tokhex, "image_pulled", 0);
+		pthread_mutex_unlock(&a->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&a->lock);
+
+	in = fm_xcalloc(1, sizeof(*in));
+	snprintf(in->mid, sizeof(in->mid), "%s", mid);
+	if ((r = fm_container_spec_from_json(json_object_get(req, "spec"), &in->spec, err)) < 0)
+		goto fail_free;
+	if (!in->spec.digest) {
+		r = fm_error_set(err, -EINVAL, "the container spec must carry the image digest");
+		goto fail_free;
+	}
+	if (fm_rt_exists(a->rt, in->spec.name)) {
+		r = fm_error_set(err, -EEXIST, "a container named %s already exists on %s", in->spec.name, a->rt->host);
+		goto fail_free;
+	}
+
+	/* the image: here already, or pulled from the source and verified by digest */
+	bool pulled = false;
+	if (fm_image_lookup(a->rt->images, in->spec.digest, &img) < 0) {
+		_cleanup_free_ char *tmp = fm_image_tmp_path(a->rt->images);
+		if (!source_ep || !a->fetch_blob) {
+			r = fm_error_set(err, -ENOENT, "image %s is not on %s and no source to pull it from",
+					 in->spec.digest, a->rt->host);
+			goto fail_free;
+		}
+		if ((r = a->fetch_blob(source_ep, in->spec.digest, tmp, err)) < 0 ||
+		    (r = fm_image_import_blob(a->rt->images, in->spec.image, tmp, in->spec.digest, &img, err)) < 0) {
+			unlink(tmp);
+			fm_error_prefix(err, "destination %s cannot obtain image %s (%s)", a->rt->host,
+					in->spec.image, in->spec.digest);
+			goto fail_free;
+		}
+		pulled = true;
+	}
+
+	r = fm_journal_exec(a->journal, "INSERT OR REPLACE INTO incoming(mid, container, controller, source, state, at_ms)"
+			    " VALUES(?, ?, ?, ?, 'PREPARED', ?)", "ssssi", mid, in->spec.name, controller, source,
+			    fm_now_wall_ms());
+	if (r < 0) {
+		fm_error_set(err, r, "cannot journal the incoming migration");
+		goto fail_free;
+	}
+	in->staging = staging_dir(a, mid);
+	fm_rm_rf(in->staging);
+	recv = fm_xasprintf("%s/recv", in->staging);
+	work = fm_xasprintf("%s/work", in->staging);
+	if ((r = fm_mkdir_p(recv, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0) {
+		fm_error_set(err, r, "cannot create %s: %s", in->staging, strerror(-r));
+		goto fail_undo;
+	}
+	if ((r = fm_rt_bundle_create(a->rt, &in->spec, err)) < 0)
+		goto fail_undo;
+	if ((r = fm_xfer_listen(a->data_host, 0, &in->listener, err)) < 0)
+		goto fail_undo;
+	if ((r = fm_random_bytes(in->token, sizeof(in->token))) < 0) {
+		fm_error_set(err, r, "getrandom: %s", strerror(-r));
+		goto fail_undo;
+	}
+	in->recv_status = a->io_timeout_ms;
+	if (pthread_create(&in->thread, NULL, recv_thread, in) != 0) {
+		r = fm_error_set(err, -EAGAIN, "cannot start the receiver thread");
+		goto fail_undo;
+	}
+	in->thread_started = true;
+	hex(in->token, sizeof(in->token), tokhex);
+	*out = json_pack("{s:s, s:i, s:s, s:b}", "data_host", a->data_host, "port",
+			 fm_xfer_listener_port(in->listener), "token", tokhex, "image_pulled", pulled);
+	pthread_mutex_lock(&a->lock);
+	in->next = a->incoming;
+	a->incoming = in;
+	pthread_mutex_unlock(&a->lock);
+	return 0;
+
+fail_undo:
+	fm_rt_bundle_destroy(a->rt, in->spec.name);
+	if (in->staging)
+		fm_rm_rf(in->staging);
+	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE mid = ?", "s", mid);
+fail_free:
+	incoming_free(in);
+	return r;
+}
+
+int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t **out, fm_error *err)
+{
+	fm_incoming *in;
+	int64_t t0;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	pthread_mutex_lock(&a->lock);
+	in = incoming_find(a, mid);
+	pthread_mutex_unlock(&a->lock);
+	if (!in)
+		return fm_error_set(err, -ENOENT, "no incoming migration %s on %s", mid, a->rt->host);
+
+	/* The receiver ends by itself: on END + ACK, on an error, or when the data
+	 * channel has been silent for io_timeout_ms. */
+	if (in->thread_started) {
+		pthread_join(in->thread, NULL);
+		in->thread_started = false;
+	}
+	if (fm_journal_query_int(a->journal, 0, "SELECT COUNT(*) FROM incoming WHERE mid = ? AND state = 'RESTORED'",
+				 "s", mid) > 0) {
+		/* repeated by a controller that lost the reply */
+		*out = json_pack("{s:f, s:I}", "restore_ms", 0.0, "received_payload_bytes",
+				 (json_int_t)in->stats.payload_bytes);
+		return 0;
+	}
+	if (in->recv_status < 0) {
+		fm_error e = FM_ERROR_INIT;
+		fm_error_set(&e, in->recv_status, "%s", in->recv_err.msg);
+		fm_error_prefix(&e, "receiving the container state failed");
+		fm_error_move(err, &e);
+		return in->recv_status;
+	}
+
+	_cleanup_free_ char *cdir = fm_rt_container_dir(a->rt, in->spec.name);
+	_cleanup_free_ char *upper = fm_xasprintf("%s/upper", cdir);
+	_cleanup_free_ char *rupper = fm_xasprintf("%s/recv/upper", in->staging);
+	_cleanup_free_ char *images = fm_xasprintf("%s/recv/images", in->staging);
+	_cleanup_free_ char *work = fm_xasprintf("%s/work", in->staging);
+	struct stat st;
+
+	if (stat(rupper, &st) == 0) {
+		fm_rm_rf(upper);
+		if (rename(rupper, upper) < 0)
+			return fm_error_set(err, -errno, "cannot move the received layer into place: %m");
+	}
+	if ((r = fm_rt_rootfs_mount(a->rt, in->spec.name, in->spec.digest, err)) < 0)
+		return r;
+	t0 = fm_now_mono_us();
+	r = fm_restore(a->rt, in->spec.name, images, work, err);
+	if (r < 0) {
+		fm_rt_runc_destroy(a->rt, in->spec.name, NULL);
+		fm_rt_rootfs_umount(a->rt, in->spec.name);
+		return r;
+	}
+	int64_t restore_us = fm_now_mono_us() - t0;
+	fm_rt_record(a->rt, &in->spec, mid, false);
+	fm_journal_exec(a->journal, "UPDATE incoming SET state = 'RESTORED' WHERE mid = ?", "s", mid);
+	*out = json_pack("{s:f, s:I, s:I, s:i}", "restore_ms", (double)restore_us / 1000.0,
+			 "received_payload_bytes", (json_int_t)in->stats.payload_bytes,
+			 "received_wire_bytes", (json_int_t)in->stats.wire_bytes, "entries", (int)in->stats.entries);
+	return 0;
+}
+
+int fm_sync_dst_verify(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+{
+	const char *name = json_string_value(json_object_get(req, "container"));
+	json_t *health = json_object_get(req, "health_cmd");
+	char status[32];
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	if (!name || !fm_name_valid(name))
+		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	if (fm_rt_status(a->rt, name, status, sizeof(status), NULL) < 0)
+		return fm_error_set(err, -ENOENT, "container %s does not exist on %s after restore", name, a->rt->host);
+	if (strcmp(status, "running") != 0)
+		return fm_error_set(err, -EIO, "container %s is %s on %s after restore, not running", name, status,
+				    a->rt->host);
+	if (json_is_array(health) && json_array_size(health) > 0) {
+		json_int_t t = json_integer_value(json_object_get(req, "health_timeout_ms"));
+		if ((r = fm_rt_exec(a->rt, name, health, t > 0 ? (int)t : 10000, err)) < 0) {
+			fm_error_prefix(err, "health command failed in %s on %s", name, a->rt->host);
+			return r;
+		}
+	}
+	return 0;
+}
+
+int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err)
+{
+	fm_incoming *in;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	/* the container now owns what the reservation held */
+	if (fm_journal_begin(a->journal) < 0)
+		return fm_error_set(err, -EIO, "journal busy");
+	fm_journal_exec(a->journal, "UPDATE containers SET committed = 1 WHERE migration = ?", "s", mid);
+	fm_journal_exec(a->journal, "DELETE FROM reservations WHERE mid = ?", "s", mid);
+	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE mid = ?", "s", mid);
+	if (fm_journal_commit(a->journal) < 0)
+		return fm_error_set(err, -EIO, "cannot commit migration %s in the journal", mid);
+	in = incoming_take(a, mid);
+	_cleanup_free_ char *dir = staging_dir(a, mid);
+	fm_rm_rf(dir);
+	if (in)
+		incoming_free(in);
+	return 0;
+}
+
+int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err)
+{
+	fm_incoming *in;
+	json_t *row;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	in = incoming_take(a, mid);
+	if (in)
+		incoming_free(in); /* cancels and joins the receiver */
+	row = fm_journal_query_one(a->journal, "SELECT container FROM incoming WHERE mid = ?", "s", mid);
+	/* only a container this migration created, never a committed one */
+	json_t *crow = fm_journal_query_one(a->journal,
+					    "SELECT name FROM containers WHERE migration = ? AND committed = 0", "s", mid);
+	const char *name = json_string_value(json_object_get(crow ? crow : row, crow ? "name" : "container"));
+	if (name && (crow || !fm_rt_exists(a->rt, name))) {
+		fm_rt_runc_destroy(a->rt, name, NULL);
+		fm_rt_bundle_destroy(a->rt, name);
+		fm_journal_exec(a->journal, "DELETE FROM containers WHERE name = ? AND committed = 0", "s", name);
+	}
+	json_decref(row);
+	json_decref(crow);
+	_cleanup_free_ char *dir = staging_dir(a, mid);
+	fm_rm_rf(dir);
+	fm_alloc_release(a->journal, mid);
+	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE mid = ?", "s", mid);
+	return 0;
+}
+
+json_t *fm_sync_dst_status(fm_agent *a, const char *mid)
+{
+	json_t *row = fm_journal_query_one(a->journal, "SELECT * FROM incoming WHERE mid = ?", "s", mid);
+	fm_incoming *in;
+	if (!row)
+		return NULL;
+	pthread_mutex_lock(&a->lock);
+	in = incoming_find(a, mid);
+	if (in)
+		json_object_set_new(row, "received_payload_bytes", json_integer((json_int_t)in->stats.payload_bytes));
+	pthread_mutex_unlock(&a->lock);
+	return row;
+}
+
+void fm_agent_recover(fm_agent *a)
+{
+	json_t *rows = NULL, *row;
+	size_t i;
+
+	/* A receive that was cut by our restart cannot be resumed (the sender's
+	 * connection is gone): discard it.  A restored container waits for its
+	 * controller's verdict (commit or abort). */
+	if (fm_journal_query(a->journal, &rows, "SELECT mid FROM incoming WHERE state = 'PREPARED'", NULL) < 0)
+		return;
+	json_array_foreach(rows, i, row) {
+		const char *mid = json_string_value(json_object_get(row, "mid"));
+		fm_info(FM_C_STATE_SYNC, "Discarding incoming migration %s interrupted by a restart", mid);
+		fm_sync_dst_abort(a, mid, NULL);
+	}
+	json_decref(rows);
+}
+
+/* ------------------------------------------------------------------ source */
+
+static fm_outgoing *outgoing_get(fm_agent *a, const char *mid, bool create)
+{
+	fm_outgoing *o;
+	for (o = a->outgoing; o; o = o->next)
+		if (!strcmp(o->mid, mid))
+			return o;
+	if (!create)
+		return NULL;
+	o = fm_xcalloc(1, sizeof(*o));
+	snprintf(o->mid, sizeof(o->mid), "%s", mid);
+	o->next = a->outgoing;
+	a->outgoing = o;
+	return o;
+}
+
+static void set_phase(fm_agent *a, const char *mid, const char *phase)
+{
+	pthread_mutex_lock(&a->lock);
+	snprintf(outgoing_get(a, mid, true)->phase, sizeof(((fm_outgoing *)0)->phase), "%s", phase);
+	pthread_mutex_unlock(&a->lock);
+}
+
+static void send_progress(void *opaque, const fm_xfer_stats *s)
+{
+	fm_outgoing *o = opaque;
+	o->stats = *s;
+}
+
+static int parse_token(const char *s, uint8_t out[FM_XFER_TOKEN_LEN])
+{
+	if (!s || strlen(s) != 2 * FM_XFER_TOKEN_LEN)
+		return -EINVAL;
+	for (int i = 0; i < FM_XFER_TOKEN_LEN; i++) {
+		unsigned v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -EINVAL;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	const char *name = json_string_value(json_object_get(req, "container"));
+	const char *host = json_string_value(json_object_get(req, "data_host"));
+	int port = (int)json_integer_value(json_object_get(req, "port"));
+	uint8_t token[FM_XFER_TOKEN_LEN];
+	char status[32];
+	int64_t t0, t1, t2, t3;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	if (!name || !fm_name_valid(name) || !host || port <= 0 || port > 65535 ||
+	    parse_token(json_string_value(json_object_get(req, "token")), token) < 0)
+		return fm_error_set(err, -EINVAL, "checkpoint request needs container, data_host, port and token");
+	if (fm_rt_status(a->rt, name, status, sizeof(status), NULL) < 0)
+		return fm_error_set(err, -ENOENT, "no container %s on %s", name, a->rt->host);
+
+	_cleanup_free_ char *staging = staging_dir(a, mid);
+	_cleanup_free_ char *images = fm_xasprintf("%s/images", staging);
+	_cleanup_free_ char *work = fm_xasprintf("%s/work", staging);
+	_cleanup_free_ char *cdir = fm_rt_container_dir(a->rt, name);
+	_cleanup_free_ char *upper = fm_xasprintf("%s/upper", cdir);
+	fm_rm_rf(staging);
+	if ((r = fm_mkdir_p(images, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0)
+		return fm_error_set(err, r, "cannot create %s: %s", staging, strerror(-r));
+	fm_journal_exec(a->journal, "INSERT OR REPLACE INTO outgoing(mid, container, controller, state, at_ms)"
+			" VALUES(?, ?, ?, 'FREEZING', ?)", "sssi", mid, name,
+			json_string_value(json_object_get(req, "controller")), fm_now_wall_ms());
+
+	set_phase(a, mid, "freezing");
+	t0 = fm_now_mono_us();
+	if (strcmp(status, "paused") != 0 && (r = fm_ckpt_freeze(a->rt, name, err)) < 0)
+		return r;
+	t1 = fm_now_mono_us();
+	set_phase(a, mid, "checkpointing");
+	if ((r = fm_ckpt_dump(a->rt, name, images, work, err)) < 0)
+		return r;
+	t2 = fm_now_mono_us();
+	fm_journal_exec(a->journal, "UPDATE outgoing SET state = 'DUMPED' WHERE mid = ?", "s", mid);
+
+	set_phase(a, mid, "transferring");
+	fm_xfer_tree trees[] = { { images, "images" }, { upper, "upper" } };
+	fm_xfer_opts opts = FM_XFER_OPTS_INIT;
+	fm_xfer_stats st = { 0 };
+	opts.io_timeout_ms = a->io_timeout_ms;
+	pthread_mutex_lock(&a->lock);
+	opts.progress_opaque = outgoing_get(a, mid, true);
+	pthread_mutex_unlock(&a->lock);
+	opts.progress = send_progress;
+	if (a->fault_corrupt)
+		opts.fault_corrupt_offset = 1000;
+	r = fm_xfer_send(host, port, token, trees, ARRAY_SIZE(trees), &opts, &st, err);
+	t3 = fm_now_mono_us();
+	if (r < 0) {
+		fm_error_prefix(err, "sending the state of %s to %s:%d failed", name, host, port);
+		return r;
+	}
+	set_phase(a, mid, "sent");
+	fm_journal_exec(a->journal, "UPDATE outgoing SET state = 'SENT' WHERE mid = ?", "s", mid);
+	*out = json_pack("{s:f, s:f, s:f, s:I, s:I, s:f, s:i}",
+			 "freeze_ms", (double)(t1 - t0) / 1000.0, "dump_ms", (double)(t2 - t1) / 1000.0,
+			 "transfer_ms", (double)(t3 - t2) / 1000.0, "wire_bytes", (json_int_t)st.wire_bytes,
+			 "payload_bytes", (json_int_t)st.payload_bytes, "rate_bps", st.rate_bps,
+			 "entries", (int)st.entries);
+	return 0;
+}
+
+static void outgoing_forget(fm_agent *a, const char *mid)
+{
+	fm_outgoing **pp;
+	pthread_mutex_lock(&a->lock);
+	for (pp = &a->outgoing; *pp; pp = &(*pp)->next)
+		if (!strcmp((*pp)->mid, mid)) {
+			fm_outgoing *o = *pp;
+			*pp = o->next;
+			free(o);
+			break;
+		}
+	pthread_mutex_unlock(&a->lock);
+	fm_journal_exec(a->journal, "DELETE FROM outgoing WHERE mid = ?", "s", mid);
+	_cleanup_free_ char *dir = staging_dir(a, mid);
+	fm_rm_rf(dir);
+}
+
+int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_error *err)
+{
+	char status[32];
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	if (!container || !fm_name_valid(container))
+		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	if (fm_rt_status(a->rt, container, status, sizeof(status), NULL) < 0)
+		return fm_error_set(err, -ENOENT, "container %s is no longer on %s: nothing to resume", container,
+				    a->rt->host);
+	if (!strcmp(status, "paused") && (r = fm_rt_resume(a->rt, container, err)) < 0) {
+		fm_error_prefix(err, "cannot resume %s on %s", container, a->rt->host);
+		return r;
+	}
+	outgoing_forget(a, mid);
+	return 0;
+}
+
+int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err)
+{
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	if (!container || !fm_name_valid(container))
+		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	if (fm_rt_exists(a->rt, container) && (r = fm_rt_remove(a->rt, container, true, err)) < 0)
+		return r;
+	outgoing_forget(a, mid);
+	return 0;
+}
+
+json_t *fm_sync_src_progress(fm_agent *a, const char *mid)
+{
+	fm_outgoing *o;
+	json_t *j = NULL;
+	pthread_mutex_lock(&a->lock);
+	o = outgoing_get(a, mid, false);
+	if (o)
+		j = json_pack("{s:s, s:I, s:I, s:f}", "phase", o->phase, "bytes", (json_int_t)o->stats.payload_bytes,
+			      "wire_bytes", (json_int_t)o->stats.wire_bytes, "rate_bps", o->stats.rate_bps);
+	pthread_mutex_unlock(&a->lock);
+	return j;
+}

@@ -1,0 +1,65 @@
+/* State Synchronizer, agent side: what one host does in a migration.
+ *
+ * Source role (…Src…): freeze, checkpoint, stream the images and the container's
+ * writable layer to the destination over the data channel; on rollback resume the
+ * frozen container; on commit delete it.
+ *
+ * Destination role (…Dst…): reserve resources, obtain the image, prepare the
+ * bundle, open the data channel and receive; restore; verify; commit, or abort and
+ * leave nothing behind.
+ *
+ * Every operation is idempotent per migration id, so a controller that lost track
+ * (it was killed, a reply got lost) can simply repeat it.  In-flight state is
+ * journaled (tables incoming/outgoing) so a restarted agent can clean up.
+ */
+#pragma once
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "basic/error.h"
+#include "runtime/runtime.h"
+#include "store/journal.h"
+
+/* Downloads an image blob from the source agent (provided by the API layer). */
+typedef int (*fm_blob_fetch_fn)(const char *source_endpoint, const char *digest, const char *file,
+				fm_error *err);
+
+struct fm_incoming;
+struct fm_outgoing;
+
+typedef struct fm_agent {
+	fm_runtime *rt;
+	fm_journal *journal;
+	char *data_host;          /* address peers reach our data channel on */
+	int io_timeout_ms;        /* data channel inactivity limit */
+	double cpu_overcommit;
+	bool cordoned;            /* refuses incoming migrations */
+	bool fault_corrupt;       /* test fault: corrupt one byte on the data channel */
+	json_t *caps;             /* fm_ckpt_capabilities() */
+	fm_blob_fetch_fn fetch_blob;
+	pthread_mutex_t lock;
+	struct fm_incoming *incoming;
+	struct fm_outgoing *outgoing;
+} fm_agent;
+
+void fm_agent_init(fm_agent *a);
+void fm_agent_fini(fm_agent *a);
+/* At start-up: discards the half-received incoming migrations of a previous run. */
+void fm_agent_recover(fm_agent *a);
+
+/* Destination role */
+int fm_sync_dst_reserve(fm_agent *a, const char *mid, json_t *req, fm_error *err);
+int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
+int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t **out, fm_error *err);
+int fm_sync_dst_verify(fm_agent *a, const char *mid, json_t *req, fm_error *err);
+int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err);
+int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err);
+json_t *fm_sync_dst_status(fm_agent *a, const char *mid);
+
+/* Source role */
+int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
+int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_error *err);
+int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err);
+/* {phase, bytes, rate_bps} of an outgoing migration, or NULL. */
+json_t *fm_sync_src_progress(fm_agent *a, const char *mid);

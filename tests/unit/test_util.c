@@ -1,0 +1,156 @@
+/* Unit tests: basic/util.c and basic/error.c */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "basic/error.h"
+#include "basic/util.h"
+
+static void test_name_valid(void **state)
+{
+	assert_true(fm_name_valid("hostA"));
+	assert_true(fm_name_valid("c1.web-2_x"));
+	assert_false(fm_name_valid(""));
+	assert_false(fm_name_valid(NULL));
+	assert_false(fm_name_valid("-x"));
+	assert_false(fm_name_valid(".x"));
+	assert_false(fm_name_valid("a/b"));
+	assert_false(fm_name_valid("../x"));
+	assert_false(fm_name_valid("a b"));
+	char long_name[80];
+	memset(long_name, 'a', 64);
+	long_name[64] = '\0';
+	assert_false(fm_name_valid(long_name));
+	long_name[63] = '\0';
+	assert_true(fm_name_valid(long_name));
+}
+
+static void test_parse_size(void **state)
+{
+	uint64_t v;
+	assert_int_equal(fm_parse_size("1024", &v), 0);
+	assert_int_equal(v, 1024);
+	assert_int_equal(fm_parse_size("64M", &v), 0);
+	assert_int_equal(v, 64ULL << 20);
+	assert_int_equal(fm_parse_size("1.5G", &v), 0);
+	assert_int_equal(v, 3ULL << 29);
+	assert_int_equal(fm_parse_size("2GiB", &v), 0);
+	assert_int_equal(v, 2ULL << 30);
+	assert_int_equal(fm_parse_size("12Q", &v), -EINVAL);
+	assert_int_equal(fm_parse_size("-1", &v), -EINVAL);
+	assert_int_equal(fm_parse_size("", &v), -EINVAL);
+	assert_int_equal(fm_parse_size("1e30", &v), -ERANGE);
+}
+
+static void test_hostport(void **state)
+{
+	char h[64];
+	int p;
+	assert_int_equal(fm_split_hostport("10.0.0.1:7070", h, sizeof(h), &p), 0);
+	assert_string_equal(h, "10.0.0.1");
+	assert_int_equal(p, 7070);
+	assert_int_equal(fm_split_hostport("[::1]:80", h, sizeof(h), &p), 0);
+	assert_string_equal(h, "::1");
+	assert_int_equal(fm_split_hostport("nohost", h, sizeof(h), &p), -EINVAL);
+	assert_int_equal(fm_split_hostport("a:99999", h, sizeof(h), &p), -EINVAL);
+	assert_int_equal(fm_split_hostport(":80", h, sizeof(h), &p), -EINVAL);
+	assert_int_equal(fm_split_hostport("a:", h, sizeof(h), &p), -EINVAL);
+}
+
+static void test_base64(void **state)
+{
+	const char *cases[] = { "", "f", "fo", "foo", "foob", "fooba", "foobar" };
+	const char *want[] = { "", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy" };
+	for (size_t i = 0; i < 7; i++) {
+		char *e = fm_base64_encode(cases[i], strlen(cases[i]));
+		unsigned char *d;
+		size_t n;
+		assert_string_equal(e, want[i]);
+		assert_int_equal(fm_base64_decode(e, &d, &n), 0);
+		assert_int_equal(n, strlen(cases[i]));
+		assert_memory_equal(d, cases[i], n);
+		free(e);
+		free(d);
+	}
+	unsigned char *d;
+	size_t n;
+	assert_int_equal(fm_base64_decode("Zm9", &d, &n), -EINVAL);
+	assert_int_equal(fm_base64_decode("Zm!v", &d, &n), -EINVAL);
+	assert_int_equal(fm_base64_decode("Z===", &d, &n), -EINVAL);
+}
+
+static void test_error_first_wins(void **state)
+{
+	fm_error e = FM_ERROR_INIT;
+	assert_int_equal(fm_error_set(&e, -ENOENT, "first %d", 1), -ENOENT);
+	assert_int_equal(fm_error_set(&e, -EIO, "second"), -EIO);
+	assert_int_equal(e.code, -ENOENT);
+	fm_error_prefix(&e, "context");
+	assert_string_equal(e.msg, "context: first 1");
+	fm_error_set_detail(&e, fm_xstrdup("detail"));
+	fm_error f = FM_ERROR_INIT;
+	fm_error_move(&f, &e);
+	assert_int_equal(f.code, -ENOENT);
+	assert_string_equal(f.detail, "detail");
+	assert_false(fm_error_is_set(&e));
+	/* a positive code still becomes an error */
+	fm_error g = FM_ERROR_INIT;
+	assert_true(fm_error_set(&g, 0, "x") < 0);
+	fm_error_clear(&f);
+	fm_error_clear(&g);
+	/* prefixing a long message truncates instead of overflowing */
+	char big[2000];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	fm_error_set(&g, -EIO, "%s", big);
+	fm_error_prefix(&g, "%s", big);
+	assert_int_equal(strlen(g.msg), FM_ERROR_MSG_MAX - 1);
+	fm_error_clear(&g);
+}
+
+static void test_files(void **state)
+{
+	char tmpl[] = "/tmp/fm-test-util.XXXXXX";
+	char *dir = mkdtemp(tmpl);
+	assert_non_null(dir);
+	char *sub = fm_xasprintf("%s/a/b/c", dir);
+	assert_int_equal(fm_mkdir_p(sub, 0700), 0);
+	char *f = fm_xasprintf("%s/x.log", sub);
+	const char *text = "line one\nError (criu): bad thing\nRLIMIT_NOFILE Error harmless\nok\nError: second\n";
+	assert_int_equal(fm_write_file_atomic(f, text, strlen(text), 0600), 0);
+	char *got;
+	size_t n;
+	assert_int_equal(fm_read_file(f, 4096, &got, &n), 0);
+	assert_string_equal(got, text);
+	free(got);
+	assert_int_equal(fm_read_file(f, 10, &got, &n), -EFBIG);
+	char *g = fm_file_grep(f, "Error", "RLIMIT_NOFILE", 5);
+	assert_non_null(g);
+	assert_string_equal(g, "  Error (criu): bad thing\n  Error: second\n");
+	free(g);
+	char *t = fm_file_tail(f, 16);
+	assert_string_equal(t, "Error: second\n");
+	free(t);
+	assert_int_equal(fm_rm_rf(dir), 0);
+	assert_int_equal(access(dir, F_OK), -1);
+	free(sub);
+	free(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_name_valid), cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_hostport),   cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_error_first_wins), cmocka_unit_test(test_files),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -521,9 +521,8 @@ static int cmd_migrate(int argc, char **argv)
 		fputs(migrate_help, stdout);
 		return EXIT_OK;
 	}
-	if (argc < 2 || argv[1][0] == '-')
-		return die_usage("migrate needs a CONTAINER");
-	for (i = 2; i < argc; i++) {
+	const char *container = NULL;
+	for (i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--")) {
 			health = json_array();
 			for (i++; i < argc; i++)
@@ -536,6 +535,12 @@ static int cmd_migrate(int argc, char **argv)
 		}
 		if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
 			verbose = true;
+			continue;
+		}
+		if (argv[i][0] != '-') {
+			if (container)
+				return die_usage("unexpected argument %s (a health command goes after --)", argv[i]);
+			container = argv[i];
 			continue;
 		}
 		if (i + 1 >= argc)
@@ -551,11 +556,13 @@ static int cmd_migrate(int argc, char **argv)
 		else
 			return die_usage("unknown option %s", argv[i]);
 	}
+	if (!container)
+		return die_usage("migrate needs a CONTAINER");
 	if (!to)
 		return die_usage("migrate needs --to HOST");
 	if (health && json_array_size(health) == 0)
 		return die_usage("nothing after -- : give a health command or drop the --");
-	req = json_pack("{s:s, s:s}", "container", argv[1], "to", to);
+	req = json_pack("{s:s, s:s}", "container", container, "to", to);
 	if (from)
 		json_object_set_new(req, "from", json_string(from));
 	if (strategy)

@@ -204,9 +204,8 @@ static int step_planning(fm_mig *m)
 	int r;
 
 	mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "No migration policies loaded: migration allowed by default");
-	r = fm_strategy_select(m->requested, json_object_get(m->src_info, "capabilities"),
-			       json_object_get(m->dst_info, "capabilities"), m->cinfo, &m->strategy, reason,
-			       sizeof(reason), &m->err);
+	r = fm_strategy_select(m->requested, json_object_get(m->src_info, "capabilities"), m->cinfo, &m->strategy,
+			       reason, sizeof(reason), &m->err);
 	if (r < 0)
 		return r;
 	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET strategy = ? WHERE id = ?", "ss",
@@ -241,7 +240,14 @@ static int step_preparation(fm_mig *m)
 	json_t *cpu = NULL, *spec;
 	int r;
 
-	/* the destination CPU must offer what the source's processes may use */
+	/* the destination's kernel and CRIU must do what the strategy needs ... */
+	r = fm_strategy_host_ready(m->strategy, json_object_get(m->dst_info, "capabilities"), "destination", m->dest,
+				   &m->err);
+	if (r < 0) {
+		fm_error_prefix(&m->err, "pre-flight compatibility check failed");
+		return r;
+	}
+	/* ... and its CPU must offer what the source's processes may use */
 	if ((r = agent(m, m->src_ep, "GET", 0, NULL, &cpu, &m->err, "/v1/agent/cpuinfo")) < 0) {
 		fm_error_prefix(&m->err, "cannot read the source CPU description");
 		return r;

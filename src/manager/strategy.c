@@ -5,8 +5,20 @@
 
 #include "basic/util.h"
 
-int fm_strategy_select(fm_strategy requested, json_t *src_caps, json_t *dst_caps, json_t *container,
-		       fm_strategy *chosen, char *reason, size_t reason_len, fm_error *err)
+int fm_strategy_host_ready(fm_strategy s, json_t *caps, const char *role, const char *host, fm_error *err)
+{
+	if (!json_is_true(json_object_get(caps, "criu_ok")))
+		return fm_error_set(err, -ENOTSUP, "CRIU does not work on the %s host %s: %s", role, host,
+				    json_string_value(json_object_get(caps, "criu_error")) ?: "criu check failed");
+	if ((s == FM_STRATEGY_PRE_COPY || s == FM_STRATEGY_HYBRID) &&
+	    !json_is_true(json_object_get(caps, "mem_dirty_track")))
+		return fm_error_set(err, -ENOTSUP, "%s needs dirty-memory tracking, which the kernel of %s lacks",
+				    fm_strategy_name(s), host);
+	return 0;
+}
+
+int fm_strategy_select(fm_strategy requested, json_t *src_caps, json_t *container, fm_strategy *chosen,
+		       char *reason, size_t reason_len, fm_error *err)
 {
 	char mem[32] = "unknown size";
 	json_t *m = json_object_get(container, "memory_usage_bytes");
@@ -16,9 +28,6 @@ int fm_strategy_select(fm_strategy requested, json_t *src_caps, json_t *dst_caps
 	if (!json_is_true(json_object_get(src_caps, "criu_ok")))
 		return fm_error_set(err, -ENOTSUP, "CRIU does not work on the source host: %s",
 				    json_string_value(json_object_get(src_caps, "criu_error")) ?: "criu check failed");
-	if (!json_is_true(json_object_get(dst_caps, "criu_ok")))
-		return fm_error_set(err, -ENOTSUP, "CRIU does not work on the destination host: %s",
-				    json_string_value(json_object_get(dst_caps, "criu_error")) ?: "criu check failed");
 
 	switch (requested) {
 	case FM_STRATEGY_COLD:

@@ -505,9 +505,19 @@ int fm_rt_exec(fm_runtime *rt, const char *name, json_t *argv, int timeout_ms, f
 	fm_cmd_arg(c, name);
 	json_array_foreach(argv, i, v) fm_cmd_arg(c, json_string_value(v));
 	fm_cmd_set_timeout_ms(c, timeout_ms);
-	r = fm_cmd_run(c, err);
+	fm_error e = FM_ERROR_INIT;
+	r = fm_cmd_run(c, &e);
+	if (r > 0) {
+		/* runc exec passes the command's own exit status through */
+		const char *out = fm_cmd_stderr(c)[0] ? fm_cmd_stderr(c) : fm_cmd_stdout(c);
+		fm_error_set(err, -EIO, "command exited with status %d%s%.300s", r, *out ? ": " : "", out);
+		fm_error_clear(&e);
+		r = -EIO;
+	} else {
+		fm_error_move(err, &e);
+	}
 	fm_cmd_free(c);
-	return r > 0 ? -EIO : r;
+	return r;
 }
 
 int fm_rt_memory_usage(fm_runtime *rt, const char *name, uint64_t *bytes)

@@ -1,6 +1,11 @@
 #include "sync/migrate.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -10,6 +15,9 @@
 #include "manager/allocator.h"
 #include "sync/checkpoint.h"
 #include "sync/transfer.h"
+
+/* Verification watches a restored container this long for an early exit. */
+#define FM_VERIFY_SETTLE_MS 100
 
 /* Destination: one migration arriving. */
 typedef struct fm_incoming {
@@ -23,6 +31,7 @@ typedef struct fm_incoming {
 	int recv_status;             /* result of the receive */
 	fm_error recv_err;
 	fm_xfer_stats stats;         /* updated while receiving (under a->lock) */
+	fm_agent *agent;
 	struct fm_incoming *next;
 } fm_incoming;
 
@@ -110,6 +119,30 @@ static fm_incoming *incoming_find(fm_agent *a, const char *mid)
 
 /* ------------------------------------------------------------------ destination */
 
+/* Removes what an incoming migration put on disk and in the journal: the restored
+ * container if it is not committed, its bundle, the staging directory, the
+ * reservation.  Idempotent; safe without the in-memory record. */
+static void discard_incoming(fm_agent *a, const char *mid)
+{
+	json_t *row = fm_journal_query_one(a->journal, "SELECT container FROM incoming WHERE mid = ?", "s", mid);
+	/* only a container this migration created, never a committed one */
+	json_t *crow = fm_journal_query_one(a->journal,
+					    "SELECT name FROM containers WHERE migration = ? AND committed = 0", "s", mid);
+	const char *name = json_string_value(json_object_get(crow ? crow : row, crow ? "name" : "container"));
+
+	if (name && (crow || !fm_rt_exists(a->rt, name))) {
+		fm_rt_runc_destroy(a->rt, name, NULL);
+		fm_rt_bundle_destroy(a->rt, name);
+		fm_journal_exec(a->journal, "DELETE FROM containers WHERE name = ? AND committed = 0", "s", name);
+	}
+	json_decref(row);
+	json_decref(crow);
+	_cleanup_free_ char *dir = staging_dir(a, mid);
+	fm_rm_rf(dir);
+	fm_alloc_release(a->journal, mid);
+	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE mid = ?", "s", mid);
+}
+
 int fm_sync_dst_reserve(fm_agent *a, const char *mid, json_t *req, fm_error *err)
 {
 	const char *name = json_string_value(json_object_get(req, "container"));
@@ -145,6 +178,13 @@ static void *recv_thread(void *opaque)
 	opts.io_timeout_ms = in->recv_status; /* handed over in the status field */
 	in->recv_status = fm_xfer_receive(in->listener, in->token, dir, 120000, &opts, &st, &in->recv_err);
 	in->stats = st;
+	if (in->recv_status < 0) {
+		/* A failed receive can never be restored.  Clean up now: a destination
+		 * cut off from its controller must not keep the half-received state. */
+		fm_log(FM_LOG_WARN, FM_C_DELTA_TRANSFER, in->mid, "Receiving migration %s failed (%s): discarding it",
+		       in->mid, in->recv_err.msg);
+		discard_incoming(in->agent, in->mid);
+	}
 	__atomic_store_n(&in->thread_done, true, __ATOMIC_RELEASE);
 	return NULL;
 }
@@ -184,6 +224,7 @@ int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out,
 	pthread_mutex_unlock(&a->lock);
 
 	in = fm_xcalloc(1, sizeof(*in));
+	in->agent = a;
 	snprintf(in->mid, sizeof(in->mid), "%s", mid);
 	if ((r = fm_container_spec_from_json(json_object_get(req, "spec"), &in->spec, err)) < 0)
 		goto fail_free;
@@ -339,11 +380,22 @@ int fm_sync_dst_verify(fm_agent *a, const char *mid, json_t *req, fm_error *err)
 		return r;
 	if (!name || !fm_name_valid(name))
 		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
-	if (fm_rt_status(a->rt, name, status, sizeof(status), NULL) < 0)
+	pid_t pid = 0;
+	json_int_t settle = json_integer_value(json_object_get(req, "settle_ms"));
+	if (settle <= 0 || settle > 60000)
+		settle = FM_VERIFY_SETTLE_MS;
+	if (fm_rt_status(a->rt, name, status, sizeof(status), &pid) < 0)
 		return fm_error_set(err, -ENOENT, "container %s does not exist on %s after restore", name, a->rt->host);
 	if (strcmp(status, "running") != 0)
 		return fm_error_set(err, -EIO, "container %s is %s on %s after restore, not running", name, status,
 				    a->rt->host);
+	/* a process that crashes on its first steps after restore is caught here: its
+	 * pidfd becomes readable if it exits within the settle time */
+	_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	struct pollfd p = { pfd, POLLIN, 0 };
+	if (pfd < 0 || poll(&p, 1, (int)settle) > 0)
+		return fm_error_set(err, -EIO, "container %s exited on %s within %d ms after restore: not running",
+				    name, a->rt->host, (int)settle);
 	if (json_is_array(health) && json_array_size(health) > 0) {
 		json_int_t t = json_integer_value(json_object_get(req, "health_timeout_ms"));
 		if ((r = fm_rt_exec(a->rt, name, health, t > 0 ? (int)t : 10000, err)) < 0) {
@@ -380,7 +432,6 @@ int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err)
 int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err)
 {
 	fm_incoming *in;
-	json_t *row;
 	int r;
 
 	if ((r = check_mid(mid, err)) < 0)
@@ -388,22 +439,7 @@ int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err)
 	in = incoming_take(a, mid);
 	if (in)
 		incoming_free(in); /* cancels and joins the receiver */
-	row = fm_journal_query_one(a->journal, "SELECT container FROM incoming WHERE mid = ?", "s", mid);
-	/* only a container this migration created, never a committed one */
-	json_t *crow = fm_journal_query_one(a->journal,
-					    "SELECT name FROM containers WHERE migration = ? AND committed = 0", "s", mid);
-	const char *name = json_string_value(json_object_get(crow ? crow : row, crow ? "name" : "container"));
-	if (name && (crow || !fm_rt_exists(a->rt, name))) {
-		fm_rt_runc_destroy(a->rt, name, NULL);
-		fm_rt_bundle_destroy(a->rt, name);
-		fm_journal_exec(a->journal, "DELETE FROM containers WHERE name = ? AND committed = 0", "s", name);
-	}
-	json_decref(row);
-	json_decref(crow);
-	_cleanup_free_ char *dir = staging_dir(a, mid);
-	fm_rm_rf(dir);
-	fm_alloc_release(a->journal, mid);
-	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE mid = ?", "s", mid);
+	discard_incoming(a, mid);
 	return 0;
 }
 
@@ -421,10 +457,52 @@ json_t *fm_sync_dst_status(fm_agent *a, const char *mid)
 	return row;
 }
 
+/* Waits (bounded) for runc processes of a previous run of this daemon that are
+ * still checkpointing or restoring: touching a container while CRIU works on it
+ * would corrupt it.  They are recognised by our runc root on their command line. */
+static void wait_for_orphaned_runc(fm_agent *a)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	size_t rootlen = strlen(a->rt->runc_root);
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		char path[64], buf[8192];
+		pid_t pid = (pid_t)atoi(de->d_name);
+		if (pid <= 0 || pid == getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		bool ours = false, busy = false;
+		for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
+			if (!strncmp(p, a->rt->runc_root, rootlen) && p[rootlen] == '\0')
+				ours = true;
+			if (!strcmp(p, "checkpoint") || !strcmp(p, "restore"))
+				busy = true;
+		}
+		if (!ours || !busy)
+			continue;
+		fm_info(FM_C_STATE_SYNC, "Waiting for runc (pid %d) left working by the previous run", (int)pid);
+		_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		struct pollfd p = { pfd, POLLIN, 0 };
+		if (pfd >= 0 && poll(&p, 1, 120000) == 0)
+			fm_warn(FM_C_STATE_SYNC, "runc (pid %d) still running after 120 s; going on", (int)pid);
+	}
+	closedir(d);
+}
+
 void fm_agent_recover(fm_agent *a)
 {
 	json_t *rows = NULL, *row;
 	size_t i;
+
+	wait_for_orphaned_runc(a);
 
 	/* A receive that was cut by our restart cannot be resumed (the sender's
 	 * connection is gone): discard it.  A restored container waits for its

@@ -53,6 +53,9 @@ enum { K_DIR = 1, K_FILE, K_SYMLINK, K_WHITEOUT };
 #define END_LEN 16
 #define ACK_FIXED 16
 
+/* Fails with errno and its text appended. */
+#define SYSERR(err, fmt, ...) fm_error_set(err, -errno, fmt ": %s", ##__VA_ARGS__, strerror(errno))
+
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v); put16(p + 2, (uint16_t)(v >> 16)); }
 static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
@@ -123,56 +126,33 @@ static int conn_wait(conn *c, short events)
 	}
 }
 
-static int conn_send(conn *c, const void *buf, size_t len, bool more, fm_error *err)
+/* Sends (out) or receives len bytes; each wait for the socket is bounded by the io
+ * timeout, so a silent peer is noticed whichever way the data flows. */
+static int conn_io(conn *c, const void *buf, size_t len, bool out, bool more, fm_error *err)
 {
-	const uint8_t *p = buf;
+	uint8_t *p = (uint8_t *)buf;
 
 	while (len > 0) {
 		/* MSG_MORE lets small ENTRY frames share packets; HELLO/END/ACK push. */
-		ssize_t k = send(c->fd, p, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
-		if (k >= 0) {
-			p += k;
-			len -= (size_t)k;
-			c->wire += (uint64_t)k;
-			continue;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN)
-			return fm_error_set(err, -errno, "sending to %s: %s", c->peer, strerror(errno));
-		int r = conn_wait(c, POLLOUT | (c->watch_in ? POLLIN : 0));
-		if (r == -ETIMEDOUT)
-			return fm_error_set(err, r, "%s accepted no data for %d ms: link down or %s stalled?",
-					    c->peer, c->timeout_ms, c->peer);
-		if (r == -ECANCELED)
-			return fm_error_set(err, r, "transfer cancelled");
-		if (r < 0)
-			return fm_error_set(err, r, "waiting for %s: %s", c->peer, strerror(-r));
-		if ((r & POLLIN) && !(r & POLLOUT))
-			return fm_error_set(err, -ECONNABORTED, "%s stopped reading and replied early", c->peer);
-	}
-	return 0;
-}
-
-static int conn_recv(conn *c, void *buf, size_t len, fm_error *err)
-{
-	uint8_t *p = buf;
-
-	while (len > 0) {
-		ssize_t k = recv(c->fd, p, len, 0);
+		ssize_t k = out ? send(c->fd, p, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0))
+				: recv(c->fd, p, len, 0);
 		if (k > 0) {
 			p += k;
 			len -= (size_t)k;
 			c->wire += (uint64_t)k;
 			continue;
 		}
-		if (k == 0)
-			return fm_error_set(err, -ECONNRESET, "%s closed the connection unexpectedly", c->peer);
-		if (errno == EINTR)
+		if (k == 0 && !out)
+			return fm_error_set(err, -ECONNRESET, "%s closed the connection unexpectedly",
+					    c->peer);
+		if (k < 0 && errno == EINTR)
 			continue;
-		if (errno != EAGAIN)
-			return fm_error_set(err, -errno, "receiving from %s: %s", c->peer, strerror(errno));
-		int r = conn_wait(c, POLLIN);
+		if (k < 0 && errno != EAGAIN)
+			return SYSERR(err, "%s %s", out ? "sending to" : "receiving from", c->peer);
+		int r = conn_wait(c, out ? POLLOUT | (c->watch_in ? POLLIN : 0) : POLLIN);
+		if (r == -ETIMEDOUT && out)
+			return fm_error_set(err, r, "%s accepted no data for %d ms: link down or %s stalled?",
+					    c->peer, c->timeout_ms, c->peer);
 		if (r == -ETIMEDOUT)
 			return fm_error_set(err, r, "no data from %s for %d ms: link down or %s gone?",
 					    c->peer, c->timeout_ms, c->peer);
@@ -180,9 +160,15 @@ static int conn_recv(conn *c, void *buf, size_t len, fm_error *err)
 			return fm_error_set(err, r, "transfer cancelled");
 		if (r < 0)
 			return fm_error_set(err, r, "waiting for %s: %s", c->peer, strerror(-r));
+		/* The receiver only speaks at the end: input now means it gave up. */
+		if (out && (r & POLLIN) && !(r & POLLOUT))
+			return fm_error_set(err, -ECONNABORTED, "%s stopped reading, replied early", c->peer);
 	}
 	return 0;
 }
+
+#define conn_send(c, buf, len, more, err) conn_io(c, buf, len, true, more, err)
+#define conn_recv(c, buf, len, err) conn_io(c, buf, len, false, false, err)
 
 /* buf = FMX_HDR bytes of room for the header, then len bytes of payload. */
 static void frame_seal(conn *c, uint8_t *buf, uint8_t type, uint32_t len)
@@ -224,14 +210,16 @@ static int frame_recv(conn *c, uint8_t *buf, const char *file, frame *f, fm_erro
 		return r;
 	if (get64(buf + 16) != frame_sum(buf, buf + FMX_HDR, f->len)) {
 		bool d = f->type == T_DATA && file;
-		return fm_error_set(err, -EBADMSG, "checksum mismatch in %s frame %u%s%s%s: transfer corrupted",
-				    type_name(f->type), c->rx_seq, d ? " (file " : "", d ? file : "", d ? ")" : "");
+		return fm_error_set(err, -EBADMSG, "checksum mismatch in %s frame %u%s%s%s: transfer "
+				    "corrupted", type_name(f->type), c->rx_seq, d ? " (file " : "",
+				    d ? file : "", d ? ")" : "");
 	}
 	if (buf[5] || get16(buf + 6))
-		return fm_error_set(err, -EPROTO, "frame %u from %s has unknown flags set", c->rx_seq, c->peer);
+		return fm_error_set(err, -EPROTO, "frame %u from %s has unknown flags set", c->rx_seq,
+				    c->peer);
 	if (f->seq != c->rx_seq)
-		return fm_error_set(err, -EPROTO, "frame sequence gap from %s: expected frame %u, got %" PRIu32
-				    " (frames lost or reordered)", c->peer, c->rx_seq, f->seq);
+		return fm_error_set(err, -EPROTO, "frame sequence gap from %s: expected frame %u, got "
+				    "%" PRIu32 " (frames lost or reordered)", c->peer, c->rx_seq, f->seq);
 	c->rx_seq++;
 	f->payload = buf + FMX_HDR;
 	return 0;
@@ -270,6 +258,9 @@ typedef struct sender {
 	char path[FMX_PATH_MAX + 1];   /* wire path of the current entry */
 } sender;
 
+/* "%s%s" arguments naming the current entry's local path in messages. */
+#define LOCAL(s) (s)->local_dir, (s)->path + (s)->root_len
+
 static int send_entry(sender *s, uint8_t kind, uint8_t eflags, const struct stat *st, uint64_t size,
 		      size_t plen, const char *target, size_t tlen, fm_error *err)
 {
@@ -304,18 +295,18 @@ static int send_content(sender *s, int fd, uint64_t size, fm_error *err)
 			if (k < 0 && errno == EINTR)
 				continue;
 			if (k < 0)
-				return fm_error_set(err, -errno, "reading %s%s: %s", s->local_dir,
-						    s->path + s->root_len, strerror(errno));
+				return SYSERR(err, "reading %s%s", LOCAL(s));
 			if (k == 0)
-				return fm_error_set(err, -EIO, "%s%s shrank while being sent (expected %" PRIu64
-						    " bytes): is something still writing to it?",
-						    s->local_dir, s->path + s->root_len, size);
+				return fm_error_set(err, -EIO, "%s%s shrank while being sent (expected %"
+						    PRIu64 " bytes): is something still writing to it?",
+						    LOCAL(s), size);
 			got += (size_t)k;
 		}
 		frame_seal(&s->c, s->buf, T_DATA, (uint32_t)want);
 		int64_t off = s->o->fault_corrupt_offset;
-		if (off >= 0 && (uint64_t)off >= s->st->payload_bytes && (uint64_t)off - s->st->payload_bytes < want)
-			p[(uint64_t)off - s->st->payload_bytes] ^= 0xff; /* after the checksum: test hook */
+		uint64_t rel = (uint64_t)off - s->st->payload_bytes;
+		if (off >= 0 && (uint64_t)off >= s->st->payload_bytes && rel < want)
+			p[rel] ^= 0xff; /* after the checksum: the test hook the receiver must catch */
 		int r = conn_send(&s->c, s->buf, FMX_HDR + want, true, err);
 		if (r < 0)
 			return r;
@@ -341,14 +332,12 @@ static int send_dir(sender *s, int dfd, const char *name, size_t plen, unsigned 
 	uint8_t ef = 0;
 
 	if (fd < 0 || fstat(fd, &st) < 0)
-		return fm_error_set(err, -errno, "opening directory %s%s: %s", s->local_dir,
-				    s->path + s->root_len, strerror(errno));
+		return SYSERR(err, "opening directory %s%s", LOCAL(s));
 	ssize_t n = fgetxattr(fd, OPAQUE_XATTR, v, sizeof(v));
 	if (n == 1 && v[0] == 'y')
 		ef |= EF_OPAQUE;
 	else if (n < 0 && errno != ENODATA && errno != EOPNOTSUPP && errno != ERANGE)
-		return fm_error_set(err, -errno, "reading %s of %s%s: %s", OPAQUE_XATTR, s->local_dir,
-				    s->path + s->root_len, strerror(errno));
+		return SYSERR(err, "reading %s of %s%s", OPAQUE_XATTR, LOCAL(s));
 	int r = send_entry(s, K_DIR, ef, &st, 0, plen, NULL, 0, err);
 	return r < 0 ? r : send_walk(s, fd, plen, depth, err);
 }
@@ -360,11 +349,9 @@ static int send_file(sender *s, int dfd, const char *name, size_t plen, fm_error
 	struct stat st;
 
 	if (fd < 0 || fstat(fd, &st) < 0)
-		return fm_error_set(err, -errno, "opening %s%s: %s", s->local_dir, s->path + s->root_len,
-				    strerror(errno));
+		return SYSERR(err, "opening %s%s", LOCAL(s));
 	if (!S_ISREG(st.st_mode))
-		return fm_error_set(err, -EBUSY, "%s%s changed type while being sent", s->local_dir,
-				    s->path + s->root_len);
+		return fm_error_set(err, -EBUSY, "%s%s changed type while being sent", LOCAL(s));
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	int r = send_entry(s, K_FILE, 0, &st, (uint64_t)st.st_size, plen, NULL, 0, err);
 	return r < 0 ? r : send_content(s, fd, (uint64_t)st.st_size, err);
@@ -378,13 +365,12 @@ static int send_one(sender *s, int dfd, const char *name, size_t plen, unsigned 
 
 	if (plen + 1 + nlen > FMX_PATH_MAX || depth > FMX_DEPTH_MAX)
 		return fm_error_set(err, -ENAMETOOLONG, "%s%s/%s is nested too deep or its path is too long "
-				    "to transfer", s->local_dir, s->path + s->root_len, name);
+				    "to transfer", LOCAL(s), name);
 	s->path[plen] = '/';
 	memcpy(s->path + plen + 1, name, nlen + 1);
 	plen += 1 + nlen;
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return fm_error_set(err, -errno, "inspecting %s%s: %s", s->local_dir, s->path + s->root_len,
-				    strerror(errno));
+		return SYSERR(err, "inspecting %s%s", LOCAL(s));
 	switch (st.st_mode & S_IFMT) {
 	case S_IFDIR:
 		return send_dir(s, dfd, name, plen, depth, err);
@@ -393,11 +379,9 @@ static int send_one(sender *s, int dfd, const char *name, size_t plen, unsigned 
 	case S_IFLNK: {
 		ssize_t n = readlinkat(dfd, name, target, sizeof(target));
 		if (n < 0)
-			return fm_error_set(err, -errno, "reading symlink %s%s: %s", s->local_dir,
-					    s->path + s->root_len, strerror(errno));
+			return SYSERR(err, "reading symlink %s%s", LOCAL(s));
 		if ((size_t)n >= sizeof(target))
-			return fm_error_set(err, -ENAMETOOLONG, "symlink %s%s has a target that is too long",
-					    s->local_dir, s->path + s->root_len);
+			return fm_error_set(err, -ENAMETOOLONG, "symlink %s%s: target too long", LOCAL(s));
 		return send_entry(s, K_SYMLINK, 0, &st, 0, plen, target, (size_t)n, err);
 	}
 	case S_IFCHR:
@@ -406,12 +390,15 @@ static int send_one(sender *s, int dfd, const char *name, size_t plen, unsigned 
 		break;
 	}
 	fm_debug(FM_C_DELTA_TRANSFER, "skipping %s%s: not a file, directory, symlink or whiteout (mode %o)",
-		 s->local_dir, s->path + s->root_len, (unsigned)st.st_mode);
+		 LOCAL(s), (unsigned)st.st_mode);
 	return 0;
 }
 
 static int not_dots(const struct dirent *d) { return strcmp(d->d_name, ".") && strcmp(d->d_name, ".."); }
-static int by_name(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+	return strcmp((*a)->d_name, (*b)->d_name);
+}
 
 static int send_walk(sender *s, int dfd, size_t plen, unsigned depth, fm_error *err)
 {
@@ -419,8 +406,7 @@ static int send_walk(sender *s, int dfd, size_t plen, unsigned depth, fm_error *
 	int n = scandirat(dfd, ".", &names, not_dots, by_name), r = 0;
 
 	if (n < 0)
-		return fm_error_set(err, -errno, "listing %s%s: %s", s->local_dir, s->path + s->root_len,
-				    strerror(errno));
+		return SYSERR(err, "listing %s%s", LOCAL(s));
 	for (int i = 0; i < n; i++) {
 		if (r >= 0)
 			r = send_one(s, dfd, names[i]->d_name, plen, depth + 1, err);
@@ -470,8 +456,8 @@ static int connect_to(const char *host, int port, int timeout_ms, fm_error *err)
 	}
 	freeaddrinfo(ai);
 	if (r == -ETIMEDOUT)
-		return fm_error_set(err, r, "connecting to %s:%d timed out after %d ms: host down or firewalled?",
-				    host, port, timeout_ms);
+		return fm_error_set(err, r, "connecting to %s:%d timed out after %d ms: host down or "
+				    "firewalled?", host, port, timeout_ms);
 	return fm_error_set(err, r, "cannot connect to %s:%d: %s", host, port, strerror(-r));
 }
 
@@ -497,7 +483,8 @@ static int read_ack(sender *s, bool *rejected, fm_error *err)
 			if (f.payload[ACK_FIXED + i] < 0x20 || f.payload[ACK_FIXED + i] > 0x7e)
 				f.payload[ACK_FIXED + i] = '?';
 		return fm_error_set(err, status < 0 && status > -4096 ? status : -EIO,
-				    "receiver rejected the transfer: %.*s", len, (const char *)f.payload + ACK_FIXED);
+				    "receiver rejected the transfer: %.*s", len,
+				    (const char *)f.payload + ACK_FIXED);
 	}
 	if (entries != s->st->entries || bytes != s->st->payload_bytes)
 		return fm_error_set(err, -EPROTO, "receiver acknowledged %" PRIu32 " entries and %" PRIu64
@@ -506,7 +493,8 @@ static int read_ack(sender *s, bool *rejected, fm_error *err)
 	return 0;
 }
 
-static int send_stream(sender *s, const uint8_t *token, const fm_xfer_tree *trees, size_t ntrees, fm_error *err)
+static int send_stream(sender *s, const uint8_t *token, const fm_xfer_tree *trees, size_t ntrees,
+		       fm_error *err)
 {
 	uint8_t *p = s->buf + FMX_HDR;
 	int r;
@@ -538,7 +526,8 @@ int fm_xfer_send(const char *host, int port, const uint8_t token[FM_XFER_TOKEN_L
 	fm_xfer_stats local = { 0 };
 	_cleanup_free_ uint8_t *buf = NULL;
 	_cleanup_close_ int fd = -1;
-	sender s = { .o = opts ? opts : &defaults, .st = stats ? stats : &local, .start_us = fm_now_mono_us() };
+	sender s = { .o = opts ? opts : &defaults, .st = stats ? stats : &local,
+		     .start_us = fm_now_mono_us() };
 	fm_error serr = FM_ERROR_INIT;
 	int r;
 
@@ -546,13 +535,15 @@ int fm_xfer_send(const char *host, int port, const uint8_t token[FM_XFER_TOKEN_L
 	for (size_t i = 0; i < ntrees; i++) {
 		const char *n = trees[i].remote_name;
 		if (!n || !fm_xfer_path_valid(n, strlen(n)) || strchr(n, '/'))
-			return fm_error_set(err, -EINVAL, "invalid remote name \"%s\" for %s: must be one path component",
+			return fm_error_set(err, -EINVAL, "invalid remote name \"%s\" for %s: must be one "
+					    "path component",
 					    n ? n : "(null)", trees[i].local_dir);
 	}
 	fd = connect_to(host, port, io_timeout(opts), err);
 	if (fd < 0)
 		return fd;
-	s.c = (conn){ .fd = fd, .cancel_fd = -1, .timeout_ms = io_timeout(opts), .watch_in = true, .peer = "receiver" };
+	s.c = (conn){ .fd = fd, .cancel_fd = -1, .timeout_ms = io_timeout(opts), .watch_in = true,
+		      .peer = "receiver" };
 	buf = s.buf = fm_xmalloc(FMX_HDR + FMX_MAX_FRAME);
 	fm_debug(FM_C_DELTA_TRANSFER, "sending %zu tree(s) to %s:%d", ntrees, host, port);
 
@@ -574,7 +565,8 @@ int fm_xfer_send(const char *host, int port, const uint8_t token[FM_XFER_TOKEN_L
 		fm_error_move(err, &serr);
 		return r;
 	}
-	fm_debug(FM_C_DELTA_TRANSFER, "sent %" PRIu32 " entries, %" PRIu64 " bytes in %" PRId64 " ms (%.0f Mbit/s)",
+	fm_debug(FM_C_DELTA_TRANSFER, "sent %" PRIu32 " entries, %" PRIu64 " bytes in %" PRId64
+		 " ms (%.0f Mbit/s)",
 		 s.st->entries, s.st->payload_bytes, s.st->duration_us / 1000, s.st->rate_bps / 1e6);
 	return 0;
 }
@@ -596,10 +588,11 @@ typedef struct entry {
 	char target[FMX_PATH_MAX];
 } entry;
 
-typedef struct dir_time {
+typedef struct dir_meta {
 	char *path;
+	uint32_t mode;
 	struct timespec mtime;
-} dir_time;
+} dir_meta;
 
 typedef struct receiver {
 	conn c;
@@ -614,7 +607,7 @@ typedef struct receiver {
 	entry cur;                      /* the last ENTRY; its file is open while file_fd >= 0 */
 	int file_fd;
 	uint64_t file_left;
-	dir_time *dirs;                 /* directory mtimes, set once nothing is added below */
+	dir_meta *dirs;                 /* mode and mtime, set once nothing is added below */
 	size_t ndirs, adirs;
 } receiver;
 
@@ -647,11 +640,13 @@ static int open_parent(receiver *r, const char *path, const char **name, fm_erro
 			close(cur);
 		if (fd < 0) {
 			if (e2 == ENOENT)
-				return fm_error_set(err, -EPROTO, "entry %s arrived before its parent directory %.*s",
+				return fm_error_set(err, -EPROTO, "entry %s arrived before its parent "
+						    "directory %.*s",
 						    path, (int)plen, path);
 			if (e2 == ELOOP || e2 == ENOTDIR)
-				return fm_error_set(err, -EPROTO, "parent %.*s of entry %s is not a directory "
-						    "(a symlink?): refusing to follow it", (int)plen, path, path);
+				return fm_error_set(err, -EPROTO, "parent %.*s of entry %s is not a "
+						    "directory (a symlink?): refusing to follow it",
+						    (int)plen, path, path);
 			return fm_error_set(err, -e2, "opening %.*s: %s", (int)plen, path, strerror(e2));
 		}
 		cur = fd;
@@ -666,7 +661,7 @@ static int create_failed(const char *path, fm_error *err)
 {
 	if (errno == EEXIST)
 		return fm_error_set(err, -EPROTO, "duplicate entry %s in the stream", path);
-	return fm_error_set(err, -errno, "creating %s: %s", path, strerror(errno));
+	return SYSERR(err, "creating %s", path);
 }
 
 static int finish_file(receiver *r, fm_error *err)
@@ -685,7 +680,7 @@ static int finish_file(receiver *r, fm_error *err)
 	 * sender's ACK timeout is not spent flushing gigabytes at the very end. */
 	(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	if (close(fd) < 0)
-		return fm_error_set(err, -errno, "writing %s: %s", e->path, strerror(errno));
+		return SYSERR(err, "writing %s", e->path);
 	return 0;
 }
 
@@ -717,7 +712,8 @@ static int parse_entry(receiver *r, const uint8_t *p, uint32_t len, fm_error *er
 	if (e->kind < K_DIR || e->kind > K_WHITEOUT || e->mode > 07777 || e->mtime.tv_nsec >= 1000000000 ||
 	    (e->eflags & ~EF_OPAQUE) || (e->eflags && e->kind != K_DIR) || (e->size && e->kind != K_FILE) ||
 	    (e->kind == K_SYMLINK) != (tlen > 0) || e->uid == (uint32_t)-1 || e->gid == (uint32_t)-1)
-		return fm_error_set(err, -EPROTO, "ENTRY frame %u for %s has invalid fields", r->c.rx_seq - 1, e->path);
+		return fm_error_set(err, -EPROTO, "ENTRY frame %u for %s has invalid fields",
+				    r->c.rx_seq - 1, e->path);
 	if (tlen >= sizeof(e->target) || memchr(p + ENTRY_FIXED + plen, '\0', tlen))
 		return fm_error_set(err, -EPROTO, "symlink %s has an invalid target", e->path);
 	memcpy(e->target, p + ENTRY_FIXED + plen, tlen);
@@ -748,11 +744,11 @@ static int recv_entry(receiver *r, const uint8_t *p, uint32_t len, fm_error *err
 		if (mkdirat(pfd, name, 0700) < 0)
 			return create_failed(e->path, err);
 		_cleanup_close_ int fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0 || fchown(fd, e->uid, e->gid) < 0 || fchmod(fd, e->mode) < 0)
-			return fm_error_set(err, -errno, "setting up directory %s: %s", e->path, strerror(errno));
+		if (fd < 0 || fchown(fd, e->uid, e->gid) < 0)
+			return SYSERR(err, "setting up directory %s", e->path);
 		if ((e->eflags & EF_OPAQUE) && fsetxattr(fd, OPAQUE_XATTR, "y", 1, 0) < 0) {
 			if (errno != EOPNOTSUPP)
-				return fm_error_set(err, -errno, "marking %s opaque: %s", e->path, strerror(errno));
+				return SYSERR(err, "marking %s opaque", e->path);
 			fm_debug(FM_C_DELTA_TRANSFER, "cannot mark %s opaque: not supported here", e->path);
 		}
 		if (r->ndirs == r->adirs) {
@@ -761,13 +757,14 @@ static int recv_entry(receiver *r, const uint8_t *p, uint32_t len, fm_error *err
 			if (!r->dirs)
 				abort();
 		}
-		r->dirs[r->ndirs++] = (dir_time){ fm_xstrdup(e->path), e->mtime };
+		r->dirs[r->ndirs++] = (dir_meta){ fm_xstrdup(e->path), e->mode, e->mtime };
 		return 0;
 	}
 	case K_FILE:
 		if (e->size > r->max_bytes - r->announced)
 			return fm_error_set(err, -EFBIG, "transfer exceeds the receiver's limit of %" PRIu64
-					    " bytes (at %s, %" PRIu64 " bytes)", r->max_bytes, e->path, e->size);
+					    " bytes (at %s, %" PRIu64 " bytes)", r->max_bytes, e->path,
+					    e->size);
 		r->announced += e->size;
 		r->file_fd = openat(pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (r->file_fd < 0)
@@ -782,19 +779,20 @@ static int recv_entry(receiver *r, const uint8_t *p, uint32_t len, fm_error *err
 		if (mknodat(pfd, name, S_IFCHR | 0600, makedev(0, 0)) < 0)
 			return create_failed(e->path, err);
 		if (fchmodat(pfd, name, e->mode, AT_SYMLINK_NOFOLLOW) < 0)
-			return fm_error_set(err, -errno, "setting mode of %s: %s", e->path, strerror(errno));
+			return SYSERR(err, "setting mode of %s", e->path);
 		break;
 	}
 	if (fchownat(pfd, name, e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0 ||
 	    utimensat(pfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
-		return fm_error_set(err, -errno, "setting owner and mtime of %s: %s", e->path, strerror(errno));
+		return SYSERR(err, "setting owner and mtime of %s", e->path);
 	return 0;
 }
 
 static int recv_data(receiver *r, const frame *f, fm_error *err)
 {
 	if (r->file_fd < 0)
-		return fm_error_set(err, -EPROTO, "DATA frame %" PRIu32 " does not follow a file entry", f->seq);
+		return fm_error_set(err, -EPROTO, "DATA frame %" PRIu32 " does not follow a file entry",
+				    f->seq);
 	if (f->len > r->file_left)
 		return fm_error_set(err, -EPROTO, "file %s: more data than the %" PRIu64 " bytes announced",
 				    r->cur.path, r->cur.size);
@@ -803,7 +801,7 @@ static int recv_data(receiver *r, const frame *f, fm_error *err)
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0)
-			return fm_error_set(err, -errno, "writing %s: %s", r->cur.path, strerror(errno));
+			return SYSERR(err, "writing %s", r->cur.path);
 		p += k;
 	}
 	r->file_left -= f->len;
@@ -817,28 +815,33 @@ static int recv_data(receiver *r, const frame *f, fm_error *err)
 static int recv_end(receiver *r, const frame *f, fm_error *err)
 {
 	if (f->len != END_LEN)
-		return fm_error_set(err, -EPROTO, "END frame has %" PRIu32 " bytes instead of %d", f->len, END_LEN);
+		return fm_error_set(err, -EPROTO, "END frame has %" PRIu32 " bytes instead of %d", f->len,
+				    END_LEN);
 	if (r->file_fd >= 0)
 		return fm_error_set(err, -EPROTO, "file %s is incomplete: %" PRIu64 " of %" PRIu64 " bytes "
-				    "missing at the end of the stream", r->cur.path, r->file_left, r->cur.size);
+				    "missing at the end of the stream", r->cur.path, r->file_left,
+				    r->cur.size);
 	uint32_t entries = get32(f->payload);
 	uint64_t bytes = get64(f->payload + 8);
 	if (entries != r->st->entries || bytes != r->st->payload_bytes)
-		return fm_error_set(err, -EPROTO, "sender announced %" PRIu32 " entries and %" PRIu64 " bytes, "
-				    "but %" PRIu32 " entries and %" PRIu64 " bytes arrived",
+		return fm_error_set(err, -EPROTO, "sender announced %" PRIu32 " entries and %" PRIu64
+				    " bytes, but %" PRIu32 " entries and %" PRIu64 " bytes arrived",
 				    entries, bytes, r->st->entries, r->st->payload_bytes);
-	/* Directory mtimes last: creating children changed them. */
+	/* Directories last: creating children changed their mtimes, and until now they
+	 * were 0700, so nobody could look into a half-received tree (nor would a
+	 * read-only directory mode stop us from filling it). */
 	for (size_t i = r->ndirs; i-- > 0;) {
 		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, r->dirs[i].mtime };
 		const char *name;
 		int pfd = open_parent(r, r->dirs[i].path, &name, err);
 		if (pfd < 0)
 			return pfd;
-		if (utimensat(pfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
-			return fm_error_set(err, -errno, "setting mtime of %s: %s", r->dirs[i].path, strerror(errno));
+		_cleanup_close_ int fd = openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 || fchmod(fd, r->dirs[i].mode) < 0 || futimens(fd, ts) < 0)
+			return SYSERR(err, "setting mode and mtime of %s", r->dirs[i].path);
 	}
 	if (syncfs(r->root_fd) < 0)
-		return fm_error_set(err, -errno, "flushing received files to disk: %s", strerror(errno));
+		return SYSERR(err, "flushing received files to disk");
 	return 0;
 }
 
@@ -877,7 +880,8 @@ static int recv_hello(conn *c, uint8_t *buf, const uint8_t *token, fm_error *err
 		return fm_error_set(err, -EACCES, "authentication failed: wrong transfer token");
 	if (get32(f.payload) != FMX_VERSION || f.len != HELLO_LEN)
 		return fm_error_set(err, -EPROTONOSUPPORT, "sender speaks transfer protocol version %" PRIu32
-				    ", this agent version %d: upgrade one of the agents", get32(f.payload), FMX_VERSION);
+				    ", this agent version %d: upgrade one of the agents", get32(f.payload),
+				    FMX_VERSION);
 	return 0;
 }
 
@@ -890,7 +894,8 @@ static int accept_sender(fm_xfer_listener *l, const uint8_t *token, int accept_t
 	char why[640] = "";
 
 	for (;;) {
-		struct pollfd p[2] = { { .fd = l->fd, .events = POLLIN }, { .fd = l->cancel_fd, .events = POLLIN } };
+		struct pollfd p[2] = { { .fd = l->fd, .events = POLLIN },
+				       { .fd = l->cancel_fd, .events = POLLIN } };
 		struct sockaddr_storage sa;
 		socklen_t salen = sizeof(sa);
 		char host[NI_MAXHOST] = "?", serv[NI_MAXSERV] = "?";
@@ -900,19 +905,21 @@ static int accept_sender(fm_xfer_listener *l, const uint8_t *token, int accept_t
 		if (left <= 0)
 			return fm_error_set(err, -ETIMEDOUT, "no sender connected within %d ms%s%u%s%s%s",
 					    accept_timeout_ms, rejected ? " (" : "", rejected,
-					    rejected ? " connection(s) rejected, last: " : "", why, rejected ? ")" : "");
+					    rejected ? " connection(s) rejected, last: " : "", why,
+					    rejected ? ")" : "");
 		int n = poll(p, 2, (int)left);
 		if (n < 0 && errno != EINTR)
-			return fm_error_set(err, -errno, "waiting for the sender: %s", strerror(errno));
+			return SYSERR(err, "waiting for the sender");
 		if (n > 0 && p[1].revents)
 			return fm_error_set(err, -ECANCELED, "waiting for the sender was cancelled");
 		if (n <= 0)
 			continue;
-		_cleanup_close_ int fd = accept4(l->fd, (struct sockaddr *)&sa, &salen, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		_cleanup_close_ int fd = accept4(l->fd, (struct sockaddr *)&sa, &salen,
+						 SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				continue;
-			return fm_error_set(err, -errno, "accepting the sender's connection: %s", strerror(errno));
+			return SYSERR(err, "accepting the sender's connection");
 		}
 		(void)getnameinfo((struct sockaddr *)&sa, salen, host, sizeof(host), serv, sizeof(serv),
 				  NI_NUMERICHOST | NI_NUMERICSERV);
@@ -954,8 +961,8 @@ static int receive_stream(receiver *r, fm_error *err)
 		case T_END:
 			return recv_end(r, &f, err);
 		default:
-			return fm_error_set(err, -EPROTO, "unexpected %s frame %" PRIu32 " (type %u) from sender",
-					    type_name(f.type), f.seq, f.type);
+			return fm_error_set(err, -EPROTO, "unexpected %s frame %" PRIu32 " (type %u) from "
+					    "sender", type_name(f.type), f.seq, f.type);
 		}
 		if (k < 0)
 			return k;
@@ -987,14 +994,15 @@ int fm_xfer_receive(fm_xfer_listener *l, const uint8_t token[FM_XFER_TOKEN_LEN],
 	receiver r = {
 		.o = opts ? opts : &defaults, .st = stats ? stats : &local, .root_fd = root_fd,
 		.parent_fd = -1, .file_fd = -1,
-		.c = { .fd = -1, .cancel_fd = l->cancel_fd, .timeout_ms = io_timeout(opts), .peer = "sender" },
+		.c = { .fd = -1, .cancel_fd = l->cancel_fd, .timeout_ms = io_timeout(opts),
+		       .peer = "sender" },
 	};
 	int k;
 
 	*r.st = (fm_xfer_stats){ 0 };
 	r.max_bytes = r.o->max_bytes ? r.o->max_bytes : FMX_DEFAULT_MAX_BYTES;
 	if (root_fd < 0)
-		return fm_error_set(err, -errno, "opening destination %s: %s", dest_dir, strerror(errno));
+		return SYSERR(err, "opening destination %s", dest_dir);
 	k = dir_is_empty(root_fd);
 	if (k <= 0)
 		return fm_error_set(err, k < 0 ? k : -ENOTEMPTY, "destination %s %s", dest_dir,
@@ -1031,7 +1039,8 @@ int fm_xfer_receive(fm_xfer_listener *l, const uint8_t token[FM_XFER_TOKEN_LEN],
 
 int fm_xfer_listen(const char *bind_host, int port, fm_xfer_listener **out, fm_error *err)
 {
-	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV }, *ai = NULL;
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *ai = NULL;
 	struct sockaddr_storage sa;
 	socklen_t salen = sizeof(sa);
 	char ps[16];
@@ -1058,10 +1067,10 @@ int fm_xfer_listen(const char *bind_host, int port, fm_xfer_listener **out, fm_e
 		return fm_error_set(err, r, "cannot listen on %s:%d for transfers: %s",
 				    bind_host ? bind_host : "*", port, strerror(-r));
 	if (getsockname(fd, (struct sockaddr *)&sa, &salen) < 0)
-		return fm_error_set(err, -errno, "getsockname: %s", strerror(errno));
+		return SYSERR(err, "getsockname");
 	int cfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (cfd < 0)
-		return fm_error_set(err, -errno, "eventfd: %s", strerror(errno));
+		return SYSERR(err, "eventfd");
 	fm_xfer_listener *l = fm_xmalloc(sizeof(*l));
 	l->cancel_fd = cfd;
 	l->port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port

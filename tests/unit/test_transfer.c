@@ -378,7 +378,8 @@ static void test_path_valid(void **state)
 	static const struct { const char *p; bool ok; } t[] = {
 		{ "images", true }, { "images/pages-1.img", true }, { "a/b/c", true }, { ".hidden", true },
 		{ "..x", true }, { "x..", true }, { "a/...", true },
-		{ "", false }, { "/abs", false }, { "../evil", false }, { "a/../b", false }, { "a/..", false },
+		{ "", false }, { "/abs", false }, { "../evil", false }, { "a/../b", false },
+		{ "a/..", false },
 		{ ".", false }, { "..", false }, { "a/./b", false }, { "./a", false }, { "a//b", false },
 		{ "a/", false }, { "/", false }, { "//", false },
 	};
@@ -655,7 +656,8 @@ static void test_garbage_after_hello(void **state)
 		}
 		rx_join(&x);
 		if (x.rc != want[c].code || !strstr(x.err.msg, want[c].msg))
-			fail_msg("case %d: got %d \"%s\", want %d \"%s\"", c, x.rc, x.err.msg, want[c].code, want[c].msg);
+			fail_msg("case %d: got %d \"%s\", want %d \"%s\"", c, x.rc, x.err.msg,
+				 want[c].code, want[c].msg);
 		if (c != EARLY_EOF)
 			raw_expect_error_ack(&r);
 		close(r.fd);

@@ -1,0 +1,38 @@
+# FlexiMigrate: the two commands a user needs.
+#   make demo   set up, build, migrate a running container between two namespace hosts
+#   make check  set up, build with -Werror, unit tests (also under ASan+UBSan), e2e tests
+# Both run scripts/setup.sh first (idempotent; root required).
+
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+
+.PHONY: all setup build demo check unit e2e bench clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --werror
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+demo: setup build
+	demo/demo.sh
+
+check: setup
+	scripts/check.sh
+
+unit: build
+	meson test -C $(BUILD) --print-errorlogs
+
+e2e: build
+	/usr/bin/python3 -m pytest -v tests/e2e
+
+bench: setup build
+	bench/run
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,261 @@
+"""End-to-end harness: namespace hosts, real fleximigrated daemons, real runc/CRIU.
+
+Every test gets its own pair of hosts (network namespaces PREFIX-a / PREFIX-b joined
+by a shaped veth), a daemon in each, and tears everything down afterwards, whatever
+happened.  Missing prerequisites fail loudly; nothing is skipped.
+"""
+import http.client
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.join(ROOT, "build", "src")
+DAEMON = os.path.join(BIN, "fleximigrated")
+CLI = os.path.join(BIN, "fleximigrate")
+CRIU = "/opt/fleximigrate/criu/bin/criu"
+WORK = "/tmp/fm-e2e"
+_net = itertools.count(int(os.environ.get("FM_NET_BASE", "40")))
+
+COUNTER_CMD = ["/bin/sh", "-c",
+               "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"]
+
+
+def pytest_sessionstart(session):
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("run as root (namespaces, runc, CRIU need it)")
+    for path, what in ((DAEMON, "build first: make build"), (CLI, "build first: make build"),
+                       (CRIU, "install CRIU: scripts/setup.sh")):
+        if not os.access(path, os.X_OK):
+            problems.append(f"{path} missing: {what}")
+    for tool in ("runc", "busybox", "ip", "tc", "nsenter"):
+        if not shutil.which(tool):
+            problems.append(f"{tool} not found: scripts/setup.sh installs it")
+    if problems:
+        pytest.exit("e2e prerequisites missing:\n  " + "\n  ".join(problems), returncode=3)
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=60):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Daemon:
+    def __init__(self, name, netns, ip, workdir, extra=()):
+        self.name, self.netns, self.ip = name, netns, ip
+        self.addr = f"{ip}:7070"
+        self.sock = os.path.join(workdir, f"{name}.sock")
+        self.state = os.path.join(workdir, name)
+        self.logpath = os.path.join(workdir, f"{name}.log")
+        self.extra = list(extra)
+        self.proc = None
+
+    def start(self, extra=None):
+        if extra is not None:
+            self.extra = list(extra)
+        log = open(self.logpath, "ab")
+        self.proc = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.netns}", DAEMON, "--name", self.name,
+             "--listen", self.addr, "--socket", self.sock, "--state-dir", self.state,
+             "--data-timeout", "3000", *self.extra],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon {self.name} exited: {self.log()[-2000:]}")
+            try:
+                self.api("GET", "/v1/info")
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"daemon {self.name} did not come up: {self.log()[-2000:]}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def log(self):
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def api(self, method, path, body=None, timeout=60):
+        c = UnixHTTPConnection(self.sock, timeout)
+        data = json.dumps(body) if body is not None else None
+        c.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+        r = c.getresponse()
+        raw = r.read()
+        c.close()
+        return r.status, (json.loads(raw) if raw else None)
+
+    def cli(self, *args, check=True, timeout=300):
+        p = subprocess.run([CLI, "-s", self.sock, *args], capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError(f"fleximigrate {' '.join(args)} failed ({p.returncode}):\n"
+                                 f"{p.stdout}\n{p.stderr}")
+        return p
+
+    # -- facts about this host, read from the outside -----------------------
+    def containers(self):
+        return {c["name"]: c for c in self.api("GET", "/v1/containers")[1]}
+
+    def runc_list(self):
+        root = os.path.join(self.state, "runc")
+        p = subprocess.run(["runc", "--root", root, "list", "-q"], capture_output=True, text=True)
+        return [l for l in p.stdout.split() if l]
+
+    def counter(self, name):
+        with open(os.path.join(self.state, "containers", name, "rootfs", "tmp", "counter")) as f:
+            return int(f.read().strip() or 0)
+
+    def mounts(self):
+        with open("/proc/self/mountinfo") as f:
+            return [l.split()[4] for l in f if self.state + "/" in l.split()[4]]
+
+    def staging(self):
+        d = os.path.join(self.state, "migrations")
+        return os.listdir(d) if os.path.isdir(d) else []
+
+    def reserved(self):
+        return self.api("GET", "/v1/info")[1]["allocation"]["reserved"]
+
+
+class Cluster:
+    def __init__(self, rate="1gbit"):
+        self.n = next(_net)
+        self.prefix = f"fmt{self.n}"
+        self.work = os.path.join(WORK, self.prefix)
+        shutil.rmtree(self.work, ignore_errors=True)
+        os.makedirs(self.work)
+        env = dict(os.environ, FM_NET=str(self.n))
+        subprocess.run([os.path.join(ROOT, "scripts", "hosts.sh"), "up", rate, self.prefix],
+                       check=True, env=env, capture_output=True)
+        self.a = Daemon("hostA", f"{self.prefix}-a", f"10.77.{self.n}.1", self.work)
+        self.b = Daemon("hostB", f"{self.prefix}-b", f"10.77.{self.n}.2", self.work)
+
+    def start(self, a_extra=(), b_extra=()):
+        self.a.start(a_extra)
+        self.b.start(b_extra)
+        self.a.cli("host", "add", "hostB", self.b.addr)
+        self.b.cli("host", "add", "hostA", self.a.addr)
+        self.a.cli("image", "import", "busybox", rootfs())
+        return self
+
+    def link(self, state):
+        env = dict(os.environ, FM_NET=str(self.n))
+        subprocess.run([os.path.join(ROOT, "scripts", "hosts.sh"), "link", state, self.prefix],
+                       check=True, env=env)
+
+    def teardown(self):
+        for d in (self.a, self.b):
+            d.kill9()
+        for d in (self.a, self.b):
+            root = os.path.join(d.state, "runc")
+            for c in d.runc_list():
+                subprocess.run(["runc", "--root", root, "delete", "-f", c], capture_output=True)
+            for m in sorted(d.mounts(), key=len, reverse=True):
+                subprocess.run(["umount", "-l", m], capture_output=True)
+        env = dict(os.environ, FM_NET=str(self.n))
+        subprocess.run([os.path.join(ROOT, "scripts", "hosts.sh"), "down", self.prefix], env=env)
+        if os.environ.get("FM_KEEP_WORK") != "1":
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+_rootfs = None
+
+
+def rootfs():
+    global _rootfs
+    if _rootfs is None:
+        _rootfs = os.path.join(WORK, "rootfs-busybox")
+        subprocess.run([os.path.join(ROOT, "scripts", "mk-rootfs.sh"), _rootfs], check=True)
+    return _rootfs
+
+
+@pytest.fixture
+def cluster(request):
+    c = Cluster()
+    yield c
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        for d in (c.a, c.b):
+            print(f"\n----- log of {d.name} -----\n{d.log()[-6000:]}")
+    c.teardown()
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def wait_for(pred, timeout=30, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def migration(d, mid):
+    return d.api("GET", f"/v1/migrations/{mid}?events_since=0")[1]
+
+
+def assert_clean_destination(dst, name):
+    assert name not in dst.containers(), f"{name} left on {dst.name}"
+    assert dst.runc_list() == [], f"runc containers left on {dst.name}: {dst.runc_list()}"
+    assert dst.staging() == [], f"staging left on {dst.name}: {dst.staging()}"
+    assert dst.mounts() == [], f"mounts left on {dst.name}: {dst.mounts()}"
+    assert not os.path.exists(os.path.join(dst.state, "containers", name)), "bundle left behind"
+    r = dst.reserved()
+    assert r["cpu_milli"] == 0 and r["memory_bytes"] == 0, f"reservation left on {dst.name}: {r}"
+
+
+def assert_running_and_advancing(d, name):
+    c = d.containers().get(name)
+    assert c and c["status"] == "running", f"{name} not running on {d.name}: {c}"
+    v1 = d.counter(name)
+    wait_for(lambda: d.counter(name) > v1, 5, f"counter of {name} to advance on {d.name}")
+
+
+def assert_failed_with_rollback(m, failed_in, error_part):
+    states = [t["to"] for t in m["transitions"]]
+    assert m["state"] == "FAILED" and m["finished"], m
+    assert states[-3:] == ["FAILED", "ROLLBACK", "FAILED"], states
+    first_failed = next(t for t in m["transitions"] if t["to"] == "FAILED")
+    assert first_failed["from"] == failed_in, (first_failed, states)
+    assert error_part in (m["error"] or ""), m["error"]
+    msgs = [e["message"] for e in m["events"]]
+    assert any("Transitioning: " + failed_in + " -> FAILED" in x for x in msgs), msgs
+    assert any("Transitioning: FAILED -> ROLLBACK" in x for x in msgs), msgs
+    assert msgs[-1].endswith("Final State: FAILED"), msgs[-1]

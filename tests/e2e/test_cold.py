@@ -1,0 +1,172 @@
+"""COLD_MIGRATION for real between two namespace hosts, and its failure paths.
+
+Each failure ends FAILED via ROLLBACK with the container running on the source and
+nothing left on the destination (no container, no runc state, no staging, no mount,
+no reservation)."""
+import json
+import os
+import time
+
+from conftest import (COUNTER_CMD, assert_clean_destination, assert_failed_with_rollback,
+                      assert_running_and_advancing, migration, wait_for)
+
+
+def run_counter(d, name="counter"):
+    d.cli("run", name, "--image", "busybox", "--", *COUNTER_CMD)
+    wait_for(lambda: os.path.exists(os.path.join(d.state, "containers", name, "rootfs/tmp/counter")), 10,
+             "counter file")
+    return name
+
+
+def migrate(d, *args):
+    p = d.cli("migrate", "-v", *args, check=False)
+    mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+    return p, migration(d, mid)
+
+
+def test_cold_migration_continues_and_leaves_nothing(cluster):
+    a, b = cluster.start().a, cluster.b
+    run_counter(a)
+    wait_for(lambda: a.counter("counter") >= 10, 10, "counter to reach 10")
+    before = a.counter("counter")
+    p, m = migrate(a, "counter", "--to", "hostB")
+    assert p.returncode == 0, p.stderr
+    assert m["state"] == "COMPLETED"
+    assert [t["to"] for t in m["transitions"]] == [
+        "PENDING", "PLANNING", "PREPARATION", "EXECUTION", "VERIFICATION", "COMPLETED"]
+    # the processes continue from their pre-migration state ...
+    after = b.counter("counter")
+    assert after >= before, (before, after)
+    assert_running_and_advancing(b, "counter")
+    # ... and no longer exist on the source
+    assert "counter" not in a.containers()
+    assert a.runc_list() == [] and a.mounts() == [] and a.staging() == []
+    assert not os.path.exists(os.path.join(a.state, "containers", "counter"))
+    # the record a user sees
+    assert m["downtime_ms"] > 0 and m["total_ms"] >= m["downtime_ms"]
+    assert m["bytes_transferred"] > 10000
+    assert m["source"] == "hostA" and m["destination"] == "hostB"
+    assert m["strategy"] == "COLD_MIGRATION" and m["error"] is None
+    msgs = [e["message"] for e in m["events"]]
+    assert msgs[-1].endswith("Final State: COMPLETED")
+    assert "Migration request" in msgs[0]
+    for comp in ("PolicyEnforcer", "MigrationStrategySelector", "ResourceAllocator", "CheckpointingModule",
+                 "DeltaTransfer", "StateRestorationModule", "ContainerManager"):
+        assert any(e["component"] == comp for e in m["events"]), comp
+    # and the log lines printed by the CLI are in the seed's format
+    assert "INFO [MigrationManager]: Request validated" in p.stdout
+    assert "- Transitioning: PENDING -> PLANNING" in p.stdout
+    # migration show --json carries every documented key
+    shown = json.loads(a.cli("migration", "show", m["id"], "--json").stdout)
+    for k in ("id", "container", "source", "destination", "strategy", "state", "transitions", "downtime_ms",
+              "total_ms", "bytes_transferred", "error"):
+        assert k in shown, k
+    # and back again: the destination pulled the image, so the return trip works too
+    p, m2 = migrate(b, "counter", "--to", "hostA")
+    assert p.returncode == 0, p.stderr
+    assert_running_and_advancing(a, "counter")
+    assert "counter" not in b.containers()
+
+
+def test_pending_unknown_container(cluster):
+    a, b = cluster.start().a, cluster.b
+    p, m = migrate(a, "nosuch", "--to", "hostB")
+    assert p.returncode == 1
+    assert "unknown container nosuch" in p.stderr
+    assert_failed_with_rollback(m, "PENDING", "unknown container")
+    assert_clean_destination(b, "nosuch")
+
+
+def test_pending_destination_equals_source(cluster):
+    a, b = cluster.start().a, cluster.b
+    run_counter(a)
+    p, m = migrate(a, "counter", "--to", "hostA")
+    assert p.returncode == 1
+    assert_failed_with_rollback(m, "PENDING", "equals the source")
+    assert_running_and_advancing(a, "counter")
+
+
+def test_pending_source_unreachable(cluster):
+    a, b = cluster.start().a, cluster.b
+    run_counter(a)
+    a.stop()
+    # hostB's controller asked to move a container off hostA, whose agent is down
+    p, m = migrate(b, "counter", "--from", "hostA", "--to", "hostB")
+    assert p.returncode == 1
+    assert_failed_with_rollback(m, "PENDING", "unreachable")
+    assert "cannot reach" in m["error"]
+    a.start()
+    assert_running_and_advancing(a, "counter")
+    assert_clean_destination(b, "counter")
+
+
+def test_preparation_destination_cannot_obtain_image(cluster):
+    a, b = cluster.start().a, cluster.b
+    run_counter(a)
+    # damage the source's stored image: the destination's digest check must refuse it
+    digest = a.containers()["counter"]["digest"].split(":")[1]
+    blob = os.path.join(a.state, "images", "blobs", "sha256", digest)
+    with open(blob, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff\xfe\xfd")
+    p, m = migrate(a, "counter", "--to", "hostB")
+    assert p.returncode == 1
+    assert_failed_with_rollback(m, "PREPARATION", "cannot obtain image")
+    assert "digest mismatch" in m["error"]
+    assert_running_and_advancing(a, "counter")
+    assert_clean_destination(b, "counter")
+    assert b.api("GET", "/v1/images")[1] == []
+
+
+def test_preparation_destination_refuses(cluster):
+    a, b = cluster.start().a, cluster.b
+    run_counter(a)
+    assert b.cli("host", "cordon").stdout.strip() == "cordoned"
+    p, m = migrate(a, "counter", "--to", "hostB")
+    assert p.returncode == 1
+    # the reservation is the destination's first act, in PLANNING; a cordoned host
+    # refuses it there (nothing frozen, nothing to undo)
+    assert_failed_with_rollback(m, "PLANNING", "cordoned")
+    assert_running_and_advancing(a, "counter")
+    assert_clean_destination(b, "counter")
+
+
+def test_preparation_destination_criu_unusable(cluster):
+    # the destination's CRIU cannot run (here: not CRIU at all); decided in
+    # PREPARATION's pre-flight, before the application is frozen
+    a, b = cluster.start(b_extra=["--criu", "/bin/false"]).a, cluster.b
+    run_counter(a)
+    p, m = migrate(a, "counter", "--to", "hostB")
+    assert p.returncode == 1
+    assert_failed_with_rollback(m, "PREPARATION", "CRIU does not work on the destination")
+    assert not any("Freezing" in e["message"] for e in m["events"])
+    assert_running_and_advancing(a, "counter")
+    assert_clean_destination(b, "counter")
+
+
+def test_execution_corrupted_byte_caught(cluster):
+    a, b = cluster.start(a_extra=["--fault", "corrupt-transfer"]).a, cluster.b
+    run_counter(a)
+    p, m = migrate(a, "counter", "--to", "hostB")
+    assert p.returncode == 1
+    assert_failed_with_rollback(m, "EXECUTION", "checksum")
+    assert_running_and_advancing(a, "counter")
+    assert_clean_destination(b, "counter")
+
+
+def test_verification_health_command_fails(cluster):
+    a, b = cluster.start().a, cluster.b
+    run_counter(a)
+    p, m = migrate(a, "counter", "--to", "hostB", "--", "/bin/sh", "-c", "exit 7")
+    assert p.returncode == 1
+    assert_failed_with_rollback(m, "VERIFICATION", "health command failed")
+    assert_running_and_advancing(a, "counter")
+    assert_clean_destination(b, "counter")
+
+
+def test_verification_health_command_passes(cluster):
+    a, b = cluster.start().a, cluster.b
+    run_counter(a)
+    p, m = migrate(a, "counter", "--to", "hostB", "--", "/bin/sh", "-c", "test -s /tmp/counter")
+    assert p.returncode == 0, p.stderr
+    assert_running_and_advancing(b, "counter")

@@ -13,8 +13,11 @@
 #include "manager/strategy.h"
 
 /* Rollback retries an unreachable agent this often before giving up on it. */
-#define ROLLBACK_ATTEMPTS 4
+#define ROLLBACK_ATTEMPTS 3
 #define ROLLBACK_BACKOFF_MS 500
+#define ROLLBACK_CALL_TIMEOUT_MS 3000
+/* An incomplete rollback (a host unreachable) is retried at most this far apart. */
+#define ROLLBACK_RETRY_MAX_S 30
 
 /* One migration being driven. */
 typedef struct fm_mig {
@@ -228,8 +231,12 @@ static int step_planning(fm_mig *m)
 	}
 	step_mark(m, "reserve", "done");
 	fm_format_bytes((uint64_t)mem, memtxt, sizeof(memtxt));
-	mlog(m, FM_LOG_INFO, FM_C_RESOURCE_ALLOCATOR, "Reserved %.2f CPU and %s of memory on %s",
-	     (double)cpu / 1000.0, cpu > 0 ? memtxt : memtxt, m->dest);
+	if (cpu > 0)
+		mlog(m, FM_LOG_INFO, FM_C_RESOURCE_ALLOCATOR, "Reserved %.2f CPU and %s of memory on %s",
+		     (double)cpu / 1000.0, memtxt, m->dest);
+	else
+		mlog(m, FM_LOG_INFO, FM_C_RESOURCE_ALLOCATOR, "Reserved %s of memory on %s (no CPU limit to reserve)",
+		     memtxt, m->dest);
 	return 0;
 }
 
@@ -378,7 +385,7 @@ static int finish_commit(fm_mig *m)
 
 /* ROLLBACK: undo in reverse.  The destination copy goes first, so that at no
  * moment two copies of the container run. */
-static void rollback(fm_mig *m)
+static bool rollback(fm_mig *m)
 {
 	fm_error e = FM_ERROR_INIT;
 	bool dst_clean = true;
@@ -386,7 +393,8 @@ static void rollback(fm_mig *m)
 
 	if (m->dst_ep && step_started(m, "reserve")) {
 		for (int i = 0; i < ROLLBACK_ATTEMPTS; i++) {
-			r = agent(m, m->dst_ep, "POST", 0, json_object(), NULL, &e, "/v1/agent/migrations/%s/abort", m->id);
+			r = agent(m, m->dst_ep, "POST", ROLLBACK_CALL_TIMEOUT_MS, json_object(), NULL, &e,
+				  "/v1/agent/migrations/%s/abort", m->id);
 			if (r == 0)
 				break;
 			if (i + 1 < ROLLBACK_ATTEMPTS) {
@@ -415,25 +423,46 @@ static void rollback(fm_mig *m)
 		if (!dst_clean && step_started(m, "restore")) {
 			/* the destination may be running the container: resuming the source
 			 * now could run it twice.  Leave it frozen and say so. */
-			mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER,
-			     "Source copy of %s left frozen on %s: the destination could not be reached to confirm its copy "
-			     "is gone; resume it with `fleximigrate migration resolve %s` once %s is back or confirmed dead",
-			     m->container, m->source, m->id, m->dest);
-			return;
+			mlog(m, FM_LOG_WARN, FM_C_MIGRATION_MANAGER,
+			     "Source copy of %s stays frozen on %s until %s confirms its copy is gone (resuming now could "
+			     "run the container twice); retrying", m->container, m->source, m->dest);
+			return false;
 		}
 		r = agent(m, m->src_ep, "POST", 0, json_pack("{s:s}", "container", m->container), NULL, &e,
 			  "/v1/agent/migrations/%s/resume", m->id);
-		if (r < 0)
+		if (r < 0) {
 			mlog(m, FM_LOG_ERROR, FM_C_CONTAINER_MANAGER, "Cannot resume %s on %s: %s", m->container,
 			     m->source, e.msg);
-		else
-			mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Container %s resumed on source %s", m->container,
-			     m->source);
+			fm_error_clear(&e);
+			/* a source that is gone cannot be resumed by retrying: report it */
+			return r != -EHOSTUNREACH && r != -ECONNREFUSED && r != -ETIMEDOUT;
+		}
+		mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Container %s resumed on source %s", m->container,
+		     m->source);
 		fm_error_clear(&e);
 	} else if (m->src_ep) {
 		mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Container %s was never frozen: it keeps running on %s",
 		     m->container, m->source);
 	}
+	return true;
+}
+
+/* Rolls back until complete; a controller that stops meanwhile leaves the
+ * migration unresolved, and its next start resumes the rollback. */
+static bool rollback_until_done(fm_mig *m)
+{
+	for (int k = 0; !rollback(m); k++) {
+		int s = k < 5 ? 1 << k : ROLLBACK_RETRY_MAX_S;
+		if (s > ROLLBACK_RETRY_MAX_S)
+			s = ROLLBACK_RETRY_MAX_S;
+		for (int t = 0; t < s * 10; t++) {
+			if (m->ctl->stopping)
+				return false;
+			struct timespec ts = { 0, 100000000L }; /* retry backoff, in steps to notice a stop */
+			nanosleep(&ts, NULL);
+		}
+	}
+	return true;
 }
 
 static const struct {
@@ -471,7 +500,8 @@ static void fail_and_rollback(fm_mig *m)
 		mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, "Details:\n%s", m->err.detail);
 	transition(m, FM_MS_FAILED, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, what);
 	transition(m, FM_MS_ROLLBACK, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Initiating rollback");
-	rollback(m);
+	if (!rollback_until_done(m))
+		return; /* resolved at the next start */
 	transition(m, FM_MS_FAILED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Rollback finished");
 	finish(m, false);
 	mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, "Migration %s of %s failed: %s. Final State: FAILED", m->id,
@@ -546,7 +576,8 @@ static void *mig_thread(void *opaque)
 			fm_error_set(&m->err, -EINTR, "%s", json_string_value(json_object_get(m->req, "_error")) ?: "controller restarted");
 			if (m->state == FM_MS_FAILED)
 				transition(m, FM_MS_ROLLBACK, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Resuming rollback after restart");
-			rollback(m);
+			if (!rollback_until_done(m))
+				goto out;
 			transition(m, FM_MS_FAILED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Rollback finished");
 			finish(m, false);
 			mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, "Migration %s failed: %s. Final State: FAILED", m->id, m->err.msg);
@@ -558,7 +589,7 @@ static void *mig_thread(void *opaque)
 	} else {
 		run_fsm(m);
 	}
-
+out:
 	pthread_mutex_lock(&c->lock);
 	for (fm_mig **pp = &c->running; *pp; pp = &(*pp)->next)
 		if (*pp == m) {

@@ -47,6 +47,7 @@ void fm_agent_init(fm_agent *a)
 {
 	memset(a, 0, sizeof(*a));
 	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->dst_ops, NULL);
 	a->io_timeout_ms = 10000;
 	a->cpu_overcommit = 1.0;
 }
@@ -79,6 +80,7 @@ void fm_agent_fini(fm_agent *a)
 	json_decref(a->caps);
 	free(a->data_host);
 	pthread_mutex_destroy(&a->lock);
+	pthread_mutex_destroy(&a->dst_ops);
 }
 
 static char *staging_dir(fm_agent *a, const char *mid)
@@ -304,7 +306,7 @@ fail_free:
 	return r;
 }
 
-int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t **out, fm_error *err)
+static int dst_restore_locked(fm_agent *a, const char *mid, json_t **out, fm_error *err)
 {
 	fm_incoming *in;
 	int64_t t0;
@@ -406,7 +408,7 @@ int fm_sync_dst_verify(fm_agent *a, const char *mid, json_t *req, fm_error *err)
 	return 0;
 }
 
-int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err)
+static int dst_commit_locked(fm_agent *a, const char *mid, fm_error *err)
 {
 	fm_incoming *in;
 	int r;
@@ -429,7 +431,7 @@ int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err)
 	return 0;
 }
 
-int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err)
+static int dst_abort_locked(fm_agent *a, const char *mid, fm_error *err)
 {
 	fm_incoming *in;
 	int r;
@@ -690,4 +692,28 @@ json_t *fm_sync_src_progress(fm_agent *a, const char *mid)
 			      "wire_bytes", (json_int_t)o->stats.wire_bytes, "rate_bps", o->stats.rate_bps);
 	pthread_mutex_unlock(&a->lock);
 	return j;
+}
+
+int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t **out, fm_error *err)
+{
+	pthread_mutex_lock(&a->dst_ops);
+	int r = dst_restore_locked(a, mid, out, err);
+	pthread_mutex_unlock(&a->dst_ops);
+	return r;
+}
+
+int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err)
+{
+	pthread_mutex_lock(&a->dst_ops);
+	int r = dst_commit_locked(a, mid, err);
+	pthread_mutex_unlock(&a->dst_ops);
+	return r;
+}
+
+int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err)
+{
+	pthread_mutex_lock(&a->dst_ops);
+	int r = dst_abort_locked(a, mid, err);
+	pthread_mutex_unlock(&a->dst_ops);
+	return r;
 }

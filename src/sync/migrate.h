@@ -39,6 +39,9 @@ typedef struct fm_agent {
 	json_t *caps;             /* fm_ckpt_capabilities() */
 	fm_blob_fetch_fn fetch_blob;
 	pthread_mutex_t lock;
+	/* Serializes restore, commit and abort: an abort must wait for a restore in
+	 * progress, or it would delete a container that runc is about to start. */
+	pthread_mutex_t dst_ops;
 	struct fm_incoming *incoming;
 	struct fm_outgoing *outgoing;
 } fm_agent;

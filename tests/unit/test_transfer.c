@@ -29,8 +29,10 @@
 enum { T_HELLO = 1, T_ENTRY, T_DATA, T_END, T_ACK };
 enum { K_DIR = 1, K_FILE, K_SYMLINK, K_WHITEOUT };
 
-static const uint8_t TOKEN[FM_XFER_TOKEN_LEN] = "0123456789abcdef";
-static const uint8_t BAD_TOKEN[FM_XFER_TOKEN_LEN] = "0123456789abcdeX";
+static const char TOKEN_S[FM_XFER_TOKEN_LEN + 1] = "0123456789abcdef";
+static const char BAD_TOKEN_S[FM_XFER_TOKEN_LEN + 1] = "0123456789abcdeX"; /* last byte differs */
+#define TOKEN ((const uint8_t *)TOKEN_S)
+#define BAD_TOKEN ((const uint8_t *)BAD_TOKEN_S)
 
 typedef struct sandbox {
 	char root[64];
@@ -844,8 +846,18 @@ static void test_limits(void **state)
 	sandbox_done(&sb);
 }
 
+static int fds_at_start;
+
+/* Every path above, failures included, must have closed what it opened. */
+static void test_no_fd_leak(void **state)
+{
+	(void)state;
+	assert_int_equal(count_entries("/proc/self/fd"), fds_at_start);
+}
+
 int main(void)
 {
+	fds_at_start = count_entries("/proc/self/fd");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_path_valid),
 		cmocka_unit_test(test_roundtrip),
@@ -858,6 +870,7 @@ int main(void)
 		cmocka_unit_test(test_io_timeout),
 		cmocka_unit_test(test_sender_ack_timeout),
 		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_no_fd_leak),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,7 +61,8 @@ void fm_http_fail(fm_http_resp *resp, const fm_error *err);
 
 /* Client.  endpoint: "unix:/path/to.sock" or "host:port".  On HTTP >= 400 the
  * server's error message becomes err (errno from the status); unreachable peers
- * give -EHOSTUNREACH/-ETIMEDOUT with a message naming the endpoint. */
+ * give -EHOSTUNREACH/-ETIMEDOUT with a message naming the endpoint.  body stays the
+ * caller's. */
 int fm_http_call(const char *endpoint, const char *method, const char *path, json_t *body,
 		 int timeout_ms, json_t **out, fm_error *err);
 /* GET into a file; 0 or -errno. */

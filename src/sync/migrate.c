@@ -95,6 +95,16 @@ static int check_mid(const char *mid, fm_error *err)
 	return 0;
 }
 
+/* An abort leaves a tombstone: a prepare or reserve that was already on its way
+ * (sent by a controller that died) must not recreate what the abort removed. */
+static int check_not_aborted(fm_agent *a, const char *mid, fm_error *err)
+{
+	if (fm_journal_query_int(a->journal, 0, "SELECT COUNT(*) FROM incoming WHERE mid = ? AND state = 'ABORTED'",
+				 "s", mid) > 0)
+		return fm_error_set(err, -ECANCELED, "migration %s was already aborted on %s", mid, a->rt->host);
+	return 0;
+}
+
 /* Takes the incoming record out of the list (caller frees), or NULL. */
 static fm_incoming *incoming_take(fm_agent *a, const char *mid)
 {
@@ -132,7 +142,7 @@ static void discard_incoming(fm_agent *a, const char *mid)
 					    "SELECT name FROM containers WHERE migration = ? AND committed = 0", "s", mid);
 	const char *name = json_string_value(json_object_get(crow ? crow : row, crow ? "name" : "container"));
 
-	if (name && (crow || !fm_rt_exists(a->rt, name))) {
+	if (name && fm_name_valid(name) && (crow || !fm_rt_exists(a->rt, name))) {
 		fm_rt_runc_destroy(a->rt, name, NULL);
 		fm_rt_bundle_destroy(a->rt, name);
 		fm_journal_exec(a->journal, "DELETE FROM containers WHERE name = ? AND committed = 0", "s", name);
@@ -145,7 +155,7 @@ static void discard_incoming(fm_agent *a, const char *mid)
 	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE mid = ?", "s", mid);
 }
 
-int fm_sync_dst_reserve(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+static int dst_reserve_locked(fm_agent *a, const char *mid, json_t *req, fm_error *err)
 {
 	const char *name = json_string_value(json_object_get(req, "container"));
 	int r;
@@ -157,6 +167,8 @@ int fm_sync_dst_reserve(fm_agent *a, const char *mid, json_t *req, fm_error *err
 				    "(`fleximigrate host uncordon` on it)", a->rt->host);
 	if (!name || !fm_name_valid(name))
 		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	if ((r = check_not_aborted(a, mid, err)) < 0)
+		return r;
 	return fm_alloc_reserve(a->journal, mid, name,
 				json_integer_value(json_object_get(req, "cpu_milli")),
 				json_integer_value(json_object_get(req, "memory_bytes")), a->cpu_overcommit, err);
@@ -197,7 +209,7 @@ static void hex(const uint8_t *b, size_t n, char *out)
 		sprintf(out + 2 * i, "%02x", b[i]);
 }
 
-int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	const char *source_ep = json_string_value(json_object_get(req, "source_endpoint"));
 	const char *controller = json_string_value(json_object_get(req, "controller"));
@@ -212,6 +224,8 @@ int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out,
 		return r;
 	if (a->cordoned)
 		return fm_error_set(err, -EPERM, "host %s is cordoned and refuses incoming migrations", a->rt->host);
+	if ((r = check_not_aborted(a, mid, err)) < 0)
+		return r;
 
 	pthread_mutex_lock(&a->lock);
 	in = incoming_find(a, mid);
@@ -442,6 +456,8 @@ static int dst_abort_locked(fm_agent *a, const char *mid, fm_error *err)
 	if (in)
 		incoming_free(in); /* cancels and joins the receiver */
 	discard_incoming(a, mid);
+	fm_journal_exec(a->journal, "INSERT OR REPLACE INTO incoming(mid, container, state, at_ms) VALUES(?, '', 'ABORTED', ?)",
+			"si", mid, fm_now_wall_ms());
 	return 0;
 }
 
@@ -505,6 +521,8 @@ void fm_agent_recover(fm_agent *a)
 	size_t i;
 
 	wait_for_orphaned_runc(a);
+	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE state = 'ABORTED' AND at_ms < ?", "i",
+			fm_now_wall_ms() - 7 * 24 * 3600 * 1000LL);
 
 	/* A receive that was cut by our restart cannot be resumed (the sender's
 	 * connection is gone): discard it.  A restored container waits for its
@@ -714,6 +732,22 @@ int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err)
 {
 	pthread_mutex_lock(&a->dst_ops);
 	int r = dst_abort_locked(a, mid, err);
+	pthread_mutex_unlock(&a->dst_ops);
+	return r;
+}
+
+int fm_sync_dst_reserve(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+{
+	pthread_mutex_lock(&a->dst_ops);
+	int r = dst_reserve_locked(a, mid, req, err);
+	pthread_mutex_unlock(&a->dst_ops);
+	return r;
+}
+
+int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	pthread_mutex_lock(&a->dst_ops);
+	int r = dst_prepare_locked(a, mid, req, out, err);
 	pthread_mutex_unlock(&a->dst_ops);
 	return r;
 }

@@ -143,7 +143,7 @@ def test_controller_killed_at_random_points(cluster):
     a, b = cluster.start().a, cluster.b
     a.cli("run", "c", "--image", "busybox", "--", *SMALL_CMD)
     wait_for(lambda: os.path.exists(os.path.join(a.state, "containers/c/rootfs/tmp/counter")), 10, "start")
-    for delay in (0.02, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0):
+    for delay in (0.02, 0.08, 0.15, 0.22, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.1):
         src, dst = (a, b) if "c" in a.containers() else (b, a)
         mid = submit(src, "c")
         time.sleep(delay)

@@ -60,7 +60,9 @@ static int teardown(void **state)
 static void test_roundtrip(void **state)
 {
 	json_t *out = NULL;
-	assert_int_equal(fm_http_call(ep, "POST", "/v1/echo/abc", json_pack("{s:i}", "n", 7), 5000, &out, NULL), 0);
+	json_t *body = json_pack("{s:i}", "n", 7); /* the caller keeps ownership */
+	assert_int_equal(fm_http_call(ep, "POST", "/v1/echo/abc", body, 5000, &out, NULL), 0);
+	json_decref(body);
 	assert_string_equal(json_string_value(json_object_get(out, "param")), "abc");
 	assert_int_equal(json_integer_value(json_object_get(json_object_get(out, "body"), "n")), 7);
 	json_decref(out);

@@ -77,7 +77,7 @@ static int fake_agent_call(const char *ep, const char *method, const char *path,
 		*out = NULL;
 	if (fail)
 		return fm_error_set(err, -fake.fail_errno, "fake failure of %s", path);
-	json_t *o = json_object();
+	json_t *o;
 	if (!strcmp(path, "/v1/info"))
 		o = json_pack("{s:{s:b, s:s}}", "capabilities", "criu_ok", 1, "criu_version", "4.2.1");
 	else if (!strncmp(path, "/v1/containers/", 15))
@@ -89,6 +89,8 @@ static int fake_agent_call(const char *ep, const char *method, const char *path,
 	else if (strstr(path, "/checkpoint"))
 		o = json_pack("{s:f, s:f, s:f, s:i, s:f, s:i}", "freeze_ms", 1.0, "dump_ms", 2.0, "transfer_ms", 3.0,
 			      "wire_bytes", 4096, "rate_bps", 1e6, "entries", 3);
+	else
+		o = json_object();
 	if (out)
 		*out = o;
 	else
@@ -119,8 +121,9 @@ static json_t *run_one(const char *fail_path, int fail_errno, char *calls, size_
 	fake.calls[0] = '\0';
 	fm_ctl_init(&c, j, "hostA", "A:1", fake_agent_call);
 	assert_int_equal(fm_ctl_host_add(&c, "hostB", "B:1", NULL), 0);
-	assert_int_equal(fm_ctl_submit(&c, json_pack("{s:s, s:s, s:s}", "container", "c1", "to", "hostB", "from", "hostA"),
-				       id, sizeof(id), NULL), 0);
+	json_t *req = json_pack("{s:s, s:s, s:s}", "container", "c1", "to", "hostB", "from", "hostA");
+	assert_int_equal(fm_ctl_submit(&c, req, id, sizeof(id), NULL), 0);
+	json_decref(req); /* submit keeps its own copy */
 	fm_ctl_fini(&c); /* waits for the migration thread */
 	fm_ctl_init(&c, j, "hostA", "A:1", fake_agent_call);
 	m = fm_ctl_get(&c, id, 0);

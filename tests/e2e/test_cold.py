@@ -170,3 +170,18 @@ def test_verification_health_command_passes(cluster):
     p, m = migrate(a, "counter", "--to", "hostB", "--", "/bin/sh", "-c", "test -s /tmp/counter")
     assert p.returncode == 0, p.stderr
     assert_running_and_advancing(b, "counter")
+
+
+def test_preparation_destination_cpu_lacks_features(cluster):
+    # the source reports a CPU with AVX-512 state (tests/e2e/criu-foreign-cpu); the
+    # destination's real `criu cpuinfo check` refuses it before anything is frozen
+    wrapper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "criu-foreign-cpu")
+    a, b = cluster.start(a_extra=["--criu", wrapper]).a, cluster.b
+    run_counter(a)
+    p, m = migrate(a, "counter", "--to", "hostB")
+    assert p.returncode == 1
+    assert_failed_with_rollback(m, "PREPARATION", "lacks features")
+    assert "xfeatures has unsupported bits" in (m.get("error_detail") or ""), m.get("error_detail")
+    assert not any("Freezing" in e["message"] for e in m["events"])
+    assert_running_and_advancing(a, "counter")
+    assert_clean_destination(b, "counter")

@@ -172,3 +172,29 @@ def test_verification_container_dies_after_restore(cluster):
     assert_failed_with_rollback(m, "VERIFICATION", "not running")
     assert a.containers()["fragile"]["status"] == "running"
     assert_clean_destination(b, "fragile")
+
+
+def test_cli_progress_on_a_terminal(slow):
+    """On a terminal `migrate` shows a live progress line (phase, bytes, rate)."""
+    import pty
+    import subprocess
+    from conftest import CLI
+    a = slow.start().a
+    start_big(a)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([CLI, "-s", a.sock, "migrate", "big", "--to", "hostB"], stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert p.wait(60) == 0
+    text = out.decode(errors="replace")
+    assert "[EXECUTION] transferring:" in text, text[-2000:]
+    assert "Mbit/s" in text
+    assert "Final State: COMPLETED" in text

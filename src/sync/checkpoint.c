@@ -9,11 +9,10 @@
 #include "basic/log.h"
 #include "basic/util.h"
 
-#define CRIU_TIMEOUT_MS (30 * 60 * 1000) /* a dump of many GiB over a slow disk */
 
 /* Attaches the last Error lines of a CRIU log (without the harmless rlimit one
  * CRIU prints on every run here) to err. */
-static void attach_criu_log(fm_error *err, const char *work_dir, const char *logname)
+void fm_ckpt_attach_criu_log(fm_error *err, const char *work_dir, const char *logname)
 {
 	_cleanup_free_ char *path = fm_xasprintf("%s/%s", work_dir, logname);
 	char *lines = fm_file_grep(path, "Error", "RLIMIT_NOFILE", 6);
@@ -44,40 +43,12 @@ int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const
 	fm_cmd_arg(c, "--work-path");
 	fm_cmd_arg(c, work_dir);
 	fm_cmd_arg(c, name);
-	fm_cmd_set_timeout_ms(c, CRIU_TIMEOUT_MS);
+	fm_cmd_set_timeout_ms(c, FM_CRIU_TIMEOUT_MS);
 	r = fm_cmd_run(c, err);
 	fm_cmd_free(c);
 	if (r != 0) {
-		attach_criu_log(err, work_dir, "dump.log");
+		fm_ckpt_attach_criu_log(err, work_dir, "dump.log");
 		fm_error_prefix(err, "checkpoint of %s failed", name);
-		return r > 0 ? -EIO : r;
-	}
-	return 0;
-}
-
-int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-	       fm_error *err)
-{
-	_cleanup_free_ char *bundle = fm_rt_container_dir(rt, name);
-	struct fm_cmd *c = fm_rt_runc_cmd(rt);
-	int r;
-
-	fm_cmd_arg(c, "restore");
-	fm_cmd_arg(c, "--detach");
-	fm_cmd_arg(c, "--image-path");
-	fm_cmd_arg(c, images_dir);
-	fm_cmd_arg(c, "--work-path");
-	fm_cmd_arg(c, work_dir);
-	fm_cmd_arg(c, "--bundle");
-	fm_cmd_arg(c, bundle);
-	fm_cmd_arg(c, name);
-	fm_cmd_set_stdio_null(c);
-	fm_cmd_set_timeout_ms(c, CRIU_TIMEOUT_MS);
-	r = fm_cmd_run(c, err);
-	fm_cmd_free(c);
-	if (r != 0) {
-		attach_criu_log(err, work_dir, "restore.log");
-		fm_error_prefix(err, "restore of %s failed", name);
 		return r > 0 ? -EIO : r;
 	}
 	return 0;
@@ -155,7 +126,7 @@ static int cpuinfo(const char *criu, const char *verb, const char *dir, fm_error
 	fm_cmd_free(c);
 	if (r != 0) {
 		_cleanup_free_ char *log = fm_xasprintf("cpuinfo-%s.log", verb);
-		attach_criu_log(err, dir, log);
+		fm_ckpt_attach_criu_log(err, dir, log);
 		return r > 0 ? -EIO : r;
 	}
 	return 0;

@@ -14,16 +14,22 @@
 #include "basic/error.h"
 #include "runtime/runtime.h"
 
+/* A dump or restore of many GiB to a slow disk may take long; beyond this it hangs. */
+#define FM_CRIU_TIMEOUT_MS (30 * 60 * 1000)
+
 /* Freezes the container (its processes stop at once; the clock of the downtime
  * starts here). */
 int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err);
 /* Dumps a frozen container into images_dir (work_dir holds CRIU's log). */
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		 fm_error *err);
-/* Restores a container from images_dir; its bundle and root filesystem must be in
+/* State Restoration Module (restore.c).  Restores a container from images_dir; its bundle and root filesystem must be in
  * place (see fm_rt_bundle_create / fm_rt_rootfs_mount). */
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 	       fm_error *err);
+
+/* Attaches the last Error lines of a CRIU log in work_dir to err (as detail). */
+void fm_ckpt_attach_criu_log(fm_error *err, const char *work_dir, const char *logname);
 
 /* What this host's kernel and CRIU can do, measured once at start-up:
  * {criu_path, criu_version, criu_ok, criu_error, lazy_pages, mem_dirty_track,

@@ -1,0 +1,37 @@
+/* State Restoration Module: brings a checkpointed container back to life on this
+ * host with `runc restore` (CRIU underneath), into a bundle and root filesystem the
+ * Runtime Controller prepared. */
+#include <errno.h>
+
+#include "basic/cmd.h"
+#include "basic/util.h"
+#include "sync/checkpoint.h"
+
+
+int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+	       fm_error *err)
+{
+	_cleanup_free_ char *bundle = fm_rt_container_dir(rt, name);
+	struct fm_cmd *c = fm_rt_runc_cmd(rt);
+	int r;
+
+	fm_cmd_arg(c, "restore");
+	fm_cmd_arg(c, "--detach");
+	fm_cmd_arg(c, "--image-path");
+	fm_cmd_arg(c, images_dir);
+	fm_cmd_arg(c, "--work-path");
+	fm_cmd_arg(c, work_dir);
+	fm_cmd_arg(c, "--bundle");
+	fm_cmd_arg(c, bundle);
+	fm_cmd_arg(c, name);
+	fm_cmd_set_stdio_null(c);
+	fm_cmd_set_timeout_ms(c, FM_CRIU_TIMEOUT_MS);
+	r = fm_cmd_run(c, err);
+	fm_cmd_free(c);
+	if (r != 0) {
+		fm_ckpt_attach_criu_log(err, work_dir, "restore.log");
+		fm_error_prefix(err, "restore of %s failed", name);
+		return r > 0 ? -EIO : r;
+	}
+	return 0;
+}

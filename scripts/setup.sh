@@ -28,7 +28,7 @@ command -v apt-get >/dev/null || die "needs a Debian system (apt-get not found)"
 # ---------------------------------------------------------------- 1. packages
 PKGS="build-essential meson ninja-build pkg-config git
 libsqlite3-dev libmicrohttpd-dev libjansson-dev libxxhash-dev libzstd-dev
-libcurl4-gnutls-dev libgnutls28-dev libcmocka-dev libarchive-dev
+nettle-dev libcmocka-dev libarchive-dev
 runc iptables iproute2 busybox-static socat iperf3 procps
 python3-pytest kmod"
 

@@ -1,74 +1,201 @@
-#include <curl/curl.h>
+/* The HTTP/1.1 client: one request per connection ("Connection: close"), over a
+ * UNIX socket or TCP, with a deadline on every step.  It only ever talks to
+ * fleximigrated (CLI → local daemon, controller → agents), so it needs no TLS,
+ * proxies, redirects or cookies — and the daemon stays small (libcurl and its
+ * dependencies cost ~8 MiB of resident memory). */
 #include <errno.h>
-#include <pthread.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "api/http.h"
 #include "basic/util.h"
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+#define RESP_MAX (64u << 20)      /* a JSON reply larger than this is an attack */
+#define HEAD_MAX (64u << 10)
 
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-void fm_http_global_init(void) { pthread_once(&curl_once, curl_init_once); }
+void fm_http_global_init(void) {}
 
-struct buf {
-	char *p;
-	size_t n;
-};
-
-#define RESP_MAX (64u << 20)
-
-static size_t write_buf(char *data, size_t sz, size_t nm, void *opaque)
+/* Waits until fd is ready for `events` or the deadline passes. */
+static int wait_fd(int fd, short events, int64_t deadline)
 {
-	struct buf *b = opaque;
-	size_t n = sz * nm;
-	if (b->n + n > RESP_MAX)
-		return 0; /* aborts the transfer: no peer gets to make us allocate GBs */
-	char *np = realloc(b->p, b->n + n + 1);
-	if (!np)
-		abort();
-	memcpy(np + b->n, data, n);
-	b->n += n;
-	np[b->n] = '\0';
-	b->p = np;
-	return n;
+	for (;;) {
+		int64_t left = deadline - fm_now_mono_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		struct pollfd p = { fd, events, 0 };
+		int r = poll(&p, 1, (int)left);
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+	}
 }
 
-/* Sets up the handle for an endpoint; url receives the full URL. */
-static CURL *setup(const char *endpoint, const char *path, int timeout_ms, char *url, size_t urllen)
+static int connect_endpoint(const char *endpoint, int64_t deadline, fm_error *err)
 {
-	CURL *h;
+	_cleanup_close_ int fd = -1;
+	int r;
 
-	fm_http_global_init();
-	h = curl_easy_init();
-	if (!h)
-		abort();
 	if (!strncmp(endpoint, "unix:", 5)) {
-		curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, endpoint + 5);
-		snprintf(url, urllen, "http://localhost%s", path);
-	} else {
-		snprintf(url, urllen, "http://%s%s", endpoint, path);
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		if (strlen(endpoint + 5) >= sizeof(sa.sun_path))
+			return fm_error_set(err, -ENAMETOOLONG, "socket path too long: %s", endpoint + 5);
+		strcpy(sa.sun_path, endpoint + 5);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return fm_error_set(err, -errno, "socket: %m");
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			return fm_error_set(err, errno == ENOENT ? -ECONNREFUSED : -errno, "cannot reach %s: %m", endpoint);
+		return TAKE_FD(fd);
 	}
-	curl_easy_setopt(h, CURLOPT_URL, url);
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 5000 ? (long)timeout_ms : 5000L);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
-	/* no proxy from the environment: peers are addressed directly */
-	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-	return h;
+
+	char host[256], port[16];
+	int p;
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+	if (fm_split_hostport(endpoint, host, sizeof(host), &p) < 0)
+		return fm_error_set(err, -EINVAL, "invalid address \"%s\": expected HOST:PORT or unix:PATH", endpoint);
+	snprintf(port, sizeof(port), "%d", p);
+	if ((r = getaddrinfo(host, port, &hints, &ai)) != 0)
+		return fm_error_set(err, -EHOSTUNREACH, "cannot reach %s: %s", endpoint, gai_strerror(r));
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		freeaddrinfo(ai);
+		return fm_error_set(err, -errno, "socket: %m");
+	}
+	r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+	freeaddrinfo(ai);
+	if (r < 0 && errno != EINPROGRESS)
+		return fm_error_set(err, errno == ECONNREFUSED ? -ECONNREFUSED : -EHOSTUNREACH, "cannot reach %s: %m",
+				    endpoint);
+	if (r < 0) {
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		if ((r = wait_fd(fd, POLLOUT, deadline)) < 0)
+			return fm_error_set(err, r, "cannot reach %s: %s", endpoint,
+					    r == -ETIMEDOUT ? "connection timed out" : strerror(-r));
+		getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+		if (soerr)
+			return fm_error_set(err, soerr == ECONNREFUSED ? -ECONNREFUSED : -EHOSTUNREACH,
+					    "cannot reach %s: %s", endpoint, strerror(soerr));
+	}
+	return TAKE_FD(fd);
 }
 
-static int transport_error(CURLcode rc, const char *endpoint, fm_error *err)
+static int send_all(int fd, const char *p, size_t n, int64_t deadline)
 {
-	int code;
-	switch (rc) {
-	case CURLE_OPERATION_TIMEDOUT: code = -ETIMEDOUT; break;
-	case CURLE_COULDNT_CONNECT: code = -ECONNREFUSED; break;
-	default: code = -EHOSTUNREACH; break;
+	while (n > 0) {
+		ssize_t k = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k < 0) {
+			if (errno == EAGAIN || errno == EINTR) {
+				int r = wait_fd(fd, POLLOUT, deadline);
+				if (r < 0)
+					return r;
+				continue;
+			}
+			return -errno;
+		}
+		p += k;
+		n -= (size_t)k;
 	}
-	return fm_error_set(err, code, "cannot reach %s: %s", endpoint, curl_easy_strerror(rc));
+	return 0;
+}
+
+/* Reads the response: status, and the body into *body (bounded) or, with out_fd
+ * >= 0, streamed into that file.  Bodies end at Content-Length or EOF. */
+static int read_response(int fd, int64_t deadline, long *status, char **body, size_t *blen, int out_fd)
+{
+	size_t cap = 8192, n = 0, head_end = 0;
+	char *buf = fm_xmalloc(cap + 1);
+	int64_t content_length = -1;
+	int r = 0;
+
+	for (;;) {
+		if (n == cap) {
+			size_t limit = head_end ? RESP_MAX : HEAD_MAX;
+			if (cap >= limit) {
+				r = -EMSGSIZE;
+				break;
+			}
+			cap = cap * 2 > limit ? limit : cap * 2;
+			char *nb = realloc(buf, cap + 1);
+			if (!nb)
+				abort();
+			buf = nb;
+		}
+		ssize_t k = recv(fd, buf + n, cap - n, MSG_DONTWAIT);
+		if (k < 0) {
+			if (errno == EAGAIN || errno == EINTR) {
+				if ((r = wait_fd(fd, POLLIN, deadline)) < 0)
+					break;
+				continue;
+			}
+			r = -errno;
+			break;
+		}
+		if (k == 0)
+			break;
+		n += (size_t)k;
+		buf[n] = '\0';
+		if (!head_end) {
+			char *e = strstr(buf, "\r\n\r\n");
+			if (!e)
+				continue;
+			head_end = (size_t)(e - buf) + 4;
+			if (sscanf(buf, "HTTP/1.%*d %ld", status) != 1) {
+				r = -EBADMSG;
+				break;
+			}
+			for (char *l = strstr(buf, "\r\n"); l && l < e; l = strstr(l + 2, "\r\n"))
+				if (!strncasecmp(l + 2, "Content-Length:", 15))
+					content_length = strtoll(l + 17, NULL, 10);
+		}
+		if (head_end && out_fd >= 0 && n > head_end) {
+			/* stream what we have and keep only the head in the buffer */
+			const char *p = buf + head_end;
+			size_t m = n - head_end;
+			while (m > 0) {
+				ssize_t w = write(out_fd, p, m);
+				if (w < 0) {
+					if (errno == EINTR)
+						continue;
+					r = -errno;
+					goto out;
+				}
+				p += w;
+				m -= (size_t)w;
+			}
+			if (content_length >= 0)
+				content_length -= (int64_t)(n - head_end);
+			n = head_end;
+			if (content_length == 0)
+				break;
+			continue;
+		}
+		if (head_end && content_length >= 0 && n - head_end >= (size_t)content_length)
+			break;
+	}
+out:
+	if (r == 0 && !head_end)
+		r = -EBADMSG;
+	if (r == 0 && out_fd < 0 && content_length >= 0 && n - head_end < (size_t)content_length)
+		r = -EPIPE; /* cut short */
+	if (r == 0 && out_fd >= 0 && content_length > 0)
+		r = -EPIPE;
+	if (r == 0 && body) {
+		*blen = n - head_end;
+		memmove(buf, buf + head_end, *blen);
+		buf[*blen] = '\0';
+		*body = buf;
+		return 0;
+	}
+	free(buf);
+	return r;
 }
 
 static int status_errno(long status)
@@ -85,40 +212,50 @@ static int status_errno(long status)
 	}
 }
 
+/* One exchange; the response body is returned in *body unless out_fd >= 0. */
+static int exchange(const char *endpoint, const char *method, const char *path, const char *payload,
+		    int timeout_ms, long *status, char **body, size_t *blen, int out_fd, fm_error *err)
+{
+	int64_t deadline = fm_now_mono_ms() + timeout_ms;
+	size_t plen = payload ? strlen(payload) : 0;
+	_cleanup_free_ char *head = NULL;
+	_cleanup_close_ int fd = connect_endpoint(endpoint, deadline, err);
+	int r;
+
+	if (fd < 0)
+		return fd;
+	head = fm_xasprintf("%s %s HTTP/1.1\r\nHost: fleximigrate\r\nConnection: close\r\n"
+			    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", method, path, plen);
+	if ((r = send_all(fd, head, strlen(head), deadline)) < 0 ||
+	    (plen && (r = send_all(fd, payload, plen, deadline)) < 0))
+		return fm_error_set(err, r == -ETIMEDOUT ? r : -EHOSTUNREACH, "cannot reach %s: sending the request: %s",
+				    endpoint, strerror(-r));
+	r = read_response(fd, deadline, status, body, blen, out_fd);
+	if (r == -ETIMEDOUT)
+		return fm_error_set(err, r, "%s did not answer %s %s within %d ms", endpoint, method, path, timeout_ms);
+	if (r < 0)
+		return fm_error_set(err, r == -EMSGSIZE ? r : -EHOSTUNREACH, "bad answer from %s to %s %s: %s", endpoint,
+				    method, path, strerror(-r));
+	return 0;
+}
+
 int fm_http_call(const char *endpoint, const char *method, const char *path, json_t *body,
 		 int timeout_ms, json_t **out, fm_error *err)
 {
-	char url[1024];
-	struct buf b = { 0 };
-	struct curl_slist *hdr = NULL;
-	char *payload = NULL;
+	_cleanup_free_ char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	_cleanup_free_ char *resp = NULL;
+	size_t rlen = 0;
 	long status = 0;
-	CURLcode rc;
-	json_t *resp;
-	int r = 0;
+	json_t *j;
+	int r;
 
 	if (out)
 		*out = NULL;
-	CURL *h = setup(endpoint, path, timeout_ms, url, sizeof(url));
-	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-	if (body) {
-		payload = json_dumps(body, JSON_COMPACT);
-		hdr = curl_slist_append(hdr, "Content-Type: application/json");
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
-		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
-	}
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_buf);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-	rc = curl_easy_perform(h);
-	if (rc != CURLE_OK) {
-		r = transport_error(rc, endpoint, err);
-		goto out;
-	}
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	resp = b.n ? json_loadb(b.p, b.n, 0, NULL) : json_object();
+	if ((r = exchange(endpoint, method, path, payload, timeout_ms, &status, &resp, &rlen, -1, err)) < 0)
+		return r;
+	j = rlen ? json_loadb(resp, rlen, 0, NULL) : json_object();
 	if (status >= 400) {
-		json_t *e = json_object_get(resp, "error");
+		json_t *e = json_object_get(j, "error");
 		const char *msg = json_string_value(json_object_get(e, "message"));
 		const char *detail = json_string_value(json_object_get(e, "detail"));
 		r = fm_error_set(err, status_errno(status), "%s", msg ? msg : "request failed");
@@ -126,47 +263,31 @@ int fm_http_call(const char *endpoint, const char *method, const char *path, jso
 			fm_error_set_detail(err, fm_xstrdup(detail));
 		if (!msg && err)
 			fm_error_prefix(err, "%s %s on %s: HTTP %ld", method, path, endpoint, status);
-		json_decref(resp);
-		goto out;
+		json_decref(j);
+		return r;
 	}
-	if (!resp) {
-		r = fm_error_set(err, -EBADMSG, "%s answered %s %s with malformed JSON", endpoint, method, path);
-		goto out;
-	}
+	if (!j)
+		return fm_error_set(err, -EBADMSG, "%s answered %s %s with malformed JSON", endpoint, method, path);
 	if (out)
-		*out = resp;
+		*out = j;
 	else
-		json_decref(resp);
-out:
-	curl_slist_free_all(hdr);
-	curl_easy_cleanup(h);
-	free(payload);
-	free(b.p);
-	return r;
+		json_decref(j);
+	return 0;
 }
 
 int fm_http_download(const char *endpoint, const char *path, const char *file, int timeout_ms,
 		     fm_error *err)
 {
-	char url[1024];
+	_cleanup_close_ int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	long status = 0;
-	CURLcode rc;
-	FILE *f = fopen(file, "wxe");
-	int r = 0;
+	int r;
 
-	if (!f)
+	if (fd < 0)
 		return fm_error_set(err, -errno, "cannot create %s: %m", file);
-	CURL *h = setup(endpoint, path, timeout_ms, url, sizeof(url));
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, f);
-	curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L);
-	rc = curl_easy_perform(h);
-	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	if (rc == CURLE_HTTP_RETURNED_ERROR)
+	r = exchange(endpoint, "GET", path, NULL, timeout_ms, &status, NULL, NULL, fd, err);
+	if (r == 0 && status != 200)
 		r = fm_error_set(err, status_errno(status), "%s answered HTTP %ld for %s", endpoint, status, path);
-	else if (rc != CURLE_OK)
-		r = transport_error(rc, endpoint, err);
-	curl_easy_cleanup(h);
-	if (fclose(f) != 0 && r == 0)
+	if (r == 0 && fsync(fd) < 0)
 		r = fm_error_set(err, -errno, "cannot write %s: %m", file);
 	if (r < 0)
 		unlink(file);

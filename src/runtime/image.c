@@ -7,12 +7,10 @@
  */
 #include "runtime/image.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <gnutls/crypto.h>
+#include <nettle/sha2.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
@@ -24,6 +22,7 @@
 
 #include "basic/log.h"
 #include "basic/util.h"
+#include "runtime/archive_dl.h"
 
 #define DIGEST_PREFIX "sha256:"
 #define DIGEST_PREFIX_LEN 7
@@ -83,12 +82,11 @@ static int write_all(int fd, const void *buf, size_t n)
 static int copy_hashed(int src, int dst, char digest[FM_DIGEST_LEN])
 {
 	_cleanup_free_ char *buf = fm_xmalloc(COPY_BUF);
-	gnutls_hash_hd_t h;
+	struct sha256_ctx h;
 	unsigned char md[32];
 	int r = 0;
 
-	if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0)
-		return -ENOMEM;
+	sha256_init(&h);
 	for (;;) {
 		ssize_t k = read(src, buf, COPY_BUF);
 		if (k < 0 && errno == EINTR)
@@ -97,11 +95,11 @@ static int copy_hashed(int src, int dst, char digest[FM_DIGEST_LEN])
 			r = k < 0 ? -errno : 0;
 			break;
 		}
-		gnutls_hash(h, buf, (size_t)k);
+		sha256_update(&h, (size_t)k, (const uint8_t *)buf);
 		if (dst >= 0 && (r = write_all(dst, buf, (size_t)k)) < 0)
 			break;
 	}
-	gnutls_hash_deinit(h, md);
+	sha256_digest(&h, sizeof(md), md);
 	if (r == 0)
 		digest_format(md, digest);
 	return r;
@@ -147,7 +145,7 @@ static int copy_into(const char *src, const char *dst, char digest[FM_DIGEST_LEN
 
 struct blob_sink {
 	int fd;
-	gnutls_hash_hd_t h;
+	struct sha256_ctx h;
 };
 
 static la_ssize_t sink_write(struct archive *a, void *data, const void *buf, size_t n)
@@ -159,7 +157,7 @@ static la_ssize_t sink_write(struct archive *a, void *data, const void *buf, siz
 		archive_set_error(a, -r, "cannot write image blob: %s", strerror(-r));
 		return -1;
 	}
-	gnutls_hash(k->h, buf, n);
+	sha256_update(&k->h, n, buf);
 	return (la_ssize_t)n;
 }
 
@@ -392,10 +390,11 @@ static int archive_tree(const char *src, const char *dst, char digest[FM_DIGEST_
 	k.fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (k.fd < 0)
 		return fm_error_set(err, -errno, "cannot create %s: %m; check the image store's disk", dst);
-	if (gnutls_hash_init(&k.h, GNUTLS_DIG_SHA256) < 0) {
+	sha256_init(&k.h);
+	if ((r = fm_archive_acquire(err)) < 0) {
 		close(k.fd);
 		unlink(dst);
-		return fm_error_set(err, -ENOMEM, "cannot initialise SHA-256");
+		return r;
 	}
 	w.a = archive_write_new();
 	if (archive_write_set_format_pax_restricted(w.a) != ARCHIVE_OK ||
@@ -406,8 +405,9 @@ static int archive_tree(const char *src, const char *dst, char digest[FM_DIGEST_
 	if (r == 0 && archive_write_close(w.a) != ARCHIVE_OK)
 		r = fm_error_set(err, -EIO, "cannot finish image archive: %s", archive_error_string(w.a));
 	archive_write_free(w.a);
+	fm_archive_release();
 	tdestroy(w.links, link_free);
-	gnutls_hash_deinit(k.h, md);
+	sha256_digest(&k.h, sizeof(md), md);
 	if (r == 0 && fsync(k.fd) < 0)
 		r = fm_error_set(err, -errno, "cannot sync %s: %m", dst);
 	if (close(k.fd) < 0 && r == 0)
@@ -513,10 +513,14 @@ static int unpack(const char *blob, const char *dest, const char *digest, fm_err
 	if (j.destfd < 0) {
 		r = -errno;
 		snprintf(j.msg, sizeof(j.msg), "cannot open %s: %s", dest, strerror(-r));
+	} else if ((r = fm_archive_acquire(NULL)) < 0) {
+		snprintf(j.msg, sizeof(j.msg), "cannot load libarchive (apt-get install libarchive13)");
 	} else if ((r = -pthread_create(&t, NULL, unpack_thread, &j)) < 0) {
+		fm_archive_release();
 		snprintf(j.msg, sizeof(j.msg), "cannot start unpack thread: %s", strerror(-r));
 	} else {
 		pthread_join(t, NULL);
+		fm_archive_release();
 		r = j.r;
 		/* so a crash after the rename cannot publish a half-written tree */
 		if (r == 0 && syncfs(j.destfd) < 0) {

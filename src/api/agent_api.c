@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "api/api.h"
 #include "fm-config.h"
@@ -186,56 +187,91 @@ void fm_api_container_remove(void *ctx, const fm_http_req *req, fm_http_resp *re
 void fm_api_agent_cpuinfo(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 {
 	fm_daemon *d = ctx;
-	char tmpl[] = "/tmp/fm-cpuinfo.XXXXXX";
+	fm_agent *a = &d->agent;
 	fm_error err = FM_ERROR_INIT;
-	char *dir = mkdtemp(tmpl);
-	_cleanup_free_ char *img = NULL, *data = NULL;
-	size_t len;
 
-	if (!dir)
-		return fm_http_error(resp, 500, "internal", "mkdtemp: %m");
-	img = fm_xasprintf("%s/cpuinfo.img", dir);
-	if (fm_ckpt_cpuinfo_dump(d->rt.criu, dir, &err) < 0 || fm_read_file(img, 1 << 20, &data, &len) < 0) {
-		fm_error_set(&err, -EIO, "criu cpuinfo dump produced nothing");
-		fm_http_fail(resp, &err);
-	} else {
-		char *b = fm_base64_encode(data, len);
-		fm_http_ok(resp, 200, json_pack("{s:s, s:s}", "host", d->name, "image", b));
-		free(b);
+	pthread_mutex_lock(&a->lock);
+	if (!a->cpuinfo_b64) {
+		char tmpl[] = "/tmp/fm-cpuinfo.XXXXXX";
+		char *dir = mkdtemp(tmpl);
+		_cleanup_free_ char *data = NULL;
+		size_t len;
+		if (!dir) {
+			fm_error_set(&err, -errno, "mkdtemp: %m");
+		} else {
+			_cleanup_free_ char *img = fm_xasprintf("%s/cpuinfo.img", dir);
+			if (fm_ckpt_cpuinfo_dump(d->rt.criu, dir, &err) == 0 && fm_read_file(img, 1 << 20, &data, &len) < 0)
+				fm_error_set(&err, -EIO, "criu cpuinfo dump produced nothing");
+			if (!fm_error_is_set(&err))
+				a->cpuinfo_b64 = fm_base64_encode(data, len);
+			fm_rm_rf(dir);
+		}
 	}
+	if (a->cpuinfo_b64)
+		fm_http_ok(resp, 200, json_pack("{s:s, s:s}", "host", d->name, "image", a->cpuinfo_b64));
+	else
+		fm_http_fail(resp, &err);
+	pthread_mutex_unlock(&a->lock);
 	fm_error_clear(&err);
-	fm_rm_rf(dir);
 }
 
+/* Runs `criu cpuinfo check` on a peer's CPU description; results are cached. */
 void fm_api_agent_cpuinfo_check(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 {
 	fm_daemon *d = ctx;
+	fm_agent *a = &d->agent;
 	const char *b = json_string_value(json_object_get(req->body, "image"));
-	char tmpl[] = "/tmp/fm-cpuinfo.XXXXXX";
 	fm_error err = FM_ERROR_INIT;
 	unsigned char *data = NULL;
 	size_t len;
-	char *dir;
 
 	if (!b || strlen(b) > (1 << 20) || fm_base64_decode(b, &data, &len) < 0)
 		return fm_http_error(resp, 400, "invalid", "body must be {\"image\": BASE64 of cpuinfo.img}");
-	dir = mkdtemp(tmpl);
-	if (!dir) {
-		free(data);
-		return fm_http_error(resp, 500, "internal", "mkdtemp: %m");
+	uint64_t h = XXH3_64bits(data, len);
+	pthread_mutex_lock(&a->lock);
+	struct fm_cpu_check *c = NULL;
+	for (int i = 0; i < a->n_cpu_checks; i++)
+		if (a->cpu_checks[i].hash == h)
+			c = &a->cpu_checks[i];
+	if (!c) {
+		char tmpl[] = "/tmp/fm-cpuinfo.XXXXXX";
+		char *dir = mkdtemp(tmpl);
+		if (!dir) {
+			fm_error_set(&err, -errno, "mkdtemp: %m");
+		} else {
+			_cleanup_free_ char *img = fm_xasprintf("%s/cpuinfo.img", dir);
+			if (fm_write_file_atomic(img, data, len, 0600) < 0)
+				fm_error_set(&err, -EIO, "cannot write %s", img);
+			else if (fm_ckpt_cpuinfo_check(d->rt.criu, dir, &err) < 0)
+				err.code = -EPERM; /* a refusal, not our failure */
+			fm_rm_rf(dir);
+			/* remember verdicts of CRIU, not failures of our own */
+			if (!fm_error_is_set(&err) || err.code == -EPERM) {
+				int slot = a->n_cpu_checks < 16 ? a->n_cpu_checks++ : (int)(h % 16);
+				c = &a->cpu_checks[slot];
+				free(c->msg);
+				free(c->detail);
+				c->hash = h;
+				c->code = err.code;
+				c->msg = fm_xstrdup(err.msg);
+				c->detail = err.detail ? fm_xstrdup(err.detail) : NULL;
+			}
+		}
 	}
-	_cleanup_free_ char *img = fm_xasprintf("%s/cpuinfo.img", dir);
-	if (fm_write_file_atomic(img, data, len, 0600) < 0)
-		fm_error_set(&err, -EIO, "cannot write %s", img);
-	else if (fm_ckpt_cpuinfo_check(d->rt.criu, dir, &err) < 0)
-		err.code = -EPERM; /* a refusal, not our failure */
-	if (fm_error_is_set(&err))
-		fm_http_fail(resp, &err);
-	else
+	if (c && c->code == 0) {
 		fm_http_ok(resp, 200, json_pack("{s:b}", "compatible", 1));
+	} else if (c) {
+		fm_error_clear(&err);
+		fm_error_set(&err, c->code, "%s", c->msg);
+		if (c->detail)
+			fm_error_set_detail(&err, fm_xstrdup(c->detail));
+		fm_http_fail(resp, &err);
+	} else {
+		fm_http_fail(resp, &err);
+	}
+	pthread_mutex_unlock(&a->lock);
 	fm_error_clear(&err);
 	free(data);
-	fm_rm_rf(dir);
 }
 
 /* POST /v1/agent/migrations/:id/:op — one table for the agent's migration steps. */

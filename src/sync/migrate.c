@@ -17,7 +17,7 @@
 #include "sync/transfer.h"
 
 /* Verification watches a restored container this long for an early exit. */
-#define FM_VERIFY_SETTLE_MS 100
+#define FM_VERIFY_SETTLE_MS 50
 
 /* Destination: one migration arriving. */
 typedef struct fm_incoming {
@@ -31,6 +31,7 @@ typedef struct fm_incoming {
 	int recv_status;             /* result of the receive */
 	fm_error recv_err;
 	fm_xfer_stats stats;         /* updated while receiving (under a->lock) */
+	int64_t restored_us;         /* monotonic time the restore returned */
 	fm_agent *agent;
 	struct fm_incoming *next;
 } fm_incoming;
@@ -79,6 +80,11 @@ void fm_agent_fini(fm_agent *a)
 	}
 	json_decref(a->caps);
 	free(a->data_host);
+	free(a->cpuinfo_b64);
+	for (int i = 0; i < a->n_cpu_checks; i++) {
+		free(a->cpu_checks[i].msg);
+		free(a->cpu_checks[i].detail);
+	}
 	pthread_mutex_destroy(&a->lock);
 	pthread_mutex_destroy(&a->dst_ops);
 }
@@ -376,7 +382,8 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t **out, fm_err
 		fm_rt_rootfs_umount(a->rt, in->spec.name);
 		return r;
 	}
-	int64_t restore_us = fm_now_mono_us() - t0;
+	in->restored_us = fm_now_mono_us();
+	int64_t restore_us = in->restored_us - t0;
 	fm_rt_record(a->rt, &in->spec, mid, false);
 	fm_journal_exec(a->journal, "UPDATE incoming SET state = 'RESTORED' WHERE mid = ?", "s", mid);
 	*out = json_pack("{s:f, s:I, s:I, s:i}", "restore_ms", (double)restore_us / 1000.0,
@@ -406,10 +413,16 @@ int fm_sync_dst_verify(fm_agent *a, const char *mid, json_t *req, fm_error *err)
 		return fm_error_set(err, -EIO, "container %s is %s on %s after restore, not running", name, status,
 				    a->rt->host);
 	/* a process that crashes on its first steps after restore is caught here: its
-	 * pidfd becomes readable if it exits within the settle time */
+	 * pidfd becomes readable if it exits within the settle time, counted from the
+	 * end of the restore */
+	pthread_mutex_lock(&a->lock);
+	fm_incoming *in = incoming_find(a, mid);
+	int64_t since_ms = in && in->restored_us ? (fm_now_mono_us() - in->restored_us) / 1000 : 0;
+	pthread_mutex_unlock(&a->lock);
+	int wait_ms = since_ms >= settle ? 0 : (int)(settle - since_ms);
 	_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	struct pollfd p = { pfd, POLLIN, 0 };
-	if (pfd < 0 || poll(&p, 1, (int)settle) > 0)
+	if (pfd < 0 || poll(&p, 1, wait_ms) > 0)
 		return fm_error_set(err, -EIO, "container %s exited on %s within %d ms after restore: not running",
 				    name, a->rt->host, (int)settle);
 	if (json_is_array(health) && json_array_size(health) > 0) {

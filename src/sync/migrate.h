@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "basic/error.h"
 #include "runtime/runtime.h"
@@ -38,6 +39,15 @@ typedef struct fm_agent {
 	bool fault_corrupt;       /* test fault: corrupt one byte on the data channel */
 	json_t *caps;             /* fm_ckpt_capabilities() */
 	fm_blob_fetch_fn fetch_blob;
+	/* Pre-flight results kept for the daemon's lifetime: a CPU does not change
+	 * under a running daemon, and each CRIU run costs ~45 ms. */
+	char *cpuinfo_b64;        /* this host's `criu cpuinfo dump`, base64 */
+	struct fm_cpu_check {
+		uint64_t hash;        /* XXH3 of a peer's cpuinfo image */
+		int code;             /* 0 compatible, else -errno */
+		char *msg, *detail;
+	} cpu_checks[16];
+	int n_cpu_checks;
 	pthread_mutex_t lock;
 	/* Serializes restore, commit and abort: an abort must wait for a restore in
 	 * progress, or it would delete a container that runc is about to start. */

@@ -168,9 +168,6 @@ static int dst_reserve_locked(fm_agent *a, const char *mid, json_t *req, fm_erro
 
 	if ((r = check_mid(mid, err)) < 0)
 		return r;
-	if (a->cordoned)
-		return fm_error_set(err, -EPERM, "host %s is cordoned and refuses incoming migrations "
-				    "(`fleximigrate host uncordon` on it)", a->rt->host);
 	if (!name || !fm_name_valid(name))
 		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
 	if ((r = check_not_aborted(a, mid, err)) < 0)
@@ -229,7 +226,8 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	if ((r = check_mid(mid, err)) < 0)
 		return r;
 	if (a->cordoned)
-		return fm_error_set(err, -EPERM, "host %s is cordoned and refuses incoming migrations", a->rt->host);
+		return fm_error_set(err, -EPERM, "host %s is cordoned and refuses incoming migrations "
+				    "(`fleximigrate host uncordon` on it)", a->rt->host);
 	if ((r = check_not_aborted(a, mid, err)) < 0)
 		return r;
 

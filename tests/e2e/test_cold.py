@@ -124,9 +124,9 @@ def test_preparation_destination_refuses(cluster):
     assert b.cli("host", "cordon").stdout.strip() == "cordoned"
     p, m = migrate(a, "counter", "--to", "hostB")
     assert p.returncode == 1
-    # the reservation is the destination's first act, in PLANNING; a cordoned host
-    # refuses it there (nothing frozen, nothing to undo)
-    assert_failed_with_rollback(m, "PLANNING", "cordoned")
+    # the destination agent refuses to prepare; its reservation is released
+    assert_failed_with_rollback(m, "PREPARATION", "cordoned")
+    assert not any("Freezing" in e["message"] for e in m["events"])
     assert_running_and_advancing(a, "counter")
     assert_clean_destination(b, "counter")
 
@@ -185,3 +185,26 @@ def test_preparation_destination_cpu_lacks_features(cluster):
     assert not any("Freezing" in e["message"] for e in m["events"])
     assert_running_and_advancing(a, "counter")
     assert_clean_destination(b, "counter")
+
+
+def test_container_lifecycle_and_tarball_image(cluster):
+    import subprocess
+    a = cluster.start().a
+    tarball = os.path.join(cluster.work, "busybox.tar.gz")
+    subprocess.run(["tar", "-C", __import__("conftest").rootfs(), "-czf", tarball, "."], check=True)
+    out = a.cli("image", "import", "bbtar", tarball).stdout.split()
+    assert out[0] == "bbtar" and out[1].startswith("sha256:")
+    a.cli("run", "svc", "--image", "bbtar", "--memory", "64M", "--cpus", "0.5", "--", *COUNTER_CMD)
+    c = a.containers()["svc"]
+    assert c["status"] == "running" and c["memory_bytes"] == 64 << 20 and c["cpu_milli"] == 500
+    p = a.cli("run", "svc", "--image", "bbtar", "--", "/bin/true", check=False)
+    assert p.returncode == 1 and "already exists" in p.stderr
+    p = a.cli("container", "rm", "svc", check=False)
+    assert p.returncode == 1 and "stop it first" in p.stderr
+    assert "stopped" in a.cli("container", "stop", "svc", "--timeout", "2000").stdout
+    assert a.containers()["svc"]["status"] == "stopped"
+    a.cli("container", "rm", "svc")
+    assert "svc" not in a.containers() and a.runc_list() == [] and a.mounts() == []
+    assert not os.path.exists(os.path.join(a.state, "containers", "svc"))
+    p = a.cli("container", "rm", "svc", check=False)
+    assert p.returncode == 1 and "no container named svc" in p.stderr

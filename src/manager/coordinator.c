@@ -14,7 +14,7 @@
 
 /* Rollback retries an unreachable agent this often before giving up on it. */
 #define ROLLBACK_ATTEMPTS 3
-#define ROLLBACK_BACKOFF_MS 500
+#define ROLLBACK_BACKOFF_MS 200
 #define ROLLBACK_CALL_TIMEOUT_MS 3000
 /* An incomplete rollback (a host unreachable) is retried at most this far apart. */
 #define ROLLBACK_RETRY_MAX_S 30
@@ -94,6 +94,31 @@ static bool step_started(fm_mig *m, const char *step)
 {
 	return fm_journal_query_int(m->ctl->journal, 0, "SELECT COUNT(*) FROM steps WHERE mid = ? AND step = ?",
 				    "ss", m->id, step) > 0;
+}
+
+/* Waits before retry number `attempt` (200 ms doubling, capped): the peer may be
+ * restarting or the link recovering.  Returns false at once when the controller
+ * is stopping; the migration then stays unresolved and the next start resumes it. */
+static bool retry_wait(fm_controller *c, int attempt)
+{
+	int64_t ms = (int64_t)ROLLBACK_BACKOFF_MS << (attempt < 8 ? attempt : 8);
+	struct timespec until;
+
+	if (ms > ROLLBACK_RETRY_MAX_S * 1000)
+		ms = ROLLBACK_RETRY_MAX_S * 1000;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&c->lock);
+	while (!c->stopping && pthread_cond_timedwait(&c->changed, &c->lock, &until) == 0)
+		;
+	bool go_on = !c->stopping;
+	pthread_mutex_unlock(&c->lock);
+	return go_on;
 }
 
 /* ------------------------------------------------------------ agent calls */
@@ -395,18 +420,9 @@ static bool rollback(fm_mig *m)
 		for (int i = 0; i < ROLLBACK_ATTEMPTS; i++) {
 			r = agent(m, m->dst_ep, "POST", ROLLBACK_CALL_TIMEOUT_MS, json_object(), NULL, &e,
 				  "/v1/agent/migrations/%s/abort", m->id);
-			if (r == 0)
+			if (r == 0 || i + 1 == ROLLBACK_ATTEMPTS || !retry_wait(m->ctl, i + 1))
 				break;
-			if (i + 1 < ROLLBACK_ATTEMPTS) {
-				/* a real wait: the destination may be restarting or the link recovering */
-				struct timespec ts = { 0, (long)ROLLBACK_BACKOFF_MS * (1L << i) * 1000000L };
-				if (ts.tv_nsec >= 1000000000L) {
-					ts.tv_sec = ts.tv_nsec / 1000000000L;
-					ts.tv_nsec %= 1000000000L;
-				}
-				fm_error_clear(&e);
-				nanosleep(&ts, NULL);
-			}
+			fm_error_clear(&e);
 		}
 		if (r == 0) {
 			mlog(m, FM_LOG_INFO, FM_C_RESOURCE_ALLOCATOR,
@@ -451,17 +467,9 @@ static bool rollback(fm_mig *m)
  * migration unresolved, and its next start resumes the rollback. */
 static bool rollback_until_done(fm_mig *m)
 {
-	for (int k = 0; !rollback(m); k++) {
-		int s = k < 5 ? 1 << k : ROLLBACK_RETRY_MAX_S;
-		if (s > ROLLBACK_RETRY_MAX_S)
-			s = ROLLBACK_RETRY_MAX_S;
-		for (int t = 0; t < s * 10; t++) {
-			if (m->ctl->stopping)
-				return false;
-			struct timespec ts = { 0, 100000000L }; /* retry backoff, in steps to notice a stop */
-			nanosleep(&ts, NULL);
-		}
-	}
+	for (int k = 0; !rollback(m); k++)
+		if (!retry_wait(m->ctl, k + 2))
+			return false;
 	return true;
 }
 
@@ -519,13 +527,9 @@ static void run_fsm(fm_mig *m)
 		}
 		if (m->state == FM_MS_VERIFICATION) {
 			/* past the point of no return: retry until the commit lands */
-			for (int k = 0; finish_commit(m) < 0; k++) {
-				/* retry backoff: the peer may be restarting or the link recovering */
-				struct timespec ts = { k < 5 ? 0 : 2, k < 5 ? 200000000L : 0 };
-				nanosleep(&ts, NULL);
-				if (m->ctl->stopping)
-					return; /* recovered on restart */
-			}
+			for (int k = 0; finish_commit(m) < 0; k++)
+				if (!retry_wait(m->ctl, k))
+					return; /* resolved at the next start */
 		}
 		transition(m, steps[i].state == FM_MS_VERIFICATION ? FM_MS_COMPLETED : fm_fsm_success_target(m->state),
 			   FM_LOG_INFO, steps[i].component, steps[i].done);
@@ -563,10 +567,9 @@ static void *mig_thread(void *opaque)
 			mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER,
 			     "Controller restarted past the point of no return: finishing the commit");
 			bool done;
-			while (!(done = finish_commit(m) == 0) && !c->stopping) {
-				struct timespec ts = { 1, 0 }; /* retry backoff: the peer may be restarting */
-				nanosleep(&ts, NULL);
-			}
+			for (int k = 0; !(done = finish_commit(m) == 0); k++)
+				if (!retry_wait(c, k))
+					break;
 			if (done) {
 				transition(m, FM_MS_COMPLETED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Commit finished after restart");
 				finish(m, true);
@@ -627,14 +630,19 @@ void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *
 	c->call = call;
 	c->rpc_timeout_ms = 15000;
 	c->long_timeout_ms = 60 * 60 * 1000;
+	pthread_condattr_t ca;
 	pthread_mutex_init(&c->lock, NULL);
-	pthread_cond_init(&c->changed, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->changed, &ca);
+	pthread_condattr_destroy(&ca);
 }
 
 void fm_ctl_fini(fm_controller *c)
 {
 	pthread_mutex_lock(&c->lock);
 	c->stopping = true;
+	pthread_cond_broadcast(&c->changed); /* wakes retry_wait() */
 	while (c->running)
 		pthread_cond_wait(&c->changed, &c->lock);
 	pthread_mutex_unlock(&c->lock);

@@ -242,11 +242,14 @@ void fm_api_agent_cpuinfo_check(void *ctx, const fm_http_req *req, fm_http_resp 
 			_cleanup_free_ char *img = fm_xasprintf("%s/cpuinfo.img", dir);
 			if (fm_write_file_atomic(img, data, len, 0600) < 0)
 				fm_error_set(&err, -EIO, "cannot write %s", img);
-			else if (fm_ckpt_cpuinfo_check(d->rt.criu, dir, &err) < 0)
-				err.code = -EPERM; /* a refusal, not our failure */
+			else if (fm_ckpt_cpuinfo_check(d->rt.criu, dir, &err) == -EIO)
+				err.code = -EPERM; /* CRIU refused: a verdict about the CPU */
 			fm_rm_rf(dir);
-			/* remember verdicts of CRIU, not failures of our own */
-			if (!fm_error_is_set(&err) || err.code == -EPERM) {
+			/* remember verdicts of CRIU (it ran and said no), not failures of our own:
+			 * a timeout, a signal, or a CRIU that could not be run */
+			bool verdict = !fm_error_is_set(&err) || (err.code == -EPERM && !strstr(err.msg, "exit 127") &&
+								  !strstr(err.msg, "timed out") && !strstr(err.msg, "killed"));
+			if (verdict) {
 				int slot = a->n_cpu_checks < 16 ? a->n_cpu_checks++ : (int)(h % 16);
 				c = &a->cpu_checks[slot];
 				free(c->msg);

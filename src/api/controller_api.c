@@ -107,28 +107,30 @@ void fm_api_migration_get(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 	fm_http_ok(resp, 200, m);
 }
 
+/* Routes that change what runs on this host or start migrations are served only on
+ * the local socket (the CLI); peers get the read-only and agent-to-agent routes. */
 const fm_http_route fm_api_routes[] = {
 	{ "GET", "/v1/info", fm_api_info, false },
-	{ "POST", "/v1/cordon", fm_api_cordon, false },
+	{ "POST", "/v1/cordon", fm_api_cordon, true },
 	{ "GET", "/v1/images", fm_api_image_list, false },
 	{ "POST", "/v1/images", fm_api_image_import, true },
 	{ "GET", "/v1/images/:ref", fm_api_image_get, false },
 	{ "GET", "/v1/images/:digest/blob", fm_api_image_blob, false },
 	{ "DELETE", "/v1/images/:name", fm_api_image_remove, true },
 	{ "GET", "/v1/containers", fm_api_container_list, false },
-	{ "POST", "/v1/containers", fm_api_container_run, false },
+	{ "POST", "/v1/containers", fm_api_container_run, true },
 	{ "GET", "/v1/containers/:name", fm_api_container_get, false },
-	{ "POST", "/v1/containers/:name/stop", fm_api_container_stop, false },
-	{ "DELETE", "/v1/containers/:name", fm_api_container_remove, false },
+	{ "POST", "/v1/containers/:name/stop", fm_api_container_stop, true },
+	{ "DELETE", "/v1/containers/:name", fm_api_container_remove, true },
 	{ "GET", "/v1/agent/cpuinfo", fm_api_agent_cpuinfo, false },
 	{ "POST", "/v1/agent/cpuinfo/check", fm_api_agent_cpuinfo_check, false },
 	{ "GET", "/v1/agent/migrations/:id", fm_api_agent_status, false },
 	{ "POST", "/v1/agent/migrations/:id/:op", fm_api_agent_op, false },
 	{ "GET", "/v1/hosts", fm_api_host_list, false },
-	{ "POST", "/v1/hosts", fm_api_host_add, false },
-	{ "DELETE", "/v1/hosts/:name", fm_api_host_remove, false },
+	{ "POST", "/v1/hosts", fm_api_host_add, true },
+	{ "DELETE", "/v1/hosts/:name", fm_api_host_remove, true },
 	{ "GET", "/v1/migrations", fm_api_migration_list, false },
-	{ "POST", "/v1/migrations", fm_api_migration_submit, false },
+	{ "POST", "/v1/migrations", fm_api_migration_submit, true },
 	{ "GET", "/v1/migrations/:id", fm_api_migration_get, false },
 	{ NULL, NULL, NULL, false },
 };

@@ -84,10 +84,16 @@ static void transition(fm_mig *m, fm_mstate to, fm_log_level lvl, const char *co
 	mlog(m, lvl, comp, "%s - Transitioning: %s -> %s", what, fm_mstate_name(from), fm_mstate_name(to));
 }
 
-static void step_mark(fm_mig *m, const char *step, const char *status)
+/* Journals a step; a step whose start cannot be journaled must not be taken (a
+ * restart would not know to undo it). */
+static int step_mark(fm_mig *m, const char *step, const char *status)
 {
-	fm_journal_exec(m->ctl->journal, "INSERT OR REPLACE INTO steps(mid, step, status, at_ms) VALUES(?, ?, ?, ?)",
-			"sssi", m->id, step, status, fm_now_wall_ms());
+	int r = fm_journal_exec(m->ctl->journal, "INSERT OR REPLACE INTO steps(mid, step, status, at_ms) VALUES(?, ?, ?, ?)",
+				"sssi", m->id, step, status, fm_now_wall_ms());
+	if (r < 0)
+		return fm_error_set(&m->err, r, "cannot journal step %s (%s): is the state directory's disk full?", step,
+				    strerror(-r));
+	return 0;
 }
 
 static bool step_started(fm_mig *m, const char *step)
@@ -136,6 +142,11 @@ static int agent(fm_mig *m, const char *ep, const char *method, int timeout_ms, 
 	va_start(ap, pathfmt);
 	vsnprintf(path, sizeof(path), pathfmt, ap);
 	va_end(ap);
+	if (!ep) {
+		/* a host forgotten (or never known) by this controller */
+		json_decref(body);
+		return fm_error_set(err, -EHOSTUNREACH, "no address known for the host of %s", path);
+	}
 	r = m->ctl->call(ep, method, path, body, timeout_ms ? timeout_ms : m->ctl->rpc_timeout_ms, out, err);
 	json_decref(body);
 	return r;
@@ -245,7 +256,8 @@ static int step_planning(fm_mig *m)
 	if (mem <= 0)
 		mem = json_integer_value(json_object_get(m->cinfo, "memory_usage_bytes"));
 	cpu = json_integer_value(json_object_get(m->cinfo, "cpu_milli"));
-	step_mark(m, "reserve", "started");
+	if ((r = step_mark(m, "reserve", "started")) < 0)
+		return r;
 	r = agent(m, m->dst_ep, "POST", 0,
 		  json_pack("{s:s, s:I, s:I}", "container", m->container, "cpu_milli", (json_int_t)cpu,
 			    "memory_bytes", (json_int_t)mem),
@@ -299,7 +311,8 @@ static int step_preparation(fm_mig *m)
 			 "image", json_object_get(m->cinfo, "image"), "digest", json_object_get(m->cinfo, "digest"),
 			 "args", json_object_get(m->cinfo, "args"), "cpu_milli", json_object_get(m->cinfo, "cpu_milli"),
 			 "memory_bytes", json_object_get(m->cinfo, "memory_bytes"));
-	step_mark(m, "prepare", "started");
+	if ((r = step_mark(m, "prepare", "started")) < 0)
+		return r;
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
 		  json_pack("{s:o, s:s, s:s, s:s}", "spec", spec, "source_endpoint", m->src_ep, "source", m->source,
 			    "controller", m->ctl->self_endpoint),
@@ -327,7 +340,8 @@ static int step_execution(fm_mig *m)
 	int r;
 
 	mlog(m, FM_LOG_INFO, FM_C_CHECKPOINTING, "Freezing %s on %s and checkpointing it", m->container, m->source);
-	step_mark(m, "checkpoint", "started");
+	if ((r = step_mark(m, "checkpoint", "started")) < 0)
+		return r;
 	t_freeze = fm_now_mono_us();
 	r = agent(m, m->src_ep, "POST", m->ctl->long_timeout_ms,
 		  json_pack("{s:s, s:O, s:O, s:O, s:s}", "container", m->container,
@@ -348,7 +362,8 @@ static int step_execution(fm_mig *m)
 	     json_real_value(json_object_get(ck, "transfer_ms")), json_real_value(json_object_get(ck, "rate_bps")) / 1e6);
 	json_decref(ck);
 
-	step_mark(m, "restore", "started");
+	if ((r = step_mark(m, "restore", "started")) < 0)
+		return r;
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms, json_object(), &rs, &m->err,
 		  "/v1/agent/migrations/%s/restore", m->id);
 	if (r < 0)
@@ -369,7 +384,8 @@ static int step_verification(fm_mig *m)
 	json_t *health = json_object_get(m->req, "health_cmd");
 	int r;
 
-	r = agent(m, m->dst_ep, "POST", 0,
+	json_int_t ht = json_integer_value(json_object_get(m->req, "health_timeout_ms"));
+	r = agent(m, m->dst_ep, "POST", (int)((ht > 0 ? ht : 10000) + 30000),
 		  json_pack("{s:s, s:O, s:O}", "container", m->container, "health_cmd", health ? health : json_null(),
 			    "health_timeout_ms", json_object_get(m->req, "health_timeout_ms") ?: json_null()),
 		  NULL, &m->err, "/v1/agent/migrations/%s/verify", m->id);
@@ -379,8 +395,11 @@ static int step_verification(fm_mig *m)
 	     json_array_size(health) ? " and its health command succeeds" : "");
 
 	/* point of no return, journaled before the first irreversible act */
-	step_mark(m, "commit", "started");
-	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET point_of_no_return = 1 WHERE id = ?", "s", m->id);
+	if ((r = step_mark(m, "commit", "started")) < 0)
+		return r;
+	if ((r = fm_journal_exec(m->ctl->journal, "UPDATE migrations SET point_of_no_return = 1 WHERE id = ?", "s",
+				 m->id)) < 0)
+		return fm_error_set(&m->err, r, "cannot journal the point of no return: not deleting the source");
 	return 0;
 }
 
@@ -416,7 +435,7 @@ static bool rollback(fm_mig *m)
 	bool dst_clean = true;
 	int r = 0;
 
-	if (m->dst_ep && step_started(m, "reserve")) {
+	if (step_started(m, "reserve")) {
 		for (int i = 0; i < ROLLBACK_ATTEMPTS; i++) {
 			r = agent(m, m->dst_ep, "POST", ROLLBACK_CALL_TIMEOUT_MS, json_object(), NULL, &e,
 				  "/v1/agent/migrations/%s/abort", m->id);
@@ -571,7 +590,8 @@ static void *mig_thread(void *opaque)
 				if (!retry_wait(c, k))
 					break;
 			if (done) {
-				transition(m, FM_MS_COMPLETED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Commit finished after restart");
+				if (m->state != FM_MS_COMPLETED)
+					transition(m, FM_MS_COMPLETED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Commit finished after restart");
 				finish(m, true);
 				mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Migration %s completed. Final State: COMPLETED", m->id);
 			}
@@ -687,6 +707,14 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 					json_integer_value(ht) > 3600000))
 		return fm_error_set(err, -EINVAL, "\"health_timeout_ms\" must be 1..3600000");
 
+	json_t *busy = fm_journal_query_one(c->journal, "SELECT id FROM migrations WHERE container = ? AND resolved = 0",
+					    "s", container);
+	if (busy) {
+		r = fm_error_set(err, -EBUSY, "container %s is already being migrated (%s)", container,
+				 json_string_value(json_object_get(busy, "id")));
+		json_decref(busy);
+		return r;
+	}
 	m = fm_xcalloc(1, sizeof(*m));
 	m->ctl = c;
 	fm_random_id("m", m->id, sizeof(m->id));
@@ -741,7 +769,8 @@ void fm_ctl_recover(fm_controller *c)
 		m->req = reqs ? json_loads(reqs, 0, NULL) : NULL;
 		if (!m->req)
 			m->req = json_object();
-		json_object_set_new(m->req, "_pnr", json_integer(json_integer_value(json_object_get(row, "point_of_no_return"))));
+		json_object_set_new(m->req, "_pnr", json_integer(json_integer_value(json_object_get(row, "point_of_no_return")) ||
+								 step_started(m, "commit")));
 		if (json_is_string(json_object_get(row, "error")))
 			json_object_set(m->req, "_error", json_object_get(row, "error"));
 		m->src_ep = *m->source ? fm_ctl_endpoint(c, m->source) : NULL;
@@ -808,6 +837,9 @@ int fm_ctl_host_add(fm_controller *c, const char *name, const char *address, fm_
 
 int fm_ctl_host_remove(fm_controller *c, const char *name, fm_error *err)
 {
+	if (fm_journal_query_int(c->journal, 0, "SELECT COUNT(*) FROM migrations WHERE resolved = 0 AND"
+				 " (source = ? OR destination = ?)", "ss", name, name) > 0)
+		return fm_error_set(err, -EBUSY, "host %s takes part in an unfinished migration; remove it afterwards", name);
 	if (fm_journal_exec(c->journal, "DELETE FROM hosts WHERE name = ?", "s", name) <= 0)
 		return fm_error_set(err, -ENOENT, "unknown host %s", name);
 	return 0;

@@ -49,6 +49,7 @@ void fm_agent_init(fm_agent *a)
 	memset(a, 0, sizeof(*a));
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_mutex_init(&a->dst_ops, NULL);
+	pthread_mutex_init(&a->src_ops, NULL);
 	a->io_timeout_ms = 10000;
 	a->cpu_overcommit = 1.0;
 }
@@ -87,6 +88,7 @@ void fm_agent_fini(fm_agent *a)
 	}
 	pthread_mutex_destroy(&a->lock);
 	pthread_mutex_destroy(&a->dst_ops);
+	pthread_mutex_destroy(&a->src_ops);
 }
 
 static char *staging_dir(fm_agent *a, const char *mid)
@@ -140,25 +142,36 @@ static fm_incoming *incoming_find(fm_agent *a, const char *mid)
 /* Removes what an incoming migration put on disk and in the journal: the restored
  * container if it is not committed, its bundle, the staging directory, the
  * reservation.  Idempotent; safe without the in-memory record. */
-static void discard_incoming(fm_agent *a, const char *mid)
+static int discard_incoming(fm_agent *a, const char *mid, fm_error *err)
 {
 	json_t *row = fm_journal_query_one(a->journal, "SELECT container FROM incoming WHERE mid = ?", "s", mid);
 	/* only a container this migration created, never a committed one */
 	json_t *crow = fm_journal_query_one(a->journal,
 					    "SELECT name FROM containers WHERE migration = ? AND committed = 0", "s", mid);
 	const char *name = json_string_value(json_object_get(crow ? crow : row, crow ? "name" : "container"));
+	_cleanup_free_ char *dir = NULL;
+	int r = 0;
 
 	if (name && fm_name_valid(name) && (crow || !fm_rt_exists(a->rt, name))) {
+		char status[32];
 		fm_rt_runc_destroy(a->rt, name, NULL);
+		/* the controller resumes the source on our word: make sure the copy is gone */
+		if (fm_rt_status(a->rt, name, status, sizeof(status), NULL) == 0) {
+			r = fm_error_set(err, -EBUSY, "container %s is still %s on %s after being destroyed", name, status,
+					 a->rt->host);
+			goto out;
+		}
 		fm_rt_bundle_destroy(a->rt, name);
 		fm_journal_exec(a->journal, "DELETE FROM containers WHERE name = ? AND committed = 0", "s", name);
 	}
-	json_decref(row);
-	json_decref(crow);
-	_cleanup_free_ char *dir = staging_dir(a, mid);
+	dir = staging_dir(a, mid);
 	fm_rm_rf(dir);
 	fm_alloc_release(a->journal, mid);
 	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE mid = ?", "s", mid);
+out:
+	json_decref(row);
+	json_decref(crow);
+	return r;
 }
 
 static int dst_reserve_locked(fm_agent *a, const char *mid, json_t *req, fm_error *err)
@@ -200,7 +213,7 @@ static void *recv_thread(void *opaque)
 		 * cut off from its controller must not keep the half-received state. */
 		fm_log(FM_LOG_WARN, FM_C_DELTA_TRANSFER, in->mid, "Receiving migration %s failed (%s): discarding it",
 		       in->mid, in->recv_err.msg);
-		discard_incoming(in->agent, in->mid);
+		discard_incoming(in->agent, in->mid, NULL);
 	}
 	__atomic_store_n(&in->thread_done, true, __ATOMIC_RELEASE);
 	return NULL;
@@ -210,6 +223,48 @@ static void hex(const uint8_t *b, size_t n, char *out)
 {
 	for (size_t i = 0; i < n; i++)
 		sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* Is the name used by a container, a bundle directory, or another migration
+ * arriving here?  Checked under dst_ops, before the incoming row claims it. */
+static bool name_taken(fm_agent *a, const char *name, const char *mid)
+{
+	_cleanup_free_ char *cdir = fm_rt_container_dir(a->rt, name);
+	struct stat st;
+	return fm_rt_exists(a->rt, name) || lstat(cdir, &st) == 0 ||
+	       fm_journal_query_int(a->journal, 0,
+				    "SELECT COUNT(*) FROM incoming WHERE container = ? AND state != 'ABORTED' AND mid != ?",
+				    "ss", name, mid) > 0;
+}
+
+/* What a source sends is exactly images/ and, optionally, upper/ — both real
+ * directories.  Anything else (a symlink named upper pointing at a host directory
+ * would become the container's writable layer) is refused before it is used. */
+int fm_sync_check_received(const char *staging, fm_error *err)
+{
+	_cleanup_free_ char *dir = fm_xasprintf("%s/recv", staging);
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	bool images = false;
+	int r = 0;
+
+	if (!d)
+		return fm_error_set(err, -errno, "cannot read %s: %m", dir);
+	while (r == 0 && (de = readdir(d))) {
+		struct stat st;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (strcmp(de->d_name, "images") != 0 && strcmp(de->d_name, "upper") != 0)
+			r = fm_error_set(err, -EBADMSG, "the source sent an unexpected top-level entry \"%.64s\"", de->d_name);
+		else if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+			r = fm_error_set(err, -EBADMSG, "the source sent %s as something other than a directory", de->d_name);
+		else if (!strcmp(de->d_name, "images"))
+			images = true;
+	}
+	closedir(d);
+	if (r == 0 && !images)
+		r = fm_error_set(err, -EBADMSG, "the source sent no checkpoint images");
+	return r;
 }
 
 static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
@@ -252,8 +307,9 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		r = fm_error_set(err, -EINVAL, "the container spec must carry the image digest");
 		goto fail_free;
 	}
-	if (fm_rt_exists(a->rt, in->spec.name)) {
-		r = fm_error_set(err, -EEXIST, "a container named %s already exists on %s", in->spec.name, a->rt->host);
+	if (name_taken(a, in->spec.name, mid)) {
+		r = fm_error_set(err, -EEXIST, "a container named %s already exists or is arriving on %s",
+				 in->spec.name, a->rt->host);
 		goto fail_free;
 	}
 
@@ -366,7 +422,9 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t **out, fm_err
 	_cleanup_free_ char *work = fm_xasprintf("%s/work", in->staging);
 	struct stat st;
 
-	if (stat(rupper, &st) == 0) {
+	if ((r = fm_sync_check_received(in->staging, err)) < 0)
+		return r;
+	if (lstat(rupper, &st) == 0) {
 		fm_rm_rf(upper);
 		if (rename(rupper, upper) < 0)
 			return fm_error_set(err, -errno, "cannot move the received layer into place: %m");
@@ -466,7 +524,8 @@ static int dst_abort_locked(fm_agent *a, const char *mid, fm_error *err)
 	in = incoming_take(a, mid);
 	if (in)
 		incoming_free(in); /* cancels and joins the receiver */
-	discard_incoming(a, mid);
+	if ((r = discard_incoming(a, mid, err)) < 0)
+		return r;
 	fm_journal_exec(a->journal, "INSERT OR REPLACE INTO incoming(mid, container, state, at_ms) VALUES(?, '', 'ABORTED', ?)",
 			"si", mid, fm_now_wall_ms());
 	return 0;
@@ -591,7 +650,7 @@ static int parse_token(const char *s, uint8_t out[FM_XFER_TOKEN_LEN])
 	return 0;
 }
 
-int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	const char *name = json_string_value(json_object_get(req, "container"));
 	const char *host = json_string_value(json_object_get(req, "data_host"));
@@ -608,6 +667,18 @@ int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **o
 		return fm_error_set(err, -EINVAL, "checkpoint request needs container, data_host, port and token");
 	if (fm_rt_status(a->rt, name, status, sizeof(status), NULL) < 0)
 		return fm_error_set(err, -ENOENT, "no container %s on %s", name, a->rt->host);
+	/* one migration at a time per container: the claim is the outgoing row */
+	json_t *claim = fm_journal_query_one(a->journal, "SELECT mid FROM outgoing WHERE container = ?", "s", name);
+	const char *owner = json_string_value(json_object_get(claim, "mid"));
+	bool ours = owner && !strcmp(owner, mid);
+	if (owner && !ours) {
+		r = fm_error_set(err, -EBUSY, "container %s is already being migrated by %s", name, owner);
+		json_decref(claim);
+		return r;
+	}
+	json_decref(claim);
+	if (!strcmp(status, "paused") && !ours)
+		return fm_error_set(err, -EBUSY, "container %s is paused; resume it before migrating it", name);
 
 	_cleanup_free_ char *staging = staging_dir(a, mid);
 	_cleanup_free_ char *images = fm_xasprintf("%s/images", staging);
@@ -628,7 +699,7 @@ int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **o
 	t1 = fm_now_mono_us();
 	set_phase(a, mid, "checkpointing");
 	if ((r = fm_ckpt_dump(a->rt, name, images, work, err)) < 0)
-		return r;
+		goto thaw;
 	t2 = fm_now_mono_us();
 	fm_journal_exec(a->journal, "UPDATE outgoing SET state = 'DUMPED' WHERE mid = ?", "s", mid);
 
@@ -647,7 +718,7 @@ int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **o
 	t3 = fm_now_mono_us();
 	if (r < 0) {
 		fm_error_prefix(err, "sending the state of %s to %s:%d failed", name, host, port);
-		return r;
+		goto thaw;
 	}
 	set_phase(a, mid, "sent");
 	fm_journal_exec(a->journal, "UPDATE outgoing SET state = 'SENT' WHERE mid = ?", "s", mid);
@@ -657,6 +728,17 @@ int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **o
 			 "payload_bytes", (json_int_t)st.payload_bytes, "rate_bps", st.rate_bps,
 			 "entries", (int)st.entries);
 	return 0;
+thaw:
+	/* nothing restored anywhere yet: let the container run on while the controller
+	 * decides (a rollback's resume is then a no-op) */
+	fm_rt_resume(a->rt, name, NULL);
+	return r;
+}
+
+static bool holds_claim(fm_agent *a, const char *mid, const char *container)
+{
+	return fm_journal_query_int(a->journal, 0, "SELECT COUNT(*) FROM outgoing WHERE mid = ? AND container = ?",
+				    "ss", mid, container) > 0;
 }
 
 static void outgoing_forget(fm_agent *a, const char *mid)
@@ -676,7 +758,7 @@ static void outgoing_forget(fm_agent *a, const char *mid)
 	fm_rm_rf(dir);
 }
 
-int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_error *err)
+static int src_resume_locked(fm_agent *a, const char *mid, const char *container, fm_error *err)
 {
 	char status[32];
 	int r;
@@ -685,6 +767,8 @@ int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_e
 		return r;
 	if (!container || !fm_name_valid(container))
 		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	if (!holds_claim(a, mid, container))
+		return 0; /* never frozen by this migration (or already resumed) */
 	if (fm_rt_status(a->rt, container, status, sizeof(status), NULL) < 0)
 		return fm_error_set(err, -ENOENT, "container %s is no longer on %s: nothing to resume", container,
 				    a->rt->host);
@@ -696,7 +780,7 @@ int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_e
 	return 0;
 }
 
-int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err)
+static int src_cleanup_locked(fm_agent *a, const char *mid, const char *container, fm_error *err)
 {
 	int r;
 
@@ -704,6 +788,8 @@ int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_
 		return r;
 	if (!container || !fm_name_valid(container))
 		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	if (!holds_claim(a, mid, container))
+		return 0; /* already cleaned up, or not ours: never delete what another migration brought */
 	if (fm_rt_exists(a->rt, container) && (r = fm_rt_remove(a->rt, container, true, err)) < 0)
 		return r;
 	outgoing_forget(a, mid);
@@ -760,5 +846,29 @@ int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out,
 	pthread_mutex_lock(&a->dst_ops);
 	int r = dst_prepare_locked(a, mid, req, out, err);
 	pthread_mutex_unlock(&a->dst_ops);
+	return r;
+}
+
+int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	pthread_mutex_lock(&a->src_ops);
+	int r = src_checkpoint_locked(a, mid, req, out, err);
+	pthread_mutex_unlock(&a->src_ops);
+	return r;
+}
+
+int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_error *err)
+{
+	pthread_mutex_lock(&a->src_ops);
+	int r = src_resume_locked(a, mid, container, err);
+	pthread_mutex_unlock(&a->src_ops);
+	return r;
+}
+
+int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err)
+{
+	pthread_mutex_lock(&a->src_ops);
+	int r = src_cleanup_locked(a, mid, container, err);
+	pthread_mutex_unlock(&a->src_ops);
 	return r;
 }

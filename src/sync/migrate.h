@@ -52,6 +52,9 @@ typedef struct fm_agent {
 	/* Serializes restore, commit and abort: an abort must wait for a restore in
 	 * progress, or it would delete a container that runc is about to start. */
 	pthread_mutex_t dst_ops;
+	/* Serializes checkpoint, resume and cleanup: a rollback's resume waits for a
+	 * checkpoint still running, instead of being undone by CRIU re-freezing. */
+	pthread_mutex_t src_ops;
 	struct fm_incoming *incoming;
 	struct fm_outgoing *outgoing;
 } fm_agent;
@@ -74,5 +77,9 @@ json_t *fm_sync_dst_status(fm_agent *a, const char *mid);
 int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
 int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_error *err);
 int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err);
+/* Exposed for unit tests: is <staging>/recv exactly images/ (+ upper/), both
+ * real directories? */
+int fm_sync_check_received(const char *staging, fm_error *err);
+
 /* {phase, bytes, rate_bps} of an outgoing migration, or NULL. */
 json_t *fm_sync_src_progress(fm_agent *a, const char *mid);

@@ -69,6 +69,12 @@ def test_bad_requests_get_4xx_and_daemon_survives(cluster):
     reply = raw_tcp(a.addr, cluster.a.netns,
                     b'POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 31\r\n\r\n{"name":"x","path":"/etc/shad"}')
     assert b" 403 " in reply.split(b"\r\n")[0], reply[:200]
+    # routes that start things are the CLI's: peers are refused
+    for req in (b'POST /v1/migrations HTTP/1.1\r\nHost: x\r\nContent-Length: 31\r\n\r\n{"container":"c","to":"hostB"}  ',
+                b'POST /v1/containers HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}',
+                b'POST /v1/cordon HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n{"cordoned":true}'):
+        reply = raw_tcp(a.addr, cluster.a.netns, req)
+        assert b" 403 " in reply.split(b"\r\n")[0], (req[:30], reply[:200])
     # still alive and answering
     assert a.proc.poll() is None
     assert a.api("GET", "/v1/info")[0] == 200

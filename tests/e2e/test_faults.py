@@ -198,3 +198,18 @@ def test_cli_progress_on_a_terminal(slow):
     assert "[EXECUTION] transferring:" in text, text[-2000:]
     assert "Mbit/s" in text
     assert "Final State: COMPLETED" in text
+
+
+def test_one_migration_per_container(slow):
+    """A second migration of a container already moving is refused, not raced."""
+    a, b = slow.start().a, slow.b
+    start_big(a)
+    mid = submit(a, "big")
+    p = a.cli("migrate", "big", "--to", "hostB", check=False)
+    assert p.returncode == 1 and "already being migrated" in p.stderr, p.stderr
+    # and a host taking part cannot be forgotten meanwhile
+    p = a.cli("host", "rm", "hostB", check=False)
+    assert p.returncode == 1 and "unfinished migration" in p.stderr, p.stderr
+    m = wait_finished(a, mid)
+    assert m["state"] == "COMPLETED", m
+    assert exactly_once(a, b, "big") is b

@@ -5,6 +5,8 @@
 #include "basic/util.h"
 #include "monitor/metrics.h"
 
+#define FM_RESERVATION_TTL_MS (10 * 60 * 1000)
+
 struct usage {
 	int64_t cpu_milli, memory_bytes;
 };
@@ -42,6 +44,10 @@ int fm_alloc_reserve(fm_journal *j, const char *mid, const char *container, int6
 	 * the last CPU cannot both win */
 	if (fm_journal_begin(j) < 0)
 		return fm_error_set(err, -EIO, "journal busy");
+	/* a reservation whose migration never prepared (its controller went away)
+	 * expires, or it would hold resources forever */
+	fm_journal_exec(j, "DELETE FROM reservations WHERE at_ms < ? AND mid NOT IN (SELECT mid FROM incoming)", "i",
+			fm_now_wall_ms() - FM_RESERVATION_TTL_MS);
 	struct usage c = committed(j), rs = reserved(j, mid);
 	int64_t cpu_cap = (int64_t)((double)m.cpus * 1000.0 * cpu_overcommit);
 	if (cpu_milli > 0 && c.cpu_milli + rs.cpu_milli + cpu_milli > cpu_cap) {

@@ -469,8 +469,9 @@ static bool rollback(fm_mig *m)
 			mlog(m, FM_LOG_ERROR, FM_C_CONTAINER_MANAGER, "Cannot resume %s on %s: %s", m->container,
 			     m->source, e.msg);
 			fm_error_clear(&e);
-			/* a source that is gone cannot be resumed by retrying: report it */
-			return r != -EHOSTUNREACH && r != -ECONNREFUSED && r != -ETIMEDOUT;
+			/* a container that is gone has nothing to resume; anything else
+			 * (unreachable, runc failing) is retried: it must not stay frozen */
+			return r == -ENOENT;
 		}
 		mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Container %s resumed on source %s", m->container,
 		     m->source);

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
+#include <time.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -15,6 +17,10 @@
 #include "manager/allocator.h"
 #include "sync/checkpoint.h"
 #include "sync/transfer.h"
+
+/* A fully received migration that neither its restore nor an abort claims within
+ * this time is discarded: its controller is gone and will not come back for it. */
+#define FM_UNCLAIMED_TTL_MS (10 * 60 * 1000)
 
 /* Verification watches a restored container this long for an early exit. */
 #define FM_VERIFY_SETTLE_MS 50
@@ -28,6 +34,8 @@ typedef struct fm_incoming {
 	uint8_t token[FM_XFER_TOKEN_LEN];
 	pthread_t thread;
 	bool thread_started, thread_done;
+	bool claimed;                /* restore or abort took it over (under agent lock) */
+	pthread_cond_t claim_cv;
 	int recv_status;             /* result of the receive */
 	fm_error recv_err;
 	fm_xfer_stats stats;         /* updated while receiving (under a->lock) */
@@ -56,6 +64,10 @@ void fm_agent_init(fm_agent *a)
 
 static void incoming_free(fm_incoming *in)
 {
+	pthread_mutex_lock(&in->agent->lock);
+	in->claimed = true;
+	pthread_cond_signal(&in->claim_cv);
+	pthread_mutex_unlock(&in->agent->lock);
 	if (in->listener)
 		fm_xfer_listener_cancel(in->listener);
 	if (in->thread_started)
@@ -63,6 +75,7 @@ static void incoming_free(fm_incoming *in)
 	fm_xfer_listener_free(in->listener);
 	fm_container_spec_clear(&in->spec);
 	fm_error_clear(&in->recv_err);
+	pthread_cond_destroy(&in->claim_cv);
 	free(in->staging);
 	free(in);
 }
@@ -206,8 +219,25 @@ static void *recv_thread(void *opaque)
 	opts.progress = recv_progress;
 	opts.progress_opaque = in;
 	opts.io_timeout_ms = in->recv_status; /* handed over in the status field */
-	in->recv_status = fm_xfer_receive(in->listener, in->token, dir, 120000, &opts, &st, &in->recv_err);
+	/* the source freezes and dumps before it connects: allow as long as a dump may take */
+	in->recv_status = fm_xfer_receive(in->listener, in->token, dir, FM_CRIU_TIMEOUT_MS + opts.io_timeout_ms, &opts,
+					  &st, &in->recv_err);
 	in->stats = st;
+	if (in->recv_status == 0) {
+		/* wait for the controller to restore (or abort) what arrived */
+		fm_agent *a = in->agent;
+		struct timespec until;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += FM_UNCLAIMED_TTL_MS / 1000;
+		pthread_mutex_lock(&a->lock);
+		while (!in->claimed && pthread_cond_timedwait(&in->claim_cv, &a->lock, &until) == 0)
+			;
+		if (!in->claimed)
+			in->recv_status = fm_error_set(&in->recv_err, -ETIMEDOUT,
+						       "received, but no restore came within %d s: controller gone",
+						       FM_UNCLAIMED_TTL_MS / 1000);
+		pthread_mutex_unlock(&a->lock);
+	}
 	if (in->recv_status < 0) {
 		/* A failed receive can never be restored.  Clean up now: a destination
 		 * cut off from its controller must not keep the half-received state. */
@@ -300,6 +330,13 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 
 	in = fm_xcalloc(1, sizeof(*in));
 	in->agent = a;
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&in->claim_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	snprintf(in->mid, sizeof(in->mid), "%s", mid);
 	if ((r = fm_container_spec_from_json(json_object_get(req, "spec"), &in->spec, err)) < 0)
 		goto fail_free;
@@ -397,6 +434,10 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t **out, fm_err
 	/* The receiver ends by itself: on END + ACK, on an error, or when the data
 	 * channel has been silent for io_timeout_ms. */
 	if (in->thread_started) {
+		pthread_mutex_lock(&a->lock);
+		in->claimed = true;
+		pthread_cond_signal(&in->claim_cv);
+		pthread_mutex_unlock(&a->lock);
 		pthread_join(in->thread, NULL);
 		in->thread_started = false;
 	}
@@ -579,8 +620,15 @@ static void wait_for_orphaned_runc(fm_agent *a)
 		fm_info(FM_C_STATE_SYNC, "Waiting for runc (pid %d) left working by the previous run", (int)pid);
 		_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
 		struct pollfd p = { pfd, POLLIN, 0 };
-		if (pfd >= 0 && poll(&p, 1, 120000) == 0)
-			fm_warn(FM_C_STATE_SYNC, "runc (pid %d) still running after 120 s; going on", (int)pid);
+		/* as long as our own timeout would have let it run; then it is hung: stop
+		 * it, so that what we clean up next cannot come back to life */
+		if (pfd >= 0 && poll(&p, 1, FM_CRIU_TIMEOUT_MS) == 0) {
+			fm_warn(FM_C_STATE_SYNC, "runc (pid %d) still running after %d s: killing it", (int)pid,
+				FM_CRIU_TIMEOUT_MS / 1000);
+			pid_t pg = getpgid(pid);
+			kill(pg == pid ? -pg : pid, SIGKILL);
+			poll(&p, 1, 10000);
+		}
 	}
 	closedir(d);
 }

@@ -47,12 +47,14 @@ mkdir -p "$W"
 say "Two hosts joined by a link shaped to 1 Gbit/s"
 "$TOP/scripts/hosts.sh" up 1gbit $P
 
-say "A fleximigrated on each host"
+say "A fleximigrated on each host (sharing a cluster secret)"
+head -c 32 /dev/urandom | base64 | tr -d '=\n' > "$W/secret"
+chmod 600 "$W/secret"
 for h in a b; do
     H=host$(echo $h | tr ab AB)
     ip=10.77.$FM_NET.$([ $h = a ] && echo 1 || echo 2)
     nsenter --net=/run/netns/$P-$h "$BIN/fleximigrated" --name "$H" --listen "$ip:7070" \
-        --socket "$W/$h.sock" --state-dir "$W/host$h" >"$W/$h.log" 2>&1 &
+        --socket "$W/$h.sock" --state-dir "$W/host$h" --secret-file "$W/secret" >"$W/$h.log" 2>&1 &
     echo $! > "$W/$h.pid"
 done
 A="$BIN/fleximigrate -s $W/a.sock"

@@ -69,3 +69,11 @@ int fm_http_call(const char *endpoint, const char *method, const char *path, jso
 int fm_http_download(const char *endpoint, const char *path, const char *file, int timeout_ms,
 		     fm_error *err);
 void fm_http_global_init(void);
+
+/* The cluster secret: when set, the client sends it to TCP peers and the server
+ * refuses TCP requests that lack it (401); the UNIX socket is guarded by its file
+ * mode.  Read from a file that only root may read.  NULL clears it. */
+int fm_http_set_secret_file(const char *path, fm_error *err);
+bool fm_http_has_secret(void);
+/* Constant-time check of an "Authorization: Bearer …" value. */
+bool fm_http_secret_ok(const char *authorization);

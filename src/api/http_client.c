@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -20,6 +21,49 @@
 #define HEAD_MAX (64u << 10)
 
 void fm_http_global_init(void) {}
+
+static char secret[129];
+
+int fm_http_set_secret_file(const char *path, fm_error *err)
+{
+	_cleanup_free_ char *s = NULL;
+	struct stat st;
+	size_t n;
+	int r;
+
+	if (!path) {
+		secret[0] = '\0';
+		return 0;
+	}
+	if (stat(path, &st) < 0)
+		return fm_error_set(err, -errno, "cannot read the cluster secret %s: %m", path);
+	if (st.st_mode & 077)
+		return fm_error_set(err, -EPERM, "cluster secret %s is readable by others (mode %o): chmod 600 it", path,
+				    (unsigned)(st.st_mode & 0777));
+	if ((r = fm_read_file(path, 4096, &s, &n)) < 0)
+		return fm_error_set(err, r, "cannot read the cluster secret %s: %s", path, strerror(-r));
+	while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
+		s[--n] = '\0';
+	if (n < 16 || n >= sizeof(secret) || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-") != n)
+		return fm_error_set(err, -EINVAL, "cluster secret %s must be 16-128 characters of [A-Za-z0-9+/=_-]", path);
+	memcpy(secret, s, n + 1);
+	return 0;
+}
+
+bool fm_http_has_secret(void) { return secret[0] != '\0'; }
+
+bool fm_http_secret_ok(const char *authorization)
+{
+	size_t n = strlen(secret);
+	unsigned char diff = 0;
+	if (!n)
+		return true;
+	if (!authorization || strncmp(authorization, "Bearer ", 7) != 0 || strlen(authorization + 7) != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		diff |= (unsigned char)(authorization[7 + i] ^ secret[i]);
+	return diff == 0;
+}
 
 /* Waits until fd is ready for `events` or the deadline passes. */
 static int wait_fd(int fd, short events, int64_t deadline)
@@ -202,7 +246,7 @@ static int status_errno(long status)
 {
 	switch (status) {
 	case 400: case 413: return -EINVAL;
-	case 403: return -EPERM;
+	case 401: case 403: return -EPERM;
 	case 404: return -ENOENT;
 	case 409: return -EEXIST;
 	case 501: return -ENOTSUP;
@@ -224,8 +268,11 @@ static int exchange(const char *endpoint, const char *method, const char *path, 
 
 	if (fd < 0)
 		return fd;
-	head = fm_xasprintf("%s %s HTTP/1.1\r\nHost: fleximigrate\r\nConnection: close\r\n"
-			    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", method, path, plen);
+	bool tcp = strncmp(endpoint, "unix:", 5) != 0;
+	_cleanup_free_ char *auth = tcp && secret[0] ? fm_xasprintf("Authorization: Bearer %s\r\n", secret) : NULL;
+	head = fm_xasprintf("%s %s HTTP/1.1\r\nHost: fleximigrate\r\nConnection: close\r\n%s"
+			    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", method, path, auth ? auth : "",
+			    plen);
 	if ((r = send_all(fd, head, strlen(head), deadline)) < 0 ||
 	    (plen && (r = send_all(fd, payload, plen, deadline)) < 0))
 		return fm_error_set(err, r == -ETIMEDOUT ? r : -EHOSTUNREACH, "cannot reach %s: sending the request: %s",

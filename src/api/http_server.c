@@ -185,6 +185,10 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
 			goto send;
 		}
 	}
+	if (!local && !fm_http_secret_ok(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization"))) {
+		fm_http_error(&resp, 401, "unauthorized", "this daemon requires the cluster secret (--secret-file)");
+		goto send;
+	}
 	bool path_found = false;
 	for (const fm_http_route *r = s->routes; r->method; r++) {
 		const char *params[FM_HTTP_MAX_PARAMS] = { 0 };

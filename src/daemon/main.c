@@ -41,6 +41,8 @@ static void usage(FILE *f)
 "  --log-json FILE        also write the log as JSON lines to FILE\n"
 "  --data-timeout MS      data channel inactivity limit (default 10000)\n"
 "  --cordoned             start refusing incoming migrations (maintenance)\n"
+"  --secret-file FILE     cluster secret shared by all daemons (mode 0600): peers must\n"
+"                         present it; without it the peer API is open to the network\n"
 "  --fault NAME           inject a fault, for tests only: corrupt-transfer\n"
 "  -h, --help             this text\n"
 "  -V, --version          print the version\n"
@@ -64,12 +66,13 @@ int main(int argc, char **argv)
 		{ "data-timeout", required_argument, NULL, 'T' },
 		{ "cordoned", no_argument, NULL, 'C' },
 		{ "fault", required_argument, NULL, 'F' },
+		{ "secret-file", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	fm_daemon d = { 0 };
-	const char *criu = NULL, *runc = "runc", *log_json = NULL;
+	const char *criu = NULL, *runc = "runc", *log_json = NULL, *secret_file = NULL;
 	fm_log_level level = FM_LOG_INFO;
 	bool cordoned = false, fault_corrupt = false;
 	int data_timeout = 10000, json_fd = -1, c;
@@ -101,6 +104,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'C': cordoned = true; break;
+		case 'S': secret_file = optarg; break;
 		case 'F':
 			if (strcmp(optarg, "corrupt-transfer") != 0) {
 				fprintf(stderr, "fleximigrated: unknown fault %s (known: corrupt-transfer)\n", optarg);
@@ -145,6 +149,12 @@ int main(int argc, char **argv)
 		}
 	}
 	fm_log_setup(d.name, level, STDERR_FILENO, json_fd);
+	if (secret_file && fm_http_set_secret_file(secret_file, &err) < 0) {
+		fm_err(FM_C_DAEMON, "%s", err.msg);
+		return 1;
+	}
+	if (!secret_file)
+		fm_warn(FM_C_DAEMON, "No --secret-file: any host that reaches %s can drive this daemon's agent", d.listen);
 
 	/* signals are handled by sigwait() in this thread only */
 	sigset_t set;

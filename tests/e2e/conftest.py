@@ -43,6 +43,15 @@ def pytest_sessionstart(session):
         pytest.exit("e2e prerequisites missing:\n  " + "\n  ".join(problems), returncode=3)
 
 
+def write_secret(path):
+    """A cluster secret file (mode 0600) for --secret-file."""
+    import base64
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, base64.b64encode(os.urandom(32)).rstrip(b"=") + b"\n")
+    os.close(fd)
+    return path
+
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout=60):
         super().__init__("localhost", timeout=timeout)
@@ -71,7 +80,8 @@ class Daemon:
         self.proc = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.netns}", DAEMON, "--name", self.name,
              "--listen", self.addr, "--socket", self.sock, "--state-dir", self.state,
-             "--data-timeout", "3000", *self.extra],
+             "--data-timeout", "3000", "--secret-file", os.path.join(os.path.dirname(self.sock), "secret"),
+             *self.extra],
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20
         while time.time() < deadline:
@@ -155,6 +165,7 @@ class Cluster:
         self.work = os.path.join(WORK, self.prefix)
         shutil.rmtree(self.work, ignore_errors=True)
         os.makedirs(self.work)
+        write_secret(os.path.join(self.work, "secret"))
         env = dict(os.environ, FM_NET=str(self.n))
         subprocess.run([os.path.join(ROOT, "scripts", "hosts.sh"), "up", rate, self.prefix],
                        check=True, env=env, capture_output=True)

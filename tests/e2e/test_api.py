@@ -8,6 +8,13 @@ import subprocess
 from conftest import CLI, migration, wait_for
 
 
+def authed(cluster, req):
+    """req with the cluster secret's Authorization header after its request line."""
+    secret = open(os.path.join(cluster.work, "secret")).read().strip().encode()
+    line, rest = req.split(b"\r\n", 1)
+    return line + b"\r\nAuthorization: Bearer " + secret + b"\r\n" + rest
+
+
 def raw_tcp(addr, netns, payload):
     """Sends payload to the daemon's TCP API from inside its namespace; returns the reply."""
     host, port = addr.split(":")
@@ -66,18 +73,45 @@ def test_bad_requests_get_4xx_and_daemon_survives(cluster):
     for junk in (os.urandom(4096), b"GET / HTTP/1.1\r\n" + b"A" * 100000 + b"\r\n\r\n", b"\x00" * 10, b""):
         raw_tcp(a.addr, cluster.a.netns, junk)
     # a local-only endpoint is refused to peers
-    reply = raw_tcp(a.addr, cluster.a.netns,
-                    b'POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 31\r\n\r\n{"name":"x","path":"/etc/shad"}')
+    reply = raw_tcp(a.addr, cluster.a.netns, authed(cluster,
+                    b'POST /v1/images HTTP/1.1\r\nHost: x\r\nContent-Length: 31\r\n\r\n{"name":"x","path":"/etc/shad"}'))
     assert b" 403 " in reply.split(b"\r\n")[0], reply[:200]
     # routes that start things are the CLI's: peers are refused
     for req in (b'POST /v1/migrations HTTP/1.1\r\nHost: x\r\nContent-Length: 31\r\n\r\n{"container":"c","to":"hostB"}  ',
                 b'POST /v1/containers HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}',
                 b'POST /v1/cordon HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n{"cordoned":true}'):
-        reply = raw_tcp(a.addr, cluster.a.netns, req)
+        reply = raw_tcp(a.addr, cluster.a.netns, authed(cluster, req))
         assert b" 403 " in reply.split(b"\r\n")[0], (req[:30], reply[:200])
     # still alive and answering
     assert a.proc.poll() is None
     assert a.api("GET", "/v1/info")[0] == 200
+
+
+def test_peers_need_the_cluster_secret(cluster):
+    a = cluster.start().a
+    reply = raw_tcp(a.addr, cluster.a.netns, b"GET /v1/info HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b" 401 " in reply.split(b"\r\n")[0], reply[:200]
+    reply = raw_tcp(a.addr, cluster.a.netns,
+                    b"GET /v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrongwrongwrongwrong\r\n\r\n")
+    assert b" 401 " in reply.split(b"\r\n")[0], reply[:200]
+    secret = open(os.path.join(cluster.work, "secret")).read().strip()
+    reply = raw_tcp(a.addr, cluster.a.netns,
+                    b"GET /v1/info HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secret.encode() + b"\r\n\r\n")
+    assert b" 200 " in reply.split(b"\r\n")[0], reply[:200]
+    # a daemon with another secret cannot be added as a peer
+    other = os.path.join(cluster.work, "other-secret")
+    with open(other, "w") as f:
+        f.write("x" * 40)
+    os.chmod(other, 0o600)
+    cluster.b.stop()
+    cluster.b.start(extra=["--secret-file", other])
+    p = a.cli("host", "add", "hostB2", cluster.b.addr, check=False)
+    assert p.returncode == 1 and "cluster secret" in p.stderr, p.stderr
+    # and a secret file others can read is refused at start
+    os.chmod(other, 0o644)
+    cluster.b.stop()
+    with __import__("pytest").raises(RuntimeError, match="readable by others"):
+        cluster.b.start(extra=["--secret-file", other])
 
 
 def test_cli_errors_are_clear(cluster):

@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -186,12 +188,43 @@ static void test_container_spec(void **state)
 	}
 }
 
+static void test_secret(void **state)
+{
+	char path[] = "/tmp/fm-test-secret.XXXXXX";
+	int fd = mkstemp(path);
+	fm_error e = FM_ERROR_INIT;
+	const char *good = "abcdefghijklmnopqrstuvwxyz012345\n";
+	assert_true(write(fd, good, strlen(good)) > 0);
+	close(fd);
+	chmod(path, 0644);
+	assert_int_equal(fm_http_set_secret_file(path, &e), -EPERM); /* readable by others */
+	fm_error_clear(&e);
+	chmod(path, 0600);
+	assert_int_equal(fm_http_set_secret_file(path, &e), 0);
+	assert_true(fm_http_has_secret());
+	assert_true(fm_http_secret_ok("Bearer abcdefghijklmnopqrstuvwxyz012345"));
+	assert_false(fm_http_secret_ok("Bearer abcdefghijklmnopqrstuvwxyz012346"));
+	assert_false(fm_http_secret_ok("Bearer abcdefghijklmnopqrstuvwxyz01234"));
+	assert_false(fm_http_secret_ok("abcdefghijklmnopqrstuvwxyz012345"));
+	assert_false(fm_http_secret_ok(NULL));
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_true(write(fd, "short", 5) == 5);
+	close(fd);
+	assert_int_equal(fm_http_set_secret_file(path, &e), -EINVAL);
+	fm_error_clear(&e);
+	fm_http_set_secret_file(NULL, NULL);
+	assert_false(fm_http_has_secret());
+	assert_true(fm_http_secret_ok(NULL)); /* no secret configured: open */
+	unlink(path);
+}
+
 int main(void)
 {
 	fm_log_setup("test", FM_LOG_ERROR + 1, -1, -1);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_container_spec),
+		cmocka_unit_test(test_secret),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -208,3 +208,19 @@ def test_container_lifecycle_and_tarball_image(cluster):
     assert not os.path.exists(os.path.join(a.state, "containers", "svc"))
     p = a.cli("container", "rm", "svc", check=False)
     assert p.returncode == 1 and "no container named svc" in p.stderr
+
+
+def test_planning_refuses_strategies_the_kernel_cannot_do(cluster):
+    """Our kernels lack soft-dirty tracking: PRE_COPY and HYBRID are refused in
+    PLANNING with the reason, before anything is reserved or frozen."""
+    a, b = cluster.start().a, cluster.b
+    caps = a.api("GET", "/v1/info")[1]["capabilities"]
+    assert caps["mem_dirty_track"] is False, caps  # the fact this test relies on
+    run_counter(a)
+    for strategy in ("PRE_COPY", "HYBRID"):
+        p, m = migrate(a, "counter", "--to", "hostB", "--strategy", strategy)
+        assert p.returncode == 1
+        assert_failed_with_rollback(m, "PLANNING", "dirty-memory tracking")
+        assert not any(e["component"] == "ResourceAllocator" and "Reserved" in e["message"] for e in m["events"])
+    assert_running_and_advancing(a, "counter")
+    assert_clean_destination(b, "counter")

@@ -295,7 +295,9 @@ void fm_api_agent_op(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 	else if (!strcmp(op, "prepare"))
 		r = fm_sync_dst_prepare(a, mid, req->body, &out, &err);
 	else if (!strcmp(op, "restore"))
-		r = fm_sync_dst_restore(a, mid, &out, &err);
+		r = fm_sync_dst_restore(a, mid, req->body, &out, &err);
+	else if (!strcmp(op, "pages"))
+		r = fm_sync_dst_pages(a, mid, &out, &err);
 	else if (!strcmp(op, "verify"))
 		r = fm_sync_dst_verify(a, mid, req->body, &err);
 	else if (!strcmp(op, "commit"))

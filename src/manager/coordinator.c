@@ -344,9 +344,10 @@ static int step_execution(fm_mig *m)
 		return r;
 	t_freeze = fm_now_mono_us();
 	r = agent(m, m->src_ep, "POST", m->ctl->long_timeout_ms,
-		  json_pack("{s:s, s:O, s:O, s:O, s:s}", "container", m->container,
+		  json_pack("{s:s, s:O, s:O, s:O, s:s, s:b}", "container", m->container,
 			    "data_host", json_object_get(m->prep, "data_host"), "port", json_object_get(m->prep, "port"),
-			    "token", json_object_get(m->prep, "token"), "controller", m->ctl->self_endpoint),
+			    "token", json_object_get(m->prep, "token"), "controller", m->ctl->self_endpoint,
+			    "lazy", m->strategy == FM_STRATEGY_POST_COPY),
 		  &ck, &m->err, "/v1/agent/migrations/%s/checkpoint", m->id);
 	if (r < 0)
 		return r;
@@ -355,16 +356,21 @@ static int step_execution(fm_mig *m)
 	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET bytes_transferred = ? WHERE id = ?", "is",
 			m->bytes, m->id);
 	fm_format_bytes((uint64_t)m->bytes, bytes, sizeof(bytes));
-	mlog(m, FM_LOG_INFO, FM_C_CHECKPOINTING, "Checkpoint of %s done: frozen in %.1f ms, dumped in %.1f ms",
-	     m->container, json_real_value(json_object_get(ck, "freeze_ms")), json_real_value(json_object_get(ck, "dump_ms")));
+	mlog(m, FM_LOG_INFO, FM_C_CHECKPOINTING, "Checkpoint of %s done: frozen in %.1f ms, dumped in %.1f ms%s",
+	     m->container, json_real_value(json_object_get(ck, "freeze_ms")), json_real_value(json_object_get(ck, "dump_ms")),
+	     m->strategy == FM_STRATEGY_POST_COPY ? " (all but memory: pages are served on demand from the source)" : "");
+	json_t *page_server = json_incref(json_object_get(ck, "page_server"));
 	mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "Transferred %s (%" JSON_INTEGER_FORMAT " files) to %s in %.1f ms at %.1f Mbit/s, every chunk checksummed",
 	     bytes, json_integer_value(json_object_get(ck, "entries")), m->dest,
 	     json_real_value(json_object_get(ck, "transfer_ms")), json_real_value(json_object_get(ck, "rate_bps")) / 1e6);
 	json_decref(ck);
 
-	if ((r = step_mark(m, "restore", "started")) < 0)
+	if ((r = step_mark(m, "restore", "started")) < 0) {
+		json_decref(page_server);
 		return r;
-	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms, json_object(), &rs, &m->err,
+	}
+	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
+		  page_server ? json_pack("{s:o}", "page_server", page_server) : json_object(), &rs, &m->err,
 		  "/v1/agent/migrations/%s/restore", m->id);
 	if (r < 0)
 		return r;
@@ -393,6 +399,24 @@ static int step_verification(fm_mig *m)
 		return r;
 	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Checks passed: %s is running on %s%s", m->container, m->dest,
 	     json_array_size(health) ? " and its health command succeeds" : "");
+	if (m->strategy == FM_STRATEGY_POST_COPY) {
+		/* the source keeps the only complete copy of the memory until every page
+		 * has arrived: the point of no return waits for that */
+		json_t *pg = NULL;
+		mlog(m, FM_LOG_INFO, FM_C_STATE_SYNC, "Waiting for the remaining memory pages of %s to reach %s",
+		     m->container, m->dest);
+		r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms, json_object(), &pg, &m->err,
+			  "/v1/agent/migrations/%s/pages", m->id);
+		if (r < 0) {
+			fm_error_prefix(&m->err, "pages were still in flight; what %s did on %s since its restore is lost "
+					"(its memory was incomplete there), the source copy resumes from the checkpoint",
+					m->container, m->dest);
+			return r;
+		}
+		mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "All memory pages of %s arrived on %s (%.0f ms after the checks)",
+		     m->container, m->dest, json_real_value(json_object_get(pg, "pages_ms")));
+		json_decref(pg);
+	}
 
 	/* point of no return, journaled before the first irreversible act */
 	if ((r = step_mark(m, "commit", "started")) < 0)

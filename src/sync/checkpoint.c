@@ -1,6 +1,10 @@
 #include "sync/checkpoint.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/utsname.h>
@@ -51,6 +55,80 @@ int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const
 		fm_error_prefix(err, "checkpoint of %s failed", name);
 		return r > 0 ? -EIO : r;
 	}
+	return 0;
+}
+
+int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+		      const char *host, int port, struct fm_cmd **running, fm_error *err)
+{
+	struct fm_cmd *c = fm_rt_runc_cmd(rt);
+	int p[2], r;
+	char byte;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return fm_error_set(err, -errno, "pipe: %m");
+	fm_cmd_arg(c, "checkpoint");
+	fm_cmd_arg(c, "--lazy-pages");
+	fm_cmd_arg(c, "--leave-running");
+	fm_cmd_arg(c, "--page-server");
+	fm_cmd_argf(c, "%s:%d", host, port);
+	fm_cmd_arg(c, "--status-fd");
+	fm_cmd_arg(c, "3");
+	fm_cmd_arg(c, "--image-path");
+	fm_cmd_arg(c, images_dir);
+	fm_cmd_arg(c, "--work-path");
+	fm_cmd_arg(c, work_dir);
+	fm_cmd_arg(c, name);
+	fm_cmd_pass_fd(c, p[1], 3);
+	r = fm_cmd_start(c, err);
+	close(p[1]);
+	if (r < 0) {
+		close(p[0]);
+		fm_cmd_free(c);
+		return r;
+	}
+	/* the status byte arrives when the non-memory images are written; EOF
+	 * first means runc/CRIU gave up */
+	struct pollfd pf = { p[0], POLLIN, 0 };
+	r = poll(&pf, 1, FM_CRIU_TIMEOUT_MS) > 0 && read(p[0], &byte, 1) == 1 ? 0 : -EIO;
+	close(p[0]);
+	if (r < 0) {
+		fm_error e = FM_ERROR_INIT;
+		kill(-fm_cmd_pid(c), SIGKILL);
+		fm_cmd_wait(c, &e);
+		fm_error_clear(&e);
+		fm_cmd_free(c);
+		fm_error_set(err, -EIO, "lazy checkpoint of %s failed", name);
+		fm_ckpt_attach_criu_log(err, work_dir, "dump.log");
+		return -EIO;
+	}
+	*running = c;
+	return 0;
+}
+
+int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *host,
+			     int port, struct fm_cmd **running, fm_error *err)
+{
+	struct fm_cmd *c = fm_cmd_new(rt->criu);
+	int r;
+
+	fm_cmd_arg(c, "lazy-pages");
+	fm_cmd_arg(c, "--page-server");
+	fm_cmd_arg(c, "--address");
+	fm_cmd_arg(c, host);
+	fm_cmd_arg(c, "--port");
+	fm_cmd_argf(c, "%d", port);
+	fm_cmd_arg(c, "-D");
+	fm_cmd_arg(c, images_dir);
+	fm_cmd_arg(c, "-W");
+	fm_cmd_arg(c, work_dir);
+	fm_cmd_arg(c, "-o");
+	fm_cmd_arg(c, "lazy-pages.log");
+	if ((r = fm_cmd_start(c, err)) < 0) {
+		fm_cmd_free(c);
+		return r;
+	}
+	*running = c;
 	return 0;
 }
 

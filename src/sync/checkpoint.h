@@ -10,6 +10,7 @@
  */
 #pragma once
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "basic/error.h"
 #include "runtime/runtime.h"
@@ -23,9 +24,22 @@ int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err);
 /* Dumps a frozen container into images_dir (work_dir holds CRIU's log). */
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		 fm_error *err);
+/* POST_COPY source: dumps everything but memory and then serves pages from
+ * host:port until the destination has them all.  Run on a frozen container with
+ * --leave-running: CRIU keeps the tasks seized while serving and freezes them
+ * again at the end, so the source can always be resumed if the destination
+ * fails.  Returns once the non-memory images are complete (CRIU's status fd);
+ * *running is the runc process still serving pages (reap with fm_cmd_wait). */
+int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+		      const char *host, int port, struct fm_cmd **running, fm_error *err);
+/* POST_COPY destination: starts `criu lazy-pages` fetching from host:port; it
+ * exits 0 once every page has arrived. */
+int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *host,
+			     int port, struct fm_cmd **running, fm_error *err);
+
 /* State Restoration Module (restore.c).  Restores a container from images_dir; its bundle and root filesystem must be in
  * place (see fm_rt_bundle_create / fm_rt_rootfs_mount). */
-int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
 	       fm_error *err);
 
 /* Attaches the last Error lines of a CRIU log in work_dir to err (as detail). */

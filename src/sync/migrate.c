@@ -1,6 +1,8 @@
 #include "sync/migrate.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "basic/cmd.h"
 #include "basic/log.h"
 #include "basic/util.h"
 #include "manager/allocator.h"
@@ -40,6 +43,7 @@ typedef struct fm_incoming {
 	fm_error recv_err;
 	fm_xfer_stats stats;         /* updated while receiving (under a->lock) */
 	int64_t restored_us;         /* monotonic time the restore returned */
+	struct fm_cmd *lazy;         /* POST_COPY: `criu lazy-pages` fetching the memory */
 	fm_agent *agent;
 	struct fm_incoming *next;
 } fm_incoming;
@@ -49,6 +53,7 @@ typedef struct fm_outgoing {
 	char mid[64];
 	char phase[32];
 	fm_xfer_stats stats;
+	struct fm_cmd *lazy;         /* POST_COPY: runc/CRIU still serving pages */
 	struct fm_outgoing *next;
 } fm_outgoing;
 
@@ -62,12 +67,28 @@ void fm_agent_init(fm_agent *a)
 	a->cpu_overcommit = 1.0;
 }
 
+/* Waits up to timeout_ms for a started command; then kills its process group.
+ * Returns its exit status (or -errno) and frees it. */
+static int finish_cmd(struct fm_cmd *c, int timeout_ms, fm_error *err)
+{
+	_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(c), 0);
+	struct pollfd p = { pfd, POLLIN, 0 };
+	if (pfd >= 0 && poll(&p, 1, timeout_ms) == 0)
+		kill(-fm_cmd_pid(c), SIGKILL);
+	int r = fm_cmd_wait(c, err);
+	fm_cmd_free(c);
+	return r;
+}
+
 static void incoming_free(fm_incoming *in)
 {
 	pthread_mutex_lock(&in->agent->lock);
 	in->claimed = true;
 	pthread_cond_signal(&in->claim_cv);
 	pthread_mutex_unlock(&in->agent->lock);
+	if (in->lazy)
+		finish_cmd(in->lazy, 0, NULL);
+	in->lazy = NULL;
 	if (in->listener)
 		fm_xfer_listener_cancel(in->listener);
 	if (in->thread_started)
@@ -107,6 +128,19 @@ void fm_agent_fini(fm_agent *a)
 static char *staging_dir(fm_agent *a, const char *mid)
 {
 	return fm_xasprintf("%s/migrations/%s", a->rt->state_dir, mid);
+}
+
+/* A free TCP port on host for CRIU's page server (bound and released: the window
+ * in which another process could take it is a few milliseconds). */
+static int free_port(const char *host)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+	_cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || inet_pton(AF_INET, host, &sa.sin_addr) != 1 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0)
+		return -EADDRNOTAVAIL;
+	return ntohs(sa.sin_port);
 }
 
 static int check_mid(const char *mid, fm_error *err)
@@ -417,7 +451,7 @@ fail_free:
 	return r;
 }
 
-static int dst_restore_locked(fm_agent *a, const char *mid, json_t **out, fm_error *err)
+static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	fm_incoming *in;
 	int64_t t0;
@@ -473,7 +507,14 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t **out, fm_err
 	if ((r = fm_rt_rootfs_mount(a->rt, in->spec.name, in->spec.digest, err)) < 0)
 		return r;
 	t0 = fm_now_mono_us();
-	r = fm_restore(a->rt, in->spec.name, images, work, err);
+	json_t *ps = json_object_get(req, "page_server");
+	const char *ps_host = json_string_value(json_object_get(ps, "host"));
+	int ps_port = (int)json_integer_value(json_object_get(ps, "port"));
+	if (ps && (!ps_host || ps_port <= 0 || ps_port > 65535))
+		return fm_error_set(err, -EINVAL, "page_server needs host and port");
+	if (ps && (r = fm_ckpt_lazy_pages_start(a->rt, images, work, ps_host, ps_port, &in->lazy, err)) < 0)
+		return r;
+	r = fm_restore(a->rt, in->spec.name, images, work, ps != NULL, err);
 	if (r < 0) {
 		fm_rt_runc_destroy(a->rt, in->spec.name, NULL);
 		fm_rt_rootfs_umount(a->rt, in->spec.name);
@@ -746,8 +787,22 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		return r;
 	t1 = fm_now_mono_us();
 	set_phase(a, mid, "checkpointing");
-	if ((r = fm_ckpt_dump(a->rt, name, images, work, err)) < 0)
+	bool lazy = json_is_true(json_object_get(req, "lazy"));
+	struct fm_cmd *serving = NULL;
+	int ps_port = 0;
+	if (lazy) {
+		if ((ps_port = free_port(a->data_host)) < 0) {
+			r = fm_error_set(err, ps_port, "no free port on %s for the page server", a->data_host);
+			goto thaw;
+		}
+		if ((r = fm_ckpt_dump_lazy(a->rt, name, images, work, a->data_host, ps_port, &serving, err)) < 0)
+			goto thaw;
+		pthread_mutex_lock(&a->lock);
+		outgoing_get(a, mid, true)->lazy = serving;
+		pthread_mutex_unlock(&a->lock);
+	} else if ((r = fm_ckpt_dump(a->rt, name, images, work, err)) < 0) {
 		goto thaw;
+	}
 	t2 = fm_now_mono_us();
 	fm_journal_exec(a->journal, "UPDATE outgoing SET state = 'DUMPED' WHERE mid = ?", "s", mid);
 
@@ -775,6 +830,8 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 			 "transfer_ms", (double)(t3 - t2) / 1000.0, "wire_bytes", (json_int_t)st.wire_bytes,
 			 "payload_bytes", (json_int_t)st.payload_bytes, "rate_bps", st.rate_bps,
 			 "entries", (int)st.entries);
+	if (lazy)
+		json_object_set_new(*out, "page_server", json_pack("{s:s, s:i}", "host", a->data_host, "port", ps_port));
 	return 0;
 thaw:
 	/* nothing restored anywhere yet: let the container run on while the controller
@@ -787,6 +844,20 @@ static bool holds_claim(fm_agent *a, const char *mid, const char *container)
 {
 	return fm_journal_query_int(a->journal, 0, "SELECT COUNT(*) FROM outgoing WHERE mid = ? AND container = ?",
 				    "ss", mid, container) > 0;
+}
+
+/* Takes the page-serving runc of a POST_COPY source out of its record. */
+static struct fm_cmd *outgoing_take_lazy(fm_agent *a, const char *mid)
+{
+	struct fm_cmd *c = NULL;
+	pthread_mutex_lock(&a->lock);
+	fm_outgoing *o = outgoing_get(a, mid, false);
+	if (o) {
+		c = o->lazy;
+		o->lazy = NULL;
+	}
+	pthread_mutex_unlock(&a->lock);
+	return c;
 }
 
 static void outgoing_forget(fm_agent *a, const char *mid)
@@ -817,6 +888,11 @@ static int src_resume_locked(fm_agent *a, const char *mid, const char *container
 		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
 	if (!holds_claim(a, mid, container))
 		return 0; /* never frozen by this migration (or already resumed) */
+	/* POST_COPY: CRIU serves pages with the tasks seized; once the destination is
+	 * gone it ends and freezes them again.  Wait for that before resuming. */
+	struct fm_cmd *serving = outgoing_take_lazy(a, mid);
+	if (serving)
+		finish_cmd(serving, 60000, NULL);
 	if (fm_rt_status(a->rt, container, status, sizeof(status), NULL) < 0)
 		return fm_error_set(err, -ENOENT, "container %s is no longer on %s: nothing to resume", container,
 				    a->rt->host);
@@ -838,6 +914,10 @@ static int src_cleanup_locked(fm_agent *a, const char *mid, const char *containe
 		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
 	if (!holds_claim(a, mid, container))
 		return 0; /* already cleaned up, or not ours: never delete what another migration brought */
+	/* POST_COPY: every page has arrived, so the page server is ending */
+	struct fm_cmd *serving = outgoing_take_lazy(a, mid);
+	if (serving)
+		finish_cmd(serving, FM_CRIU_TIMEOUT_MS, NULL);
 	if (fm_rt_exists(a->rt, container) && (r = fm_rt_remove(a->rt, container, true, err)) < 0)
 		return r;
 	outgoing_forget(a, mid);
@@ -857,10 +937,10 @@ json_t *fm_sync_src_progress(fm_agent *a, const char *mid)
 	return j;
 }
 
-int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t **out, fm_error *err)
+int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	pthread_mutex_lock(&a->dst_ops);
-	int r = dst_restore_locked(a, mid, out, err);
+	int r = dst_restore_locked(a, mid, req, out, err);
 	pthread_mutex_unlock(&a->dst_ops);
 	return r;
 }
@@ -919,4 +999,53 @@ int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_
 	int r = src_cleanup_locked(a, mid, container, err);
 	pthread_mutex_unlock(&a->src_ops);
 	return r;
+}
+
+int fm_sync_dst_pages(fm_agent *a, const char *mid, json_t **out, fm_error *err)
+{
+	int64_t t0 = fm_now_mono_us();
+	pid_t pid = 0;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	pthread_mutex_lock(&a->lock);
+	fm_incoming *in = incoming_find(a, mid);
+	if (in && in->lazy)
+		pid = fm_cmd_pid(in->lazy);
+	pthread_mutex_unlock(&a->lock);
+	if (!in)
+		return fm_error_set(err, -ENOENT, "no incoming migration %s on %s", mid, a->rt->host);
+	if (pid > 0) {
+		/* no lock while waiting: an abort must be able to stop the transfer */
+		_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+		struct pollfd p = { pfd, POLLIN, 0 };
+		if (pfd >= 0 && poll(&p, 1, FM_CRIU_TIMEOUT_MS) == 0)
+			return fm_error_set(err, -ETIMEDOUT, "memory pages still arriving after %d s", FM_CRIU_TIMEOUT_MS / 1000);
+		pthread_mutex_lock(&a->dst_ops);
+		pthread_mutex_lock(&a->lock);
+		in = incoming_find(a, mid);
+		struct fm_cmd *c = in ? in->lazy : NULL;
+		if (in)
+			in->lazy = NULL;
+		pthread_mutex_unlock(&a->lock);
+		if (!c) {
+			r = fm_error_set(err, -ECANCELED, "migration %s was aborted while its pages arrived", mid);
+		} else {
+			_cleanup_free_ char *staging = staging_dir(a, mid);
+			_cleanup_free_ char *work = fm_xasprintf("%s/work", staging);
+			r = fm_cmd_wait(c, err);
+			fm_cmd_free(c);
+			if (r != 0) {
+				fm_error_prefix(err, "the memory page transfer failed");
+				fm_ckpt_attach_criu_log(err, work, "lazy-pages.log");
+				r = r > 0 ? -EIO : r;
+			}
+		}
+		pthread_mutex_unlock(&a->dst_ops);
+		if (r < 0)
+			return r;
+	}
+	*out = json_pack("{s:f}", "pages_ms", (double)(fm_now_mono_us() - t0) / 1000.0);
+	return 0;
 }

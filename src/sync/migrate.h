@@ -67,7 +67,10 @@ void fm_agent_recover(fm_agent *a);
 /* Destination role */
 int fm_sync_dst_reserve(fm_agent *a, const char *mid, json_t *req, fm_error *err);
 int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
-int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t **out, fm_error *err);
+int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
+/* POST_COPY: waits until every memory page has arrived (the lazy-pages daemon
+ * exits 0); -errno when the page transfer failed. */
+int fm_sync_dst_pages(fm_agent *a, const char *mid, json_t **out, fm_error *err);
 int fm_sync_dst_verify(fm_agent *a, const char *mid, json_t *req, fm_error *err);
 int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err);
 int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err);

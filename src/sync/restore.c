@@ -8,7 +8,7 @@
 #include "sync/checkpoint.h"
 
 
-int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
 	       fm_error *err)
 {
 	_cleanup_free_ char *bundle = fm_rt_container_dir(rt, name);
@@ -17,6 +17,8 @@ int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const c
 
 	fm_cmd_arg(c, "restore");
 	fm_cmd_arg(c, "--detach");
+	if (lazy)
+		fm_cmd_arg(c, "--lazy-pages");
 	fm_cmd_arg(c, "--image-path");
 	fm_cmd_arg(c, images_dir);
 	fm_cmd_arg(c, "--work-path");

@@ -1,0 +1,73 @@
+"""POST_COPY through CRIU lazy pages: the container resumes on the destination at
+once, its memory follows on demand; and a page transfer cut while pages are in
+flight rolls back to the source with its memory intact."""
+import os
+import subprocess
+
+import pytest
+
+from conftest import Cluster, assert_clean_destination, assert_failed_with_rollback, migration, wait_for
+
+# 40 MB held in the shell's memory; every iteration reads all of it (${#x})
+MEM_CMD = ["/bin/sh", "-c", 'x=$(head -c 40000000 /dev/zero | tr "\\0" a); i=0; '
+                            'while :; do i=$((i+1)); echo "$i ${#x}" > /tmp/counter; sleep 0.05; done']
+
+
+@pytest.fixture
+def slow(request):
+    c = Cluster(rate="100mbit")
+    yield c
+    if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
+        for d in (c.a, c.b):
+            print(f"\n----- log of {d.name} -----\n{d.log()[-6000:]}")
+    c.teardown()
+
+
+def counter_of(d, name):
+    with open(os.path.join(d.state, "containers", name, "rootfs", "tmp", "counter")) as f:
+        i, size = f.read().split()
+        return int(i), int(size)
+
+
+def start_mem(d):
+    d.cli("run", "mem", "--image", "busybox", "--", *MEM_CMD)
+    wait_for(lambda: os.path.exists(os.path.join(d.state, "containers/mem/rootfs/tmp/counter")), 20, "start")
+
+
+def test_post_copy_completes_with_memory_intact(slow):
+    a, b = slow.start().a, slow.b
+    start_mem(a)
+    before, _ = counter_of(a, "mem")
+    p = a.cli("migrate", "-v", "mem", "--to", "hostB", "--strategy", "POST_COPY", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+    m = migration(a, mid)
+    assert m["strategy"] == "POST_COPY" and m["state"] == "COMPLETED"
+    msgs = [e["message"] for e in m["events"]]
+    assert any("All memory pages of mem arrived" in x for x in msgs), msgs
+    # resumed at once: the freeze did not wait for 40 MB at 100 Mbit/s (~3.4 s)
+    assert m["downtime_ms"] < 2000, m["downtime_ms"]
+    i, size = counter_of(b, "mem")
+    assert size == 40000000 and i >= before
+    wait_for(lambda: counter_of(b, "mem")[0] > i, 5, "counter to advance on hostB")
+    assert "mem" not in a.containers() and a.runc_list() == []
+
+
+def test_post_copy_rollback_while_pages_in_flight(slow):
+    a, b = slow.start().a, slow.b
+    start_mem(a)
+    mid = a.cli("migrate", "mem", "--to", "hostB", "--strategy", "POST_COPY", "--detach").stdout.strip()
+    wait_for(lambda: any("Waiting for the remaining memory pages" in e["message"]
+                         for e in migration(a, mid)["events"]), 30, "pages to be in flight")
+    # cut the page transfer: kill the destination's lazy-pages daemon
+    pids = subprocess.run(["pgrep", "-f", f"lazy-pages.*{b.state}"], capture_output=True, text=True).stdout.split()
+    assert pids, "no lazy-pages daemon on hostB"
+    for pid in pids:
+        os.kill(int(pid), 9)
+    m = wait_for(lambda: (lambda x: x if x["finished"] else None)(migration(a, mid)), 90, "rollback")
+    assert_failed_with_rollback(m, "VERIFICATION", "pages were still in flight")
+    # the source resumes with its memory intact
+    i, size = counter_of(a, "mem")
+    assert size == 40000000
+    wait_for(lambda: counter_of(a, "mem")[0] > i, 10, "counter to advance on hostA")
+    assert_clean_destination(b, "mem")

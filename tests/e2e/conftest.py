@@ -211,14 +211,25 @@ def rootfs():
     return _rootfs
 
 
-@pytest.fixture
-def cluster(request):
-    c = Cluster()
+def _cluster(request, rate):
+    c = Cluster(rate=rate)
     yield c
-    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+    if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
         for d in (c.a, c.b):
             print(f"\n----- log of {d.name} -----\n{d.log()[-6000:]}")
     c.teardown()
+
+
+@pytest.fixture
+def cluster(request):
+    """Two hosts on a 1 Gbit/s link."""
+    yield from _cluster(request, "1gbit")
+
+
+@pytest.fixture
+def slow(request):
+    """Two hosts on a 100 Mbit/s link: long enough transfers to hit them mid-way."""
+    yield from _cluster(request, "100mbit")
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import (Cluster, assert_clean_destination, assert_failed_with_rollback,
+from conftest import (assert_clean_destination, assert_failed_with_rollback,
                       assert_running_and_advancing, migration, wait_for)
 
 # 40 MiB written into the container's root filesystem: its writable layer travels
@@ -18,15 +18,6 @@ BIG_CMD = ["/bin/sh", "-c",
            "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"]
 SMALL_CMD = ["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"]
 
-
-@pytest.fixture
-def slow(request):
-    c = Cluster(rate="100mbit")
-    yield c
-    if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
-        for d in (c.a, c.b):
-            print(f"\n----- log of {d.name} -----\n{d.log()[-6000:]}")
-    c.teardown()
 
 
 def start_big(d, name="big"):

@@ -4,23 +4,13 @@ flight rolls back to the source with its memory intact."""
 import os
 import subprocess
 
-import pytest
 
-from conftest import Cluster, assert_clean_destination, assert_failed_with_rollback, migration, wait_for
+from conftest import assert_clean_destination, assert_failed_with_rollback, migration, wait_for
 
 # 40 MB held in the shell's memory; every iteration reads all of it (${#x})
 MEM_CMD = ["/bin/sh", "-c", 'x=$(head -c 40000000 /dev/zero | tr "\\0" a); i=0; '
                             'while :; do i=$((i+1)); echo "$i ${#x}" > /tmp/counter; sleep 0.05; done']
 
-
-@pytest.fixture
-def slow(request):
-    c = Cluster(rate="100mbit")
-    yield c
-    if getattr(request.node, "rep_call", None) and request.node.rep_call.failed:
-        for d in (c.a, c.b):
-            print(f"\n----- log of {d.name} -----\n{d.log()[-6000:]}")
-    c.teardown()
 
 
 def counter_of(d, name):

@@ -109,6 +109,20 @@ void fm_api_migration_get(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 
 /* Routes that change what runs on this host or start migrations are served only on
  * the local socket (the CLI); peers get the read-only and agent-to-agent routes. */
+void fm_api_migration_cancel(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_error err = FM_ERROR_INIT;
+	if (!fm_name_valid(req->params[0]))
+		return fm_http_error(resp, 404, "not_found", "no migration %s on this controller", req->params[0]);
+	if (fm_ctl_cancel(&d->ctl, req->params[0], &err) < 0) {
+		fm_http_fail(resp, &err);
+		fm_error_clear(&err);
+		return;
+	}
+	fm_http_ok(resp, 202, json_pack("{s:s, s:b}", "id", req->params[0], "cancelling", 1));
+}
+
 const fm_http_route fm_api_routes[] = {
 	{ "GET", "/v1/info", fm_api_info, false },
 	{ "POST", "/v1/cordon", fm_api_cordon, true },
@@ -132,5 +146,6 @@ const fm_http_route fm_api_routes[] = {
 	{ "GET", "/v1/migrations", fm_api_migration_list, false },
 	{ "POST", "/v1/migrations", fm_api_migration_submit, true },
 	{ "GET", "/v1/migrations/:id", fm_api_migration_get, false },
+	{ "POST", "/v1/migrations/:id/cancel", fm_api_migration_cancel, true },
 	{ NULL, NULL, NULL, false },
 };

@@ -105,6 +105,7 @@ static const char main_help[] =
 "                               move a running container to HOST\n"
 "  migration list               migrations this host's controller ran\n"
 "  migration show ID [--json]   one migration: states, timings, bytes, error, log\n"
+"  migration cancel ID          stop a migration before its point of no return\n"
 "\n"
 "Global options:\n"
 "  -s, --socket PATH   daemon socket (default $FM_SOCKET or " DEFAULT_SOCKET ")\n"
@@ -594,11 +595,13 @@ static int cmd_migration(int argc, char **argv)
 	int r;
 
 	if (argc < 2 || want_help(argc, argv)) {
-		printf("Usage: fleximigrate migration list | show ID [--json]\n"
+		printf("Usage: fleximigrate migration list | show ID [--json] | cancel ID\n"
 		       "\n"
 		       "show prints id, container, source, destination, strategy, state, downtime_ms\n"
 		       "(container frozen on the source until running on the destination), total_ms,\n"
-		       "bytes_transferred, error, the transitions with timestamps and the log.\n");
+		       "bytes_transferred, error, the transitions with timestamps and the log.\n"
+		       "cancel stops a migration before its point of no return (the destination copy\n"
+		       "is verified and the source is about to be deleted); it then rolls back.\n");
 		return argc < 2 ? EXIT_USAGE : EXIT_OK;
 	}
 	if (!strcmp(argv[1], "list") || !strcmp(argv[1], "ls")) {
@@ -620,6 +623,13 @@ static int cmd_migration(int argc, char **argv)
 				}
 			}
 		}
+	} else if (!strcmp(argv[1], "cancel")) {
+		if (argc < 3)
+			return die_usage("migration cancel needs ID");
+		snprintf(path, sizeof(path), "/v1/migrations/%s/cancel", argv[2]);
+		if ((r = call("POST", path, json_object(), &out)) == EXIT_OK)
+			printf("migration %s is being cancelled: it rolls back (see `fleximigrate migration show %s`)\n",
+			       argv[2], argv[2]);
 	} else if (!strcmp(argv[1], "show")) {
 		if (argc < 3)
 			return die_usage("migration show needs ID");

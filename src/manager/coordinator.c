@@ -36,6 +36,8 @@ typedef struct fm_mig {
 	int64_t downtime_ms;
 	int64_t bytes;
 	bool recovering;    /* resolving after a controller restart */
+	bool cancelled;     /* `migration cancel` (under ctl->lock) */
+	bool committing;    /* past the point of no return: cancel refused (under ctl->lock) */
 	pthread_t thread;
 	struct fm_mig *next;
 } fm_mig;
@@ -418,7 +420,14 @@ static int step_verification(fm_mig *m)
 		json_decref(pg);
 	}
 
-	/* point of no return, journaled before the first irreversible act */
+	/* point of no return, journaled before the first irreversible act; from here
+	 * on a cancel is refused */
+	pthread_mutex_lock(&m->ctl->lock);
+	bool cancelled = m->cancelled;
+	m->committing = !cancelled;
+	pthread_mutex_unlock(&m->ctl->lock);
+	if (cancelled)
+		return fm_error_set(&m->err, -ECANCELED, "cancelled by the user before the point of no return");
 	if ((r = step_mark(m, "commit", "started")) < 0)
 		return r;
 	if ((r = fm_journal_exec(m->ctl->journal, "UPDATE migrations SET point_of_no_return = 1 WHERE id = ?", "s",
@@ -565,7 +574,16 @@ static void run_fsm(fm_mig *m)
 	for (size_t i = 0; i < ARRAY_SIZE(steps); i++) {
 		if (steps[i].state != m->state)
 			continue;
-		if (steps[i].run(m) < 0) {
+		pthread_mutex_lock(&m->ctl->lock);
+		bool cancelled = m->cancelled;
+		pthread_mutex_unlock(&m->ctl->lock);
+		if (cancelled || steps[i].run(m) < 0) {
+			/* a cancel also breaks the step it interrupted: that error is the
+			 * symptom, the cancel is the reason */
+			if (cancelled || m->cancelled) {
+				fm_error_clear(&m->err);
+				fm_error_set(&m->err, -ECANCELED, "cancelled by the user in %s", fm_mstate_name(m->state));
+			}
 			fail_and_rollback(m);
 			return;
 		}
@@ -833,6 +851,47 @@ json_t *fm_ctl_get(fm_controller *c, const char *id, int since)
 		json_object_set_new(m, "events", ev ? ev : json_array());
 	}
 	return m;
+}
+
+int fm_ctl_cancel(fm_controller *c, const char *id, fm_error *err)
+{
+	fm_mig *m;
+	char *dst_ep = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	for (m = c->running; m; m = m->next)
+		if (!strcmp(m->id, id))
+			break;
+	if (!m || m->recovering) {
+		pthread_mutex_unlock(&c->lock);
+		json_t *row = fm_journal_query_one(c->journal, "SELECT state FROM migrations WHERE id = ?", "s", id);
+		int r = row ? fm_error_set(err, -EBUSY, "migration %s is already %s", id,
+					   json_string_value(json_object_get(row, "state")))
+			    : fm_error_set(err, -ENOENT, "no migration %s on this controller", id);
+		json_decref(row);
+		return r;
+	}
+	if (m->committing) {
+		pthread_mutex_unlock(&c->lock);
+		return fm_error_set(err, -EBUSY, "migration %s is past the point of no return: it can only complete", id);
+	}
+	m->cancelled = true;
+	if (m->dst_ep)
+		dst_ep = fm_xstrdup(m->dst_ep);
+	pthread_mutex_unlock(&c->lock);
+	fm_log(FM_LOG_WARN, FM_C_MIGRATION_MANAGER, id, "Cancel requested for migration %s", id);
+	/* Break a long step (transfer, restore, page wait) at once: aborting the
+	 * destination makes it fail; the migration thread then rolls back as usual.
+	 * The abort is idempotent and waits for a restore in progress. */
+	if (dst_ep) {
+		char path[128];
+		snprintf(path, sizeof(path), "/v1/agent/migrations/%s/abort", id);
+		json_t *body = json_object();
+		c->call(dst_ep, "POST", path, body, 30000, NULL, NULL);
+		json_decref(body);
+		free(dst_ep);
+	}
+	return 0;
 }
 
 json_t *fm_ctl_list(fm_controller *c)

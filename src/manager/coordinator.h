@@ -47,6 +47,9 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 /* The migration record with transitions and events after `since` (-1 = none). */
 json_t *fm_ctl_get(fm_controller *c, const char *id, int since);
 json_t *fm_ctl_list(fm_controller *c);
+/* Cancels a running migration before its point of no return; it then rolls back
+ * (FAILED, error "cancelled by the user").  -EBUSY past that point or finished. */
+int fm_ctl_cancel(fm_controller *c, const char *id, fm_error *err);
 
 /* Known hosts. */
 int fm_ctl_host_add(fm_controller *c, const char *name, const char *address, fm_error *err);

@@ -204,3 +204,21 @@ def test_one_migration_per_container(slow):
     m = wait_finished(a, mid)
     assert m["state"] == "COMPLETED", m
     assert exactly_once(a, b, "big") is b
+
+
+def test_cancel_mid_transfer_rolls_back(slow):
+    a, b = slow.start().a, slow.b
+    start_big(a)
+    mid = submit(a, "big")
+    wait_state(a, mid, "EXECUTION", "transferring")
+    p = a.cli("migration", "cancel", mid)
+    assert "being cancelled" in p.stdout
+    m = wait_finished(a, mid)
+    assert_failed_with_rollback(m, "EXECUTION", "cancelled by the user")
+    assert exactly_once(a, b, "big") is a
+    assert_clean_destination(b, "big")
+    # a finished migration cannot be cancelled; an unknown one is unknown
+    p = a.cli("migration", "cancel", mid, check=False)
+    assert p.returncode == 1 and "already FAILED" in p.stderr, p.stderr
+    p = a.cli("migration", "cancel", "mnosuch", check=False)
+    assert p.returncode == 1 and "no migration mnosuch" in p.stderr, p.stderr

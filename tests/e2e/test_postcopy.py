@@ -61,3 +61,18 @@ def test_post_copy_rollback_while_pages_in_flight(slow):
     assert size == 40000000
     wait_for(lambda: counter_of(a, "mem")[0] > i, 10, "counter to advance on hostA")
     assert_clean_destination(b, "mem")
+
+
+def test_post_copy_cancel_while_pages_in_flight(slow):
+    a, b = slow.start().a, slow.b
+    start_mem(a)
+    mid = a.cli("migrate", "mem", "--to", "hostB", "--strategy", "POST_COPY", "--detach").stdout.strip()
+    wait_for(lambda: any("Waiting for the remaining memory pages" in e["message"]
+                         for e in migration(a, mid)["events"]), 30, "pages to be in flight")
+    a.cli("migration", "cancel", mid)
+    m = wait_for(lambda: (lambda x: x if x["finished"] else None)(migration(a, mid)), 90, "rollback")
+    assert_failed_with_rollback(m, "VERIFICATION", "cancelled by the user")
+    i, size = counter_of(a, "mem")
+    assert size == 40000000
+    wait_for(lambda: counter_of(a, "mem")[0] > i, 10, "counter to advance on hostA")
+    assert_clean_destination(b, "mem")

@@ -190,7 +190,7 @@ void fm_api_agent_cpuinfo(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 	fm_agent *a = &d->agent;
 	fm_error err = FM_ERROR_INIT;
 
-	pthread_mutex_lock(&a->lock);
+	pthread_mutex_lock(&a->preflight);
 	if (!a->cpuinfo_b64) {
 		char tmpl[] = "/tmp/fm-cpuinfo.XXXXXX";
 		char *dir = mkdtemp(tmpl);
@@ -211,7 +211,7 @@ void fm_api_agent_cpuinfo(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 		fm_http_ok(resp, 200, json_pack("{s:s, s:s}", "host", d->name, "image", a->cpuinfo_b64));
 	else
 		fm_http_fail(resp, &err);
-	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_unlock(&a->preflight);
 	fm_error_clear(&err);
 }
 
@@ -228,7 +228,7 @@ void fm_api_agent_cpuinfo_check(void *ctx, const fm_http_req *req, fm_http_resp 
 	if (!b || strlen(b) > (1 << 20) || fm_base64_decode(b, &data, &len) < 0)
 		return fm_http_error(resp, 400, "invalid", "body must be {\"image\": BASE64 of cpuinfo.img}");
 	uint64_t h = XXH3_64bits(data, len);
-	pthread_mutex_lock(&a->lock);
+	pthread_mutex_lock(&a->preflight);
 	struct fm_cpu_check *c = NULL;
 	for (int i = 0; i < a->n_cpu_checks; i++)
 		if (a->cpu_checks[i].hash == h)
@@ -272,7 +272,7 @@ void fm_api_agent_cpuinfo_check(void *ctx, const fm_http_req *req, fm_http_resp 
 	} else {
 		fm_http_fail(resp, &err);
 	}
-	pthread_mutex_unlock(&a->lock);
+	pthread_mutex_unlock(&a->preflight);
 	fm_error_clear(&err);
 	free(data);
 }

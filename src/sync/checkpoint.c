@@ -37,7 +37,6 @@ int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const
 		 fm_error *err)
 {
 	struct fm_cmd *c = fm_rt_runc_cmd(rt);
-	int r;
 
 	fm_cmd_arg(c, "checkpoint");
 	/* keep the frozen source: rollback is then a resume, not a restore */
@@ -47,12 +46,20 @@ int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const
 	fm_cmd_arg(c, "--work-path");
 	fm_cmd_arg(c, work_dir);
 	fm_cmd_arg(c, name);
+	return fm_ckpt_run_runc(c, work_dir, "dump.log", "checkpoint", name, err);
+}
+
+int fm_ckpt_run_runc(struct fm_cmd *c, const char *work_dir, const char *logname, const char *what,
+		     const char *name, fm_error *err)
+{
+	int r;
+
 	fm_cmd_set_timeout_ms(c, FM_CRIU_TIMEOUT_MS);
 	r = fm_cmd_run(c, err);
 	fm_cmd_free(c);
 	if (r != 0) {
-		fm_ckpt_attach_criu_log(err, work_dir, "dump.log");
-		fm_error_prefix(err, "checkpoint of %s failed", name);
+		fm_ckpt_attach_criu_log(err, work_dir, logname);
+		fm_error_prefix(err, "%s of %s failed", what, name);
 		return r > 0 ? -EIO : r;
 	}
 	return 0;

@@ -42,6 +42,10 @@ int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char 
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
 	       fm_error *err);
 
+/* Runs a prepared runc checkpoint/restore command (consumed) under CRIU's time
+ * limit; on failure err gets "WHAT of NAME failed" and CRIU's log excerpt. */
+int fm_ckpt_run_runc(struct fm_cmd *c, const char *work_dir, const char *logname, const char *what,
+		     const char *name, fm_error *err);
 /* Attaches the last Error lines of a CRIU log in work_dir to err (as detail). */
 void fm_ckpt_attach_criu_log(fm_error *err, const char *work_dir, const char *logname);
 

@@ -63,6 +63,7 @@ void fm_agent_init(fm_agent *a)
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_mutex_init(&a->dst_ops, NULL);
 	pthread_mutex_init(&a->src_ops, NULL);
+	pthread_mutex_init(&a->preflight, NULL);
 	a->io_timeout_ms = 10000;
 	a->cpu_overcommit = 1.0;
 }
@@ -123,6 +124,7 @@ void fm_agent_fini(fm_agent *a)
 	pthread_mutex_destroy(&a->lock);
 	pthread_mutex_destroy(&a->dst_ops);
 	pthread_mutex_destroy(&a->src_ops);
+	pthread_mutex_destroy(&a->preflight);
 }
 
 static char *staging_dir(fm_agent *a, const char *mid)
@@ -937,68 +939,53 @@ json_t *fm_sync_src_progress(fm_agent *a, const char *mid)
 	return j;
 }
 
+/* The public operations: each runs its *_locked body under its role's lock. */
+#define UNDER(lock, call)                                                                         \
+	({                                                                                        \
+		pthread_mutex_lock(lock);                                                          \
+		int r_ = (call);                                                                   \
+		pthread_mutex_unlock(lock);                                                        \
+		r_;                                                                                \
+	})
+
 int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
-	pthread_mutex_lock(&a->dst_ops);
-	int r = dst_restore_locked(a, mid, req, out, err);
-	pthread_mutex_unlock(&a->dst_ops);
-	return r;
+	return UNDER(&a->dst_ops, dst_restore_locked(a, mid, req, out, err));
 }
 
 int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err)
 {
-	pthread_mutex_lock(&a->dst_ops);
-	int r = dst_commit_locked(a, mid, err);
-	pthread_mutex_unlock(&a->dst_ops);
-	return r;
+	return UNDER(&a->dst_ops, dst_commit_locked(a, mid, err));
 }
 
 int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err)
 {
-	pthread_mutex_lock(&a->dst_ops);
-	int r = dst_abort_locked(a, mid, err);
-	pthread_mutex_unlock(&a->dst_ops);
-	return r;
+	return UNDER(&a->dst_ops, dst_abort_locked(a, mid, err));
 }
 
 int fm_sync_dst_reserve(fm_agent *a, const char *mid, json_t *req, fm_error *err)
 {
-	pthread_mutex_lock(&a->dst_ops);
-	int r = dst_reserve_locked(a, mid, req, err);
-	pthread_mutex_unlock(&a->dst_ops);
-	return r;
+	return UNDER(&a->dst_ops, dst_reserve_locked(a, mid, req, err));
 }
 
 int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
-	pthread_mutex_lock(&a->dst_ops);
-	int r = dst_prepare_locked(a, mid, req, out, err);
-	pthread_mutex_unlock(&a->dst_ops);
-	return r;
+	return UNDER(&a->dst_ops, dst_prepare_locked(a, mid, req, out, err));
 }
 
 int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
-	pthread_mutex_lock(&a->src_ops);
-	int r = src_checkpoint_locked(a, mid, req, out, err);
-	pthread_mutex_unlock(&a->src_ops);
-	return r;
+	return UNDER(&a->src_ops, src_checkpoint_locked(a, mid, req, out, err));
 }
 
 int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_error *err)
 {
-	pthread_mutex_lock(&a->src_ops);
-	int r = src_resume_locked(a, mid, container, err);
-	pthread_mutex_unlock(&a->src_ops);
-	return r;
+	return UNDER(&a->src_ops, src_resume_locked(a, mid, container, err));
 }
 
 int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err)
 {
-	pthread_mutex_lock(&a->src_ops);
-	int r = src_cleanup_locked(a, mid, container, err);
-	pthread_mutex_unlock(&a->src_ops);
-	return r;
+	return UNDER(&a->src_ops, src_cleanup_locked(a, mid, container, err));
 }
 
 int fm_sync_dst_pages(fm_agent *a, const char *mid, json_t **out, fm_error *err)

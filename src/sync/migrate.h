@@ -48,6 +48,9 @@ typedef struct fm_agent {
 		char *msg, *detail;
 	} cpu_checks[16];
 	int n_cpu_checks;
+	/* Guards the pre-flight cache above.  Its own lock: a first CRIU run (up to
+	 * 20 s) must not hold up the progress of a checkpoint in flight. */
+	pthread_mutex_t preflight;
 	pthread_mutex_t lock;
 	/* Serializes restore, commit and abort: an abort must wait for a restore in
 	 * progress, or it would delete a container that runc is about to start. */

@@ -13,7 +13,6 @@ int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const c
 {
 	_cleanup_free_ char *bundle = fm_rt_container_dir(rt, name);
 	struct fm_cmd *c = fm_rt_runc_cmd(rt);
-	int r;
 
 	fm_cmd_arg(c, "restore");
 	fm_cmd_arg(c, "--detach");
@@ -27,13 +26,5 @@ int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const c
 	fm_cmd_arg(c, bundle);
 	fm_cmd_arg(c, name);
 	fm_cmd_set_stdio_null(c);
-	fm_cmd_set_timeout_ms(c, FM_CRIU_TIMEOUT_MS);
-	r = fm_cmd_run(c, err);
-	fm_cmd_free(c);
-	if (r != 0) {
-		fm_ckpt_attach_criu_log(err, work_dir, "restore.log");
-		fm_error_prefix(err, "restore of %s failed", name);
-		return r > 0 ? -EIO : r;
-	}
-	return 0;
+	return fm_ckpt_run_runc(c, work_dir, "restore.log", "restore", name, err);
 }

@@ -253,6 +253,11 @@ def migration(d, mid):
     return d.api("GET", f"/v1/migrations/{mid}?events_since=0")[1]
 
 
+def wait_finished(d, mid, timeout=90):
+    return wait_for(lambda: (lambda m: m if m["finished"] else None)(migration(d, mid)), timeout,
+                    f"migration {mid} to finish")
+
+
 def assert_clean_destination(dst, name):
     assert name not in dst.containers(), f"{name} left on {dst.name}"
     assert dst.runc_list() == [], f"runc containers left on {dst.name}: {dst.runc_list()}"

@@ -24,6 +24,17 @@ def migrate(d, *args):
     return p, migration(d, mid)
 
 
+def expect_rollback(a, b, failed_in, error_part, *migrate_args, name="counter"):
+    """Migrates name A -> B, expecting FAILED in failed_in via ROLLBACK, the container
+    running on A again and nothing left on B.  Returns the migration record."""
+    p, m = migrate(a, name, "--to", "hostB", *migrate_args)
+    assert p.returncode == 1
+    assert_failed_with_rollback(m, failed_in, error_part)
+    assert_running_and_advancing(a, name)
+    assert_clean_destination(b, name)
+    return m
+
+
 def test_cold_migration_continues_and_leaves_nothing(cluster):
     a, b = cluster.start().a, cluster.b
     run_counter(a)
@@ -109,12 +120,8 @@ def test_preparation_destination_cannot_obtain_image(cluster):
     with open(blob, "r+b") as f:
         f.seek(1000)
         f.write(b"\xff\xfe\xfd")
-    p, m = migrate(a, "counter", "--to", "hostB")
-    assert p.returncode == 1
-    assert_failed_with_rollback(m, "PREPARATION", "cannot obtain image")
+    m = expect_rollback(a, b, "PREPARATION", "cannot obtain image")
     assert "digest mismatch" in m["error"]
-    assert_running_and_advancing(a, "counter")
-    assert_clean_destination(b, "counter")
     assert b.api("GET", "/v1/images")[1] == []
 
 
@@ -122,13 +129,9 @@ def test_preparation_destination_refuses(cluster):
     a, b = cluster.start().a, cluster.b
     run_counter(a)
     assert b.cli("host", "cordon").stdout.strip() == "cordoned"
-    p, m = migrate(a, "counter", "--to", "hostB")
-    assert p.returncode == 1
     # the destination agent refuses to prepare; its reservation is released
-    assert_failed_with_rollback(m, "PREPARATION", "cordoned")
+    m = expect_rollback(a, b, "PREPARATION", "cordoned")
     assert not any("Freezing" in e["message"] for e in m["events"])
-    assert_running_and_advancing(a, "counter")
-    assert_clean_destination(b, "counter")
 
 
 def test_preparation_destination_criu_unusable(cluster):
@@ -136,32 +139,20 @@ def test_preparation_destination_criu_unusable(cluster):
     # PREPARATION's pre-flight, before the application is frozen
     a, b = cluster.start(b_extra=["--criu", "/bin/false"]).a, cluster.b
     run_counter(a)
-    p, m = migrate(a, "counter", "--to", "hostB")
-    assert p.returncode == 1
-    assert_failed_with_rollback(m, "PREPARATION", "CRIU does not work on the destination")
+    m = expect_rollback(a, b, "PREPARATION", "CRIU does not work on the destination")
     assert not any("Freezing" in e["message"] for e in m["events"])
-    assert_running_and_advancing(a, "counter")
-    assert_clean_destination(b, "counter")
 
 
 def test_execution_corrupted_byte_caught(cluster):
     a, b = cluster.start(a_extra=["--fault", "corrupt-transfer"]).a, cluster.b
     run_counter(a)
-    p, m = migrate(a, "counter", "--to", "hostB")
-    assert p.returncode == 1
-    assert_failed_with_rollback(m, "EXECUTION", "checksum")
-    assert_running_and_advancing(a, "counter")
-    assert_clean_destination(b, "counter")
+    expect_rollback(a, b, "EXECUTION", "checksum")
 
 
 def test_verification_health_command_fails(cluster):
     a, b = cluster.start().a, cluster.b
     run_counter(a)
-    p, m = migrate(a, "counter", "--to", "hostB", "--", "/bin/sh", "-c", "exit 7")
-    assert p.returncode == 1
-    assert_failed_with_rollback(m, "VERIFICATION", "health command failed")
-    assert_running_and_advancing(a, "counter")
-    assert_clean_destination(b, "counter")
+    expect_rollback(a, b, "VERIFICATION", "health command failed", "--", "/bin/sh", "-c", "exit 7")
 
 
 def test_verification_health_command_passes(cluster):
@@ -178,13 +169,9 @@ def test_preparation_destination_cpu_lacks_features(cluster):
     wrapper = os.path.join(os.path.dirname(os.path.abspath(__file__)), "criu-foreign-cpu")
     a, b = cluster.start(a_extra=["--criu", wrapper]).a, cluster.b
     run_counter(a)
-    p, m = migrate(a, "counter", "--to", "hostB")
-    assert p.returncode == 1
-    assert_failed_with_rollback(m, "PREPARATION", "lacks features")
+    m = expect_rollback(a, b, "PREPARATION", "lacks features")
     assert "xfeatures has unsupported bits" in (m.get("error_detail") or ""), m.get("error_detail")
     assert not any("Freezing" in e["message"] for e in m["events"])
-    assert_running_and_advancing(a, "counter")
-    assert_clean_destination(b, "counter")
 
 
 def test_container_lifecycle_and_tarball_image(cluster):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import (assert_clean_destination, assert_failed_with_rollback,
-                      assert_running_and_advancing, migration, wait_for)
+                      assert_running_and_advancing, migration, wait_finished, wait_for)
 
 # 40 MiB written into the container's root filesystem: its writable layer travels
 # with it, so at 100 Mbit/s the transfer lasts ~3.5 s, long enough to hit.
@@ -43,11 +43,6 @@ def wait_state(d, mid, state, phase=None, timeout=30):
             return None
         return m
     return wait_for(ok, timeout, f"migration {mid} in {state} {phase or ''}")
-
-
-def wait_finished(d, mid, timeout=90):
-    return wait_for(lambda: (lambda m: m if m["finished"] else None)(migration(d, mid)), timeout,
-                    f"migration {mid} to finish")
 
 
 def exactly_once(a, b, name):

@@ -5,7 +5,7 @@ import os
 import subprocess
 
 
-from conftest import assert_clean_destination, assert_failed_with_rollback, migration, wait_for
+from conftest import assert_clean_destination, assert_failed_with_rollback, migration, wait_finished, wait_for
 
 # 40 MB held in the shell's memory; every iteration reads all of it (${#x})
 MEM_CMD = ["/bin/sh", "-c", 'x=$(head -c 40000000 /dev/zero | tr "\\0" a); i=0; '
@@ -22,6 +22,24 @@ def counter_of(d, name):
 def start_mem(d):
     d.cli("run", "mem", "--image", "busybox", "--", *MEM_CMD)
     wait_for(lambda: os.path.exists(os.path.join(d.state, "containers/mem/rootfs/tmp/counter")), 20, "start")
+
+
+def post_copy_until_pages_in_flight(a):
+    """Starts a POST_COPY of mem A -> B and returns its id once pages are in flight."""
+    mid = a.cli("migrate", "mem", "--to", "hostB", "--strategy", "POST_COPY", "--detach").stdout.strip()
+    wait_for(lambda: any("Waiting for the remaining memory pages" in e["message"]
+                         for e in migration(a, mid)["events"]), 30, "pages to be in flight")
+    return mid
+
+
+def assert_source_resumed_intact(a, b, mid, error_part):
+    m = wait_finished(a, mid)
+    assert_failed_with_rollback(m, "VERIFICATION", error_part)
+    # the source resumes with its memory intact
+    i, size = counter_of(a, "mem")
+    assert size == 40000000
+    wait_for(lambda: counter_of(a, "mem")[0] > i, 10, "counter to advance on hostA")
+    assert_clean_destination(b, "mem")
 
 
 def test_post_copy_completes_with_memory_intact(slow):
@@ -46,33 +64,18 @@ def test_post_copy_completes_with_memory_intact(slow):
 def test_post_copy_rollback_while_pages_in_flight(slow):
     a, b = slow.start().a, slow.b
     start_mem(a)
-    mid = a.cli("migrate", "mem", "--to", "hostB", "--strategy", "POST_COPY", "--detach").stdout.strip()
-    wait_for(lambda: any("Waiting for the remaining memory pages" in e["message"]
-                         for e in migration(a, mid)["events"]), 30, "pages to be in flight")
+    mid = post_copy_until_pages_in_flight(a)
     # cut the page transfer: kill the destination's lazy-pages daemon
     pids = subprocess.run(["pgrep", "-f", f"lazy-pages.*{b.state}"], capture_output=True, text=True).stdout.split()
     assert pids, "no lazy-pages daemon on hostB"
     for pid in pids:
         os.kill(int(pid), 9)
-    m = wait_for(lambda: (lambda x: x if x["finished"] else None)(migration(a, mid)), 90, "rollback")
-    assert_failed_with_rollback(m, "VERIFICATION", "pages were still in flight")
-    # the source resumes with its memory intact
-    i, size = counter_of(a, "mem")
-    assert size == 40000000
-    wait_for(lambda: counter_of(a, "mem")[0] > i, 10, "counter to advance on hostA")
-    assert_clean_destination(b, "mem")
+    assert_source_resumed_intact(a, b, mid, "pages were still in flight")
 
 
 def test_post_copy_cancel_while_pages_in_flight(slow):
     a, b = slow.start().a, slow.b
     start_mem(a)
-    mid = a.cli("migrate", "mem", "--to", "hostB", "--strategy", "POST_COPY", "--detach").stdout.strip()
-    wait_for(lambda: any("Waiting for the remaining memory pages" in e["message"]
-                         for e in migration(a, mid)["events"]), 30, "pages to be in flight")
+    mid = post_copy_until_pages_in_flight(a)
     a.cli("migration", "cancel", mid)
-    m = wait_for(lambda: (lambda x: x if x["finished"] else None)(migration(a, mid)), 90, "rollback")
-    assert_failed_with_rollback(m, "VERIFICATION", "cancelled by the user")
-    i, size = counter_of(a, "mem")
-    assert size == 40000000
-    wait_for(lambda: counter_of(a, "mem")[0] > i, 10, "counter to advance on hostA")
-    assert_clean_destination(b, "mem")
+    assert_source_resumed_intact(a, b, mid, "cancelled by the user")

@@ -80,7 +80,9 @@ def test_link_down_mid_transfer(slow):
     finally:
         slow.link("up")
     assert_failed_with_rollback(m, "EXECUTION", "")
-    assert "no progress" in m["error"] or "timed out" in m["error"] or "link" in m["error"], m["error"]
+    # depending on timing the kernel fails the send at once (the route went with the
+    # interface) or the transfer stalls into the inactivity limit
+    assert any(x in m["error"] for x in ("no progress", "timed out", "link", "Network is unreachable")), m["error"]
     assert_running_and_advancing(a, "big")
     # the destination's receiver timed out by itself and threw the partial state away
     wait_for(lambda: b.staging() == [] and b.reserved()["memory_bytes"] == 0, 15, "hostB to clean up")

@@ -494,3 +494,55 @@ bad:
 	free(buf);
 	return -EINVAL;
 }
+
+int64_t fm_pacer_take(fm_pacer *p, size_t n)
+{
+	if (p->bps == 0)
+		return 0;
+	double rate = (double)p->bps / 8.0, burst = rate / 20.0 > 65536 ? rate / 20.0 : 65536;
+	int64_t now = fm_now_mono_us();
+	if (p->refill_us == 0)
+		p->refill_us = now, p->tokens = burst;
+	p->tokens += rate * (double)(now - p->refill_us) / 1e6;
+	if (p->tokens > burst)
+		p->tokens = burst;
+	p->refill_us = now;
+	p->tokens -= (double)n;
+	return p->tokens < 0 ? (int64_t)(-p->tokens / rate * 1e6) : 0;
+}
+
+void fm_sleep_us(int64_t us, const volatile bool *stop)
+{
+	while (us > 0 && !(stop && *stop)) {
+		int64_t step = us > 100000 ? 100000 : us;
+		struct timespec ts = { 0, (long)step * 1000 };
+		nanosleep(&ts, NULL);
+		us -= step;
+	}
+}
+
+int fm_parse_rate(const char *s, uint64_t *bps)
+{
+	char *end;
+	double v;
+	uint64_t mult = 1;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || v < 0)
+		return -EINVAL;
+	switch (*end) {
+	case 'k': case 'K': mult = 1000; end++; break;
+	case 'm': case 'M': mult = 1000000; end++; break;
+	case 'g': case 'G': mult = 1000000000; end++; break;
+	default: break;
+	}
+	if (*end && strcmp(end, "bit") && strcmp(end, "bps") && strcmp(end, "bit/s"))
+		return -EINVAL;
+	if (v * (double)mult > 1e15)
+		return -ERANGE;
+	*bps = (uint64_t)(v * (double)mult);
+	return 0;
+}

@@ -57,6 +57,9 @@ int fm_random_bytes(void *buf, size_t len);
 
 /* Parses "1.5G", "512M", "64k", "1024" (bytes) into bytes. */
 int fm_parse_size(const char *s, uint64_t *out);
+/* Parses a rate in bits per second: "200M", "1G", "50000k", "1000000"
+ * (decimal multiples; an optional "bit" or "bps" after the suffix). */
+int fm_parse_rate(const char *s, uint64_t *bps);
 /* "12.3 MiB" into buf. */
 void fm_format_bytes(uint64_t n, char *buf, size_t len);
 
@@ -67,3 +70,17 @@ int fm_split_hostport(const char *s, char *host, size_t hostlen, int *port);
 char *fm_base64_encode(const void *data, size_t len);
 /* -EINVAL on bad input. */
 int fm_base64_decode(const char *s, unsigned char **out, size_t *len);
+
+/* A bandwidth cap (token bucket with debt): fm_pacer_take says how long to wait
+ * before sending n more bytes so that the average stays at bps (bits/s).  Not
+ * thread-safe: callers sharing one pacer hold their own lock. */
+typedef struct fm_pacer {
+	uint64_t bps;        /* 0 = no cap */
+	double tokens;       /* bytes that may go without waiting (negative: debt) */
+	int64_t refill_us;
+} fm_pacer;
+/* Microseconds to wait before the n bytes go (0 = at once). */
+int64_t fm_pacer_take(fm_pacer *p, size_t n);
+/* Sleeps us microseconds in steps of at most 100 ms, stopping early once
+ * *stop (if given) becomes true. */
+void fm_sleep_us(int64_t us, const volatile bool *stop);

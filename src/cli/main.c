@@ -135,6 +135,14 @@ static const char migrate_help[] =
 "                       support), PRE_COPY or HYBRID (need dirty-memory tracking;\n"
 "                       refused in PLANNING where the kernel lacks it)\n"
 "  --health-timeout MS  limit for the health command (default 10000)\n"
+"  --bandwidth RATE     cap every transfer of this migration (state, pages) at\n"
+"                       RATE bits per second: 200M, 1G, 50000k (default: none)\n"
+"  --compress C         zstd on the memory stream: auto (default: only while it\n"
+"                       pays, level by the measured link speed), off, or a\n"
+"                       level 1..19 (tried on every block)\n"
+"  --no-diskless        COLD_MIGRATION writes memory to disk and copies it after\n"
+"                       the dump, instead of streaming it to the destination's\n"
+"                       CRIU page server while dumping (default: diskless)\n"
 "  --detach             print the migration id and return at once\n"
 "  -v, --verbose        print the migration log even when not on a terminal\n"
 "\n"
@@ -516,8 +524,9 @@ static int follow(const char *id, bool verbose)
 static int cmd_migrate(int argc, char **argv)
 {
 	const char *to = NULL, *from = NULL, *strategy = NULL;
-	bool detach = false, verbose = false;
-	int health_timeout = 0, i;
+	bool detach = false, verbose = false, no_diskless = false;
+	int health_timeout = 0, i, compress = -1;
+	uint64_t bandwidth = 0;
 	json_t *health = NULL, *req, *out = NULL;
 
 	if (want_help(argc, argv)) {
@@ -540,6 +549,10 @@ static int cmd_migrate(int argc, char **argv)
 			verbose = true;
 			continue;
 		}
+		if (!strcmp(argv[i], "--no-diskless")) {
+			no_diskless = true;
+			continue;
+		}
 		if (argv[i][0] != '-') {
 			if (container)
 				return die_usage("unexpected argument %s (a health command goes after --)", argv[i]);
@@ -556,7 +569,19 @@ static int cmd_migrate(int argc, char **argv)
 			strategy = argv[++i];
 		else if (!strcmp(argv[i], "--health-timeout"))
 			health_timeout = atoi(argv[++i]);
-		else
+		else if (!strcmp(argv[i], "--bandwidth")) {
+			if (fm_parse_rate(argv[++i], &bandwidth) < 0 || bandwidth < 1000000)
+				return die_usage("--bandwidth %s: give bits per second of at least 1M, e.g. 200M or 1G", argv[i]);
+		} else if (!strcmp(argv[i], "--compress")) {
+			char *end;
+			i++;
+			if (!strcmp(argv[i], "auto"))
+				compress = -1;
+			else if (!strcmp(argv[i], "off"))
+				compress = 0;
+			else if ((compress = (int)strtol(argv[i], &end, 10)) < 1 || compress > 19 || *end)
+				return die_usage("--compress %s: use auto, off or a zstd level 1..19", argv[i]);
+		} else
 			return die_usage("unknown option %s", argv[i]);
 	}
 	if (!container)
@@ -574,6 +599,11 @@ static int cmd_migrate(int argc, char **argv)
 		json_object_set_new(req, "health_cmd", health);
 	if (health_timeout > 0)
 		json_object_set_new(req, "health_timeout_ms", json_integer(health_timeout));
+	if (bandwidth)
+		json_object_set_new(req, "bandwidth_bps", json_integer((json_int_t)bandwidth));
+	json_object_set_new(req, "compress", json_integer(compress));
+	if (no_diskless)
+		json_object_set_new(req, "diskless", json_false());
 	if (call("POST", "/v1/migrations", req, &out) != EXIT_OK)
 		return EXIT_FAIL;
 	char id[64];

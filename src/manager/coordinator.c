@@ -279,6 +279,22 @@ static int step_planning(fm_mig *m)
 	return 0;
 }
 
+/* Adds the migration's transfer options (bandwidth cap, compression) to an
+ * agent request. */
+static json_t *with_transfer_opts(fm_mig *m, json_t *body)
+{
+	json_t *bw = json_object_get(m->req, "bandwidth_bps"), *cz = json_object_get(m->req, "compress");
+	if (json_is_integer(bw))
+		json_object_set(body, "bandwidth_bps", bw);
+	json_object_set_new(body, "compress", json_integer(json_is_integer(cz) ? json_integer_value(cz) : -1));
+	return body;
+}
+
+static bool diskless(fm_mig *m)
+{
+	return m->strategy == FM_STRATEGY_COLD && !json_is_false(json_object_get(m->req, "diskless"));
+}
+
 /* PREPARATION: compatibility checked before anything is frozen; image, bundle and
  * data channel ready on the destination. */
 static int step_preparation(fm_mig *m)
@@ -316,8 +332,9 @@ static int step_preparation(fm_mig *m)
 	if ((r = step_mark(m, "prepare", "started")) < 0)
 		return r;
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
-		  json_pack("{s:o, s:s, s:s, s:s}", "spec", spec, "source_endpoint", m->src_ep, "source", m->source,
-			    "controller", m->ctl->self_endpoint),
+		  with_transfer_opts(m, json_pack("{s:o, s:s, s:s, s:s, s:b}", "spec", spec, "source_endpoint", m->src_ep,
+						  "source", m->source, "controller", m->ctl->self_endpoint,
+						  "diskless", diskless(m))),
 		  &m->prep, &m->err, "/v1/agent/migrations/%s/prepare", m->id);
 	if (r < 0) {
 		fm_error_prefix(&m->err, "destination %s could not be prepared", m->dest);
@@ -345,16 +362,19 @@ static int step_execution(fm_mig *m)
 	if ((r = step_mark(m, "checkpoint", "started")) < 0)
 		return r;
 	t_freeze = fm_now_mono_us();
-	r = agent(m, m->src_ep, "POST", m->ctl->long_timeout_ms,
-		  json_pack("{s:s, s:O, s:O, s:O, s:s, s:b}", "container", m->container,
-			    "data_host", json_object_get(m->prep, "data_host"), "port", json_object_get(m->prep, "port"),
-			    "token", json_object_get(m->prep, "token"), "controller", m->ctl->self_endpoint,
-			    "lazy", m->strategy == FM_STRATEGY_POST_COPY),
-		  &ck, &m->err, "/v1/agent/migrations/%s/checkpoint", m->id);
+	json_t *ckreq = with_transfer_opts(m, json_pack("{s:s, s:O, s:O, s:O, s:s, s:b}", "container", m->container,
+		"data_host", json_object_get(m->prep, "data_host"), "port", json_object_get(m->prep, "port"),
+		"token", json_object_get(m->prep, "token"), "controller", m->ctl->self_endpoint,
+		"lazy", m->strategy == FM_STRATEGY_POST_COPY));
+	if (json_is_integer(json_object_get(m->prep, "page_relay_port")))
+		json_object_set_new(ckreq, "page_relay", json_pack("{s:O, s:O}", "host", json_object_get(m->prep, "data_host"),
+								   "port", json_object_get(m->prep, "page_relay_port")));
+	r = agent(m, m->src_ep, "POST", m->ctl->long_timeout_ms, ckreq, &ck, &m->err,
+		  "/v1/agent/migrations/%s/checkpoint", m->id);
 	if (r < 0)
 		return r;
 	step_mark(m, "checkpoint", "done");
-	m->bytes = json_integer_value(json_object_get(ck, "wire_bytes"));
+	m->bytes = json_integer_value(json_object_get(ck, "wire_bytes")) + json_integer_value(json_object_get(ck, "pages_wire_tx"));
 	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET bytes_transferred = ? WHERE id = ?", "is",
 			m->bytes, m->id);
 	fm_format_bytes((uint64_t)m->bytes, bytes, sizeof(bytes));
@@ -362,6 +382,23 @@ static int step_execution(fm_mig *m)
 	     m->container, json_real_value(json_object_get(ck, "freeze_ms")), json_real_value(json_object_get(ck, "dump_ms")),
 	     m->strategy == FM_STRATEGY_POST_COPY ? " (all but memory: pages are served on demand from the source)" : "");
 	json_t *page_server = json_incref(json_object_get(ck, "page_server"));
+	if (json_object_get(ck, "pages_raw_tx")) {
+		char raw[32], wire[32];
+		fm_format_bytes((uint64_t)json_integer_value(json_object_get(ck, "pages_raw_tx")), raw, sizeof(raw));
+		fm_format_bytes((uint64_t)json_integer_value(json_object_get(ck, "pages_wire_tx")), wire, sizeof(wire));
+		json_int_t zf = json_integer_value(json_object_get(ck, "pages_compressed_frames"));
+		double link = json_real_value(json_object_get(ck, "pages_link_bps"));
+		char how[96] = "sent raw", lk[64] = "";
+		if (zf > 0)
+			snprintf(how, sizeof(how), "zstd level %" JSON_INTEGER_FORMAT " on %" JSON_INTEGER_FORMAT " of %"
+				 JSON_INTEGER_FORMAT " frames", json_integer_value(json_object_get(ck, "pages_zstd_level")), zf,
+				 json_integer_value(json_object_get(ck, "pages_frames")));
+		if (link > 0)
+			snprintf(lk, sizeof(lk), "; link measured at %.0f Mbit/s", link / 1e6);
+		mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER,
+		     "Memory streamed to %s while it was dumped (diskless): %s of pages, %s on the wire, %s%s",
+		     m->dest, raw, wire, how, lk);
+	}
 	mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "Transferred %s (%" JSON_INTEGER_FORMAT " files) to %s in %.1f ms at %.1f Mbit/s, every chunk checksummed",
 	     bytes, json_integer_value(json_object_get(ck, "entries")), m->dest,
 	     json_real_value(json_object_get(ck, "transfer_ms")), json_real_value(json_object_get(ck, "rate_bps")) / 1e6);
@@ -372,8 +409,8 @@ static int step_execution(fm_mig *m)
 		return r;
 	}
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
-		  page_server ? json_pack("{s:o}", "page_server", page_server) : json_object(), &rs, &m->err,
-		  "/v1/agent/migrations/%s/restore", m->id);
+		  with_transfer_opts(m, page_server ? json_pack("{s:o}", "page_server", page_server) : json_object()),
+		  &rs, &m->err, "/v1/agent/migrations/%s/restore", m->id);
 	if (r < 0)
 		return r;
 	step_mark(m, "restore", "done");
@@ -749,6 +786,15 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	if (ht && !json_is_null(ht) && (!json_is_integer(ht) || json_integer_value(ht) <= 0 ||
 					json_integer_value(ht) > 3600000))
 		return fm_error_set(err, -EINVAL, "\"health_timeout_ms\" must be 1..3600000");
+	json_t *bw = json_object_get(req, "bandwidth_bps");
+	if (bw && !json_is_null(bw) && (!json_is_integer(bw) || json_integer_value(bw) < 1000000))
+		return fm_error_set(err, -EINVAL, "\"bandwidth_bps\" must be at least 1000000 (1 Mbit/s)");
+	json_t *cz = json_object_get(req, "compress");
+	if (cz && !json_is_null(cz) && (!json_is_integer(cz) || json_integer_value(cz) < -1 || json_integer_value(cz) > 19))
+		return fm_error_set(err, -EINVAL, "\"compress\" must be -1 (auto), 0 (off) or a zstd level 1..19");
+	json_t *dl = json_object_get(req, "diskless");
+	if (dl && !json_is_boolean(dl))
+		return fm_error_set(err, -EINVAL, "\"diskless\" must be true or false");
 
 	json_t *busy = fm_journal_query_one(c->journal, "SELECT id FROM migrations WHERE container = ? AND resolved = 0",
 					    "s", container);

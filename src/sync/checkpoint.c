@@ -34,13 +34,17 @@ int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err)
 }
 
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		 fm_error *err)
+		 int page_server_port, fm_error *err)
 {
 	struct fm_cmd *c = fm_rt_runc_cmd(rt);
 
 	fm_cmd_arg(c, "checkpoint");
 	/* keep the frozen source: rollback is then a resume, not a restore */
 	fm_cmd_arg(c, "--leave-running");
+	if (page_server_port > 0) {
+		fm_cmd_arg(c, "--page-server");
+		fm_cmd_argf(c, "127.0.0.1:%d", page_server_port);
+	}
 	fm_cmd_arg(c, "--image-path");
 	fm_cmd_arg(c, images_dir);
 	fm_cmd_arg(c, "--work-path");
@@ -131,6 +135,31 @@ int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char 
 	fm_cmd_arg(c, work_dir);
 	fm_cmd_arg(c, "-o");
 	fm_cmd_arg(c, "lazy-pages.log");
+	if ((r = fm_cmd_start(c, err)) < 0) {
+		fm_cmd_free(c);
+		return r;
+	}
+	*running = c;
+	return 0;
+}
+
+int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char *work_dir, int port,
+			      struct fm_cmd **running, fm_error *err)
+{
+	struct fm_cmd *c = fm_cmd_new(rt->criu);
+	int r;
+
+	fm_cmd_arg(c, "page-server");
+	fm_cmd_arg(c, "--images-dir");
+	fm_cmd_arg(c, images_dir);
+	fm_cmd_arg(c, "-W");
+	fm_cmd_arg(c, work_dir);
+	fm_cmd_arg(c, "--address");
+	fm_cmd_arg(c, "127.0.0.1");
+	fm_cmd_arg(c, "--port");
+	fm_cmd_argf(c, "%d", port);
+	fm_cmd_arg(c, "-o");
+	fm_cmd_arg(c, "page-server.log");
 	if ((r = fm_cmd_start(c, err)) < 0) {
 		fm_cmd_free(c);
 		return r;

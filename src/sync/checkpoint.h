@@ -21,9 +21,16 @@
 /* Freezes the container (its processes stop at once; the clock of the downtime
  * starts here). */
 int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err);
-/* Dumps a frozen container into images_dir (work_dir holds CRIU's log). */
+/* Dumps a frozen container into images_dir (work_dir holds CRIU's log).  With
+ * page_server_port > 0 the memory pages go to the page server behind
+ * 127.0.0.1:page_server_port (a page relay) instead of images_dir: diskless. */
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		 fm_error *err);
+		 int page_server_port, fm_error *err);
+/* Diskless COLD destination: `criu page-server` on 127.0.0.1:port writing the
+ * pages (pagemap-*.img, pages-*.img) it receives into images_dir; it exits 0
+ * when the dump is complete. */
+int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char *work_dir, int port,
+			      struct fm_cmd **running, fm_error *err);
 /* POST_COPY source: dumps everything but memory and then serves pages from
  * host:port until the destination has them all.  Run on a frozen container with
  * --leave-running: CRIU keeps the tasks seized while serving and freezes them

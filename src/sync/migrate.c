@@ -19,6 +19,7 @@
 #include "basic/util.h"
 #include "manager/allocator.h"
 #include "sync/checkpoint.h"
+#include "sync/relay.h"
 #include "sync/transfer.h"
 
 /* A fully received migration that neither its restore nor an abort claims within
@@ -44,6 +45,8 @@ typedef struct fm_incoming {
 	fm_xfer_stats stats;         /* updated while receiving (under a->lock) */
 	int64_t restored_us;         /* monotonic time the restore returned */
 	struct fm_cmd *lazy;         /* POST_COPY: `criu lazy-pages` fetching the memory */
+	struct fm_cmd *page_server;  /* diskless COLD: `criu page-server` receiving the memory */
+	fm_relay *relay;             /* COLD: ingress relay to page_server; POST_COPY: egress relay to the source */
 	fm_agent *agent;
 	struct fm_incoming *next;
 } fm_incoming;
@@ -54,6 +57,7 @@ typedef struct fm_outgoing {
 	char phase[32];
 	fm_xfer_stats stats;
 	struct fm_cmd *lazy;         /* POST_COPY: runc/CRIU still serving pages */
+	fm_relay *relay;             /* POST_COPY: ingress relay in front of CRIU's page server */
 	struct fm_outgoing *next;
 } fm_outgoing;
 
@@ -90,6 +94,11 @@ static void incoming_free(fm_incoming *in)
 	if (in->lazy)
 		finish_cmd(in->lazy, 0, NULL);
 	in->lazy = NULL;
+	if (in->page_server)
+		finish_cmd(in->page_server, 0, NULL);
+	in->page_server = NULL;
+	fm_relay_free(in->relay);
+	in->relay = NULL;
 	if (in->listener)
 		fm_xfer_listener_cancel(in->listener);
 	if (in->thread_started)
@@ -111,6 +120,7 @@ void fm_agent_fini(fm_agent *a)
 	}
 	while (a->outgoing) {
 		fm_outgoing *n = a->outgoing->next;
+		fm_relay_free(a->outgoing->relay);
 		free(a->outgoing);
 		a->outgoing = n;
 	}
@@ -150,6 +160,49 @@ static int check_mid(const char *mid, fm_error *err)
 	if (!fm_name_valid(mid))
 		return fm_error_set(err, -EINVAL, "invalid migration id");
 	return 0;
+}
+
+static int parse_token(const char *s, uint8_t out[FM_XFER_TOKEN_LEN])
+{
+	if (!s || strlen(s) != 2 * FM_XFER_TOKEN_LEN)
+		return -EINVAL;
+	for (int i = 0; i < FM_XFER_TOKEN_LEN; i++) {
+		unsigned v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -EINVAL;
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+/* The page relay's options from a request: "compress" (-1 auto, 0 off, 1..19)
+ * and "bandwidth_bps". */
+static void relay_opts_from(fm_agent *a, json_t *req, fm_relay_opts *o)
+{
+	json_t *c = json_object_get(req, "compress");
+	*o = (fm_relay_opts)FM_RELAY_OPTS_INIT;
+	o->io_timeout_ms = a->io_timeout_ms;
+	o->compress = json_is_integer(c) && json_integer_value(c) >= -1 && json_integer_value(c) <= 19
+		? (int)json_integer_value(c) : FM_RELAY_COMPRESS_AUTO;
+	json_int_t bw = json_integer_value(json_object_get(req, "bandwidth_bps"));
+	o->bandwidth_bps = bw > 0 ? (uint64_t)bw : 0;
+}
+
+static void relay_stats_json(fm_relay *r, json_t *obj, const char *prefix)
+{
+	fm_relay_stats st;
+	char k[64];
+	fm_relay_get_stats(r, &st);
+#define SET(name, val) (snprintf(k, sizeof(k), "%s%s", prefix, name), json_object_set_new(obj, k, val))
+	SET("wire_tx", json_integer((json_int_t)st.wire_tx));
+	SET("wire_rx", json_integer((json_int_t)st.wire_rx));
+	SET("raw_tx", json_integer((json_int_t)st.raw_tx));
+	SET("raw_rx", json_integer((json_int_t)st.raw_rx));
+	SET("compressed_frames", json_integer(st.compressed_frames));
+	SET("frames", json_integer(st.frames_tx));
+	SET("zstd_level", json_integer(st.level));
+	SET("link_bps", json_real(st.link_bps));
+#undef SET
 }
 
 /* An abort leaves a tombstone: a prepare or reserve that was already on its way
@@ -359,6 +412,8 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		hex(in->token, sizeof(in->token), tokhex);
 		*out = json_pack("{s:s, s:i, s:s, s:b}", "data_host", a->data_host, "port",
 				 fm_xfer_listener_port(in->listener), "token", tokhex, "image_pulled", 0);
+		if (in->relay)
+			json_object_set_new(*out, "page_relay_port", json_integer(fm_relay_port(in->relay)));
 		pthread_mutex_unlock(&a->lock);
 		return 0;
 	}
@@ -428,6 +483,24 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		fm_error_set(err, r, "getrandom: %s", strerror(-r));
 		goto fail_undo;
 	}
+	if (json_is_true(json_object_get(req, "diskless"))) {
+		/* diskless COLD: the memory streams into a page server while the source dumps */
+		_cleanup_free_ char *pages = fm_xasprintf("%s/pages", in->staging);
+		fm_relay_opts ro;
+		int ps_port = free_port("127.0.0.1");
+		relay_opts_from(a, req, &ro);
+		if (ps_port < 0) {
+			r = fm_error_set(err, ps_port, "no free local port for CRIU's page server");
+			goto fail_undo;
+		}
+		if ((r = fm_mkdir_p(pages, 0700)) < 0) {
+			fm_error_set(err, r, "cannot create %s: %s", pages, strerror(-r));
+			goto fail_undo;
+		}
+		if ((r = fm_ckpt_page_server_start(a->rt, pages, work, ps_port, &in->page_server, err)) < 0 ||
+		    (r = fm_relay_ingress(a->data_host, in->token, "127.0.0.1", ps_port, &ro, &in->relay, err)) < 0)
+			goto fail_undo;
+	}
 	in->recv_status = a->io_timeout_ms;
 	if (pthread_create(&in->thread, NULL, recv_thread, in) != 0) {
 		r = fm_error_set(err, -EAGAIN, "cannot start the receiver thread");
@@ -437,6 +510,8 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	hex(in->token, sizeof(in->token), tokhex);
 	*out = json_pack("{s:s, s:i, s:s, s:b}", "data_host", a->data_host, "port",
 			 fm_xfer_listener_port(in->listener), "token", tokhex, "image_pulled", pulled);
+	if (in->relay)
+		json_object_set_new(*out, "page_relay_port", json_integer(fm_relay_port(in->relay)));
 	pthread_mutex_lock(&a->lock);
 	in->next = a->incoming;
 	a->incoming = in;
@@ -451,6 +526,60 @@ fail_undo:
 fail_free:
 	incoming_free(in);
 	return r;
+}
+
+/* Diskless COLD: the page server has written pagemap-*.img and pages-*.img;
+ * they join the other images.  The dump on the source finished before the
+ * controller asked for the restore, so the page server is ending. */
+static int collect_pages(fm_agent *a, fm_incoming *in, const char *images, const char *work, json_t *stats,
+			 fm_error *err)
+{
+	_cleanup_free_ char *pages = fm_xasprintf("%s/pages", in->staging);
+	struct fm_cmd *ps = in->page_server;
+	fm_error e = FM_ERROR_INIT;
+	int r;
+
+	in->page_server = NULL;
+	if ((r = fm_relay_wait(in->relay, a->io_timeout_ms, &e)) < 0 ||
+	    (r = finish_cmd(ps, a->io_timeout_ms, &e)) != 0) {
+		r = r > 0 ? -EIO : r;
+		if (e.code == 0)
+			fm_error_set(&e, r, "CRIU's page server failed");
+		fm_ckpt_attach_criu_log(&e, work, "page-server.log");
+		fm_error_prefix(&e, "receiving the memory pages failed");
+		fm_error_move(err, &e);
+		return r;
+	}
+	fm_error_clear(&e);
+	relay_stats_json(in->relay, stats, "pages_");
+	fm_relay_free(in->relay);
+	in->relay = NULL;
+
+	_cleanup_close_ int sfd = open(pages, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int dfd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = sfd >= 0 ? fdopendir(dup(sfd)) : NULL;
+	struct dirent *de;
+	unsigned moved = 0;
+	if (!d || dfd < 0) {
+		if (d)
+			closedir(d);
+		return fm_error_set(err, -EIO, "cannot open the received pages in %s", pages);
+	}
+	while ((de = readdir(d))) {
+		/* only what CRIU's page server writes, and nothing the sender already sent */
+		if (de->d_type != DT_REG || (strncmp(de->d_name, "pagemap-", 8) && strncmp(de->d_name, "pages-", 6)))
+			continue;
+		if (renameat2(sfd, de->d_name, dfd, de->d_name, RENAME_NOREPLACE) < 0) {
+			r = fm_error_set(err, -errno, "cannot move %s/%s into the images: %m", pages, de->d_name);
+			closedir(d);
+			return r;
+		}
+		moved++;
+	}
+	closedir(d);
+	if (moved == 0)
+		return fm_error_set(err, -EIO, "the page server received no memory pages");
+	return 0;
 }
 
 static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
@@ -497,9 +626,12 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	_cleanup_free_ char *rupper = fm_xasprintf("%s/recv/upper", in->staging);
 	_cleanup_free_ char *images = fm_xasprintf("%s/recv/images", in->staging);
 	_cleanup_free_ char *work = fm_xasprintf("%s/work", in->staging);
+	json_auto_t *pstats = json_object();
 	struct stat st;
 
 	if ((r = fm_sync_check_received(in->staging, err)) < 0)
+		return r;
+	if (in->page_server && (r = collect_pages(a, in, images, work, pstats, err)) < 0)
 		return r;
 	if (lstat(rupper, &st) == 0) {
 		fm_rm_rf(upper);
@@ -512,10 +644,21 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	json_t *ps = json_object_get(req, "page_server");
 	const char *ps_host = json_string_value(json_object_get(ps, "host"));
 	int ps_port = (int)json_integer_value(json_object_get(ps, "port"));
-	if (ps && (!ps_host || ps_port <= 0 || ps_port > 65535))
-		return fm_error_set(err, -EINVAL, "page_server needs host and port");
-	if (ps && (r = fm_ckpt_lazy_pages_start(a->rt, images, work, ps_host, ps_port, &in->lazy, err)) < 0)
-		return r;
+	uint8_t ps_token[FM_XFER_TOKEN_LEN];
+	if (ps && (!ps_host || ps_port <= 0 || ps_port > 65535 ||
+		   parse_token(json_string_value(json_object_get(ps, "token")), ps_token) < 0))
+		return fm_error_set(err, -EINVAL, "page_server needs host, port and token");
+	if (ps) {
+		/* POST_COPY: criu lazy-pages fetches through our relay from the source's */
+		fm_relay_opts ro;
+		relay_opts_from(a, req, &ro);
+		fm_relay_free(in->relay);
+		in->relay = NULL;
+		if ((r = fm_relay_egress(ps_host, ps_port, ps_token, &ro, &in->relay, err)) < 0 ||
+		    (r = fm_ckpt_lazy_pages_start(a->rt, images, work, "127.0.0.1", fm_relay_port(in->relay),
+						  &in->lazy, err)) < 0)
+			return r;
+	}
 	r = fm_restore(a->rt, in->spec.name, images, work, ps != NULL, err);
 	if (r < 0) {
 		fm_rt_runc_destroy(a->rt, in->spec.name, NULL);
@@ -526,9 +669,11 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	int64_t restore_us = in->restored_us - t0;
 	fm_rt_record(a->rt, &in->spec, mid, false);
 	fm_journal_exec(a->journal, "UPDATE incoming SET state = 'RESTORED' WHERE mid = ?", "s", mid);
-	*out = json_pack("{s:f, s:I, s:I, s:i}", "restore_ms", (double)restore_us / 1000.0,
-			 "received_payload_bytes", (json_int_t)in->stats.payload_bytes,
-			 "received_wire_bytes", (json_int_t)in->stats.wire_bytes, "entries", (int)in->stats.entries);
+	*out = json_incref(pstats);
+	json_object_set_new(*out, "restore_ms", json_real((double)restore_us / 1000.0));
+	json_object_set_new(*out, "received_payload_bytes", json_integer((json_int_t)in->stats.payload_bytes));
+	json_object_set_new(*out, "received_wire_bytes", json_integer((json_int_t)in->stats.wire_bytes));
+	json_object_set_new(*out, "entries", json_integer((int)in->stats.entries));
 	return 0;
 }
 
@@ -728,19 +873,6 @@ static void send_progress(void *opaque, const fm_xfer_stats *s)
 	o->stats = *s;
 }
 
-static int parse_token(const char *s, uint8_t out[FM_XFER_TOKEN_LEN])
-{
-	if (!s || strlen(s) != 2 * FM_XFER_TOKEN_LEN)
-		return -EINVAL;
-	for (int i = 0; i < FM_XFER_TOKEN_LEN; i++) {
-		unsigned v;
-		if (sscanf(s + 2 * i, "%2x", &v) != 1)
-			return -EINVAL;
-		out[i] = (uint8_t)v;
-	}
-	return 0;
-}
-
 static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	const char *name = json_string_value(json_object_get(req, "container"));
@@ -790,19 +922,64 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	t1 = fm_now_mono_us();
 	set_phase(a, mid, "checkpointing");
 	bool lazy = json_is_true(json_object_get(req, "lazy"));
+	json_t *page_relay = json_object_get(req, "page_relay");
 	struct fm_cmd *serving = NULL;
+	fm_relay_opts ro;
+	fm_relay *relay = NULL;
+	uint8_t ps_token[FM_XFER_TOKEN_LEN];
 	int ps_port = 0;
+	json_auto_t *pstats = json_object();
+	relay_opts_from(a, req, &ro);
 	if (lazy) {
-		if ((ps_port = free_port(a->data_host)) < 0) {
-			r = fm_error_set(err, ps_port, "no free port on %s for the page server", a->data_host);
+		/* POST_COPY: CRIU serves pages on the loopback; the destination reaches it
+		 * through our relay, with its own token */
+		if ((ps_port = free_port("127.0.0.1")) < 0) {
+			r = fm_error_set(err, ps_port, "no free local port for the page server");
 			goto thaw;
 		}
-		if ((r = fm_ckpt_dump_lazy(a->rt, name, images, work, a->data_host, ps_port, &serving, err)) < 0)
+		if ((r = fm_random_bytes(ps_token, sizeof(ps_token))) < 0) {
+			fm_error_set(err, r, "getrandom: %s", strerror(-r));
 			goto thaw;
+		}
+		if ((r = fm_relay_ingress(a->data_host, ps_token, "127.0.0.1", ps_port, &ro, &relay, err)) < 0)
+			goto thaw;
+		if ((r = fm_ckpt_dump_lazy(a->rt, name, images, work, "127.0.0.1", ps_port, &serving, err)) < 0) {
+			fm_relay_free(relay);
+			goto thaw;
+		}
 		pthread_mutex_lock(&a->lock);
-		outgoing_get(a, mid, true)->lazy = serving;
+		fm_outgoing *o = outgoing_get(a, mid, true);
+		o->lazy = serving;
+		o->relay = relay;
 		pthread_mutex_unlock(&a->lock);
-	} else if ((r = fm_ckpt_dump(a->rt, name, images, work, err)) < 0) {
+	} else if (page_relay) {
+		/* diskless COLD: the pages stream to the destination's page server while
+		 * CRIU dumps; only the other images are written here */
+		const char *rh = json_string_value(json_object_get(page_relay, "host"));
+		int rp = (int)json_integer_value(json_object_get(page_relay, "port"));
+		if (!rh || rp <= 0 || rp > 65535) {
+			r = fm_error_set(err, -EINVAL, "page_relay needs host and port");
+			goto thaw;
+		}
+		if ((r = fm_relay_egress(rh, rp, token, &ro, &relay, err)) < 0)
+			goto thaw;
+		r = fm_ckpt_dump(a->rt, name, images, work, fm_relay_port(relay), err);
+		fm_error e = FM_ERROR_INIT;
+		if (fm_relay_failed(relay, &e) < 0) {
+			/* the relay's reason is the root cause of CRIU's "page server" errors */
+			fm_error_clear(err);
+			fm_error_move(err, &e);
+			fm_error_prefix(err, "streaming the memory of %s to %s:%d failed", name, rh, rp);
+			r = err->code;
+		} else if (r == 0 && (r = fm_relay_wait(relay, a->io_timeout_ms, &e)) < 0) {
+			fm_error_move(err, &e);
+		}
+		fm_error_clear(&e);
+		relay_stats_json(relay, pstats, "pages_");
+		fm_relay_free(relay);
+		if (r < 0)
+			goto thaw;
+	} else if ((r = fm_ckpt_dump(a->rt, name, images, work, 0, err)) < 0) {
 		goto thaw;
 	}
 	t2 = fm_now_mono_us();
@@ -813,6 +990,7 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	fm_xfer_opts opts = FM_XFER_OPTS_INIT;
 	fm_xfer_stats st = { 0 };
 	opts.io_timeout_ms = a->io_timeout_ms;
+	opts.bandwidth_bps = ro.bandwidth_bps;
 	pthread_mutex_lock(&a->lock);
 	opts.progress_opaque = outgoing_get(a, mid, true);
 	pthread_mutex_unlock(&a->lock);
@@ -827,13 +1005,18 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	}
 	set_phase(a, mid, "sent");
 	fm_journal_exec(a->journal, "UPDATE outgoing SET state = 'SENT' WHERE mid = ?", "s", mid);
-	*out = json_pack("{s:f, s:f, s:f, s:I, s:I, s:f, s:i}",
+	*out = json_incref(pstats);
+	json_object_update_new(*out, json_pack("{s:f, s:f, s:f, s:I, s:I, s:f, s:i}",
 			 "freeze_ms", (double)(t1 - t0) / 1000.0, "dump_ms", (double)(t2 - t1) / 1000.0,
 			 "transfer_ms", (double)(t3 - t2) / 1000.0, "wire_bytes", (json_int_t)st.wire_bytes,
 			 "payload_bytes", (json_int_t)st.payload_bytes, "rate_bps", st.rate_bps,
-			 "entries", (int)st.entries);
-	if (lazy)
-		json_object_set_new(*out, "page_server", json_pack("{s:s, s:i}", "host", a->data_host, "port", ps_port));
+			 "entries", (int)st.entries));
+	if (lazy) {
+		char tokhex[2 * FM_XFER_TOKEN_LEN + 1];
+		hex(ps_token, sizeof(ps_token), tokhex);
+		json_object_set_new(*out, "page_server", json_pack("{s:s, s:i, s:s}", "host", a->data_host, "port",
+								    fm_relay_port(relay), "token", tokhex));
+	}
 	return 0;
 thaw:
 	/* nothing restored anywhere yet: let the container run on while the controller
@@ -870,6 +1053,7 @@ static void outgoing_forget(fm_agent *a, const char *mid)
 		if (!strcmp((*pp)->mid, mid)) {
 			fm_outgoing *o = *pp;
 			*pp = o->next;
+			fm_relay_free(o->relay);
 			free(o);
 			break;
 		}

@@ -252,6 +252,7 @@ typedef struct sender {
 	const fm_xfer_opts *o;
 	fm_xfer_stats *st;
 	int64_t start_us;
+	fm_pacer pacer;                /* opts->bandwidth_bps */
 	uint8_t *buf;
 	const char *local_dir;
 	size_t root_len;               /* length of remote_name at the start of path */
@@ -307,6 +308,7 @@ static int send_content(sender *s, int fd, uint64_t size, fm_error *err)
 		uint64_t rel = (uint64_t)off - s->st->payload_bytes;
 		if (off >= 0 && (uint64_t)off >= s->st->payload_bytes && rel < want)
 			p[rel] ^= 0xff; /* after the checksum: the test hook the receiver must catch */
+		fm_sleep_us(fm_pacer_take(&s->pacer, FMX_HDR + want), NULL);
 		int r = conn_send(&s->c, s->buf, FMX_HDR + want, true, err);
 		if (r < 0)
 			return r;
@@ -416,7 +418,7 @@ static int send_walk(sender *s, int dfd, size_t plen, unsigned depth, fm_error *
 	return r;
 }
 
-static int connect_to(const char *host, int port, int timeout_ms, fm_error *err)
+int fm_xfer_connect(const char *host, int port, int timeout_ms, fm_error *err)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai = NULL;
 	char ps[16];
@@ -532,6 +534,7 @@ int fm_xfer_send(const char *host, int port, const uint8_t token[FM_XFER_TOKEN_L
 	int r;
 
 	*s.st = (fm_xfer_stats){ 0 };
+	s.pacer.bps = s.o->bandwidth_bps;
 	for (size_t i = 0; i < ntrees; i++) {
 		const char *n = trees[i].remote_name;
 		if (!n || !fm_xfer_path_valid(n, strlen(n)) || strchr(n, '/'))
@@ -539,7 +542,7 @@ int fm_xfer_send(const char *host, int port, const uint8_t token[FM_XFER_TOKEN_L
 					    "path component",
 					    n ? n : "(null)", trees[i].local_dir);
 	}
-	fd = connect_to(host, port, io_timeout(opts), err);
+	fd = fm_xfer_connect(host, port, io_timeout(opts), err);
 	if (fd < 0)
 		return fd;
 	s.c = (conn){ .fd = fd, .cancel_fd = -1, .timeout_ms = io_timeout(opts), .watch_in = true,
@@ -1081,6 +1084,8 @@ int fm_xfer_listen(const char *bind_host, int port, fm_xfer_listener **out, fm_e
 }
 
 int fm_xfer_listener_port(const fm_xfer_listener *l) { return l ? l->port : -1; }
+int fm_xfer_listener_fd(const fm_xfer_listener *l) { return l->fd; }
+int fm_xfer_listener_cancel_fd(const fm_xfer_listener *l) { return l->cancel_fd; }
 
 void fm_xfer_listener_cancel(fm_xfer_listener *l)
 {

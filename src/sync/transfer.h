@@ -47,6 +47,7 @@ typedef void (*fm_xfer_progress_fn)(void *opaque, const fm_xfer_stats *so_far);
 typedef struct fm_xfer_opts {
 	int io_timeout_ms;           /* no progress for this long = failure (default 10000) */
 	uint64_t max_bytes;          /* receiver: refuse streams larger than this (0 = 64 GiB) */
+	uint64_t bandwidth_bps;      /* sender: cap in bits per second (0 = none) */
 	fm_xfer_progress_fn progress;
 	void *progress_opaque;
 	/* Fault injection for tests (daemon --fault corrupt-transfer): flip one payload
@@ -73,6 +74,13 @@ int fm_xfer_send(const char *host, int port, const uint8_t token[FM_XFER_TOKEN_L
 typedef struct fm_xfer_listener fm_xfer_listener;
 int fm_xfer_listen(const char *bind_host, int port, fm_xfer_listener **out, fm_error *err);
 int fm_xfer_listener_port(const fm_xfer_listener *l);
+/* For other listeners of the data plane (relay.c): the listening socket and an
+ * eventfd that becomes readable on fm_xfer_listener_cancel. */
+int fm_xfer_listener_fd(const fm_xfer_listener *l);
+int fm_xfer_listener_cancel_fd(const fm_xfer_listener *l);
+/* A non-blocking TCP connection to host:port with the data plane's socket options
+ * (no Nagle, TCP_USER_TIMEOUT = timeout_ms); fd or -errno with err filled. */
+int fm_xfer_connect(const char *host, int port, int timeout_ms, fm_error *err);
 /* Accepts one connection (waiting at most accept_timeout_ms), checks the token,
  * receives into dest_dir (which must exist and be empty), verifies, sends ACK.
  * A connection with a wrong token is dropped and the wait continues. */

@@ -33,6 +33,27 @@ static void test_name_valid(void **state)
 	assert_true(fm_name_valid(long_name));
 }
 
+static void test_parse_rate(void **state)
+{
+	(void)state;
+	uint64_t v;
+	assert_int_equal(fm_parse_rate("200M", &v), 0);
+	assert_int_equal(v, 200000000);
+	assert_int_equal(fm_parse_rate("1G", &v), 0);
+	assert_int_equal(v, 1000000000);
+	assert_int_equal(fm_parse_rate("1.5Gbit", &v), 0);
+	assert_int_equal(v, 1500000000);
+	assert_int_equal(fm_parse_rate("50000k", &v), 0);
+	assert_int_equal(v, 50000000);
+	assert_int_equal(fm_parse_rate("1000000", &v), 0);
+	assert_int_equal(v, 1000000);
+	assert_int_equal(fm_parse_rate("-5M", &v), -EINVAL);
+	assert_int_equal(fm_parse_rate("5X", &v), -EINVAL);
+	assert_int_equal(fm_parse_rate("", &v), -EINVAL);
+	assert_int_equal(fm_parse_rate("M", &v), -EINVAL);
+	assert_int_equal(fm_parse_rate("1e30", &v), -ERANGE);
+}
+
 static void test_parse_size(void **state)
 {
 	uint64_t v;
@@ -148,7 +169,7 @@ static void test_files(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_name_valid), cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_name_valid), cmocka_unit_test(test_parse_size), cmocka_unit_test(test_parse_rate),
 		cmocka_unit_test(test_hostport),   cmocka_unit_test(test_base64),
 		cmocka_unit_test(test_error_first_wins), cmocka_unit_test(test_files),
 	};

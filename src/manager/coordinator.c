@@ -452,8 +452,13 @@ static int step_verification(fm_mig *m)
 					m->container, m->dest);
 			return r;
 		}
-		mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "All memory pages of %s arrived on %s (%.0f ms after the checks)",
-		     m->container, m->dest, json_real_value(json_object_get(pg, "pages_ms")));
+		char wire[32];
+		m->bytes += json_integer_value(json_object_get(pg, "pages_wire_rx"));
+		fm_journal_exec(m->ctl->journal, "UPDATE migrations SET bytes_transferred = ? WHERE id = ?", "is",
+				m->bytes, m->id);
+		fm_format_bytes((uint64_t)json_integer_value(json_object_get(pg, "pages_wire_rx")), wire, sizeof(wire));
+		mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "All memory pages of %s arrived on %s (%.0f ms after the checks, %s on the wire)",
+		     m->container, m->dest, json_real_value(json_object_get(pg, "pages_ms")), wire);
 		json_decref(pg);
 	}
 

@@ -1175,6 +1175,7 @@ int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_
 int fm_sync_dst_pages(fm_agent *a, const char *mid, json_t **out, fm_error *err)
 {
 	int64_t t0 = fm_now_mono_us();
+	json_auto_t *pstats = json_object();
 	pid_t pid = 0;
 	int r;
 
@@ -1211,12 +1212,15 @@ int fm_sync_dst_pages(fm_agent *a, const char *mid, json_t **out, fm_error *err)
 				fm_error_prefix(err, "the memory page transfer failed");
 				fm_ckpt_attach_criu_log(err, work, "lazy-pages.log");
 				r = r > 0 ? -EIO : r;
+			} else if (in->relay) {
+				relay_stats_json(in->relay, pstats, "pages_");
 			}
 		}
 		pthread_mutex_unlock(&a->dst_ops);
 		if (r < 0)
 			return r;
 	}
-	*out = json_pack("{s:f}", "pages_ms", (double)(fm_now_mono_us() - t0) / 1000.0);
+	*out = json_incref(pstats);
+	json_object_set_new(*out, "pages_ms", json_real((double)(fm_now_mono_us() - t0) / 1000.0));
 	return 0;
 }

@@ -211,6 +211,35 @@ def rootfs():
     return _rootfs
 
 
+_memload_rootfs = None
+MEMLOAD = os.path.join(ROOT, "build", "fm-memload")
+
+
+def memload_rootfs():
+    """busybox + fm-memload (tests/workload/memload.c) at /bin/fm-memload."""
+    global _memload_rootfs
+    if _memload_rootfs is None:
+        if not os.path.exists(MEMLOAD):
+            raise AssertionError(f"{MEMLOAD} missing: build first (make build)")
+        _memload_rootfs = os.path.join(WORK, "rootfs-memload")
+        subprocess.run([os.path.join(ROOT, "scripts", "mk-rootfs.sh"), _memload_rootfs], check=True)
+        shutil.copy(MEMLOAD, os.path.join(_memload_rootfs, "bin", "fm-memload"))
+    return _memload_rootfs
+
+
+def memload_status(d, name):
+    """fm-memload's status line as a dict (see tests/workload/memload.c), or None."""
+    try:
+        with open(os.path.join(d.state, "containers", name, "rootfs", "tmp", "memload.status")) as f:
+            v = f.read().split()
+    except OSError:
+        return None
+    if len(v) != 8:
+        return None
+    keys = ("iterations", "errors", "full_scans", "max_gap_ms", "gap_sum_ms", "hot_passes", "size_mib", "hot_mib")
+    return {k: float(x) if "ms" in k else int(x) for k, x in zip(keys, v)}
+
+
 def _cluster(request, rate):
     c = Cluster(rate=rate)
     yield c

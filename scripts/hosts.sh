@@ -1,7 +1,11 @@
 #!/bin/sh
 # Namespace "hosts" for the demo, the tests and the benchmarks: network namespaces
 # joined by one veth link, both ends shaped with HTB (a real rate limit, not a
-# simulation: iperf3 measures ~941 Mbit/s at 1gbit).
+# simulation: iperf3 measures ~941 Mbit/s at 1gbit).  Each host has a bridge
+# (fmbr, the daemons' --bridge) holding its end of the link and its address, so
+# the hosts share one layer-2 segment: containers with addresses on it
+# (container run --ip 10.77.N.X/24) keep them when they move.  A third
+# namespace, PREFIX-c (10.77.N.3), is an external client on host A's bridge.
 #
 #   hosts.sh up [RATE] [PREFIX]   create PREFIX-a (10.77.0.1) and PREFIX-b (10.77.0.2)
 #                                 RATE: tc rate such as 1gbit, 100mbit, or "none"
@@ -26,6 +30,7 @@ case "$cmd" in
 down)
     ip netns del "$A" 2>/dev/null || true
     ip netns del "$B" 2>/dev/null || true
+    ip netns del "$P-c" 2>/dev/null || true
     exit 0 ;;
 link)
     ip -n "$A" link set "$VA" "$STATE"
@@ -33,18 +38,24 @@ link)
     exit 0 ;;
 esac
 
-ip netns del "$A" 2>/dev/null || true
-ip netns del "$B" 2>/dev/null || true
-ip netns add "$A"
-ip netns add "$B"
+C=$P-c
+for ns in "$A" "$B" "$C"; do ip netns del "$ns" 2>/dev/null || true; ip netns add "$ns"; ip -n "$ns" link set lo up; done
 ip link add "$VA" type veth peer name "$VB"
 ip link set "$VA" netns "$A"
 ip link set "$VB" netns "$B"
-ip -n "$A" addr add "10.77.$N.1/24" dev "$VA"
-ip -n "$B" addr add "10.77.$N.2/24" dev "$VB"
-for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
-ip -n "$A" link set "$VA" up
-ip -n "$B" link set "$VB" up
+for x in "$A $VA 1" "$B $VB 2"; do
+    # shellcheck disable=SC2086
+    set -- $x
+    ip -n "$1" link add fmbr type bridge
+    ip -n "$1" link set "$2" master fmbr
+    ip -n "$1" addr add "10.77.$N.$3/24" dev fmbr
+    ip -n "$1" link set fmbr up
+    ip -n "$1" link set "$2" up
+done
+ip link add "${P}vc" netns "$A" type veth peer name eth0 netns "$C"
+ip -n "$A" link set "${P}vc" master fmbr up
+ip -n "$C" addr add "10.77.$N.3/24" dev eth0
+ip -n "$C" link set eth0 up
 if [ "$RATE" != none ]; then
     for x in "$A $VA" "$B $VB"; do
         # shellcheck disable=SC2086
@@ -56,4 +67,4 @@ fi
 # prove the link carries packets before anyone relies on it
 nsenter --net="/run/netns/$A" busybox ping -c1 -W2 "10.77.$N.2" >/dev/null \
     || { echo "hosts.sh: link $A <-> $B does not pass packets" >&2; exit 1; }
-echo "hosts $A (10.77.$N.1) and $B (10.77.$N.2) up, link shaped to $RATE"
+echo "hosts $A (10.77.$N.1) and $B (10.77.$N.2) up, link shaped to $RATE; client $C (10.77.$N.3)"

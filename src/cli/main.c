@@ -98,7 +98,7 @@ static const char main_help[] =
 "  host cordon | uncordon       refuse / accept incoming migrations on this host\n"
 "  image import NAME PATH       import a rootfs directory or tarball into the store\n"
 "  image list | image rm NAME\n"
-"  container run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] -- CMD [ARG...]\n"
+"  container run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] [--ip CIDR] -- CMD [ARG...]\n"
 "  container list | show NAME | stop NAME | rm NAME [--force]\n"
 "  run ...                      same as `container run`\n"
 "  migrate CONTAINER --to HOST [--strategy S] [-- HEALTH-CMD...]\n"
@@ -164,7 +164,11 @@ static const char run_help[] =
 "  --image IMAGE    image name or sha256 digest (see `fleximigrate image list`)\n"
 "  --cpus N         CPU limit, e.g. 0.5 (default unlimited)\n"
 "  --memory SIZE    memory limit, e.g. 256M (default unlimited)\n"
-"  --env K=V        environment variable (repeatable)\n";
+"  --env K=V        environment variable (repeatable)\n"
+"  --ip A.B.C.D/P   its own network namespace with this address on the host's\n"
+"                   bridge (fleximigrated --bridge); the address and the\n"
+"                   container's TCP connections move with it on migration\n"
+"  --mac MAC        its MAC address (default 02:fd: and the four bytes of --ip)\n";
 
 static bool want_help(int argc, char **argv)
 {
@@ -292,7 +296,7 @@ static int cmd_image(int argc, char **argv)
 
 static int container_run(int argc, char **argv)
 {
-	const char *image = NULL;
+	const char *image = NULL, *ip = NULL, *mac = NULL;
 	json_t *env = json_array(), *args = json_array(), *out = NULL;
 	int64_t cpu = 0;
 	uint64_t mem = 0;
@@ -322,6 +326,10 @@ static int container_run(int argc, char **argv)
 		} else if (!strcmp(argv[i], "--memory")) {
 			if (fm_parse_size(argv[++i], &mem) < 0)
 				return die_usage("--memory must be a size like 64M or 1G");
+		} else if (!strcmp(argv[i], "--ip")) {
+			ip = argv[++i];
+		} else if (!strcmp(argv[i], "--mac")) {
+			mac = argv[++i];
 		} else if (!strcmp(argv[i], "--env")) {
 			if (!strchr(argv[++i], '='))
 				return die_usage("--env must be NAME=VALUE");
@@ -335,9 +343,17 @@ static int container_run(int argc, char **argv)
 		json_array_append_new(args, json_string(argv[i]));
 	if (json_array_size(args) == 0)
 		return die_usage("container run needs a command after --");
-	r = call("POST", "/v1/containers",
-		 json_pack("{s:s, s:s, s:o, s:o, s:I, s:I}", "name", argv[1], "image", image, "args", args, "env", env,
-			   "cpu_milli", (json_int_t)cpu, "memory_bytes", (json_int_t)mem), &out);
+	if (mac && !ip)
+		return die_usage("--mac needs --ip");
+	json_t *spec = json_pack("{s:s, s:s, s:o, s:o, s:I, s:I}", "name", argv[1], "image", image, "args", args,
+				 "env", env, "cpu_milli", (json_int_t)cpu, "memory_bytes", (json_int_t)mem);
+	if (ip) {
+		json_t *net = json_pack("{s:s}", "ip", ip);
+		if (mac)
+			json_object_set_new(net, "mac", json_string(mac));
+		json_object_set_new(spec, "network", net);
+	}
+	r = call("POST", "/v1/containers", spec, &out);
 	if (r == EXIT_OK) {
 		if (opt_json)
 			print_json(out);
@@ -357,7 +373,7 @@ static int cmd_container(int argc, char **argv)
 
 	if (argc < 2 || (want_help(argc, argv) && strcmp(argv[1], "run") != 0)) {
 		printf("Usage: fleximigrate container run|list|show|stop|rm ...\n"
-		       "  run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] -- CMD [ARG...]\n"
+		       "  run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] [--ip CIDR] -- CMD [ARG...]\n"
 		       "  list                  containers on this host\n"
 		       "  show NAME             one container (status, pid, rootfs, limits, usage)\n"
 		       "  stop NAME [--timeout MS]  SIGTERM, SIGKILL after the timeout (default 10000)\n"

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <net/if.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,10 @@ static void usage(FILE *f)
 "  --log-json FILE        also write the log as JSON lines to FILE\n"
 "  --data-timeout MS      data channel inactivity limit (default 10000)\n"
 "  --cordoned             start refusing incoming migrations (maintenance)\n"
+"  --bridge BRIDGE        attach containers started with an address (container run\n"
+"                         --ip) to this bridge; the hosts' bridges must share one\n"
+"                         layer-2 segment so that addresses and TCP connections\n"
+"                         can move with their containers\n"
 "  --secret-file FILE     cluster secret shared by all daemons (mode 0600): peers must\n"
 "                         present it; without it the peer API is open to the network\n"
 "  --fault NAME           inject a fault, for tests only: corrupt-transfer\n"
@@ -65,6 +70,7 @@ int main(int argc, char **argv)
 		{ "log-json", required_argument, NULL, 'J' },
 		{ "data-timeout", required_argument, NULL, 'T' },
 		{ "cordoned", no_argument, NULL, 'C' },
+		{ "bridge", required_argument, NULL, 'B' },
 		{ "fault", required_argument, NULL, 'F' },
 		{ "secret-file", required_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
@@ -72,7 +78,7 @@ int main(int argc, char **argv)
 		{ 0 },
 	};
 	fm_daemon d = { 0 };
-	const char *criu = NULL, *runc = "runc", *log_json = NULL, *secret_file = NULL;
+	const char *criu = NULL, *runc = "runc", *log_json = NULL, *secret_file = NULL, *bridge = NULL;
 	fm_log_level level = FM_LOG_INFO;
 	bool cordoned = false, fault_corrupt = false;
 	int data_timeout = 10000, json_fd = -1, c;
@@ -104,6 +110,13 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'C': cordoned = true; break;
+		case 'B':
+			if (!*optarg || strlen(optarg) > 15 || strchr(optarg, '/') || optarg[0] == '-') {
+				fprintf(stderr, "fleximigrated: --bridge needs an interface name (up to 15 characters)\n");
+				return 2;
+			}
+			bridge = optarg;
+			break;
 		case 'S': secret_file = optarg; break;
 		case 'F':
 			if (strcmp(optarg, "corrupt-transfer") != 0) {
@@ -183,6 +196,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	d.started_ms = fm_now_wall_ms();
+	if (bridge) {
+		if (if_nametoindex(bridge) == 0) {
+			fm_err(FM_C_DAEMON, "--bridge %s: no such interface in this network namespace", bridge);
+			return 1;
+		}
+		d.rt.bridge = fm_xstrdup(bridge);
+	}
 
 	fm_agent_init(&d.agent);
 	d.agent.rt = &d.rt;

@@ -329,6 +329,8 @@ static int step_preparation(fm_mig *m)
 			 "image", json_object_get(m->cinfo, "image"), "digest", json_object_get(m->cinfo, "digest"),
 			 "args", json_object_get(m->cinfo, "args"), "cpu_milli", json_object_get(m->cinfo, "cpu_milli"),
 			 "memory_bytes", json_object_get(m->cinfo, "memory_bytes"));
+	if (json_object_get(m->cinfo, "network"))
+		json_object_set(spec, "network", json_object_get(m->cinfo, "network"));
 	if ((r = step_mark(m, "prepare", "started")) < 0)
 		return r;
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
@@ -345,8 +347,15 @@ static int step_preparation(fm_mig *m)
 	     m->dest, json_string_value(json_object_get(m->cinfo, "digest")),
 	     json_is_true(json_object_get(m->prep, "image_pulled")) ? "pulled from the source" : "already present",
 	     json_string_value(json_object_get(m->prep, "data_host")), json_integer_value(json_object_get(m->prep, "port")));
-	mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH,
-	     "Network prepared: the container keeps its own network namespace; no addresses to move");
+	json_t *net = json_object_get(m->cinfo, "network");
+	if (net)
+		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH,
+		     "Network prepared: %s (%s) will move to %s with its established TCP connections; its port there "
+		     "stays down until the restore, then a gratuitous ARP announces it",
+		     json_string_value(json_object_get(net, "ip")), json_string_value(json_object_get(net, "mac")), m->dest);
+	else
+		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH,
+		     "Network prepared: the container has no address of its own (no --ip); nothing to move");
 	return 0;
 }
 

@@ -1,4 +1,5 @@
 #include "runtime/runtime.h"
+#include "runtime/net.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,6 +75,7 @@ void fm_rt_close(fm_runtime *rt)
 	free(rt->runc);
 	free(rt->criu);
 	free(rt->runc_root);
+	free(rt->bridge);
 	memset(rt, 0, sizeof(*rt));
 }
 
@@ -84,6 +86,8 @@ void fm_container_spec_clear(fm_container_spec *spec)
 	free(spec->digest);
 	json_decref(spec->args);
 	json_decref(spec->env);
+	free(spec->net_ip);
+	free(spec->net_mac);
 	memset(spec, 0, sizeof(*spec));
 }
 
@@ -142,6 +146,22 @@ int fm_container_spec_from_json(json_t *o, fm_container_spec *spec, fm_error *er
 			return fm_error_set(err, -EINVAL, "\"memory_bytes\" must be 0 (unlimited) or at least 4 MiB");
 		spec->memory_bytes = json_integer_value(v);
 	}
+	v = json_object_get(o, "network");
+	if (v && !json_is_null(v)) {
+		const char *ip = json_string_value(json_object_get(v, "ip"));
+		const char *mac = json_string_value(json_object_get(v, "mac"));
+		char derived[18];
+		if (!json_is_object(v) || !fm_net_cidr_valid(ip))
+			return fm_error_set(err, -EINVAL, "\"network\" must be {\"ip\": \"A.B.C.D/PREFIX\", \"mac\": ...}");
+		if (json_object_get(v, "mac") && !fm_net_mac_valid(mac))
+			return fm_error_set(err, -EINVAL, "\"network.mac\" must be a unicast MAC address xx:xx:xx:xx:xx:xx");
+		if (!mac) {
+			fm_net_mac_for_ip(ip, derived);
+			mac = derived;
+		}
+		spec->net_ip = fm_xstrdup(ip);
+		spec->net_mac = fm_xstrdup(mac);
+	}
 	return 0;
 }
 
@@ -154,6 +174,8 @@ json_t *fm_container_spec_to_json(const fm_container_spec *spec)
 		json_object_set_new(o, "digest", json_string(spec->digest));
 	if (spec->env)
 		json_object_set(o, "env", spec->env);
+	if (spec->net_ip)
+		json_object_set_new(o, "network", json_pack("{s:s, s:s}", "ip", spec->net_ip, "mac", spec->net_mac));
 	return o;
 }
 
@@ -209,6 +231,15 @@ int fm_rt_bundle_create(fm_runtime *rt, const fm_container_spec *spec, fm_error 
 	json_object_set_new(cfg, "hostname", json_string(spec->name));
 	linux_ = json_object_get(cfg, "linux");
 	json_object_set_new(linux_, "cgroupsPath", json_sprintf("/fleximigrate/%s/%s", rt->host, spec->name));
+	if (spec->net_ip) {
+		/* join the namespace fm_net_create builds (runc and CRIU treat it as external) */
+		_cleanup_free_ char *nspath = fm_net_ns_path(rt, spec->name);
+		size_t i;
+		json_t *ns;
+		json_array_foreach(json_object_get(linux_, "namespaces"), i, ns)
+			if (!strcmp(json_string_value(json_object_get(ns, "type")) ?: "", "network"))
+				json_object_set_new(ns, "path", json_string(nspath));
+	}
 	res = json_object_get(linux_, "resources");
 	if (spec->memory_bytes > 0)
 		json_object_set_new(res, "memory", json_pack("{s:I}", "limit", (json_int_t)spec->memory_bytes));
@@ -251,6 +282,7 @@ int fm_rt_bundle_destroy(fm_runtime *rt, const char *name)
 {
 	_cleanup_free_ char *dir = fm_rt_container_dir(rt, name);
 	fm_rt_rootfs_umount(rt, name);
+	fm_net_destroy(rt, name);
 	return fm_rm_rf(dir);
 }
 
@@ -430,6 +462,8 @@ static json_t *describe(fm_runtime *rt, json_t *row)
 	json_object_set_new(o, "rootfs", json_sprintf("%s/containers/%s/rootfs", rt->state_dir, name));
 	json_object_set(o, "cpu_milli", json_object_get(spec, "cpu_milli"));
 	json_object_set(o, "memory_bytes", json_object_get(spec, "memory_bytes"));
+	if (json_object_get(spec, "network"))
+		json_object_set(o, "network", json_object_get(spec, "network"));
 	if (fm_rt_memory_usage(rt, name, &mem) == 0)
 		json_object_set_new(o, "memory_usage_bytes", json_integer((json_int_t)mem));
 	if (!json_is_null(json_object_get(row, "migration")))
@@ -542,6 +576,10 @@ int fm_rt_run(fm_runtime *rt, fm_container_spec *spec, fm_error *err)
 		goto fail;
 	if ((r = fm_rt_record(rt, spec, NULL, true)) < 0) {
 		fm_error_set(err, r, "cannot record container %s in the journal", spec->name);
+		goto fail;
+	}
+	if (spec->net_ip && (r = fm_net_create(rt, spec->name, spec->net_ip, spec->net_mac, true, err)) < 0) {
+		fm_journal_exec(rt->journal, "DELETE FROM containers WHERE name = ?", "s", spec->name);
 		goto fail;
 	}
 	c = fm_rt_runc_cmd(rt);

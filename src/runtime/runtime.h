@@ -28,6 +28,7 @@ typedef struct fm_runtime {
 	char *runc_root;
 	fm_image_store *images;
 	fm_journal *journal;
+	char *bridge;       /* bridge for container networks (daemon --bridge), or NULL */
 } fm_runtime;
 
 /* What a user asks for.  Owned strings; fm_container_spec_clear frees them. */
@@ -39,6 +40,8 @@ typedef struct fm_container_spec {
 	json_t *env;        /* array of "K=V" strings, may be NULL */
 	int64_t cpu_milli;  /* 0 = unlimited */
 	int64_t memory_bytes;
+	char *net_ip;       /* "A.B.C.D/P": its own network namespace on the bridge; NULL = none */
+	char *net_mac;      /* with net_ip; derived from it when not given */
 } fm_container_spec;
 
 int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const char *runc,

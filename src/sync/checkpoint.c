@@ -34,13 +34,15 @@ int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err)
 }
 
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		 int page_server_port, fm_error *err)
+		 int page_server_port, bool tcp, fm_error *err)
 {
 	struct fm_cmd *c = fm_rt_runc_cmd(rt);
 
 	fm_cmd_arg(c, "checkpoint");
 	/* keep the frozen source: rollback is then a resume, not a restore */
 	fm_cmd_arg(c, "--leave-running");
+	if (tcp)
+		fm_cmd_arg(c, "--tcp-established");
 	if (page_server_port > 0) {
 		fm_cmd_arg(c, "--page-server");
 		fm_cmd_argf(c, "127.0.0.1:%d", page_server_port);
@@ -70,7 +72,7 @@ int fm_ckpt_run_runc(struct fm_cmd *c, const char *work_dir, const char *logname
 }
 
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		      const char *host, int port, struct fm_cmd **running, fm_error *err)
+		      const char *host, int port, bool tcp, struct fm_cmd **running, fm_error *err)
 {
 	struct fm_cmd *c = fm_rt_runc_cmd(rt);
 	int p[2], r;
@@ -81,6 +83,8 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 	fm_cmd_arg(c, "checkpoint");
 	fm_cmd_arg(c, "--lazy-pages");
 	fm_cmd_arg(c, "--leave-running");
+	if (tcp)
+		fm_cmd_arg(c, "--tcp-established");
 	fm_cmd_arg(c, "--page-server");
 	fm_cmd_argf(c, "%s:%d", host, port);
 	fm_cmd_arg(c, "--status-fd");

@@ -21,11 +21,13 @@
 /* Freezes the container (its processes stop at once; the clock of the downtime
  * starts here). */
 int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err);
+/* tcp: the container has its own network (runtime/net.h): its established TCP
+ * connections are dumped and restored too (--tcp-established). */
 /* Dumps a frozen container into images_dir (work_dir holds CRIU's log).  With
  * page_server_port > 0 the memory pages go to the page server behind
  * 127.0.0.1:page_server_port (a page relay) instead of images_dir: diskless. */
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		 int page_server_port, fm_error *err);
+		 int page_server_port, bool tcp, fm_error *err);
 /* Diskless COLD destination: `criu page-server` on 127.0.0.1:port writing the
  * pages (pagemap-*.img, pages-*.img) it receives into images_dir; it exits 0
  * when the dump is complete. */
@@ -38,7 +40,7 @@ int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char
  * fails.  Returns once the non-memory images are complete (CRIU's status fd);
  * *running is the runc process still serving pages (reap with fm_cmd_wait). */
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		      const char *host, int port, struct fm_cmd **running, fm_error *err);
+		      const char *host, int port, bool tcp, struct fm_cmd **running, fm_error *err);
 /* POST_COPY destination: starts `criu lazy-pages` fetching from host:port; it
  * exits 0 once every page has arrived. */
 int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *host,
@@ -47,7 +49,7 @@ int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char 
 /* State Restoration Module (restore.c).  Restores a container from images_dir; its bundle and root filesystem must be in
  * place (see fm_rt_bundle_create / fm_rt_rootfs_mount). */
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
-	       fm_error *err);
+	       bool tcp, fm_error *err);
 
 /* Runs a prepared runc checkpoint/restore command (consumed) under CRIU's time
  * limit; on failure err gets "WHAT of NAME failed" and CRIU's log excerpt. */

@@ -18,6 +18,7 @@
 #include "basic/log.h"
 #include "basic/util.h"
 #include "manager/allocator.h"
+#include "runtime/net.h"
 #include "sync/checkpoint.h"
 #include "sync/relay.h"
 #include "sync/transfer.h"
@@ -477,6 +478,11 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	}
 	if ((r = fm_rt_bundle_create(a->rt, &in->spec, err)) < 0)
 		goto fail_undo;
+	/* the same address and MAC as on the source, its bridge port down until the
+	 * restore: nothing may reach the copy before it exists */
+	if (in->spec.net_ip &&
+	    (r = fm_net_create(a->rt, in->spec.name, in->spec.net_ip, in->spec.net_mac, false, err)) < 0)
+		goto fail_undo;
 	if ((r = fm_xfer_listen(a->data_host, 0, &in->listener, err)) < 0)
 		goto fail_undo;
 	if ((r = fm_random_bytes(in->token, sizeof(in->token))) < 0) {
@@ -659,13 +665,22 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 						  &in->lazy, err)) < 0)
 			return r;
 	}
-	r = fm_restore(a->rt, in->spec.name, images, work, ps != NULL, err);
+	r = fm_restore(a->rt, in->spec.name, images, work, ps != NULL, in->spec.net_ip != NULL, err);
 	if (r < 0) {
 		fm_rt_runc_destroy(a->rt, in->spec.name, NULL);
 		fm_rt_rootfs_umount(a->rt, in->spec.name);
 		return r;
 	}
 	in->restored_us = fm_now_mono_us();
+	if (in->spec.net_ip) {
+		/* the address lives here now: open the port and tell the segment */
+		if ((r = fm_net_port_set(a->rt, in->spec.name, true, err)) < 0 ||
+		    (r = fm_net_announce(a->rt, in->spec.name, in->spec.net_ip, in->spec.net_mac, err)) < 0) {
+			fm_rt_runc_destroy(a->rt, in->spec.name, NULL);
+			fm_rt_rootfs_umount(a->rt, in->spec.name);
+			return r;
+		}
+	}
 	int64_t restore_us = in->restored_us - t0;
 	fm_rt_record(a->rt, &in->spec, mid, false);
 	fm_journal_exec(a->journal, "UPDATE incoming SET state = 'RESTORED' WHERE mid = ?", "s", mid);
@@ -873,6 +888,13 @@ static void send_progress(void *opaque, const fm_xfer_stats *s)
 	o->stats = *s;
 }
 
+/* Does the container have its own address (runtime/net.h)? */
+static bool has_network(fm_agent *a, const char *name)
+{
+	json_auto_t *c = fm_rt_get(a->rt, name);
+	return json_object_get(c, "network") != NULL;
+}
+
 static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	const char *name = json_string_value(json_object_get(req, "container"));
@@ -881,6 +903,7 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	uint8_t token[FM_XFER_TOKEN_LEN];
 	char status[32];
 	int64_t t0, t1, t2, t3;
+	json_auto_t *pstats = json_object();
 	int r;
 
 	if ((r = check_mid(mid, err)) < 0)
@@ -919,6 +942,12 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	t0 = fm_now_mono_us();
 	if (strcmp(status, "paused") != 0 && (r = fm_ckpt_freeze(a->rt, name, err)) < 0)
 		return r;
+	/* its bridge port goes down with the freeze: from here until the rollback's
+	 * resume or the cleanup, packets for the address must not reach this copy
+	 * (its kernel would answer for connections that now live elsewhere) */
+	bool tcp = has_network(a, name);
+	if (tcp && (r = fm_net_port_set(a->rt, name, false, err)) < 0)
+		goto thaw;
 	t1 = fm_now_mono_us();
 	set_phase(a, mid, "checkpointing");
 	bool lazy = json_is_true(json_object_get(req, "lazy"));
@@ -928,7 +957,6 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	fm_relay *relay = NULL;
 	uint8_t ps_token[FM_XFER_TOKEN_LEN];
 	int ps_port = 0;
-	json_auto_t *pstats = json_object();
 	relay_opts_from(a, req, &ro);
 	if (lazy) {
 		/* POST_COPY: CRIU serves pages on the loopback; the destination reaches it
@@ -943,7 +971,7 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		}
 		if ((r = fm_relay_ingress(a->data_host, ps_token, "127.0.0.1", ps_port, &ro, &relay, err)) < 0)
 			goto thaw;
-		if ((r = fm_ckpt_dump_lazy(a->rt, name, images, work, "127.0.0.1", ps_port, &serving, err)) < 0) {
+		if ((r = fm_ckpt_dump_lazy(a->rt, name, images, work, "127.0.0.1", ps_port, tcp, &serving, err)) < 0) {
 			fm_relay_free(relay);
 			goto thaw;
 		}
@@ -963,7 +991,7 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		}
 		if ((r = fm_relay_egress(rh, rp, token, &ro, &relay, err)) < 0)
 			goto thaw;
-		r = fm_ckpt_dump(a->rt, name, images, work, fm_relay_port(relay), err);
+		r = fm_ckpt_dump(a->rt, name, images, work, fm_relay_port(relay), tcp, err);
 		fm_error e = FM_ERROR_INIT;
 		if (fm_relay_failed(relay, &e) < 0) {
 			/* the relay's reason is the root cause of CRIU's "page server" errors */
@@ -979,7 +1007,7 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		fm_relay_free(relay);
 		if (r < 0)
 			goto thaw;
-	} else if ((r = fm_ckpt_dump(a->rt, name, images, work, 0, err)) < 0) {
+	} else if ((r = fm_ckpt_dump(a->rt, name, images, work, 0, tcp, err)) < 0) {
 		goto thaw;
 	}
 	t2 = fm_now_mono_us();
@@ -1021,6 +1049,8 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 thaw:
 	/* nothing restored anywhere yet: let the container run on while the controller
 	 * decides (a rollback's resume is then a no-op) */
+	if (tcp)
+		fm_net_port_set(a->rt, name, true, NULL);
 	fm_rt_resume(a->rt, name, NULL);
 	return r;
 }
@@ -1082,6 +1112,8 @@ static int src_resume_locked(fm_agent *a, const char *mid, const char *container
 	if (fm_rt_status(a->rt, container, status, sizeof(status), NULL) < 0)
 		return fm_error_set(err, -ENOENT, "container %s is no longer on %s: nothing to resume", container,
 				    a->rt->host);
+	if (has_network(a, container) && (r = fm_net_port_set(a->rt, container, true, err)) < 0)
+		return r;
 	if (!strcmp(status, "paused") && (r = fm_rt_resume(a->rt, container, err)) < 0) {
 		fm_error_prefix(err, "cannot resume %s on %s", container, a->rt->host);
 		return r;

@@ -9,7 +9,7 @@
 
 
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
-	       fm_error *err)
+	       bool tcp, fm_error *err)
 {
 	_cleanup_free_ char *bundle = fm_rt_container_dir(rt, name);
 	struct fm_cmd *c = fm_rt_runc_cmd(rt);
@@ -18,6 +18,8 @@ int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const c
 	fm_cmd_arg(c, "--detach");
 	if (lazy)
 		fm_cmd_arg(c, "--lazy-pages");
+	if (tcp)
+		fm_cmd_arg(c, "--tcp-established");
 	fm_cmd_arg(c, "--image-path");
 	fm_cmd_arg(c, images_dir);
 	fm_cmd_arg(c, "--work-path");

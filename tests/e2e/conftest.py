@@ -81,6 +81,7 @@ class Daemon:
             ["nsenter", f"--net=/run/netns/{self.netns}", DAEMON, "--name", self.name,
              "--listen", self.addr, "--socket", self.sock, "--state-dir", self.state,
              "--data-timeout", "3000", "--secret-file", os.path.join(os.path.dirname(self.sock), "secret"),
+             "--bridge", "fmbr",
              *self.extra],
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + 20

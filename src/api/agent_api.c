@@ -152,6 +152,30 @@ void fm_api_container_get(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 	fm_http_ok(resp, 200, o);
 }
 
+/* GET /v1/containers/NAME/workingset?ms=500: memory touched in a window. */
+void fm_api_container_workingset(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	const char *q = fm_http_query(req, "ms");
+	int ms = q ? atoi(q) : 500;
+	pid_t pids[1024];
+	fm_working_set ws;
+	int n;
+
+	if (ms < 50 || ms > 10000)
+		return fm_http_error(resp, 400, "invalid", "ms must be 50..10000");
+	if (!fm_name_valid(req->params[0]) || !fm_rt_exists(&d->rt, req->params[0]))
+		return fm_http_error(resp, 404, "not_found", "no container %s on %s", req->params[0], d->name);
+	if ((n = fm_rt_pids(&d->rt, req->params[0], pids, ARRAY_SIZE(pids))) < 0 ||
+	    fm_metrics_working_set(pids, (size_t)n, ms, &ws) < 0)
+		return fm_http_error(resp, 409, "not_running", "container %s is not running on %s", req->params[0],
+				     d->name);
+	fm_http_ok(resp, 200, json_pack("{s:I, s:I, s:i, s:i, s:f}", "rss_bytes", (json_int_t)ws.rss,
+					"referenced_bytes", (json_int_t)ws.referenced, "interval_ms", ws.interval_ms,
+					"processes", ws.processes,
+					"touch_rate_bps", (double)ws.referenced * 8000.0 / (double)ws.interval_ms));
+}
+
 void fm_api_container_stop(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 {
 	fm_daemon *d = ctx;

@@ -33,6 +33,7 @@ void fm_api_image_remove(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_container_run(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_container_list(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_container_get(void *ctx, const fm_http_req *req, fm_http_resp *resp);
+void fm_api_container_workingset(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_container_stop(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_container_remove(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_agent_cpuinfo(void *ctx, const fm_http_req *req, fm_http_resp *resp);

@@ -134,6 +134,7 @@ const fm_http_route fm_api_routes[] = {
 	{ "GET", "/v1/containers", fm_api_container_list, false },
 	{ "POST", "/v1/containers", fm_api_container_run, true },
 	{ "GET", "/v1/containers/:name", fm_api_container_get, false },
+	{ "GET", "/v1/containers/:name/workingset", fm_api_container_workingset, false },
 	{ "POST", "/v1/containers/:name/stop", fm_api_container_stop, true },
 	{ "DELETE", "/v1/containers/:name", fm_api_container_remove, true },
 	{ "GET", "/v1/agent/cpuinfo", fm_api_agent_cpuinfo, false },

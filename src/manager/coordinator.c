@@ -236,6 +236,11 @@ static int step_pending(fm_mig *m)
 	return 0;
 }
 
+/* The Strategy Selector's window for measuring what a container touches. */
+#define FM_WORKING_SET_WINDOW_MS 500
+/* A transfer smaller than this says little about the link's rate. */
+#define FM_LINK_SAMPLE_MIN (8 << 20)
+
 /* PLANNING: policies, strategy, resources reserved on the destination. */
 static int step_planning(fm_mig *m)
 {
@@ -245,8 +250,30 @@ static int step_planning(fm_mig *m)
 	int r;
 
 	mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "No migration policies loaded: migration allowed by default");
-	r = fm_strategy_select(m->requested, json_object_get(m->src_info, "capabilities"), m->cinfo, &m->strategy,
-			       reason, sizeof(reason), &m->err);
+	fm_strategy_inputs in = { .src_caps = json_object_get(m->src_info, "capabilities") };
+	json_auto_t *ws = NULL, *link = NULL;
+	char origin[128] = "";
+	in.memory_bytes = (uint64_t)json_integer_value(json_object_get(m->cinfo, "memory_usage_bytes"));
+	if (m->requested == FM_STRATEGY_LIVE) {
+		/* what it touches now: the part of its memory that will fault first */
+		if (agent(m, m->src_ep, "GET", 10000, NULL, &ws, NULL, "/v1/containers/%s/workingset?ms=%d", m->container,
+			  FM_WORKING_SET_WINDOW_MS) == 0) {
+			in.touched_bytes = (uint64_t)json_integer_value(json_object_get(ws, "referenced_bytes"));
+			in.touched_interval_ms = (int)json_integer_value(json_object_get(ws, "interval_ms"));
+			if (json_integer_value(json_object_get(ws, "rss_bytes")) > 0)
+				in.memory_bytes = (uint64_t)json_integer_value(json_object_get(ws, "rss_bytes"));
+		}
+	}
+	if (json_is_integer(json_object_get(m->req, "bandwidth_bps"))) {
+		in.link_bps = (double)json_integer_value(json_object_get(m->req, "bandwidth_bps"));
+		in.link_origin = "the --bandwidth cap";
+	} else if ((link = fm_journal_query_one(m->ctl->journal, "SELECT bps, mid FROM links WHERE source = ? AND destination = ?",
+						"ss", m->source, m->dest))) {
+		in.link_bps = json_real_value(json_object_get(link, "bps"));
+		snprintf(origin, sizeof(origin), "measured by migration %s", json_string_value(json_object_get(link, "mid")) ?: "?");
+		in.link_origin = origin;
+	}
+	r = fm_strategy_select(m->requested, &in, &m->strategy, reason, sizeof(reason), &m->err);
 	if (r < 0)
 		return r;
 	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET strategy = ? WHERE id = ?", "ss",
@@ -391,6 +418,14 @@ static int step_execution(fm_mig *m)
 	     m->container, json_real_value(json_object_get(ck, "freeze_ms")), json_real_value(json_object_get(ck, "dump_ms")),
 	     m->strategy == FM_STRATEGY_POST_COPY ? " (all but memory: pages are served on demand from the source)" : "");
 	json_t *page_server = json_incref(json_object_get(ck, "page_server"));
+	/* the link rate, for the next Strategy Selector: the page relay's measurement
+	 * of a link it saturated, else the rate of a transfer large enough to tell */
+	double link_bps = json_real_value(json_object_get(ck, "pages_link_bps"));
+	if (link_bps <= 0 && json_integer_value(json_object_get(ck, "payload_bytes")) >= FM_LINK_SAMPLE_MIN)
+		link_bps = json_real_value(json_object_get(ck, "rate_bps"));
+	if (link_bps > 0)
+		fm_journal_exec(m->ctl->journal, "INSERT OR REPLACE INTO links(source, destination, bps, at_ms, mid)"
+				" VALUES(?, ?, ?, ?, ?)", "ssdis", m->source, m->dest, link_bps, fm_now_wall_ms(), m->id);
 	if (json_object_get(ck, "pages_raw_tx")) {
 		char raw[32], wire[32];
 		fm_format_bytes((uint64_t)json_integer_value(json_object_get(ck, "pages_raw_tx")), raw, sizeof(raw));

@@ -29,26 +29,40 @@ int fm_strategy_host_ready(fm_strategy s, json_t *caps, const char *role, const 
 	return 0;
 }
 
-int fm_strategy_select(fm_strategy requested, json_t *src_caps, json_t *container, fm_strategy *chosen,
-		       char *reason, size_t reason_len, fm_error *err)
+/* "memory 1.0 GiB, link 941 Mbit/s (measured ...), touched 12.0 MiB in 500 ms" */
+static void describe_inputs(const fm_strategy_inputs *in, char *buf, size_t len)
 {
-	char mem[32] = "unknown size";
-	json_t *m = json_object_get(container, "memory_usage_bytes");
+	char mem[32] = "unknown", touched[32], link[128] = "link rate unknown (no transfer measured between these hosts yet)";
+	if (in->memory_bytes)
+		fm_format_bytes(in->memory_bytes, mem, sizeof(mem));
+	if (in->link_bps > 0)
+		snprintf(link, sizeof(link), "link %.0f Mbit/s (%s)", in->link_bps / 1e6, in->link_origin ?: "measured");
+	int n = snprintf(buf, len, "memory %s, %s", mem, link);
+	if (in->touched_interval_ms > 0 && n > 0 && (size_t)n < len) {
+		fm_format_bytes(in->touched_bytes, touched, sizeof(touched));
+		snprintf(buf + n, len - (size_t)n, ", touched %s in %d ms", touched, in->touched_interval_ms);
+	}
+}
 
-	if (json_is_integer(m))
-		fm_format_bytes((uint64_t)json_integer_value(m), mem, sizeof(mem));
-	if (!json_is_true(json_object_get(src_caps, "criu_ok")))
+int fm_strategy_select(fm_strategy requested, const fm_strategy_inputs *in, fm_strategy *chosen, char *reason,
+		       size_t reason_len, fm_error *err)
+{
+	char facts[320];
+	json_t *caps = in->src_caps;
+
+	describe_inputs(in, facts, sizeof(facts));
+	if (!json_is_true(json_object_get(caps, "criu_ok")))
 		return fm_error_set(err, -ENOTSUP, "CRIU does not work on the source host: %s",
-				    json_string_value(json_object_get(src_caps, "criu_error")) ?: "criu check failed");
+				    json_string_value(json_object_get(caps, "criu_error")) ?: "criu check failed");
 
 	switch (requested) {
 	case FM_STRATEGY_COLD:
 		*chosen = FM_STRATEGY_COLD;
-		snprintf(reason, reason_len, "COLD_MIGRATION as requested (container memory %s)", mem);
+		snprintf(reason, reason_len, "COLD_MIGRATION as requested (%s)", facts);
 		return 0;
 	case FM_STRATEGY_PRE_COPY:
 	case FM_STRATEGY_HYBRID:
-		if (!json_is_true(json_object_get(src_caps, "mem_dirty_track")))
+		if (!json_is_true(json_object_get(caps, "mem_dirty_track")))
 			return fm_error_set(err, -ENOTSUP,
 					    "%s needs dirty-memory tracking, which the source kernel lacks "
 					    "(CONFIG_MEM_SOFT_DIRTY; `criu check --feature mem_dirty_track` fails): "
@@ -56,25 +70,43 @@ int fm_strategy_select(fm_strategy requested, json_t *src_caps, json_t *containe
 		return fm_error_set(err, -ENOTSUP, "%s is not implemented in this version yet: use COLD_MIGRATION",
 				    fm_strategy_name(requested));
 	case FM_STRATEGY_POST_COPY:
-		if (!lazy_ok(src_caps))
+		if (!lazy_ok(caps))
 			return fm_error_set(err, -ENOTSUP, "POST_COPY needs userfaultfd and fs.pipe-max-size >= 4 MiB on "
 					    "the source (run scripts/setup.sh)");
 		*chosen = FM_STRATEGY_POST_COPY;
 		snprintf(reason, reason_len, "POST_COPY as requested: the container resumes on the destination at once, "
-			 "its %s of memory follows on demand", mem);
+			 "its memory follows on demand (%s)", facts);
 		return 0;
-	case FM_STRATEGY_LIVE:
-		/* Pre-copy needs dirty tracking; post-copy needs only userfaultfd. */
-		if (lazy_ok(src_caps)) {
-			*chosen = FM_STRATEGY_POST_COPY;
-			snprintf(reason, reason_len, "LIVE_MIGRATION: POST_COPY, since the source kernel has no dirty-memory "
-				 "tracking for PRE_COPY but has userfaultfd (container memory %s)", mem);
-		} else {
+	case FM_STRATEGY_LIVE: {
+		double t_ms = in->link_bps > 0 && in->memory_bytes ? (double)in->memory_bytes * 8e3 / in->link_bps : -1;
+		if (!lazy_ok(caps)) {
 			*chosen = FM_STRATEGY_COLD;
 			snprintf(reason, reason_len, "LIVE_MIGRATION: no live strategy works on the source (no dirty-memory "
-				 "tracking, no lazy pages), so COLD_MIGRATION (container memory %s)", mem);
+				 "tracking for PRE_COPY, no lazy pages for POST_COPY), so COLD_MIGRATION (%s)", facts);
+			return 0;
 		}
+		if (t_ms >= 0 && t_ms <= FM_COLD_ENOUGH_MS) {
+			*chosen = FM_STRATEGY_COLD;
+			snprintf(reason, reason_len, "LIVE_MIGRATION: COLD_MIGRATION, since the whole memory crosses in about "
+				 "%.0f ms, no longer than post-copy's own freeze, and nothing is then left in flight (%s)",
+				 t_ms, facts);
+			return 0;
+		}
+		*chosen = FM_STRATEGY_POST_COPY;
+		int n = snprintf(reason, reason_len, "LIVE_MIGRATION: POST_COPY (no dirty-memory tracking here for "
+				 "PRE_COPY); the container resumes on the destination after a short freeze");
+		if (t_ms > 0 && n > 0 && (size_t)n < reason_len) {
+			/* what it touches keeps faulting until its pages arrive: about touched / link */
+			double degraded_ms = in->touched_interval_ms > 0 ? (double)in->touched_bytes * 8e3 / in->link_bps : -1;
+			n += snprintf(reason + n, reason_len - (size_t)n, ", all memory follows in about %.1f s", t_ms / 1000);
+			if (degraded_ms >= 0 && (size_t)n < reason_len)
+				n += snprintf(reason + n, reason_len - (size_t)n, ", and it runs slowed by page faults "
+					      "for roughly %.1f s while its working set arrives", degraded_ms / 1000);
+		}
+		if (n > 0 && (size_t)n < reason_len)
+			snprintf(reason + n, reason_len - (size_t)n, " (%s)", facts);
 		return 0;
+	}
 	default:
 		return fm_error_set(err, -EINVAL, "unknown strategy");
 	}

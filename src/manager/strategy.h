@@ -3,15 +3,30 @@
  * and says why. */
 #pragma once
 #include <jansson.h>
+#include <stdint.h>
 
 #include "basic/error.h"
 #include "manager/fsm.h"
 
-/* In PLANNING.  src_caps: fm_ckpt_capabilities() of the source; container: the
- * source agent's description (memory_usage_bytes …).  On success *chosen is set and
- * reason holds one sentence for the log. */
-int fm_strategy_select(fm_strategy requested, json_t *src_caps, json_t *container, fm_strategy *chosen,
-		       char *reason, size_t reason_len, fm_error *err);
+/* What the selector knows about a migration, measured in PLANNING. */
+typedef struct fm_strategy_inputs {
+	json_t *src_caps;            /* fm_ckpt_capabilities() of the source */
+	uint64_t memory_bytes;       /* the container's resident memory (0 = unknown) */
+	uint64_t touched_bytes;      /* memory it touched in touched_interval_ms (0 = not measured) */
+	int touched_interval_ms;
+	double link_bps;             /* source -> destination (0 = unknown) */
+	const char *link_origin;     /* where link_bps comes from, for the log */
+} fm_strategy_inputs;
+
+/* Below this estimated memory transfer time a cold move's downtime is about as
+ * short as post-copy's freeze: LIVE_MIGRATION then takes COLD_MIGRATION,
+ * which has no pages in flight to lose. */
+#define FM_COLD_ENOUGH_MS 300
+
+/* In PLANNING.  On success *chosen is set and reason holds what was measured
+ * and why this strategy, for the log. */
+int fm_strategy_select(fm_strategy requested, const fm_strategy_inputs *in, fm_strategy *chosen, char *reason,
+		       size_t reason_len, fm_error *err);
 /* In PREPARATION's pre-flight: can the host with these capabilities play its part
  * of `s`?  role is "source" or "destination", for the message. */
 int fm_strategy_host_ready(fm_strategy s, json_t *caps, const char *role, const char *host, fm_error *err);

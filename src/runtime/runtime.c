@@ -495,28 +495,46 @@ json_t *fm_rt_get(fm_runtime *rt, const char *name)
 	return o;
 }
 
+static size_t pids_of(const struct runc_state *st, pid_t *pids, size_t max)
+{
+	const char *dir = *st->freezer ? st->freezer : st->unified;
+	_cleanup_free_ char *procs = fm_xasprintf("%s/cgroup.procs", dir);
+	_cleanup_free_ char *list = NULL;
+	size_t n = 0;
+	if (*dir && fm_read_file(procs, 1 << 20, &list, NULL) == 0)
+		for (char *p = list; *p && n < max;) {
+			pid_t pid = (pid_t)strtol(p, &p, 10);
+			if (pid > 0)
+				pids[n++] = pid;
+			while (*p == '\n')
+				p++;
+		}
+	if (n == 0 && max > 0)
+		pids[n++] = st->pid;
+	return n;
+}
+
+int fm_rt_pids(fm_runtime *rt, const char *name, pid_t *pids, size_t max)
+{
+	struct runc_state st;
+	if (runc_state_read(rt, name, &st) < 0 || !init_alive(&st))
+		return -ESRCH;
+	return (int)pids_of(&st, pids, max);
+}
+
 /* Kills every process of the container and waits for its init to go.  Signals
  * reach frozen tasks only once they thaw, so thaw after killing: nothing runs
  * between the two but the tasks' deaths. */
 static void kill_all(fm_runtime *rt, const char *name)
 {
 	struct runc_state st;
+	pid_t pids[4096];
 	if (runc_state_read(rt, name, &st) < 0 || !init_alive(&st))
 		return;
 	_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, st.pid, 0);
-	const char *dir = *st.freezer ? st.freezer : st.unified;
-	_cleanup_free_ char *procs = fm_xasprintf("%s/cgroup.procs", dir);
-	_cleanup_free_ char *list = NULL;
-	if (*dir && fm_read_file(procs, 1 << 20, &list, NULL) == 0)
-		for (char *p = list; *p;) {
-			pid_t pid = (pid_t)strtol(p, &p, 10);
-			if (pid > 0)
-				kill(pid, SIGKILL);
-			while (*p == '\n')
-				p++;
-		}
-	else
-		kill(st.pid, SIGKILL);
+	size_t n = pids_of(&st, pids, ARRAY_SIZE(pids));
+	for (size_t i = 0; i < n; i++)
+		kill(pids[i], SIGKILL);
 	if (frozen(&st))
 		freezer_set(rt, name, false, NULL);
 	if (pfd >= 0) {

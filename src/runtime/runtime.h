@@ -67,6 +67,9 @@ int fm_rt_stop(fm_runtime *rt, const char *name, int timeout_ms, fm_error *err);
 int fm_rt_remove(fm_runtime *rt, const char *name, bool force, fm_error *err);
 int fm_rt_pause(fm_runtime *rt, const char *name, fm_error *err);
 int fm_rt_resume(fm_runtime *rt, const char *name, fm_error *err);
+/* The processes of a running container (its cgroup), at most max; -ESRCH if
+ * it does not run. */
+int fm_rt_pids(fm_runtime *rt, const char *name, pid_t *pids, size_t max);
 /* Runs argv inside the container (runc exec), bounded by timeout_ms. */
 int fm_rt_exec(fm_runtime *rt, const char *name, json_t *argv, int timeout_ms, fm_error *err);
 

@@ -42,6 +42,10 @@ static const char schema[] =
 	"  message TEXT NOT NULL, PRIMARY KEY(mid, seq));"
 	"CREATE TABLE IF NOT EXISTS hosts("
 	"  name TEXT PRIMARY KEY, address TEXT NOT NULL, added_ms INTEGER NOT NULL);"
+	/* controller: the link rate last measured from one host to another */
+	"CREATE TABLE IF NOT EXISTS links("
+	"  source TEXT NOT NULL, destination TEXT NOT NULL, bps REAL NOT NULL,"
+	"  at_ms INTEGER NOT NULL, mid TEXT, PRIMARY KEY(source, destination));"
 	/* agent: containers, reservations, in-flight migrations */
 	"CREATE TABLE IF NOT EXISTS containers("
 	"  name TEXT PRIMARY KEY, image TEXT NOT NULL, spec TEXT NOT NULL,"

@@ -65,3 +65,22 @@ def test_diskless_cold_256mib_busy_memory_intact(cluster):
     assert m["bytes_transferred"] <= (SIZE_MIB << 20) * 1.02 + (2 << 20), m["bytes_transferred"]
     assert_intact_on(c.b, before)
     assert "mem" not in c.a.containers()
+
+
+def test_live_migration_selector_measures_and_explains(cluster):
+    """LIVE_MIGRATION: the Strategy Selector measures the container's memory and
+    what it touches, takes the link rate from the --bandwidth cap or from an
+    earlier migration's measurement, and says why it chose what it chose."""
+    c = cluster.start()
+    start_memload(c, SIZE_MIB // 64)
+    # a tiny container over a known 1 Gbit/s: the memory crosses in a few ms -> COLD
+    c.a.cli("run", "tiny", "--image", "busybox", "--", "/bin/sleep", "1000")
+    p = c.a.cli("migrate", "-v", "tiny", "--to", "hostB", "--strategy", "LIVE_MIGRATION", "--bandwidth", "1G")
+    assert "Strategy COLD_MIGRATION chosen: LIVE_MIGRATION: COLD_MIGRATION, since the whole memory crosses" in p.stdout, p.stdout
+    assert "link 1000 Mbit/s (the --bandwidth cap)" in p.stdout, p.stdout
+    # 256 MiB: ~2 s at 1 Gbit/s -> POST_COPY, with the working set measured
+    m, out = migrate(c.a, "--strategy", "LIVE_MIGRATION", "--bandwidth", "1G")
+    assert m["strategy"] == "POST_COPY" and m["state"] == "COMPLETED", m
+    line = next(l for l in out.splitlines() if "Strategy POST_COPY chosen" in l)
+    assert "all memory follows in about" in line and "touched" in line and "while its working set arrives" in line, line
+    assert memload_status(c.b, "mem")["errors"] == 0

@@ -330,11 +330,14 @@ static void *decode_thread(void *opaque)
 	return NULL;
 }
 
+/* Blocking, and without Nagle: CRIU's page protocol is requests and replies;
+ * a reply's last segment held back for an ACK costs a delayed-ACK timeout. */
 static void set_blocking(int fd)
 {
-	int fl = fcntl(fd, F_GETFL);
+	int fl = fcntl(fd, F_GETFL), one = 1;
 	if (fl >= 0)
 		(void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 static void set_rcvtimeo(int fd, int ms)

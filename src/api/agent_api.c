@@ -320,6 +320,14 @@ void fm_api_agent_op(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 		r = fm_sync_dst_prepare(a, mid, req->body, &out, &err);
 	else if (!strcmp(op, "restore"))
 		r = fm_sync_dst_restore(a, mid, req->body, &out, &err);
+	else if (!strcmp(op, "pages_open"))
+		r = fm_sync_dst_pages_open(a, mid, req->body, &out, &err);
+	else if (!strcmp(op, "pages_close"))
+		r = fm_sync_dst_pages_close(a, mid, &out, &err);
+	else if (!strcmp(op, "predump"))
+		r = fm_sync_src_predump(a, mid, req->body, &out, &err);
+	else if (!strcmp(op, "throttle"))
+		r = fm_sync_src_throttle(a, mid, req->body, &out, &err);
 	else if (!strcmp(op, "pages"))
 		r = fm_sync_dst_pages(a, mid, &out, &err);
 	else if (!strcmp(op, "verify"))

@@ -140,6 +140,9 @@ static const char migrate_help[] =
 "  --compress C         zstd on the memory stream: auto (default: only while it\n"
 "                       pays, level by the measured link speed), off, or a\n"
 "                       level 1..19 (tried on every block)\n"
+"  --auto-converge      PRE_COPY/HYBRID: when a pre-copy round does not shrink,\n"
+"                       limit the container's CPU (50%, 25%, 10% of a CPU) so\n"
+"                       that the rounds converge; given back at the freeze\n"
 "  --no-diskless        COLD_MIGRATION writes memory to disk and copies it after\n"
 "                       the dump, instead of streaming it to the destination's\n"
 "                       CRIU page server while dumping (default: diskless)\n"
@@ -540,7 +543,7 @@ static int follow(const char *id, bool verbose)
 static int cmd_migrate(int argc, char **argv)
 {
 	const char *to = NULL, *from = NULL, *strategy = NULL;
-	bool detach = false, verbose = false, no_diskless = false;
+	bool detach = false, verbose = false, no_diskless = false, auto_converge = false;
 	int health_timeout = 0, i, compress = -1;
 	uint64_t bandwidth = 0;
 	json_t *health = NULL, *req, *out = NULL;
@@ -567,6 +570,10 @@ static int cmd_migrate(int argc, char **argv)
 		}
 		if (!strcmp(argv[i], "--no-diskless")) {
 			no_diskless = true;
+			continue;
+		}
+		if (!strcmp(argv[i], "--auto-converge")) {
+			auto_converge = true;
 			continue;
 		}
 		if (argv[i][0] != '-') {
@@ -620,6 +627,8 @@ static int cmd_migrate(int argc, char **argv)
 	json_object_set_new(req, "compress", json_integer(compress));
 	if (no_diskless)
 		json_object_set_new(req, "diskless", json_false());
+	if (auto_converge)
+		json_object_set_new(req, "auto_converge", json_true());
 	if (call("POST", "/v1/migrations", req, &out) != EXIT_OK)
 		return EXIT_FAIL;
 	char id[64];

@@ -38,6 +38,8 @@ typedef struct fm_mig {
 	bool recovering;    /* resolving after a controller restart */
 	bool cancelled;     /* `migration cancel` (under ctl->lock) */
 	bool committing;    /* past the point of no return: cancel refused (under ctl->lock) */
+	int precopy_rounds; /* PRE_COPY/HYBRID: rounds done (the last one is the final dump's parent) */
+	bool converged;     /* ... and whether they converged */
 	pthread_t thread;
 	struct fm_mig *next;
 } fm_mig;
@@ -387,22 +389,128 @@ static int step_preparation(fm_mig *m)
 }
 
 /* EXECUTION: freeze, checkpoint and stream on the source; restore on the destination. */
+/* Opens a page transfer on the destination (a pre-copy round, or the final
+ * dump's when final) and returns {host, port} for the source's relay. */
+static int open_pages(fm_mig *m, int round, bool final, json_t **page_relay)
+{
+	json_auto_t *po = NULL;
+	json_t *body = with_transfer_opts(m, json_object());
+	if (final)
+		json_object_set_new(body, "final", json_true());
+	else
+		json_object_set_new(body, "round", json_integer(round));
+	if ((final && m->precopy_rounds > 0) || round > 1)
+		json_object_set_new(body, "parent_round", json_integer(final ? m->precopy_rounds : round - 1));
+	int r = agent(m, m->dst_ep, "POST", 0, body, &po, &m->err, "/v1/agent/migrations/%s/pages_open", m->id);
+	if (r < 0)
+		return r;
+	*page_relay = json_pack("{s:O, s:O}", "host", json_object_get(po, "data_host"), "port",
+				json_object_get(po, "page_relay_port"));
+	return 0;
+}
+
+/* PRE_COPY and HYBRID: pre-dump rounds while the container runs, each sending
+ * what it dirtied since the previous one, until a stop rule holds.
+ * Auto-converge (request "auto_converge") lowers its CPU quota stepwise when a
+ * round does not shrink enough. */
+static int precopy(fm_mig *m)
+{
+	static const int throttle_steps[] = FM_AUTOCONVERGE_STEPS;
+	bool autoconv = json_is_true(json_object_get(m->req, "auto_converge"));
+	unsigned step = 0;
+	json_int_t prev = 0;
+	int r;
+
+	if ((r = step_mark(m, "precopy", "started")) < 0)
+		return r;
+	for (int n = 1; n <= FM_PRECOPY_MAX_ROUNDS; n++) {
+		json_auto_t *pd = NULL, *pc = NULL;
+		json_t *relay = NULL;
+		char sent[32];
+		if ((r = open_pages(m, n, false, &relay)) < 0)
+			return r;
+		r = agent(m, m->src_ep, "POST", m->ctl->long_timeout_ms,
+			  with_transfer_opts(m, json_pack("{s:s, s:i, s:o, s:O, s:s}", "container", m->container, "round", n,
+							  "page_relay", relay, "token", json_object_get(m->prep, "token"),
+							  "controller", m->ctl->self_endpoint)),
+			  &pd, &m->err, "/v1/agent/migrations/%s/predump", m->id);
+		if (r < 0)
+			return r;
+		if ((r = agent(m, m->dst_ep, "POST", 0, json_object(), &pc, &m->err, "/v1/agent/migrations/%s/pages_close",
+			       m->id)) < 0)
+			return r;
+		m->precopy_rounds = n;
+		json_int_t bytes = json_integer_value(json_object_get(pd, "pages_raw_tx"));
+		m->bytes += json_integer_value(json_object_get(pd, "pages_wire_tx"));
+		fm_format_bytes((uint64_t)bytes, sent, sizeof(sent));
+		mlog(m, FM_LOG_INFO, FM_C_STATE_SYNC, "Pre-copy round %d: %s of memory sent in %.0f ms while %s kept running",
+		     n, sent, json_real_value(json_object_get(pd, "predump_ms")), m->container);
+		if (bytes < FM_PRECOPY_MIN_PAGES * 4096LL) {
+			m->converged = true;
+			mlog(m, FM_LOG_INFO, FM_C_STRATEGY_SELECTOR, "Pre-copy converged: round %d sent fewer than %d pages",
+			     n, FM_PRECOPY_MIN_PAGES);
+			break;
+		}
+		if (n > 1 && (double)bytes > (double)prev * FM_PRECOPY_MAX_GROWTH) {
+			if (autoconv && step < ARRAY_SIZE(throttle_steps)) {
+				r = agent(m, m->src_ep, "POST", 0,
+					  json_pack("{s:s, s:i}", "container", m->container, "cpu_percent", throttle_steps[step]),
+					  NULL, &m->err, "/v1/agent/migrations/%s/throttle", m->id);
+				if (r < 0)
+					return r;
+				mlog(m, FM_LOG_INFO, FM_C_STATE_SYNC, "Auto-converge: round %d did not shrink below %.0f%% of the "
+				     "one before; %s limited to %d%% of a CPU", n, FM_PRECOPY_MAX_GROWTH * 100, m->container,
+				     throttle_steps[step]);
+				step++;
+			} else {
+				mlog(m, FM_LOG_INFO, FM_C_STRATEGY_SELECTOR, "Pre-copy is not converging: round %d sent more than "
+				     "%.0f%% of round %d", n, FM_PRECOPY_MAX_GROWTH * 100, n - 1);
+				break;
+			}
+		}
+		prev = bytes;
+	}
+	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET bytes_transferred = ? WHERE id = ?", "is", m->bytes, m->id);
+	step_mark(m, "precopy", "done");
+	return 0;
+}
+
 static int step_execution(fm_mig *m)
 {
 	json_t *ck = NULL, *rs = NULL;
 	char bytes[32];
 	int64_t t_freeze;
 	int r;
+	bool precopied = m->strategy == FM_STRATEGY_PRE_COPY || m->strategy == FM_STRATEGY_HYBRID;
+	bool lazy = m->strategy == FM_STRATEGY_POST_COPY;
 
-	mlog(m, FM_LOG_INFO, FM_C_CHECKPOINTING, "Freezing %s on %s and checkpointing it", m->container, m->source);
-	if ((r = step_mark(m, "checkpoint", "started")) < 0)
+	if (precopied) {
+		if ((r = precopy(m)) < 0)
+			return r;
+		if (m->strategy == FM_STRATEGY_HYBRID && !m->converged) {
+			lazy = true;
+			mlog(m, FM_LOG_INFO, FM_C_STRATEGY_SELECTOR, "HYBRID switches to post-copy: the pages dirtied since "
+			     "round %d follow on demand after the restore", m->precopy_rounds);
+		}
+	}
+	json_t *page_relay = NULL;
+	if (precopied && !lazy && (r = open_pages(m, 0, true, &page_relay)) < 0)
 		return r;
+	mlog(m, FM_LOG_INFO, FM_C_CHECKPOINTING, "Freezing %s on %s and checkpointing it", m->container, m->source);
+	if ((r = step_mark(m, "checkpoint", "started")) < 0) {
+		json_decref(page_relay);
+		return r;
+	}
 	t_freeze = fm_now_mono_us();
 	json_t *ckreq = with_transfer_opts(m, json_pack("{s:s, s:O, s:O, s:O, s:s, s:b}", "container", m->container,
 		"data_host", json_object_get(m->prep, "data_host"), "port", json_object_get(m->prep, "port"),
 		"token", json_object_get(m->prep, "token"), "controller", m->ctl->self_endpoint,
-		"lazy", m->strategy == FM_STRATEGY_POST_COPY));
-	if (json_is_integer(json_object_get(m->prep, "page_relay_port")))
+		"lazy", lazy));
+	if (m->precopy_rounds > 0)
+		json_object_set_new(ckreq, "parent_round", json_integer(m->precopy_rounds));
+	if (page_relay)
+		json_object_set_new(ckreq, "page_relay", page_relay);
+	else if (json_is_integer(json_object_get(m->prep, "page_relay_port")))
 		json_object_set_new(ckreq, "page_relay", json_pack("{s:O, s:O}", "host", json_object_get(m->prep, "data_host"),
 								   "port", json_object_get(m->prep, "page_relay_port")));
 	r = agent(m, m->src_ep, "POST", m->ctl->long_timeout_ms, ckreq, &ck, &m->err,
@@ -410,13 +518,13 @@ static int step_execution(fm_mig *m)
 	if (r < 0)
 		return r;
 	step_mark(m, "checkpoint", "done");
-	m->bytes = json_integer_value(json_object_get(ck, "wire_bytes")) + json_integer_value(json_object_get(ck, "pages_wire_tx"));
+	m->bytes += json_integer_value(json_object_get(ck, "wire_bytes")) + json_integer_value(json_object_get(ck, "pages_wire_tx"));
 	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET bytes_transferred = ? WHERE id = ?", "is",
 			m->bytes, m->id);
 	fm_format_bytes((uint64_t)m->bytes, bytes, sizeof(bytes));
 	mlog(m, FM_LOG_INFO, FM_C_CHECKPOINTING, "Checkpoint of %s done: frozen in %.1f ms, dumped in %.1f ms%s",
 	     m->container, json_real_value(json_object_get(ck, "freeze_ms")), json_real_value(json_object_get(ck, "dump_ms")),
-	     m->strategy == FM_STRATEGY_POST_COPY ? " (all but memory: pages are served on demand from the source)" : "");
+	     lazy ? " (all but memory: pages are served on demand from the source)" : "");
 	json_t *page_server = json_incref(json_object_get(ck, "page_server"));
 	/* the link rate, for the next Strategy Selector: the page relay's measurement
 	 * of a link it saturated, else the rate of a transfer large enough to tell */
@@ -453,7 +561,8 @@ static int step_execution(fm_mig *m)
 		return r;
 	}
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
-		  with_transfer_opts(m, page_server ? json_pack("{s:o}", "page_server", page_server) : json_object()),
+		  with_transfer_opts(m, json_pack("{s:o, s:i}", "page_server", page_server ? page_server : json_null(),
+						  "parent_round", m->precopy_rounds)),
 		  &rs, &m->err, "/v1/agent/migrations/%s/restore", m->id);
 	if (r < 0)
 		return r;
@@ -482,8 +591,9 @@ static int step_verification(fm_mig *m)
 		return r;
 	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Checks passed: %s is running on %s%s", m->container, m->dest,
 	     json_array_size(health) ? " and its health command succeeds" : "");
-	if (m->strategy == FM_STRATEGY_POST_COPY) {
-		/* the source keeps the only complete copy of the memory until every page
+	if (m->strategy == FM_STRATEGY_POST_COPY || m->strategy == FM_STRATEGY_HYBRID) {
+		/* (a HYBRID that converged has no pages in flight: this returns at once)
+		 * the source keeps the only complete copy of the memory until every page
 		 * has arrived: the point of no return waits for that */
 		json_t *pg = NULL;
 		mlog(m, FM_LOG_INFO, FM_C_STATE_SYNC, "Waiting for the remaining memory pages of %s to reach %s",
@@ -844,6 +954,9 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	json_t *dl = json_object_get(req, "diskless");
 	if (dl && !json_is_boolean(dl))
 		return fm_error_set(err, -EINVAL, "\"diskless\" must be true or false");
+	json_t *ac = json_object_get(req, "auto_converge");
+	if (ac && !json_is_boolean(ac))
+		return fm_error_set(err, -EINVAL, "\"auto_converge\" must be true or false");
 
 	json_t *busy = fm_journal_query_one(c->journal, "SELECT id FROM migrations WHERE container = ? AND resolved = 0",
 					    "s", container);

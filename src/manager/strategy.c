@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "basic/util.h"
 
@@ -19,11 +20,13 @@ int fm_strategy_host_ready(fm_strategy s, json_t *caps, const char *role, const 
 	if (!json_is_true(json_object_get(caps, "criu_ok")))
 		return fm_error_set(err, -ENOTSUP, "CRIU does not work on the %s host %s: %s", role, host,
 				    json_string_value(json_object_get(caps, "criu_error")) ?: "criu check failed");
-	if ((s == FM_STRATEGY_PRE_COPY || s == FM_STRATEGY_HYBRID) &&
+	/* dirty-memory tracking is the source's business; the destination only
+	 * receives pages */
+	if ((s == FM_STRATEGY_PRE_COPY || s == FM_STRATEGY_HYBRID) && !strcmp(role, "source") &&
 	    !json_is_true(json_object_get(caps, "mem_dirty_track")))
 		return fm_error_set(err, -ENOTSUP, "%s needs dirty-memory tracking, which the kernel of %s lacks",
 				    fm_strategy_name(s), host);
-	if (s == FM_STRATEGY_POST_COPY && !lazy_ok(caps))
+	if ((s == FM_STRATEGY_POST_COPY || s == FM_STRATEGY_HYBRID) && !lazy_ok(caps))
 		return fm_error_set(err, -ENOTSUP, "POST_COPY needs userfaultfd and fs.pipe-max-size >= 4 MiB on %s "
 				    "(run scripts/setup.sh there)", host);
 	return 0;
@@ -67,8 +70,14 @@ int fm_strategy_select(fm_strategy requested, const fm_strategy_inputs *in, fm_s
 					    "%s needs dirty-memory tracking, which the source kernel lacks "
 					    "(CONFIG_MEM_SOFT_DIRTY; `criu check --feature mem_dirty_track` fails): "
 					    "use POST_COPY or COLD_MIGRATION", fm_strategy_name(requested));
-		return fm_error_set(err, -ENOTSUP, "%s is not implemented in this version yet: use COLD_MIGRATION",
-				    fm_strategy_name(requested));
+		if (requested == FM_STRATEGY_HYBRID && !lazy_ok(caps))
+			return fm_error_set(err, -ENOTSUP, "HYBRID may switch to post-copy, which needs userfaultfd and "
+					    "fs.pipe-max-size >= 4 MiB on the source (run scripts/setup.sh)");
+		*chosen = requested;
+		snprintf(reason, reason_len, "%s as requested: pre-dump rounds while the container runs, then a "
+			 "short final dump%s (%s)", fm_strategy_name(requested),
+			 requested == FM_STRATEGY_HYBRID ? ", or post-copy if the rounds stop converging" : "", facts);
+		return 0;
 	case FM_STRATEGY_POST_COPY:
 		if (!lazy_ok(caps))
 			return fm_error_set(err, -ENOTSUP, "POST_COPY needs userfaultfd and fs.pipe-max-size >= 4 MiB on "
@@ -79,6 +88,19 @@ int fm_strategy_select(fm_strategy requested, const fm_strategy_inputs *in, fm_s
 		return 0;
 	case FM_STRATEGY_LIVE: {
 		double t_ms = in->link_bps > 0 && in->memory_bytes ? (double)in->memory_bytes * 8e3 / in->link_bps : -1;
+		if (json_is_true(json_object_get(caps, "mem_dirty_track"))) {
+			/* it converges when it dirties memory well below the link's rate */
+			double touch_bps = in->touched_interval_ms > 0
+				? (double)in->touched_bytes * 8e3 / in->touched_interval_ms : -1;
+			bool slow_writer = touch_bps >= 0 && in->link_bps > 0 && touch_bps < in->link_bps / 2;
+			*chosen = slow_writer || !lazy_ok(caps) ? FM_STRATEGY_PRE_COPY : FM_STRATEGY_HYBRID;
+			snprintf(reason, reason_len, "LIVE_MIGRATION: %s, %s (%s)", fm_strategy_name(*chosen),
+				 slow_writer ? "since it touches memory at well under half the link's rate, so pre-copy "
+					       "rounds converge"
+					     : "since it may dirty memory faster than pre-copy rounds converge: post-copy "
+					       "takes over if they do not", facts);
+			return 0;
+		}
 		if (!lazy_ok(caps)) {
 			*chosen = FM_STRATEGY_COLD;
 			snprintf(reason, reason_len, "LIVE_MIGRATION: no live strategy works on the source (no dirty-memory "

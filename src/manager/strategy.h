@@ -23,6 +23,17 @@ typedef struct fm_strategy_inputs {
  * which has no pages in flight to lose. */
 #define FM_COLD_ENOUGH_MS 300
 
+/* PRE_COPY and HYBRID stop rules (pre-dump rounds while the container runs):
+ * at most FM_PRECOPY_MAX_ROUNDS rounds; converged once a round sends fewer than
+ * FM_PRECOPY_MIN_PAGES pages; not converging when a round sends more than
+ * FM_PRECOPY_MAX_GROWTH times the previous one.  Not converging: PRE_COPY makes
+ * its final dump anyway, HYBRID switches to post-copy, and with auto-converge
+ * the container's CPU is first limited, step by step, to these percentages. */
+#define FM_PRECOPY_MAX_ROUNDS 6
+#define FM_PRECOPY_MIN_PAGES 1024
+#define FM_PRECOPY_MAX_GROWTH 0.8
+#define FM_AUTOCONVERGE_STEPS { 50, 25, 10 }
+
 /* In PLANNING.  On success *chosen is set and reason holds what was measured
  * and why this strategy, for the log. */
 int fm_strategy_select(fm_strategy requested, const fm_strategy_inputs *in, fm_strategy *chosen, char *reason,

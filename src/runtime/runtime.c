@@ -642,6 +642,30 @@ static int runc_simple(fm_runtime *rt, const char *verb, const char *name, const
 	return r > 0 ? -EIO : r;
 }
 
+int fm_rt_cpu_throttle(fm_runtime *rt, const char *name, int percent, fm_error *err)
+{
+	json_auto_t *c = fm_rt_get(rt, name);
+	json_int_t own = json_integer_value(json_object_get(c, "cpu_milli"));
+	/* percent of one CPU, never above the container's own limit; 0 = that limit */
+	json_int_t quota = own > 0 ? own * 100 : -1;
+	if (!c)
+		return fm_error_set(err, -ENOENT, "no container %s on %s", name, rt->host);
+	if (percent > 0 && (quota < 0 || percent * 1000 < quota))
+		quota = percent * 1000;
+	fm_cmd *u = fm_rt_runc_cmd(rt);
+	fm_cmd_arg(u, "update");
+	fm_cmd_arg(u, "--cpu-period");
+	fm_cmd_arg(u, "100000");
+	fm_cmd_arg(u, "--cpu-quota");
+	fm_cmd_argf(u, "%lld", (long long)quota);
+	fm_cmd_arg(u, name);
+	int r = fm_cmd_run(u, err);
+	fm_cmd_free(u);
+	if (r != 0)
+		fm_error_prefix(err, "cannot set the CPU quota of %s", name);
+	return r > 0 ? -EIO : r;
+}
+
 int fm_rt_pause(fm_runtime *rt, const char *name, fm_error *err)
 {
 	int r = freezer_set(rt, name, true, err);

@@ -65,6 +65,9 @@ bool fm_rt_exists(fm_runtime *rt, const char *name);
 int fm_rt_stop(fm_runtime *rt, const char *name, int timeout_ms, fm_error *err);
 /* Removes the container entirely (kills it if force). */
 int fm_rt_remove(fm_runtime *rt, const char *name, bool force, fm_error *err);
+/* CPU quota for auto-converge: percent of one CPU (1..100, never above the
+ * container's own limit), or 0 to go back to its own limit. */
+int fm_rt_cpu_throttle(fm_runtime *rt, const char *name, int percent, fm_error *err);
 int fm_rt_pause(fm_runtime *rt, const char *name, fm_error *err);
 int fm_rt_resume(fm_runtime *rt, const char *name, fm_error *err);
 /* The processes of a running container (its cgroup), at most max; -ESRCH if

@@ -34,25 +34,32 @@ int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err)
 }
 
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		 int page_server_port, bool tcp, fm_error *err)
+		 const fm_dump_opts *o, fm_error *err)
 {
 	struct fm_cmd *c = fm_rt_runc_cmd(rt);
 
 	fm_cmd_arg(c, "checkpoint");
-	/* keep the frozen source: rollback is then a resume, not a restore */
-	fm_cmd_arg(c, "--leave-running");
-	if (tcp)
+	if (o->pre_dump)
+		fm_cmd_arg(c, "--pre-dump");
+	else /* keep the frozen source: rollback is then a resume, not a restore */
+		fm_cmd_arg(c, "--leave-running");
+	if (o->tcp && !o->pre_dump)
 		fm_cmd_arg(c, "--tcp-established");
-	if (page_server_port > 0) {
+	if (o->parent) {
+		fm_cmd_arg(c, "--parent-path");
+		fm_cmd_arg(c, o->parent);
+	}
+	if (o->page_server_port > 0) {
 		fm_cmd_arg(c, "--page-server");
-		fm_cmd_argf(c, "127.0.0.1:%d", page_server_port);
+		fm_cmd_argf(c, "127.0.0.1:%d", o->page_server_port);
 	}
 	fm_cmd_arg(c, "--image-path");
 	fm_cmd_arg(c, images_dir);
 	fm_cmd_arg(c, "--work-path");
 	fm_cmd_arg(c, work_dir);
 	fm_cmd_arg(c, name);
-	return fm_ckpt_run_runc(c, work_dir, "dump.log", "checkpoint", name, err);
+	/* runc names CRIU's log dump.log for pre-dumps too */
+	return fm_ckpt_run_runc(c, work_dir, "dump.log", o->pre_dump ? "pre-copy round" : "checkpoint", name, err);
 }
 
 int fm_ckpt_run_runc(struct fm_cmd *c, const char *work_dir, const char *logname, const char *what,
@@ -72,7 +79,8 @@ int fm_ckpt_run_runc(struct fm_cmd *c, const char *work_dir, const char *logname
 }
 
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		      const char *host, int port, bool tcp, struct fm_cmd **running, fm_error *err)
+		      const char *host, int port, bool tcp, const char *parent, struct fm_cmd **running,
+		      fm_error *err)
 {
 	struct fm_cmd *c = fm_rt_runc_cmd(rt);
 	int p[2], r;
@@ -85,6 +93,10 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 	fm_cmd_arg(c, "--leave-running");
 	if (tcp)
 		fm_cmd_arg(c, "--tcp-established");
+	if (parent) {
+		fm_cmd_arg(c, "--parent-path");
+		fm_cmd_arg(c, parent);
+	}
 	fm_cmd_arg(c, "--page-server");
 	fm_cmd_argf(c, "%s:%d", host, port);
 	fm_cmd_arg(c, "--status-fd");

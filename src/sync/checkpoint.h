@@ -23,11 +23,17 @@
 int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err);
 /* tcp: the container has its own network (runtime/net.h): its established TCP
  * connections are dumped and restored too (--tcp-established). */
-/* Dumps a frozen container into images_dir (work_dir holds CRIU's log).  With
- * page_server_port > 0 the memory pages go to the page server behind
- * 127.0.0.1:page_server_port (a page relay) instead of images_dir: diskless. */
+typedef struct fm_dump_opts {
+	int page_server_port;   /* > 0: the memory goes to the page server behind
+				 * 127.0.0.1:port (a page relay), not into images_dir */
+	bool tcp;
+	bool pre_dump;          /* a pre-copy round: memory only, the container runs on */
+	const char *parent;     /* images of the previous round, relative to images_dir */
+} fm_dump_opts;
+/* Dumps a frozen container into images_dir (work_dir holds CRIU's log), or
+ * with o->pre_dump one pre-copy round of a running one. */
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		 int page_server_port, bool tcp, fm_error *err);
+		 const fm_dump_opts *o, fm_error *err);
 /* Diskless COLD destination: `criu page-server` on 127.0.0.1:port writing the
  * pages (pagemap-*.img, pages-*.img) it receives into images_dir; it exits 0
  * when the dump is complete. */
@@ -40,7 +46,8 @@ int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char
  * fails.  Returns once the non-memory images are complete (CRIU's status fd);
  * *running is the runc process still serving pages (reap with fm_cmd_wait). */
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		      const char *host, int port, bool tcp, struct fm_cmd **running, fm_error *err);
+		      const char *host, int port, bool tcp, const char *parent, struct fm_cmd **running,
+		      fm_error *err);
 /* POST_COPY destination: starts `criu lazy-pages` fetching from host:port; it
  * exits 0 once every page has arrived. */
 int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *host,

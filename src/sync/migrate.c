@@ -46,7 +46,8 @@ typedef struct fm_incoming {
 	fm_xfer_stats stats;         /* updated while receiving (under a->lock) */
 	int64_t restored_us;         /* monotonic time the restore returned */
 	struct fm_cmd *lazy;         /* POST_COPY: `criu lazy-pages` fetching the memory */
-	struct fm_cmd *page_server;  /* diskless COLD: `criu page-server` receiving the memory */
+	struct fm_cmd *page_server;  /* diskless COLD, PRE_COPY rounds: `criu page-server` receiving memory */
+	char *pages_dir;             /* ... into this directory */
 	fm_relay *relay;             /* COLD: ingress relay to page_server; POST_COPY: egress relay to the source */
 	fm_agent *agent;
 	struct fm_incoming *next;
@@ -59,6 +60,7 @@ typedef struct fm_outgoing {
 	fm_xfer_stats stats;
 	struct fm_cmd *lazy;         /* POST_COPY: runc/CRIU still serving pages */
 	fm_relay *relay;             /* POST_COPY: ingress relay in front of CRIU's page server */
+	bool throttled;              /* auto-converge lowered its CPU quota */
 	struct fm_outgoing *next;
 } fm_outgoing;
 
@@ -105,6 +107,7 @@ static void incoming_free(fm_incoming *in)
 	if (in->thread_started)
 		pthread_join(in->thread, NULL);
 	fm_xfer_listener_free(in->listener);
+	free(in->pages_dir);
 	fm_container_spec_clear(&in->spec);
 	fm_error_clear(&in->recv_err);
 	pthread_cond_destroy(&in->claim_cv);
@@ -387,6 +390,72 @@ int fm_sync_check_received(const char *staging, fm_error *err)
 	return r;
 }
 
+/* Starts `criu page-server` writing into <staging>/pages/<name> behind an
+ * ingress relay (the migration's token).  parent: an earlier round's name,
+ * linked as the directory's "parent" (pre-copy: pages not dirtied since stay
+ * there).  One page server at a time per migration. */
+static int pages_open(fm_agent *a, fm_incoming *in, const char *name, const char *parent, json_t *req,
+		      fm_error *err)
+{
+	_cleanup_free_ char *dir = fm_xasprintf("%s/pages/%s", in->staging, name);
+	_cleanup_free_ char *work = fm_xasprintf("%s/work", in->staging);
+	fm_relay_opts ro;
+	int ps_port, r;
+
+	if (in->page_server)
+		return fm_error_set(err, -EBUSY, "a page transfer of migration %s is still open", in->mid);
+	relay_opts_from(a, req, &ro);
+	fm_rm_rf(dir);
+	if ((r = fm_mkdir_p(dir, 0700)) < 0)
+		return fm_error_set(err, r, "cannot create %s: %s", dir, strerror(-r));
+	if (parent) {
+		_cleanup_free_ char *target = fm_xasprintf("%s/pages/%s", in->staging, parent);
+		_cleanup_free_ char *link = fm_xasprintf("%s/parent", dir);
+		if (symlink(target, link) < 0)
+			return fm_error_set(err, -errno, "cannot link %s to its parent %s: %m", link, target);
+	}
+	if ((ps_port = free_port("127.0.0.1")) < 0)
+		return fm_error_set(err, ps_port, "no free local port for CRIU's page server");
+	if ((r = fm_ckpt_page_server_start(a->rt, dir, work, ps_port, &in->page_server, err)) < 0)
+		return r;
+	if ((r = fm_relay_ingress(a->data_host, in->token, "127.0.0.1", ps_port, &ro, &in->relay, err)) < 0) {
+		finish_cmd(in->page_server, 0, NULL);
+		in->page_server = NULL;
+		return r;
+	}
+	free(in->pages_dir);
+	in->pages_dir = TAKE_PTR(dir);
+	return 0;
+}
+
+/* Waits for the open page transfer to end (the dump hung up) and the page
+ * server to exit 0; its relay's figures go into stats. */
+static int pages_close(fm_agent *a, fm_incoming *in, json_t *stats, fm_error *err)
+{
+	_cleanup_free_ char *work = fm_xasprintf("%s/work", in->staging);
+	struct fm_cmd *ps = TAKE_PTR(in->page_server);
+	fm_error e = FM_ERROR_INIT;
+	int r;
+
+	if (!ps)
+		return fm_error_set(err, -ENOENT, "no page transfer open for migration %s", in->mid);
+	if ((r = fm_relay_wait(in->relay, a->io_timeout_ms, &e)) < 0 ||
+	    (r = finish_cmd(ps, a->io_timeout_ms, &e)) != 0) {
+		r = r > 0 ? -EIO : r;
+		if (e.code == 0)
+			fm_error_set(&e, r, "CRIU's page server failed");
+		fm_ckpt_attach_criu_log(&e, work, "page-server.log");
+		fm_error_prefix(&e, "receiving the memory pages failed");
+		fm_error_move(err, &e);
+	} else {
+		relay_stats_json(in->relay, stats, "pages_");
+	}
+	fm_error_clear(&e);
+	fm_relay_free(in->relay);
+	in->relay = NULL;
+	return r;
+}
+
 static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	const char *source_ep = json_string_value(json_object_get(req, "source_endpoint"));
@@ -489,24 +558,9 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		fm_error_set(err, r, "getrandom: %s", strerror(-r));
 		goto fail_undo;
 	}
-	if (json_is_true(json_object_get(req, "diskless"))) {
-		/* diskless COLD: the memory streams into a page server while the source dumps */
-		_cleanup_free_ char *pages = fm_xasprintf("%s/pages", in->staging);
-		fm_relay_opts ro;
-		int ps_port = free_port("127.0.0.1");
-		relay_opts_from(a, req, &ro);
-		if (ps_port < 0) {
-			r = fm_error_set(err, ps_port, "no free local port for CRIU's page server");
-			goto fail_undo;
-		}
-		if ((r = fm_mkdir_p(pages, 0700)) < 0) {
-			fm_error_set(err, r, "cannot create %s: %s", pages, strerror(-r));
-			goto fail_undo;
-		}
-		if ((r = fm_ckpt_page_server_start(a->rt, pages, work, ps_port, &in->page_server, err)) < 0 ||
-		    (r = fm_relay_ingress(a->data_host, in->token, "127.0.0.1", ps_port, &ro, &in->relay, err)) < 0)
-			goto fail_undo;
-	}
+	/* diskless COLD: the memory streams into a page server while the source dumps */
+	if (json_is_true(json_object_get(req, "diskless")) && (r = pages_open(a, in, "final", NULL, req, err)) < 0)
+		goto fail_undo;
 	in->recv_status = a->io_timeout_ms;
 	if (pthread_create(&in->thread, NULL, recv_thread, in) != 0) {
 		r = fm_error_set(err, -EAGAIN, "cannot start the receiver thread");
@@ -534,33 +588,26 @@ fail_free:
 	return r;
 }
 
-/* Diskless COLD: the page server has written pagemap-*.img and pages-*.img;
- * they join the other images.  The dump on the source finished before the
+/* Diskless COLD and PRE_COPY's final dump: the page server has written
+ * pagemap-*.img and pages-*.img; they join the other images (with the link to
+ * the last pre-copy round, if any).  The dump on the source finished before the
  * controller asked for the restore, so the page server is ending. */
-static int collect_pages(fm_agent *a, fm_incoming *in, const char *images, const char *work, json_t *stats,
-			 fm_error *err)
+static int collect_pages(fm_agent *a, fm_incoming *in, const char *images, json_t *stats, fm_error *err)
 {
-	_cleanup_free_ char *pages = fm_xasprintf("%s/pages", in->staging);
-	struct fm_cmd *ps = in->page_server;
-	fm_error e = FM_ERROR_INIT;
+	_cleanup_free_ char *pages = fm_xstrdup(in->pages_dir);
+	_cleanup_free_ char *plink = fm_xasprintf("%s/parent", pages);
+	_cleanup_free_ char *ilink = fm_xasprintf("%s/parent", images);
+	char target[4096];
+	ssize_t tl;
 	int r;
 
-	in->page_server = NULL;
-	if ((r = fm_relay_wait(in->relay, a->io_timeout_ms, &e)) < 0 ||
-	    (r = finish_cmd(ps, a->io_timeout_ms, &e)) != 0) {
-		r = r > 0 ? -EIO : r;
-		if (e.code == 0)
-			fm_error_set(&e, r, "CRIU's page server failed");
-		fm_ckpt_attach_criu_log(&e, work, "page-server.log");
-		fm_error_prefix(&e, "receiving the memory pages failed");
-		fm_error_move(err, &e);
+	if ((r = pages_close(a, in, stats, err)) < 0)
 		return r;
+	if ((tl = readlink(plink, target, sizeof(target) - 1)) > 0) {
+		target[tl] = '\0';
+		if (symlink(target, ilink) < 0)
+			return fm_error_set(err, -errno, "cannot link the images to the pre-copied pages: %m");
 	}
-	fm_error_clear(&e);
-	relay_stats_json(in->relay, stats, "pages_");
-	fm_relay_free(in->relay);
-	in->relay = NULL;
-
 	_cleanup_close_ int sfd = open(pages, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	_cleanup_close_ int dfd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d = sfd >= 0 ? fdopendir(dup(sfd)) : NULL;
@@ -637,7 +684,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 
 	if ((r = fm_sync_check_received(in->staging, err)) < 0)
 		return r;
-	if (in->page_server && (r = collect_pages(a, in, images, work, pstats, err)) < 0)
+	if (in->page_server && (r = collect_pages(a, in, images, pstats, err)) < 0)
 		return r;
 	if (lstat(rupper, &st) == 0) {
 		fm_rm_rf(upper);
@@ -648,6 +695,17 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		return r;
 	t0 = fm_now_mono_us();
 	json_t *ps = json_object_get(req, "page_server");
+	if (json_is_null(ps))
+		ps = NULL;
+	/* HYBRID switched to post-copy: the pages of the pre-copy rounds are here */
+	json_int_t parent_round = json_integer_value(json_object_get(req, "parent_round"));
+	_cleanup_free_ char *plink = fm_xasprintf("%s/parent", images);
+	struct stat lst;
+	if (parent_round > 0 && parent_round <= 99 && lstat(plink, &lst) < 0) {
+		_cleanup_free_ char *target = fm_xasprintf("%s/pages/r%d", in->staging, (int)parent_round);
+		if (symlink(target, plink) < 0)
+			return fm_error_set(err, -errno, "cannot link the images to the pre-copied pages: %m");
+	}
 	const char *ps_host = json_string_value(json_object_get(ps, "host"));
 	int ps_port = (int)json_integer_value(json_object_get(ps, "port"));
 	uint8_t ps_token[FM_XFER_TOKEN_LEN];
@@ -775,6 +833,56 @@ static int dst_abort_locked(fm_agent *a, const char *mid, fm_error *err)
 	return 0;
 }
 
+/* A pre-copy round's name: "r1".."r99". */
+static bool round_name(json_t *v, char out[8])
+{
+	json_int_t n = json_integer_value(v);
+	if (!json_is_integer(v) || n < 1 || n > 99)
+		return false;
+	snprintf(out, 8, "r%d", (int)n);
+	return true;
+}
+
+static int dst_pages_open_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	char name[8], parent[8];
+	json_t *pr = json_object_get(req, "parent_round");
+	fm_incoming *in;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	bool final = json_is_true(json_object_get(req, "final"));
+	if ((!final && !round_name(json_object_get(req, "round"), name)) || (pr && !round_name(pr, parent)))
+		return fm_error_set(err, -EINVAL, "pages_open needs \"round\" 1..99 or \"final\": true, and an "
+				    "optional \"parent_round\" 1..99");
+	pthread_mutex_lock(&a->lock);
+	in = incoming_find(a, mid);
+	pthread_mutex_unlock(&a->lock);
+	if (!in)
+		return fm_error_set(err, -ENOENT, "no incoming migration %s on %s", mid, a->rt->host);
+	if ((r = pages_open(a, in, final ? "final" : name, pr ? parent : NULL, req, err)) < 0)
+		return r;
+	*out = json_pack("{s:s, s:i}", "data_host", a->data_host, "page_relay_port", fm_relay_port(in->relay));
+	return 0;
+}
+
+static int dst_pages_close_locked(fm_agent *a, const char *mid, json_t **out, fm_error *err)
+{
+	fm_incoming *in;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	pthread_mutex_lock(&a->lock);
+	in = incoming_find(a, mid);
+	pthread_mutex_unlock(&a->lock);
+	if (!in)
+		return fm_error_set(err, -ENOENT, "no incoming migration %s on %s", mid, a->rt->host);
+	*out = json_object();
+	return pages_close(a, in, *out, err);
+}
+
 json_t *fm_sync_dst_status(fm_agent *a, const char *mid)
 {
 	json_t *row = fm_journal_query_one(a->journal, "SELECT * FROM incoming WHERE mid = ?", "s", mid);
@@ -895,6 +1003,134 @@ static bool has_network(fm_agent *a, const char *name)
 	return json_object_get(c, "network") != NULL;
 }
 
+static bool holds_claim(fm_agent *a, const char *mid, const char *container)
+{
+	return fm_journal_query_int(a->journal, 0, "SELECT COUNT(*) FROM outgoing WHERE mid = ? AND container = ?",
+				    "ss", mid, container) > 0;
+}
+
+/* A dump whose pages stream through an egress relay to the destination's page
+ * relay {host, port} (diskless COLD, pre-copy rounds, PRE_COPY's last dump). */
+static int stream_dump(fm_agent *a, const char *name, const char *images, const char *work, json_t *page_relay,
+		       const uint8_t *token, const fm_relay_opts *ro, fm_dump_opts *d, json_t *stats, fm_error *err)
+{
+	const char *rh = json_string_value(json_object_get(page_relay, "host"));
+	int rp = (int)json_integer_value(json_object_get(page_relay, "port"));
+	fm_error e = FM_ERROR_INIT;
+	fm_relay *relay = NULL;
+	int r;
+
+	if (!rh || rp <= 0 || rp > 65535)
+		return fm_error_set(err, -EINVAL, "page_relay needs host and port");
+	if ((r = fm_relay_egress(rh, rp, token, ro, &relay, err)) < 0)
+		return r;
+	d->page_server_port = fm_relay_port(relay);
+	r = fm_ckpt_dump(a->rt, name, images, work, d, err);
+	if (fm_relay_failed(relay, &e) < 0) {
+		/* the relay's reason is the root cause of CRIU's "page server" errors */
+		fm_error_clear(err);
+		fm_error_move(err, &e);
+		fm_error_prefix(err, "streaming the memory of %s to %s:%d failed", name, rh, rp);
+		r = err->code;
+	} else if (r == 0 && (r = fm_relay_wait(relay, a->io_timeout_ms, &e)) < 0) {
+		fm_error_move(err, &e);
+	}
+	fm_error_clear(&e);
+	relay_stats_json(relay, stats, "pages_");
+	fm_relay_free(relay);
+	return r;
+}
+
+/* Claims the container for migration mid (the outgoing row); -EBUSY if another
+ * migration has it. */
+static int claim(fm_agent *a, const char *mid, const char *name, const char *controller, const char *state,
+		 bool *ours, fm_error *err)
+{
+	json_auto_t *row = fm_journal_query_one(a->journal, "SELECT mid FROM outgoing WHERE container = ?", "s", name);
+	const char *owner = json_string_value(json_object_get(row, "mid"));
+	*ours = owner && !strcmp(owner, mid);
+	if (owner && !*ours)
+		return fm_error_set(err, -EBUSY, "container %s is already being migrated by %s", name, owner);
+	if (state)
+		fm_journal_exec(a->journal, "INSERT OR REPLACE INTO outgoing(mid, container, controller, state, at_ms)"
+				" VALUES(?, ?, ?, ?, ?)", "ssssi", mid, name, controller, state, fm_now_wall_ms());
+	return 0;
+}
+
+static int src_predump_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	const char *name = json_string_value(json_object_get(req, "container"));
+	json_t *page_relay = json_object_get(req, "page_relay");
+	uint8_t token[FM_XFER_TOKEN_LEN];
+	char status[32], rname[8], parent[16];
+	fm_relay_opts ro;
+	bool ours;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	if (!name || !fm_name_valid(name) || !round_name(json_object_get(req, "round"), rname) || !page_relay ||
+	    parse_token(json_string_value(json_object_get(req, "token")), token) < 0)
+		return fm_error_set(err, -EINVAL, "predump request needs container, round 1..99, page_relay and token");
+	if (fm_rt_status(a->rt, name, status, sizeof(status), NULL) < 0 || strcmp(status, "running") != 0)
+		return fm_error_set(err, -ENOENT, "no running container %s on %s", name, a->rt->host);
+	if ((r = claim(a, mid, name, json_string_value(json_object_get(req, "controller")), "PRECOPY", &ours, err)) < 0)
+		return r;
+	_cleanup_free_ char *staging = staging_dir(a, mid);
+	_cleanup_free_ char *dir = fm_xasprintf("%s/rounds/%s", staging, rname);
+	_cleanup_free_ char *work = fm_xasprintf("%s/work", staging);
+	fm_rm_rf(dir);
+	if ((r = fm_mkdir_p(dir, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0)
+		return fm_error_set(err, r, "cannot create %s: %s", dir, strerror(-r));
+	json_int_t n = json_integer_value(json_object_get(req, "round"));
+	snprintf(parent, sizeof(parent), "../r%d", (int)n - 1);
+	fm_dump_opts d = { .pre_dump = true, .parent = n > 1 ? parent : NULL };
+	relay_opts_from(a, req, &ro);
+	set_phase(a, mid, "pre-copying");
+	int64_t t0 = fm_now_mono_us();
+	*out = json_object();
+	if ((r = stream_dump(a, name, dir, work, page_relay, token, &ro, &d, *out, err)) < 0)
+		return r;
+	json_object_set_new(*out, "predump_ms", json_real((double)(fm_now_mono_us() - t0) / 1000.0));
+	return 0;
+}
+
+/* Gives back the CPU auto-converge took (frozen or resumed, it needs it again). */
+static void unthrottle(fm_agent *a, const char *mid, const char *name)
+{
+	pthread_mutex_lock(&a->lock);
+	fm_outgoing *o = outgoing_get(a, mid, false);
+	bool t = o && o->throttled;
+	if (o)
+		o->throttled = false;
+	pthread_mutex_unlock(&a->lock);
+	if (t)
+		fm_rt_cpu_throttle(a->rt, name, 0, NULL);
+}
+
+/* Auto-converge: CPU quota of the container, stepwise, while pre-copy runs. */
+static int src_throttle_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	const char *name = json_string_value(json_object_get(req, "container"));
+	json_t *pct = json_object_get(req, "cpu_percent");
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	if (!name || !fm_name_valid(name) || !json_is_integer(pct) || json_integer_value(pct) < 0 ||
+	    json_integer_value(pct) > 100)
+		return fm_error_set(err, -EINVAL, "throttle request needs container and cpu_percent 0..100");
+	if (!holds_claim(a, mid, name))
+		return fm_error_set(err, -EPERM, "migration %s does not hold container %s", mid, name);
+	if ((r = fm_rt_cpu_throttle(a->rt, name, (int)json_integer_value(pct), err)) < 0)
+		return r;
+	pthread_mutex_lock(&a->lock);
+	outgoing_get(a, mid, true)->throttled = json_integer_value(pct) > 0;
+	pthread_mutex_unlock(&a->lock);
+	*out = json_pack("{s:I}", "cpu_percent", json_integer_value(pct));
+	return 0;
+}
+
 static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	const char *name = json_string_value(json_object_get(req, "container"));
@@ -914,15 +1150,9 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	if (fm_rt_status(a->rt, name, status, sizeof(status), NULL) < 0)
 		return fm_error_set(err, -ENOENT, "no container %s on %s", name, a->rt->host);
 	/* one migration at a time per container: the claim is the outgoing row */
-	json_t *claim = fm_journal_query_one(a->journal, "SELECT mid FROM outgoing WHERE container = ?", "s", name);
-	const char *owner = json_string_value(json_object_get(claim, "mid"));
-	bool ours = owner && !strcmp(owner, mid);
-	if (owner && !ours) {
-		r = fm_error_set(err, -EBUSY, "container %s is already being migrated by %s", name, owner);
-		json_decref(claim);
+	bool ours;
+	if ((r = claim(a, mid, name, NULL, NULL, &ours, err)) < 0)
 		return r;
-	}
-	json_decref(claim);
 	if (!strcmp(status, "paused") && !ours)
 		return fm_error_set(err, -EBUSY, "container %s is paused; resume it before migrating it", name);
 
@@ -931,7 +1161,8 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	_cleanup_free_ char *work = fm_xasprintf("%s/work", staging);
 	_cleanup_free_ char *cdir = fm_rt_container_dir(a->rt, name);
 	_cleanup_free_ char *upper = fm_xasprintf("%s/upper", cdir);
-	fm_rm_rf(staging);
+	/* the images of pre-copy rounds (staging/rounds) stay: the dump refers to them */
+	fm_rm_rf(images);
 	if ((r = fm_mkdir_p(images, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0)
 		return fm_error_set(err, r, "cannot create %s: %s", staging, strerror(-r));
 	fm_journal_exec(a->journal, "INSERT OR REPLACE INTO outgoing(mid, container, controller, state, at_ms)"
@@ -948,10 +1179,19 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	bool tcp = has_network(a, name);
 	if (tcp && (r = fm_net_port_set(a->rt, name, false, err)) < 0)
 		goto thaw;
+	unthrottle(a, mid, name);
 	t1 = fm_now_mono_us();
 	set_phase(a, mid, "checkpointing");
 	bool lazy = json_is_true(json_object_get(req, "lazy"));
 	json_t *page_relay = json_object_get(req, "page_relay");
+	/* after pre-copy rounds: only what changed since the last one */
+	json_int_t parent_round = json_integer_value(json_object_get(req, "parent_round"));
+	char parent[32];
+	snprintf(parent, sizeof(parent), "../rounds/r%d", (int)parent_round);
+	if (parent_round < 0 || parent_round > 99) {
+		r = fm_error_set(err, -EINVAL, "parent_round must be 1..99");
+		goto thaw;
+	}
 	struct fm_cmd *serving = NULL;
 	fm_relay_opts ro;
 	fm_relay *relay = NULL;
@@ -971,7 +1211,8 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		}
 		if ((r = fm_relay_ingress(a->data_host, ps_token, "127.0.0.1", ps_port, &ro, &relay, err)) < 0)
 			goto thaw;
-		if ((r = fm_ckpt_dump_lazy(a->rt, name, images, work, "127.0.0.1", ps_port, tcp, &serving, err)) < 0) {
+		if ((r = fm_ckpt_dump_lazy(a->rt, name, images, work, "127.0.0.1", ps_port, tcp,
+					     parent_round ? parent : NULL, &serving, err)) < 0) {
 			fm_relay_free(relay);
 			goto thaw;
 		}
@@ -980,35 +1221,14 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		o->lazy = serving;
 		o->relay = relay;
 		pthread_mutex_unlock(&a->lock);
-	} else if (page_relay) {
-		/* diskless COLD: the pages stream to the destination's page server while
-		 * CRIU dumps; only the other images are written here */
-		const char *rh = json_string_value(json_object_get(page_relay, "host"));
-		int rp = (int)json_integer_value(json_object_get(page_relay, "port"));
-		if (!rh || rp <= 0 || rp > 65535) {
-			r = fm_error_set(err, -EINVAL, "page_relay needs host and port");
+	} else {
+		/* diskless COLD and PRE_COPY's last step: the pages stream to the
+		 * destination's page server while CRIU dumps; only the other images are
+		 * written here */
+		fm_dump_opts d = { .tcp = tcp, .parent = parent_round ? parent : NULL };
+		if ((r = page_relay ? stream_dump(a, name, images, work, page_relay, token, &ro, &d, pstats, err)
+				    : fm_ckpt_dump(a->rt, name, images, work, &d, err)) < 0)
 			goto thaw;
-		}
-		if ((r = fm_relay_egress(rh, rp, token, &ro, &relay, err)) < 0)
-			goto thaw;
-		r = fm_ckpt_dump(a->rt, name, images, work, fm_relay_port(relay), tcp, err);
-		fm_error e = FM_ERROR_INIT;
-		if (fm_relay_failed(relay, &e) < 0) {
-			/* the relay's reason is the root cause of CRIU's "page server" errors */
-			fm_error_clear(err);
-			fm_error_move(err, &e);
-			fm_error_prefix(err, "streaming the memory of %s to %s:%d failed", name, rh, rp);
-			r = err->code;
-		} else if (r == 0 && (r = fm_relay_wait(relay, a->io_timeout_ms, &e)) < 0) {
-			fm_error_move(err, &e);
-		}
-		fm_error_clear(&e);
-		relay_stats_json(relay, pstats, "pages_");
-		fm_relay_free(relay);
-		if (r < 0)
-			goto thaw;
-	} else if ((r = fm_ckpt_dump(a->rt, name, images, work, 0, tcp, err)) < 0) {
-		goto thaw;
 	}
 	t2 = fm_now_mono_us();
 	fm_journal_exec(a->journal, "UPDATE outgoing SET state = 'DUMPED' WHERE mid = ?", "s", mid);
@@ -1053,12 +1273,6 @@ thaw:
 		fm_net_port_set(a->rt, name, true, NULL);
 	fm_rt_resume(a->rt, name, NULL);
 	return r;
-}
-
-static bool holds_claim(fm_agent *a, const char *mid, const char *container)
-{
-	return fm_journal_query_int(a->journal, 0, "SELECT COUNT(*) FROM outgoing WHERE mid = ? AND container = ?",
-				    "ss", mid, container) > 0;
 }
 
 /* Takes the page-serving runc of a POST_COPY source out of its record. */
@@ -1114,6 +1328,7 @@ static int src_resume_locked(fm_agent *a, const char *mid, const char *container
 				    a->rt->host);
 	if (has_network(a, container) && (r = fm_net_port_set(a->rt, container, true, err)) < 0)
 		return r;
+	unthrottle(a, mid, container);
 	if (!strcmp(status, "paused") && (r = fm_rt_resume(a->rt, container, err)) < 0) {
 		fm_error_prefix(err, "cannot resume %s on %s", container, a->rt->host);
 		return r;
@@ -1202,6 +1417,26 @@ int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_e
 int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err)
 {
 	return UNDER(&a->src_ops, src_cleanup_locked(a, mid, container, err));
+}
+
+int fm_sync_dst_pages_open(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	return UNDER(&a->dst_ops, dst_pages_open_locked(a, mid, req, out, err));
+}
+
+int fm_sync_dst_pages_close(fm_agent *a, const char *mid, json_t **out, fm_error *err)
+{
+	return UNDER(&a->dst_ops, dst_pages_close_locked(a, mid, out, err));
+}
+
+int fm_sync_src_predump(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	return UNDER(&a->src_ops, src_predump_locked(a, mid, req, out, err));
+}
+
+int fm_sync_src_throttle(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	return UNDER(&a->src_ops, src_throttle_locked(a, mid, req, out, err));
 }
 
 int fm_sync_dst_pages(fm_agent *a, const char *mid, json_t **out, fm_error *err)

@@ -74,6 +74,11 @@ int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t *req, json_t **out,
 /* POST_COPY: waits until every memory page has arrived (the lazy-pages daemon
  * exits 0); -errno when the page transfer failed. */
 int fm_sync_dst_pages(fm_agent *a, const char *mid, json_t **out, fm_error *err);
+/* PRE_COPY/HYBRID: opens a page transfer for a round ({"round": N} or
+ * {"final": true}, with {"parent_round": N} for the pages sent before) and
+ * returns its relay port; close waits for it to end and returns its figures. */
+int fm_sync_dst_pages_open(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
+int fm_sync_dst_pages_close(fm_agent *a, const char *mid, json_t **out, fm_error *err);
 int fm_sync_dst_verify(fm_agent *a, const char *mid, json_t *req, fm_error *err);
 int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err);
 int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err);
@@ -81,6 +86,13 @@ json_t *fm_sync_dst_status(fm_agent *a, const char *mid);
 
 /* Source role */
 int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
+/* PRE_COPY/HYBRID: one pre-dump round of the running container, its memory
+ * streamed to the destination's page relay ({container, round, page_relay,
+ * token}); returns the bytes sent. */
+int fm_sync_src_predump(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
+/* Auto-converge: limits the container's CPU to {"cpu_percent": P} of one CPU
+ * (0 = back to its own limit) while pre-copy runs. */
+int fm_sync_src_throttle(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
 int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_error *err);
 int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err);
 /* Exposed for unit tests: is <staging>/recv exactly images/ (+ upper/), both

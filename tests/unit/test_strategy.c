@@ -90,6 +90,30 @@ static void test_pre_copy_needs_dirty_tracking(void **state)
 	json_decref(in.src_caps);
 }
 
+static void test_live_with_dirty_tracking(void **state)
+{
+	(void)state;
+	char reason[1024];
+	int code;
+	/* touches 10 MiB per 500 ms = 168 Mbit/s, link 941: pre-copy converges */
+	fm_strategy_inputs in = { .src_caps = caps(true, true), .memory_bytes = 1ull << 30,
+				  .touched_bytes = 10 << 20, .touched_interval_ms = 500, .link_bps = 941e6 };
+	assert_int_equal(pick(FM_STRATEGY_LIVE, &in, reason, &code), FM_STRATEGY_PRE_COPY);
+	assert_non_null(strstr(reason, "pre-copy rounds converge"));
+	/* touches 200 MiB per 500 ms: faster than the link, HYBRID */
+	in.touched_bytes = 200 << 20;
+	assert_int_equal(pick(FM_STRATEGY_LIVE, &in, reason, &code), FM_STRATEGY_HYBRID);
+	assert_non_null(strstr(reason, "post-copy takes over"));
+	/* HYBRID needs lazy pages */
+	json_decref(in.src_caps);
+	in.src_caps = caps(false, true);
+	pick(FM_STRATEGY_HYBRID, &in, reason, &code);
+	assert_int_equal(code, -ENOTSUP);
+	assert_int_equal(pick(FM_STRATEGY_PRE_COPY, &in, reason, &code), FM_STRATEGY_PRE_COPY);
+	assert_int_equal(code, 0);
+	json_decref(in.src_caps);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -98,6 +122,7 @@ int main(void)
 		cmocka_unit_test(test_live_unknown_link_prefers_post_copy),
 		cmocka_unit_test(test_live_without_lazy_pages_goes_cold),
 		cmocka_unit_test(test_pre_copy_needs_dirty_tracking),
+		cmocka_unit_test(test_live_with_dirty_tracking),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,5 +34,9 @@ e2e: build
 bench: setup build
 	bench/run
 
+.PHONY: bench-live
+bench-live: setup build
+	bench/live
+
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

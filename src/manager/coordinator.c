@@ -571,6 +571,22 @@ static int step_execution(fm_mig *m)
 	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET downtime_ms = ? WHERE id = ?", "is", m->downtime_ms, m->id);
 	mlog(m, FM_LOG_INFO, FM_C_STATE_RESTORATION, "Restored %s on %s in %.1f ms (downtime %" PRId64 " ms)",
 	     m->container, m->dest, json_real_value(json_object_get(rs, "restore_ms")), m->downtime_ms);
+	if (json_object_get(m->cinfo, "network")) {
+		/* what clients sent to the source while it was frozen: replayed into the
+		 * restored copy, so their connections resume without a back-off */
+		json_auto_t *cap = NULL, *inj = NULL;
+		if (agent(m, m->src_ep, "POST", 0, json_object(), &cap, NULL, "/v1/agent/migrations/%s/capture", m->id) == 0 &&
+		    agent(m, m->dst_ep, "POST", 0, json_pack("{s:O}", "frames", json_object_get(cap, "frames")), &inj, NULL,
+			  "/v1/agent/migrations/%s/inject", m->id) == 0)
+			mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH, "%s announced on %s; TCP segments clients sent meanwhile "
+			     "replayed into it: %" JSON_INTEGER_FORMAT " held on %s, %" JSON_INTEGER_FORMAT " held on %s",
+			     json_string_value(json_object_get(json_object_get(m->cinfo, "network"), "ip")), m->dest,
+			     json_integer_value(json_object_get(inj, "replayed_segments")), m->source,
+			     json_integer_value(json_object_get(rs, "replayed_segments")), m->dest);
+		else
+			mlog(m, FM_LOG_WARN, FM_C_NETWORK_ORCH, "Could not replay the TCP segments held on %s: clients "
+			     "retransmit them after their back-off", m->source);
+	}
 	json_decref(rs);
 	return 0;
 }

@@ -10,6 +10,8 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <xxhash.h>
@@ -217,5 +219,164 @@ int fm_net_announce(fm_runtime *rt, const char *name, const char *cidr, const ch
 	if (g.result < 0)
 		return fm_error_set(err, g.result, "gratuitous ARP for %s from %s failed: %s", cidr, name,
 				    strerror(-g.result));
+	return 0;
+}
+
+/* ---- hold, capture, inject ---- */
+
+int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_error *err)
+{
+	_cleanup_free_ char *ns = ns_name(rt, name);
+	int r = 0;
+	for (int i = 0; i < (outgoing ? 2 : 1); i++) {
+		struct fm_cmd *c = fm_cmd_new("ip");
+		const char *const argv[] = { "netns", "exec", ns, "iptables", "-w", "-t", "raw", on ? "-I" : "-D",
+					     i ? "OUTPUT" : "PREROUTING", "-p", "tcp", "-j", "DROP", NULL };
+		for (const char *const *a = argv; *a; a++)
+			fm_cmd_arg(c, *a);
+		fm_cmd_set_timeout_ms(c, NET_CMD_TIMEOUT_MS);
+		int k = fm_cmd_run(c, on ? err : NULL);
+		fm_cmd_free(c);
+		if (k != 0 && on) {
+			fm_error_prefix(err, "cannot hold the TCP traffic of %s", name);
+			r = k > 0 ? -EIO : k;
+		}
+	}
+	return r;
+}
+
+/* what is kept goes to the destination in one API request (bodies <= 1 MiB, base64) */
+#define CAPTURE_MAX_BYTES (512u << 10)
+
+struct fm_net_capture {
+	int fd, stop_fd;
+	pthread_t thread;
+	unsigned char *buf;
+	size_t len;
+	unsigned count;
+};
+
+/* Reads one frame; keeps it if it is IPv4 TCP going to the container (on the
+ * host's end of the veth that is "outgoing").  -1 when nothing was waiting. */
+static int capture_one(fm_net_capture *c, unsigned char *frame, size_t size)
+{
+	struct sockaddr_ll from;
+	socklen_t fl = sizeof(from);
+	ssize_t n = recvfrom(c->fd, frame, size, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+	if (n <= 0)
+		return -1;
+	if (n < 34 || from.sll_pkttype != PACKET_OUTGOING || frame[12] != 0x08 || frame[13] != 0x00 ||
+	    frame[23] != 6 || c->len + 2 + (size_t)n > CAPTURE_MAX_BYTES)
+		return 0;
+	c->buf[c->len] = (unsigned char)(n & 0xff);
+	c->buf[c->len + 1] = (unsigned char)(n >> 8);
+	memcpy(c->buf + c->len + 2, frame, (size_t)n);
+	c->len += 2 + (size_t)n;
+	c->count++;
+	return 0;
+}
+
+static void *capture_thread(void *opaque)
+{
+	fm_net_capture *c = opaque;
+	unsigned char frame[65536];
+	for (;;) {
+		struct pollfd p[2] = { { c->fd, POLLIN, 0 }, { c->stop_fd, POLLIN, 0 } };
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		if (!(p[0].revents & POLLIN))
+			continue;
+		capture_one(c, frame, sizeof(frame));
+	}
+	return NULL;
+}
+
+static int port_socket(const char *name, fm_error *err)
+{
+	char port[16];
+	port_name(name, port);
+	unsigned idx = if_nametoindex(port);
+	int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = (int)idx };
+	if (idx == 0 || fd < 0 || bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return fm_error_set(err, -e, "cannot open a packet socket on %s (port of %s): %s", port, name, strerror(e));
+	}
+	return fd;
+}
+
+int fm_net_capture_start(fm_runtime *rt, const char *name, fm_net_capture **out, fm_error *err)
+{
+	(void)rt;
+	int bufsz = 8 << 20;
+	fm_net_capture *c = fm_xcalloc(1, sizeof(*c));
+	c->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if ((c->fd = port_socket(name, err)) < 0 || c->stop_fd < 0) {
+		if (c->fd >= 0)
+			close(c->fd);
+		if (c->stop_fd >= 0)
+			close(c->stop_fd);
+		free(c);
+		return fm_error_set(err, -EIO, "cannot capture on the port of %s", name);
+	}
+	(void)setsockopt(c->fd, SOL_SOCKET, SO_RCVBUFFORCE, &bufsz, sizeof(bufsz));
+	c->buf = fm_xmalloc(CAPTURE_MAX_BYTES);
+	if (pthread_create(&c->thread, NULL, capture_thread, c) != 0) {
+		close(c->fd);
+		close(c->stop_fd);
+		free(c->buf);
+		free(c);
+		return fm_error_set(err, -EAGAIN, "cannot start a thread");
+	}
+	*out = c;
+	return 0;
+}
+
+int fm_net_capture_stop(fm_net_capture *c, unsigned char **frames, size_t *len, unsigned *count)
+{
+	uint64_t one = 1;
+	if (!c)
+		return -EINVAL;
+	(void)!write(c->stop_fd, &one, sizeof(one));
+	pthread_join(c->thread, NULL);
+	/* what arrived between the last poll and the stop is in the socket still */
+	for (;;) {
+		unsigned char frame[65536];
+		if (capture_one(c, frame, sizeof(frame)) < 0)
+			break;
+	}
+	close(c->fd);
+	close(c->stop_fd);
+	if (frames) {
+		*frames = c->buf;
+		*len = c->len;
+		*count = c->count;
+	} else {
+		free(c->buf);
+	}
+	free(c);
+	return 0;
+}
+
+int fm_net_inject(fm_runtime *rt, const char *name, const unsigned char *frames, size_t len, unsigned *sent,
+		  fm_error *err)
+{
+	(void)rt;
+	_cleanup_close_ int fd = port_socket(name, err);
+	*sent = 0;
+	if (fd < 0)
+		return fd;
+	for (size_t off = 0; off + 2 <= len;) {
+		size_t n = frames[off] | (size_t)frames[off + 1] << 8;
+		if (n < 14 || off + 2 + n > len)
+			return fm_error_set(err, -EINVAL, "malformed frame records");
+		if (send(fd, frames + off + 2, n, 0) == (ssize_t)n)
+			(*sent)++;
+		off += 2 + n;
+	}
 	return 0;
 }

@@ -13,6 +13,7 @@
  */
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "basic/error.h"
 
@@ -35,3 +36,29 @@ int fm_net_port_set(fm_runtime *rt, const char *name, bool up, fm_error *err);
 int fm_net_announce(fm_runtime *rt, const char *name, const char *cidr, const char *mac, fm_error *err);
 /* Removes the port and the namespace (whatever of them exists). */
 void fm_net_destroy(fm_runtime *rt, const char *name);
+
+/* ---- keeping TCP connections brisk across the move ----
+ * A client whose segments are dropped while the container is frozen backs off
+ * (TCP retransmission: 0.2 s, 0.6 s, 1.4 s ...) and stalls far longer than the
+ * freeze.  So the segments are kept instead: a capture on the source's port
+ * from the freeze until the destination announced itself, one on the
+ * destination's port from then until the restore, and both are injected into
+ * the restored container, which acknowledges them at once.  Meanwhile a hold
+ * (netfilter raw DROP of TCP inside the container's namespace) keeps either
+ * copy from answering for connections it does not own: on the source for
+ * incoming and outgoing segments until it is deleted or resumed, on the
+ * destination for incoming ones until the restore has finished. */
+
+/* Hold on or off; outgoing too: also the container's own segments (its kernel
+ * retransmits even while its tasks are frozen). */
+int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_error *err);
+
+typedef struct fm_net_capture fm_net_capture;
+/* Starts keeping the IPv4 TCP frames the port delivers to the container. */
+int fm_net_capture_start(fm_runtime *rt, const char *name, fm_net_capture **out, fm_error *err);
+/* Stops and returns the frames kept: a buffer of [u16 length, little endian |
+ * frame] records (caller frees), *count frames. */
+int fm_net_capture_stop(fm_net_capture *c, unsigned char **frames, size_t *len, unsigned *count);
+/* Sends such records into the container through its port. */
+int fm_net_inject(fm_runtime *rt, const char *name, const unsigned char *frames, size_t len, unsigned *sent,
+		  fm_error *err);

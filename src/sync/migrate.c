@@ -60,6 +60,7 @@ typedef struct fm_outgoing {
 	fm_xfer_stats stats;
 	struct fm_cmd *lazy;         /* POST_COPY: runc/CRIU still serving pages */
 	fm_relay *relay;             /* POST_COPY: ingress relay in front of CRIU's page server */
+	struct fm_net_capture *capture; /* segments for the container held since the freeze */
 	bool throttled;              /* auto-converge lowered its CPU quota */
 	struct fm_outgoing *next;
 } fm_outgoing;
@@ -125,6 +126,7 @@ void fm_agent_fini(fm_agent *a)
 	while (a->outgoing) {
 		fm_outgoing *n = a->outgoing->next;
 		fm_relay_free(a->outgoing->relay);
+		fm_net_capture_stop(a->outgoing->capture, NULL, NULL, NULL);
 		free(a->outgoing);
 		a->outgoing = n;
 	}
@@ -550,7 +552,8 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	/* the same address and MAC as on the source, its bridge port down until the
 	 * restore: nothing may reach the copy before it exists */
 	if (in->spec.net_ip &&
-	    (r = fm_net_create(a->rt, in->spec.name, in->spec.net_ip, in->spec.net_mac, false, err)) < 0)
+	    ((r = fm_net_create(a->rt, in->spec.name, in->spec.net_ip, in->spec.net_mac, false, err)) < 0 ||
+	     (r = fm_net_hold(a->rt, in->spec.name, true, false, err)) < 0))
 		goto fail_undo;
 	if ((r = fm_xfer_listen(a->data_host, 0, &in->listener, err)) < 0)
 		goto fail_undo;
@@ -723,21 +726,37 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 						  &in->lazy, err)) < 0)
 			return r;
 	}
+	/* The address lives here from now on: announce it before the restore, so
+	 * that clients' segments come here while it runs; the hold (since prepare)
+	 * keeps them from the sockets in repair, the capture keeps them for later. */
+	fm_net_capture *held = NULL;
+	if (in->spec.net_ip &&
+	    ((r = fm_net_capture_start(a->rt, in->spec.name, &held, err)) < 0 ||
+	     (r = fm_net_port_set(a->rt, in->spec.name, true, err)) < 0 ||
+	     (r = fm_net_announce(a->rt, in->spec.name, in->spec.net_ip, in->spec.net_mac, err)) < 0)) {
+		fm_net_capture_stop(held, NULL, NULL, NULL);
+		return r;
+	}
 	r = fm_restore(a->rt, in->spec.name, images, work, ps != NULL, in->spec.net_ip != NULL, err);
 	if (r < 0) {
+		fm_net_capture_stop(held, NULL, NULL, NULL);
 		fm_rt_runc_destroy(a->rt, in->spec.name, NULL);
 		fm_rt_rootfs_umount(a->rt, in->spec.name);
 		return r;
 	}
 	in->restored_us = fm_now_mono_us();
+	unsigned replayed = 0;
 	if (in->spec.net_ip) {
-		/* the address lives here now: open the port and tell the segment */
-		if ((r = fm_net_port_set(a->rt, in->spec.name, true, err)) < 0 ||
-		    (r = fm_net_announce(a->rt, in->spec.name, in->spec.net_ip, in->spec.net_mac, err)) < 0) {
-			fm_rt_runc_destroy(a->rt, in->spec.name, NULL);
-			fm_rt_rootfs_umount(a->rt, in->spec.name);
-			return r;
-		}
+		/* the sockets are out of repair: let clients in, and hand over what
+		 * they sent meanwhile, acknowledged at once instead of retransmitted
+		 * after a back-off */
+		unsigned char *frames = NULL;
+		size_t flen = 0;
+		unsigned count = 0;
+		fm_net_hold(a->rt, in->spec.name, false, false, NULL);
+		fm_net_capture_stop(held, &frames, &flen, &count);
+		fm_net_inject(a->rt, in->spec.name, frames, flen, &replayed, NULL);
+		free(frames);
 	}
 	int64_t restore_us = in->restored_us - t0;
 	fm_rt_record(a->rt, &in->spec, mid, false);
@@ -747,6 +766,8 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	json_object_set_new(*out, "received_payload_bytes", json_integer((json_int_t)in->stats.payload_bytes));
 	json_object_set_new(*out, "received_wire_bytes", json_integer((json_int_t)in->stats.wire_bytes));
 	json_object_set_new(*out, "entries", json_integer((int)in->stats.entries));
+	if (in->spec.net_ip)
+		json_object_set_new(*out, "replayed_segments", json_integer(replayed));
 	return 0;
 }
 
@@ -881,6 +902,32 @@ static int dst_pages_close_locked(fm_agent *a, const char *mid, json_t **out, fm
 		return fm_error_set(err, -ENOENT, "no incoming migration %s on %s", mid, a->rt->host);
 	*out = json_object();
 	return pages_close(a, in, *out, err);
+}
+
+static int dst_inject_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	const char *b64 = json_string_value(json_object_get(req, "frames"));
+	unsigned char *frames = NULL;
+	size_t len = 0;
+	unsigned sent = 0;
+	fm_incoming *in;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	pthread_mutex_lock(&a->lock);
+	in = incoming_find(a, mid);
+	pthread_mutex_unlock(&a->lock);
+	if (!in || !in->spec.net_ip)
+		return fm_error_set(err, -ENOENT, "no incoming migration %s with a network on %s", mid, a->rt->host);
+	if (!b64 || fm_base64_decode(b64, &frames, &len) < 0)
+		return fm_error_set(err, -EINVAL, "\"frames\" must be base64 frame records");
+	r = fm_net_inject(a->rt, in->spec.name, frames, len, &sent, err);
+	free(frames);
+	if (r < 0)
+		return r;
+	*out = json_pack("{s:i}", "replayed_segments", sent);
+	return 0;
 }
 
 json_t *fm_sync_dst_status(fm_agent *a, const char *mid)
@@ -1095,6 +1142,49 @@ static int src_predump_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	return 0;
 }
 
+static struct fm_net_capture *outgoing_take_capture(fm_agent *a, const char *mid)
+{
+	pthread_mutex_lock(&a->lock);
+	fm_outgoing *o = outgoing_get(a, mid, false);
+	struct fm_net_capture *c = o ? o->capture : NULL;
+	if (o)
+		o->capture = NULL;
+	pthread_mutex_unlock(&a->lock);
+	return c;
+}
+
+/* Rollback: the container answers on its address again (and reclaims it from
+ * the segment when the destination had announced it). */
+static void release_network(fm_agent *a, const char *mid, const char *name, bool announce)
+{
+	fm_net_capture_stop(outgoing_take_capture(a, mid), NULL, NULL, NULL);
+	fm_net_hold(a->rt, name, false, true, NULL);
+	json_auto_t *c = fm_rt_get(a->rt, name);
+	json_t *net = json_object_get(c, "network");
+	if (announce && net)
+		fm_net_announce(a->rt, name, json_string_value(json_object_get(net, "ip")),
+				json_string_value(json_object_get(net, "mac")), NULL);
+}
+
+/* The segments held on the source since the freeze, for the destination to
+ * replay; the hold stays until the cleanup deletes this copy. */
+static int src_capture_locked(fm_agent *a, const char *mid, json_t **out, fm_error *err)
+{
+	unsigned char *frames = NULL;
+	size_t len = 0;
+	unsigned count = 0;
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	fm_net_capture_stop(outgoing_take_capture(a, mid), &frames, &len, &count);
+	char *b64 = fm_base64_encode(frames ? frames : (const unsigned char *)"", len);
+	*out = json_pack("{s:s, s:i}", "frames", b64, "count", count);
+	free(b64);
+	free(frames);
+	return 0;
+}
+
 /* Gives back the CPU auto-converge took (frozen or resumed, it needs it again). */
 static void unthrottle(fm_agent *a, const char *mid, const char *name)
 {
@@ -1173,12 +1263,20 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	t0 = fm_now_mono_us();
 	if (strcmp(status, "paused") != 0 && (r = fm_ckpt_freeze(a->rt, name, err)) < 0)
 		return r;
-	/* its bridge port goes down with the freeze: from here until the rollback's
-	 * resume or the cleanup, packets for the address must not reach this copy
-	 * (its kernel would answer for connections that now live elsewhere) */
+	/* From the freeze until the rollback's resume or the cleanup this copy must
+	 * not answer for its connections (they will live elsewhere): the hold drops
+	 * its TCP both ways.  What clients send meanwhile is captured, for the
+	 * destination to replay (runtime/net.h). */
 	bool tcp = has_network(a, name);
-	if (tcp && (r = fm_net_port_set(a->rt, name, false, err)) < 0)
-		goto thaw;
+	if (tcp) {
+		fm_net_capture *cap = NULL;
+		if ((r = fm_net_hold(a->rt, name, true, true, err)) < 0 ||
+		    (r = fm_net_capture_start(a->rt, name, &cap, err)) < 0)
+			goto thaw;
+		pthread_mutex_lock(&a->lock);
+		outgoing_get(a, mid, true)->capture = cap;
+		pthread_mutex_unlock(&a->lock);
+	}
 	unthrottle(a, mid, name);
 	t1 = fm_now_mono_us();
 	set_phase(a, mid, "checkpointing");
@@ -1270,7 +1368,7 @@ thaw:
 	/* nothing restored anywhere yet: let the container run on while the controller
 	 * decides (a rollback's resume is then a no-op) */
 	if (tcp)
-		fm_net_port_set(a->rt, name, true, NULL);
+		release_network(a, mid, name, false);
 	fm_rt_resume(a->rt, name, NULL);
 	return r;
 }
@@ -1298,6 +1396,7 @@ static void outgoing_forget(fm_agent *a, const char *mid)
 			fm_outgoing *o = *pp;
 			*pp = o->next;
 			fm_relay_free(o->relay);
+			fm_net_capture_stop(o->capture, NULL, NULL, NULL);
 			free(o);
 			break;
 		}
@@ -1326,8 +1425,9 @@ static int src_resume_locked(fm_agent *a, const char *mid, const char *container
 	if (fm_rt_status(a->rt, container, status, sizeof(status), NULL) < 0)
 		return fm_error_set(err, -ENOENT, "container %s is no longer on %s: nothing to resume", container,
 				    a->rt->host);
-	if (has_network(a, container) && (r = fm_net_port_set(a->rt, container, true, err)) < 0)
-		return r;
+	/* the destination may have announced the address already: take it back */
+	if (has_network(a, container))
+		release_network(a, mid, container, true);
 	unthrottle(a, mid, container);
 	if (!strcmp(status, "paused") && (r = fm_rt_resume(a->rt, container, err)) < 0) {
 		fm_error_prefix(err, "cannot resume %s on %s", container, a->rt->host);
@@ -1347,6 +1447,7 @@ static int src_cleanup_locked(fm_agent *a, const char *mid, const char *containe
 		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
 	if (!holds_claim(a, mid, container))
 		return 0; /* already cleaned up, or not ours: never delete what another migration brought */
+	fm_net_capture_stop(outgoing_take_capture(a, mid), NULL, NULL, NULL);
 	/* POST_COPY: every page has arrived, so the page server is ending */
 	struct fm_cmd *serving = outgoing_take_lazy(a, mid);
 	if (serving)
@@ -1432,6 +1533,16 @@ int fm_sync_dst_pages_close(fm_agent *a, const char *mid, json_t **out, fm_error
 int fm_sync_src_predump(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	return UNDER(&a->src_ops, src_predump_locked(a, mid, req, out, err));
+}
+
+int fm_sync_src_capture(fm_agent *a, const char *mid, json_t **out, fm_error *err)
+{
+	return UNDER(&a->src_ops, src_capture_locked(a, mid, out, err));
+}
+
+int fm_sync_dst_inject(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	return UNDER(&a->dst_ops, dst_inject_locked(a, mid, req, out, err));
 }
 
 int fm_sync_src_throttle(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)

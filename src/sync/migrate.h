@@ -93,6 +93,10 @@ int fm_sync_src_predump(fm_agent *a, const char *mid, json_t *req, json_t **out,
 /* Auto-converge: limits the container's CPU to {"cpu_percent": P} of one CPU
  * (0 = back to its own limit) while pre-copy runs. */
 int fm_sync_src_throttle(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
+/* Containers with an address: the TCP segments held on the source since the
+ * freeze ({frames: base64, count}), and their replay into the restored copy. */
+int fm_sync_src_capture(fm_agent *a, const char *mid, json_t **out, fm_error *err);
+int fm_sync_dst_inject(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
 int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_error *err);
 int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err);
 /* Exposed for unit tests: is <staging>/recv exactly images/ (+ upper/), both

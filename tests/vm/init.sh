@@ -11,6 +11,7 @@
 # system: copy it to a tmpfs and switch_root into that first (switch_root frees
 # the initramfs)
 if [ ! -e /.fm-switched ]; then
+    echo "fm-vm: stage1 $(/bin/busybox cat /proc/uptime)"
     /bin/busybox mkdir -p /newroot
     /bin/busybox mount -t tmpfs -o mode=755 tmpfs /newroot
     for f in /*; do [ "$f" = /newroot ] || /bin/busybox cp -a "$f" /newroot/; done
@@ -74,7 +75,9 @@ PATH=$PATH:${FM_CRIU%/criu}
 echo "fm-vm: guest up in $(cut -d' ' -f1 /proc/uptime) s: kernel $KV, $(grep -c ^processor /proc/cpuinfo) CPUs," \
     "$(awk '/MemTotal/ { print int($2 / 1024) }' /proc/meminfo) MiB; running ${SCRIPT#/fm/} $*"
 cd /fm || fail "no /fm"
-sh "$SCRIPT" "$@" </dev/null
+# /bin/sh is dash, as on our hosts (busybox's sh would run its own applets, such as
+# its `ip`, before the real programs on PATH)
+/bin/sh "$SCRIPT" "$@" </dev/null
 rc=$?
 echo "fm-vm: ${SCRIPT#/fm/} exited $rc at $(cut -d' ' -f1 /proc/uptime) s guest uptime"
 finish "$rc"

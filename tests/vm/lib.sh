@@ -93,6 +93,12 @@ vm_on_exit() {
             printf '\n----- last lines of %s -----\n' "$f"
             tail -n 40 "$f"
         done
+        # CRIU's own logs of the steps that failed (the daemons name only the last errors)
+        find "$VM_WORK" -name '*.log' -path '*/work*/*' 2>/dev/null | while read -r f; do
+            grep -q 'Error' "$f" || continue
+            printf '\n----- %s, before its first error -----\n' "$f"
+            grep -v RLIMIT_NOFILE "$f" | grep -m1 -B 25 -A 5 'Error'
+        done
     fi
     for f in "$VM_WORK"/*.pid; do
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null

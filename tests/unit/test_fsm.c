@@ -61,6 +61,11 @@ static struct {
 	char fail_path[64];     /* a path suffix that fails, e.g. "/prepare" */
 	int fail_errno;
 	char calls[8192];       /* "METHOD path;" in order */
+	bool dirty_track;       /* the source kernel tracks dirty memory (PRE_COPY/HYBRID) */
+	json_int_t predump_bytes[8]; /* what each pre-copy round sends */
+	int rounds;             /* pre-copy rounds seen */
+	json_t *checkpoint;     /* the last checkpoint request */
+	char throttles[128];    /* cpu_percent of each throttle call */
 	pthread_mutex_t lock;
 } fake = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -79,14 +84,26 @@ static int fake_agent_call(const char *ep, const char *method, const char *path,
 		return fm_error_set(err, -fake.fail_errno, "fake failure of %s", path);
 	json_t *o;
 	if (!strcmp(path, "/v1/info"))
-		o = json_pack("{s:{s:b, s:s}}", "capabilities", "criu_ok", 1, "criu_version", "4.2.1");
+		o = json_pack("{s:{s:b, s:s, s:b, s:b, s:i}}", "capabilities", "criu_ok", 1, "criu_version", "4.2.1",
+			      "mem_dirty_track", fake.dirty_track, "lazy_pages", 1, "pipe_max_size", 4 << 20);
+	else if (strstr(path, "/predump")) {
+		json_int_t b = fake.predump_bytes[fake.rounds < 8 ? fake.rounds : 7];
+		fake.rounds++;
+		o = json_pack("{s:I, s:I, s:f}", "pages_raw_tx", b, "pages_wire_tx", b, "predump_ms", 1.0);
+	} else if (strstr(path, "/pages_open"))
+		o = json_pack("{s:s, s:i}", "data_host", "127.0.0.1", "page_relay_port", 555);
+	else if (strstr(path, "/throttle")) {
+		snprintf(fake.throttles + strlen(fake.throttles), sizeof(fake.throttles) - strlen(fake.throttles), "%d ",
+			 (int)json_integer_value(json_object_get(body, "cpu_percent")));
+		o = json_object();
+	}
 	else if (!strncmp(path, "/v1/containers/", 15))
 		o = json_pack("{s:s, s:s, s:s, s:[s], s:i, s:i}", "status", "running", "image", "busybox", "digest",
 			      "sha256:0000000000000000000000000000000000000000000000000000000000000000", "args", "/bin/sh",
 			      "cpu_milli", 0, "memory_bytes", 0);
 	else if (strstr(path, "/prepare"))
 		o = json_pack("{s:s, s:i, s:s}", "data_host", "127.0.0.1", "port", 1234, "token", "00");
-	else if (strstr(path, "/checkpoint"))
+	else if (strstr(path, "/checkpoint") && (json_decref(fake.checkpoint), fake.checkpoint = json_deep_copy(body)))
 		o = json_pack("{s:f, s:f, s:f, s:i, s:f, s:i}", "freeze_ms", 1.0, "dump_ms", 2.0, "transfer_ms", 3.0,
 			      "wire_bytes", 4096, "rate_bps", 1e6, "entries", 3);
 	else
@@ -108,8 +125,16 @@ static fm_journal *open_tmp_journal(char *path)
 	return j;
 }
 
+static json_t *run_req(const char *fail_path, int fail_errno, json_t *extra, char *calls, size_t calls_len);
+
 /* Runs one migration hostA -> hostB with the fake agent, failing at fail_path. */
 static json_t *run_one(const char *fail_path, int fail_errno, char *calls, size_t calls_len)
+{
+	return run_req(fail_path, fail_errno, NULL, calls, calls_len);
+}
+
+/* The same with more request fields (consumed). */
+static json_t *run_req(const char *fail_path, int fail_errno, json_t *extra, char *calls, size_t calls_len)
 {
 	char path[64], id[32];
 	fm_controller c;
@@ -122,6 +147,10 @@ static json_t *run_one(const char *fail_path, int fail_errno, char *calls, size_
 	fm_ctl_init(&c, j, "hostA", "A:1", fake_agent_call);
 	assert_int_equal(fm_ctl_host_add(&c, "hostB", "B:1", NULL), 0);
 	json_t *req = json_pack("{s:s, s:s, s:s}", "container", "c1", "to", "hostB", "from", "hostA");
+	if (extra)
+		json_object_update_new(req, extra);
+	fake.rounds = 0;
+	fake.throttles[0] = '\0';
 	assert_int_equal(fm_ctl_submit(&c, req, id, sizeof(id), NULL), 0);
 	json_decref(req); /* submit keeps its own copy */
 	fm_ctl_fini(&c); /* waits for the migration thread */
@@ -170,6 +199,64 @@ static void test_happy_path(void **state)
 	json_t *ev = json_object_get(m, "events");
 	const char *last = json_string_value(json_object_get(json_array_get(ev, json_array_size(ev) - 1), "message"));
 	assert_non_null(strstr(last, "Final State: COMPLETED"));
+	json_decref(m);
+}
+
+/* PRE_COPY that converges: rounds until one sends fewer than MIN_PAGES pages,
+ * then a final dump whose parent is the last round, to a page server. */
+static void test_pre_copy_converges(void **state)
+{
+	char calls[8192];
+	(void)state;
+	fake.dirty_track = true;
+	json_int_t b[] = { 64 << 20, 8 << 20, 2 << 20 };
+	memcpy(fake.predump_bytes, b, sizeof(b));
+	json_t *m = run_req(NULL, 0, json_pack("{s:s}", "strategy", "PRE_COPY"), calls, sizeof(calls));
+	assert_string_equal(json_string_value(json_object_get(m, "state")), "COMPLETED");
+	assert_int_equal(fake.rounds, 3);
+	assert_int_equal(json_integer_value(json_object_get(fake.checkpoint, "parent_round")), 3);
+	assert_false(json_is_true(json_object_get(fake.checkpoint, "lazy")));
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(fake.checkpoint, "page_relay"), "port")), 555);
+	assert_int_equal(json_integer_value(json_object_get(m, "bytes_transferred")), (64 << 20) + (10 << 20) + 4096);
+	assert_null(strstr(calls, "/throttle"));
+	fake.dirty_track = false;
+	json_decref(m);
+}
+
+/* HYBRID whose rounds stop shrinking switches to a lazy final dump. */
+static void test_hybrid_switches_to_post_copy(void **state)
+{
+	char calls[8192];
+	(void)state;
+	fake.dirty_track = true;
+	json_int_t b[] = { 64 << 20, 60 << 20 };
+	memcpy(fake.predump_bytes, b, sizeof(b));
+	json_t *m = run_req(NULL, 0, json_pack("{s:s}", "strategy", "HYBRID"), calls, sizeof(calls));
+	assert_string_equal(json_string_value(json_object_get(m, "state")), "COMPLETED");
+	assert_int_equal(fake.rounds, 2);
+	assert_true(json_is_true(json_object_get(fake.checkpoint, "lazy")));
+	assert_int_equal(json_integer_value(json_object_get(fake.checkpoint, "parent_round")), 2);
+	assert_non_null(strstr(calls, "/pages;")); /* VERIFICATION waits for the pages */
+	fake.dirty_track = false;
+	json_decref(m);
+}
+
+/* Auto-converge: each round that does not shrink lowers the CPU quota one step;
+ * when the steps are spent, pre-copy stops and makes its final dump. */
+static void test_auto_converge_steps(void **state)
+{
+	char calls[8192];
+	(void)state;
+	fake.dirty_track = true;
+	json_int_t b[] = { 64 << 20, 60 << 20, 58 << 20, 57 << 20, 56 << 20, 55 << 20 };
+	memcpy(fake.predump_bytes, b, sizeof(b));
+	json_t *m = run_req(NULL, 0, json_pack("{s:s, s:b}", "strategy", "PRE_COPY", "auto_converge", 1), calls,
+			    sizeof(calls));
+	assert_string_equal(json_string_value(json_object_get(m, "state")), "COMPLETED");
+	assert_string_equal(fake.throttles, "50 25 10 ");
+	assert_int_equal(fake.rounds, 5);
+	assert_int_equal(json_integer_value(json_object_get(fake.checkpoint, "parent_round")), 5);
+	fake.dirty_track = false;
 	json_decref(m);
 }
 
@@ -224,6 +311,9 @@ int main(void)
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_strategy_names),
 		cmocka_unit_test(test_happy_path),
+		cmocka_unit_test(test_pre_copy_converges),
+		cmocka_unit_test(test_hybrid_switches_to_post_copy),
+		cmocka_unit_test(test_auto_converge_steps),
 		cmocka_unit_test(test_failures),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

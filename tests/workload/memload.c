@@ -1,15 +1,16 @@
 /* fm-memload: a container workload with a large, busy, self-checking memory,
  * for the end-to-end tests and the benchmarks (not part of the product).
  *
- *   fm-memload SIZE_MIB [HOT_MIB] [STATUS_FILE] [HEARTBEAT_PORT]
+ *   fm-memload SIZE_MIB [HOT_MIB] [STATUS_FILE] [HEARTBEAT_PORT] [COLD_PAGES]
  *
  * Fills SIZE_MIB of anonymous memory with a pattern derived from each page's
  * index and the number of times it has been rewritten, then loops forever:
  *   - rewrites the next 1 MiB of the first HOT_MIB (the working set; default
  *     all): each page is checked against the pattern it must hold, then given
  *     the next one;
- *   - checks FM_COLD_PAGES pages of the rest, round robin, so that the whole
- *     memory is verified every few seconds;
+ *   - checks COLD_PAGES pages of the rest (default 64), round robin, so that
+ *     the whole memory is verified every few seconds (0: never; a benchmark of
+ *     a small working set wants few: the check touches the whole memory);
  *   - measures the gap since the previous iteration: a frozen or page-faulting
  *     process shows as a gap.
  * Every 100 ms it writes STATUS_FILE (default /tmp/memload.status) atomically:
@@ -36,7 +37,7 @@
 #define PAGE 4096
 #define WORDS (PAGE / 8)
 #define CHUNK_PAGES 256          /* 1 MiB of the working set per iteration */
-#define FM_COLD_PAGES 64         /* pages outside it verified per iteration */
+#define COLD_PAGES_DEFAULT 64    /* pages outside it verified per iteration */
 #define GAP_MS 20.0
 #define MAX_CLIENTS 16
 
@@ -83,13 +84,14 @@ static int check(size_t pg)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s SIZE_MIB [HOT_MIB] [STATUS_FILE] [HEARTBEAT_PORT]\n", argv[0]);
+		fprintf(stderr, "usage: %s SIZE_MIB [HOT_MIB] [STATUS_FILE] [HEARTBEAT_PORT] [COLD_PAGES]\n", argv[0]);
 		return 2;
 	}
 	size_t size_mib = strtoul(argv[1], NULL, 10);
 	size_t hot_mib = argc > 2 ? strtoul(argv[2], NULL, 10) : size_mib;
 	const char *status = argc > 3 ? argv[3] : "/tmp/memload.status";
 	int port = argc > 4 ? atoi(argv[4]) : 0;
+	size_t cold_pages = argc > 5 ? strtoul(argv[5], NULL, 10) : COLD_PAGES_DEFAULT;
 	if (size_mib == 0 || hot_mib == 0 || hot_mib > size_mib) {
 		fprintf(stderr, "memload: need 0 < HOT_MIB <= SIZE_MIB\n");
 		return 2;
@@ -135,7 +137,7 @@ int main(int argc, char **argv)
 			}
 		}
 		if (hot < pages)
-			for (size_t i = 0; i < FM_COLD_PAGES; i++) {
+			for (size_t i = 0; i < cold_pages; i++) {
 				check(cpos);
 				if (++cpos == pages) {
 					cpos = hot;

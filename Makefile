@@ -1,12 +1,13 @@
 # FlexiMigrate: the two commands a user needs.
 #   make demo   set up, build, migrate a running container between two namespace hosts
 #   make check  set up, build with -Werror, unit tests (also under ASan+UBSan), e2e tests
-# Both run scripts/setup.sh first (idempotent; root required).
+#   make vm-check  the VM harness's smoke test (Debian 12 kernel under QEMU: soft-dirty)
+# Each runs scripts/setup.sh first (idempotent; root required).
 
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all setup build demo check unit e2e bench clean
+.PHONY: all setup build demo check unit e2e vm-check bench clean
 
 all: build
 
@@ -30,6 +31,9 @@ unit: build
 
 e2e: build
 	/usr/bin/python3 -m pytest -v tests/e2e
+
+vm-check: setup build
+	tests/vm/run tests/vm/smoke.sh
 
 bench: setup build
 	bench/run

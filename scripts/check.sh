@@ -4,6 +4,9 @@
 #   2. build with AddressSanitizer + UndefinedBehaviorSanitizer, run the unit tests
 #   3. end-to-end tests (pytest, Debian's /usr/bin/python3): namespace hosts, real
 #      daemons, runc, CRIU, injected faults
+#   4. in a VM with Debian's stock kernel (soft-dirty: our hosts lack it): the
+#      harness's smoke test, and PRE_COPY, HYBRID and auto-converge for real
+#      (tests/vm; QEMU TCG, about two minutes)
 # Prerequisites missing (root, CRIU) fail loudly; nothing is skipped.
 set -u
 cd "$(dirname "$0")/.."
@@ -46,6 +49,15 @@ line=$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' build/e2e.log | tail 
 p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+'); f=$(echo "$line" | grep -oE '[0-9]+ (failed|errors?)' | awk '{ s += $1 } END { print s + 0 }')
 [ -n "$line" ] || f=1
 passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+
+for t in smoke precopy; do
+    log "in a VM: tests/vm/$t.sh"
+    if tests/vm/run "tests/vm/$t.sh" > "build/vm-$t.log" 2>&1; then
+        passed=$((passed + 1)); tail -n 3 "build/vm-$t.log"
+    else
+        failed=$((failed + 1)); tail -n 60 "build/vm-$t.log"
+    fi
+done
 
 echo
 echo "$passed passed, $failed failed"

@@ -48,6 +48,9 @@ for x in "$A $VA 1" "$B $VB 2"; do
     set -- $x
     ip -n "$1" link add fmbr type bridge
     ip -n "$1" link set "$2" master fmbr
+    # a fixed address: a bridge takes the lowest MAC of its ports, which changes
+    # as container ports come and go, under the other host's ARP cache
+    ip -n "$1" link set fmbr address "$(ip -n "$1" -o link show "$2" | sed 's/.*link\/ether \([^ ]*\).*/\1/')"
     ip -n "$1" addr add "10.77.$N.$3/24" dev fmbr
     ip -n "$1" link set fmbr up
     ip -n "$1" link set "$2" up

@@ -1,8 +1,10 @@
 #!/bin/sh
-# FlexiMigrate set-up: everything `make demo` and `make check` need on a Debian 12
-# host, installed idempotently.  A second run changes nothing and takes seconds.
+# FlexiMigrate set-up: everything `make demo`, `make check` and `make vm-check` need
+# on a Debian 12 host, installed idempotently.  A second run changes nothing and
+# takes seconds.
 #
-#   1. Debian packages (build tools, libraries, runc, iptables, iproute2, busybox…)
+#   1. Debian packages (build tools, libraries, runc, iptables, iproute2, busybox,
+#      QEMU and xz for the tests in a VM, tests/vm…)
 #   2. a working CRIU >= 4.2 at $FM_CRIU_PREFIX/bin/criu: the system's criu when it
 #      passes `criu check` and can dump a process holding a TCP socket, otherwise
 #      CRIU from Debian's unstable suite unpacked into a private prefix (the system's
@@ -30,7 +32,7 @@ PKGS="build-essential meson ninja-build pkg-config git
 libsqlite3-dev libmicrohttpd-dev libjansson-dev libxxhash-dev libzstd-dev
 nettle-dev libcmocka-dev libarchive-dev
 runc iptables iproute2 busybox-static socat iperf3 procps
-python3-pytest kmod"
+python3-pytest kmod qemu-system-x86 xz-utils"
 
 missing=""
 for p in $PKGS; do

@@ -551,7 +551,9 @@ static int step_execution(fm_mig *m)
 		     "Memory streamed to %s while it was dumped (diskless): %s of pages, %s on the wire, %s%s",
 		     m->dest, raw, wire, how, lk);
 	}
-	mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "Transferred %s (%" JSON_INTEGER_FORMAT " files) to %s in %.1f ms at %.1f Mbit/s, every chunk checksummed",
+	/* the state and writable layer on the data channel (memory is logged above) */
+	fm_format_bytes((uint64_t)json_integer_value(json_object_get(ck, "payload_bytes")), bytes, sizeof(bytes));
+	mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "Transferred %s of state (%" JSON_INTEGER_FORMAT " files) to %s in %.1f ms at %.1f Mbit/s, every chunk checksummed",
 	     bytes, json_integer_value(json_object_get(ck, "entries")), m->dest,
 	     json_real_value(json_object_get(ck, "transfer_ms")), json_real_value(json_object_get(ck, "rate_bps")) / 1e6);
 	json_decref(ck);

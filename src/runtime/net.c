@@ -117,8 +117,16 @@ int fm_net_create(fm_runtime *rt, const char *name, const char *cidr, const char
 				    "(start fleximigrated with --bridge BRIDGE)", rt->host);
 	port_name(name, port);
 	fm_net_destroy(rt, name); /* leftovers of a crash */
+	/* The port's MAC is high (fe:…, as libvirt does): a Linux bridge takes the
+	 * lowest MAC of its ports, and a port coming and going must not change the
+	 * host's own address under its neighbours' ARP caches. */
+	char port_mac[18];
+	uint64_t h = XXH3_64bits(name, strlen(name));
+	snprintf(port_mac, sizeof(port_mac), "fe:%02x:%02x:%02x:%02x:%02x", (unsigned)(h >> 32) & 0xff,
+		 (unsigned)(h >> 24) & 0xff, (unsigned)(h >> 16) & 0xff, (unsigned)(h >> 8) & 0xff, (unsigned)h & 0xff);
 	if ((r = IP(err, "netns", "add", ns)) < 0 ||
-	    (r = IP(err, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)) < 0 ||
+	    (r = IP(err, "link", "add", port, "address", port_mac, "type", "veth", "peer", "name", "eth0", "netns",
+		    ns)) < 0 ||
 	    (r = IP(err, "link", "set", port, "master", rt->bridge)) < 0 ||
 	    (r = IP(err, "-n", ns, "link", "set", "eth0", "address", mac)) < 0 ||
 	    (r = IP(err, "-n", ns, "addr", "add", cidr, "dev", "eth0")) < 0 ||

@@ -78,16 +78,52 @@ int fm_ckpt_run_runc(struct fm_cmd *c, const char *work_dir, const char *logname
 	return 0;
 }
 
+/* Starts a long-running CRIU (through runc or not) given "--status-fd 3" among
+ * its arguments and returns once it wrote its status byte: listening, or its
+ * images complete.  EOF first means it gave up: it is reaped, err gets what
+ * and CRIU's log excerpt. */
+static int start_until_ready(struct fm_cmd *c, int timeout_ms, const char *work_dir, const char *logname,
+			     const char *what, struct fm_cmd **running, fm_error *err)
+{
+	int p[2], r;
+	char byte;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fm_cmd_free(c);
+		return fm_error_set(err, -errno, "pipe: %m");
+	}
+	fm_cmd_pass_fd(c, p[1], 3);
+	r = fm_cmd_start(c, err);
+	close(p[1]);
+	if (r < 0) {
+		close(p[0]);
+		fm_cmd_free(c);
+		return r;
+	}
+	struct pollfd pf = { p[0], POLLIN, 0 };
+	r = poll(&pf, 1, timeout_ms) > 0 && read(p[0], &byte, 1) == 1 ? 0 : -EIO;
+	close(p[0]);
+	if (r < 0) {
+		fm_error e = FM_ERROR_INIT;
+		kill(-fm_cmd_pid(c), SIGKILL);
+		fm_cmd_wait(c, &e);
+		fm_error_clear(&e);
+		fm_cmd_free(c);
+		fm_error_set(err, -EIO, "%s failed", what);
+		fm_ckpt_attach_criu_log(err, work_dir, logname);
+		return -EIO;
+	}
+	*running = c;
+	return 0;
+}
+
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		      const char *host, int port, bool tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err)
 {
 	struct fm_cmd *c = fm_rt_runc_cmd(rt);
-	int p[2], r;
-	char byte;
+	_cleanup_free_ char *what = fm_xasprintf("lazy checkpoint of %s", name);
 
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return fm_error_set(err, -errno, "pipe: %m");
 	fm_cmd_arg(c, "checkpoint");
 	fm_cmd_arg(c, "--lazy-pages");
 	fm_cmd_arg(c, "--leave-running");
@@ -106,38 +142,14 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 	fm_cmd_arg(c, "--work-path");
 	fm_cmd_arg(c, work_dir);
 	fm_cmd_arg(c, name);
-	fm_cmd_pass_fd(c, p[1], 3);
-	r = fm_cmd_start(c, err);
-	close(p[1]);
-	if (r < 0) {
-		close(p[0]);
-		fm_cmd_free(c);
-		return r;
-	}
-	/* the status byte arrives when the non-memory images are written; EOF
-	 * first means runc/CRIU gave up */
-	struct pollfd pf = { p[0], POLLIN, 0 };
-	r = poll(&pf, 1, FM_CRIU_TIMEOUT_MS) > 0 && read(p[0], &byte, 1) == 1 ? 0 : -EIO;
-	close(p[0]);
-	if (r < 0) {
-		fm_error e = FM_ERROR_INIT;
-		kill(-fm_cmd_pid(c), SIGKILL);
-		fm_cmd_wait(c, &e);
-		fm_error_clear(&e);
-		fm_cmd_free(c);
-		fm_error_set(err, -EIO, "lazy checkpoint of %s failed", name);
-		fm_ckpt_attach_criu_log(err, work_dir, "dump.log");
-		return -EIO;
-	}
-	*running = c;
-	return 0;
+	/* the status byte arrives when the non-memory images are written */
+	return start_until_ready(c, FM_CRIU_TIMEOUT_MS, work_dir, "dump.log", what, running, err);
 }
 
 int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *host,
 			     int port, struct fm_cmd **running, fm_error *err)
 {
 	struct fm_cmd *c = fm_cmd_new(rt->criu);
-	int r;
 
 	fm_cmd_arg(c, "lazy-pages");
 	fm_cmd_arg(c, "--page-server");
@@ -151,19 +163,16 @@ int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char 
 	fm_cmd_arg(c, work_dir);
 	fm_cmd_arg(c, "-o");
 	fm_cmd_arg(c, "lazy-pages.log");
-	if ((r = fm_cmd_start(c, err)) < 0) {
-		fm_cmd_free(c);
-		return r;
-	}
-	*running = c;
-	return 0;
+	/* ready = its socket for the restore listens (else the restore cannot connect) */
+	fm_cmd_arg(c, "--status-fd");
+	fm_cmd_arg(c, "3");
+	return start_until_ready(c, FM_READY_TIMEOUT_MS, work_dir, "lazy-pages.log", "criu lazy-pages", running, err);
 }
 
 int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char *work_dir, int port,
 			      struct fm_cmd **running, fm_error *err)
 {
 	struct fm_cmd *c = fm_cmd_new(rt->criu);
-	int r;
 
 	fm_cmd_arg(c, "page-server");
 	fm_cmd_arg(c, "--images-dir");
@@ -176,12 +185,10 @@ int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char
 	fm_cmd_argf(c, "%d", port);
 	fm_cmd_arg(c, "-o");
 	fm_cmd_arg(c, "page-server.log");
-	if ((r = fm_cmd_start(c, err)) < 0) {
-		fm_cmd_free(c);
-		return r;
-	}
-	*running = c;
-	return 0;
+	/* ready = listening (else the source's relay finds nobody to connect to) */
+	fm_cmd_arg(c, "--status-fd");
+	fm_cmd_arg(c, "3");
+	return start_until_ready(c, FM_READY_TIMEOUT_MS, work_dir, "page-server.log", "criu page-server", running, err);
 }
 
 static bool criu_feature(const char *criu, const char *feature)

@@ -17,6 +17,9 @@
 
 /* A dump or restore of many GiB to a slow disk may take long; beyond this it hangs. */
 #define FM_CRIU_TIMEOUT_MS (30 * 60 * 1000)
+/* A CRIU page server or lazy-pages daemon that does not listen within this long
+ * is broken. */
+#define FM_READY_TIMEOUT_MS (60 * 1000)
 
 /* Freezes the container (its processes stop at once; the clock of the downtime
  * starts here). */

@@ -411,7 +411,8 @@ static int pages_open(fm_agent *a, fm_incoming *in, const char *name, const char
 	if ((r = fm_mkdir_p(dir, 0700)) < 0)
 		return fm_error_set(err, r, "cannot create %s: %s", dir, strerror(-r));
 	if (parent) {
-		_cleanup_free_ char *target = fm_xasprintf("%s/pages/%s", in->staging, parent);
+		/* relative: CRIU may follow it from inside the restored container's root */
+		_cleanup_free_ char *target = fm_xasprintf("../%s", parent);
 		_cleanup_free_ char *link = fm_xasprintf("%s/parent", dir);
 		if (symlink(target, link) < 0)
 			return fm_error_set(err, -errno, "cannot link %s to its parent %s: %m", link, target);
@@ -607,8 +608,11 @@ static int collect_pages(fm_agent *a, fm_incoming *in, const char *images, json_
 	if ((r = pages_close(a, in, stats, err)) < 0)
 		return r;
 	if ((tl = readlink(plink, target, sizeof(target) - 1)) > 0) {
+		/* "../rN" beside the final pages; the images are in recv/images */
 		target[tl] = '\0';
-		if (symlink(target, ilink) < 0)
+		const char *round = strrchr(target, '/') ? strrchr(target, '/') + 1 : target;
+		_cleanup_free_ char *rel = fm_xasprintf("../../pages/%s", round);
+		if (symlink(rel, ilink) < 0)
 			return fm_error_set(err, -errno, "cannot link the images to the pre-copied pages: %m");
 	}
 	_cleanup_close_ int sfd = open(pages, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -687,6 +691,12 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 
 	if ((r = fm_sync_check_received(in->staging, err)) < 0)
 		return r;
+	/* The source's dump links its images to its own pre-copy rounds; that link
+	 * means nothing here, and a peer's link is not to be followed anyway: only
+	 * ours, to the pages this host received, may stand there. */
+	_cleanup_free_ char *peer_link = fm_xasprintf("%s/parent", images);
+	if (unlink(peer_link) < 0 && errno != ENOENT)
+		return fm_error_set(err, -errno, "cannot remove %s: %m", peer_link);
 	if (in->page_server && (r = collect_pages(a, in, images, pstats, err)) < 0)
 		return r;
 	if (lstat(rupper, &st) == 0) {
@@ -705,7 +715,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	_cleanup_free_ char *plink = fm_xasprintf("%s/parent", images);
 	struct stat lst;
 	if (parent_round > 0 && parent_round <= 99 && lstat(plink, &lst) < 0) {
-		_cleanup_free_ char *target = fm_xasprintf("%s/pages/r%d", in->staging, (int)parent_round);
+		_cleanup_free_ char *target = fm_xasprintf("../../pages/r%d", (int)parent_round);
 		if (symlink(target, plink) < 0)
 			return fm_error_set(err, -errno, "cannot link the images to the pre-copied pages: %m");
 	}
@@ -757,6 +767,8 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		fm_net_capture_stop(held, &frames, &flen, &count);
 		fm_net_inject(a->rt, in->spec.name, frames, flen, &replayed, NULL);
 		free(frames);
+		/* again: the first announcement went out as the port came up */
+		fm_net_announce(a->rt, in->spec.name, in->spec.net_ip, in->spec.net_mac, NULL);
 	}
 	int64_t restore_us = in->restored_us - t0;
 	fm_rt_record(a->rt, &in->spec, mid, false);
@@ -1178,6 +1190,15 @@ static int src_capture_locked(fm_agent *a, const char *mid, json_t **out, fm_err
 	if ((r = check_mid(mid, err)) < 0)
 		return r;
 	fm_net_capture_stop(outgoing_take_capture(a, mid), &frames, &len, &count);
+	/* the destination owns the address now: nothing of this copy may reach the
+	 * segment any more, not even an ARP answer that would pull the address back */
+	pthread_mutex_lock(&a->lock);
+	fm_outgoing *o = outgoing_get(a, mid, false);
+	pthread_mutex_unlock(&a->lock);
+	json_auto_t *row = fm_journal_query_one(a->journal, "SELECT container FROM outgoing WHERE mid = ?", "s", mid);
+	const char *name = json_string_value(json_object_get(row, "container"));
+	if (o && name)
+		fm_net_port_set(a->rt, name, false, NULL);
 	char *b64 = fm_base64_encode(frames ? frames : (const unsigned char *)"", len);
 	*out = json_pack("{s:s, s:i}", "frames", b64, "count", count);
 	free(b64);
@@ -1426,8 +1447,10 @@ static int src_resume_locked(fm_agent *a, const char *mid, const char *container
 		return fm_error_set(err, -ENOENT, "container %s is no longer on %s: nothing to resume", container,
 				    a->rt->host);
 	/* the destination may have announced the address already: take it back */
-	if (has_network(a, container))
+	if (has_network(a, container)) {
+		fm_net_port_set(a->rt, container, true, NULL);
 		release_network(a, mid, container, true);
+	}
 	unthrottle(a, mid, container);
 	if (!strcmp(status, "paused") && (r = fm_rt_resume(a->rt, container, err)) < 0) {
 		fm_error_prefix(err, "cannot resume %s on %s", container, a->rt->host);

@@ -62,9 +62,11 @@ struct fm_relay {
 	fm_error err;
 	fm_relay_stats st;
 	fm_pacer pacer;    /* the bandwidth cap */
-	/* link measurement: bytes and time of sends that had to wait */
+	/* link measurement: bytes and time of sends that had to wait, and the span
+	 * of all sends */
 	uint64_t blocked_bytes;
 	int64_t blocked_us;
+	int64_t first_send_us, last_send_us;
 };
 
 static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
@@ -135,6 +137,11 @@ static double link_bps(fm_relay *r)
 {
 	double measured = r->blocked_us > 0 && r->blocked_bytes >= (1u << 20)
 		? (double)r->blocked_bytes * 8e6 / (double)r->blocked_us : 0;
+	/* a long stream's average rate is a lower bound of the link's */
+	int64_t span = r->last_send_us - r->first_send_us;
+	double average = span > 0 && r->st.wire_tx >= (8u << 20) ? (double)r->st.wire_tx * 8e6 / (double)span : 0;
+	if (average > measured)
+		measured = average;
 	double cap = (double)r->o.bandwidth_bps;
 	if (cap > 0 && (measured == 0 || cap < measured))
 		return cap;
@@ -244,6 +251,9 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 			r->blocked_bytes += FMR_HDR + wire;
 			r->blocked_us += dt;
 		}
+		if (!r->first_send_us)
+			r->first_send_us = t0;
+		r->last_send_us = t0 + dt;
 		pthread_mutex_unlock(&r->mu);
 	}
 	ZSTD_freeCCtx(e.cctx);

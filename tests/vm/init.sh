@@ -7,16 +7,14 @@
 # Not `set -e`: if /init exits the kernel panics and the runner only learns that
 # something broke; every failure here is reported and ends in the marker.
 
-# runc (pivot_root) and CRIU cannot use the initramfs itself as the root of the
-# system: copy it to a tmpfs and switch_root into that first (switch_root frees
-# the initramfs)
-if [ ! -e /.fm-switched ]; then
-    echo "fm-vm: stage1 $(/bin/busybox cat /proc/uptime)"
-    /bin/busybox mkdir -p /newroot
-    /bin/busybox mount -t tmpfs -o mode=755 tmpfs /newroot
-    for f in /*; do [ "$f" = /newroot ] || /bin/busybox cp -a "$f" /newroot/; done
-    /bin/busybox touch /newroot/.fm-switched
-    exec /bin/busybox switch_root /newroot /init
+# runc and CRIU pivot_root(2) into containers, which the initramfs itself (rootfs,
+# the root of all mounts) does not allow.  Bind-mount it onto itself and chroot into
+# that: the same files, now on a mount with a parent (no copy: it would cost 2.6 s).
+if [ "${1:-}" != --fm-stage2 ]; then
+    /bin/busybox mount --bind / /mnt
+    cd /mnt || exit 1
+    /bin/busybox mount --move . /
+    exec /bin/busybox chroot . /init --fm-stage2
 fi
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -43,8 +41,22 @@ ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 mount -t tmpfs -o mode=1777,size=90% tmpfs /tmp
 mount -t tmpfs -o mode=755 tmpfs /run
-# cgroup v2 only: runc then drives the unified hierarchy, as on our hosts
-mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || fail "cannot mount cgroup2"
+# cgroups as on our hosts: v1 controller hierarchies plus the unified hierarchy at
+# /sys/fs/cgroup/unified ("hybrid"), or the unified hierarchy alone ("v2", Debian
+# 12's default).  runc 1.1 restores differently on the two: on v2 it leaves the
+# cgroup to CRIU, which puts the tasks back into the cgroup they were dumped from.
+case "$(cat /etc/fm-vm/cgroup)" in
+v2)
+    mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || fail "cannot mount cgroup2" ;;
+*)
+    mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup
+    for c in cpu cpuacct cpuset memory devices freezer blkio pids; do
+        mkdir -p "/sys/fs/cgroup/$c"
+        mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || fail "cannot mount the $c cgroup hierarchy"
+    done
+    mkdir -p /sys/fs/cgroup/unified
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified || fail "cannot mount cgroup2" ;;
+esac
 # a shared root, as under systemd: mounts made by the daemons (netns, overlays)
 # propagate the way they do on a host
 mount --make-rshared / 2>/dev/null
@@ -70,7 +82,8 @@ echo never > /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
 SCRIPT=$(cat /etc/fm-vm/script)
 [ -f "$SCRIPT" ] || fail "no test script at $SCRIPT"
 eval "set -- $(cat /etc/fm-vm/args)"
-export FM_VM=1 FM_ROOT=/fm FM_CRIU="$(cat /etc/fm-vm/criu)"
+FM_CRIU=$(cat /etc/fm-vm/criu)
+export FM_VM=1 FM_ROOT=/fm FM_CRIU
 PATH=$PATH:${FM_CRIU%/criu}
 echo "fm-vm: guest up in $(cut -d' ' -f1 /proc/uptime) s: kernel $KV, $(grep -c ^processor /proc/cpuinfo) CPUs," \
     "$(awk '/MemTotal/ { print int($2 / 1024) }' /proc/meminfo) MiB; running ${SCRIPT#/fm/} $*"

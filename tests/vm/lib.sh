@@ -1,8 +1,8 @@
 # Helpers for in-guest tests (sourced by scripts that tests/vm/run runs inside the
-# VM; busybox sh).  They set up what tests/e2e/conftest.py sets up on a host: two
+# VM; dash).  They set up what tests/e2e/conftest.py sets up on a host: two
 # namespace hosts, a fleximigrated in each, the CLI pointed at either.
 #
-#   . "$(dirname "$0")/lib.sh"
+#   . "$FM_ROOT/tests/vm/lib.sh"
 #   vm_hosts_up none                 # scripts/hosts.sh up none vm (FM_NET=1)
 #   vm_daemon_start hostA vm-a 10.77.1.1
 #   fm hostA host add hostB 10.77.1.2:7070
@@ -26,7 +26,8 @@ vm_step() { printf '\n== [%s s] %s\n' "$(vm_now)" "$*"; }
 vm_fail() { printf 'FAIL: %s\n' "$*"; exit 1; }
 vm_pass() { VM_FAILED=0; printf 'PASS: %s\n' "$*"; }
 
-# vm_wait_for SECONDS WHAT CMD...: run CMD every 0.1 s until it succeeds
+# vm_wait_for SECONDS WHAT CMD...: run CMD every 0.1 s until it succeeds (a quiet
+# CMD: what it prints is printed on every try)
 vm_wait_for() {
     _t=$1 _what=$2; shift 2
     _end=$(awk -v n="$(vm_now)" -v t="$_t" 'BEGIN { print n + t }')
@@ -63,20 +64,26 @@ vm_daemon_ready() {
     fm "$1" host info >/dev/null 2>&1
 }
 
-# fm HOST ARGS...: the CLI against HOST's daemon
-fm() { _h=$1; shift; "$BIN/fleximigrate" -s "$VM_WORK/$_h.sock" "$@"; }
+# fm HOST ARGS...: the CLI against HOST's daemon, killed after $FM_TIMEOUT seconds
+# (default 300) so that a hang fails the test with the daemons' logs
+fm() { _h=$1; shift; timeout "${FM_TIMEOUT:-300}" "$BIN/fleximigrate" -s "$VM_WORK/$_h.sock" "$@"; }
 
 # vm_container_dir HOST NAME: the container's bundle on HOST (rootfs/ inside)
 vm_container_dir() { echo "$VM_WORK/$1/containers/$2"; }
 
 # vm_memload HOST NAME [FIELD]: fm-memload's status line (tests/workload/memload.c),
 # or one field of it by name: iterations errors full_scans max_gap_ms gap_sum_ms
-# hot_passes size_mib hot_mib.  Fails while there is none.
+# hot_passes size_mib hot_mib.  Fails while there is none.  vm_memload_at_least
+# HOST NAME FIELD N: quietly, whether FIELD >= N.
 vm_memload() {
     awk -v k="${3:-}" 'BEGIN { split("iterations errors full_scans max_gap_ms gap_sum_ms hot_passes size_mib hot_mib", n) }
         NF != 8 { exit 1 }
         { if (k == "") print; else for (i = 1; i <= 8; i++) if (n[i] == k) print $i; ok = 1 }
         END { exit !ok }' "$(vm_container_dir "$1" "$2")/rootfs/tmp/memload.status" 2>/dev/null
+}
+
+vm_memload_at_least() {
+    _v=$(vm_memload "$1" "$2" "$3") && [ "$_v" -ge "$4" ] 2>/dev/null
 }
 
 # vm_json_num KEY < JSON: the first numeric value of "KEY" (no jq in the guest)
@@ -86,18 +93,28 @@ vm_json_str() { grep -o "\"$1\": *\"[^\"]*\"" | head -n1 | sed 's/.*: *"//; s/"$
 
 vm_on_exit() {
     rc=$?
-    [ "$VM_FAILED" = 1 ] && [ "$rc" = 0 ] && rc=1
+    if [ "$VM_FAILED" = 1 ] && [ "$rc" = 0 ]; then
+        echo "FAIL: the script ended without vm_pass"
+        rc=1
+    fi
     if [ "$rc" != 0 ]; then
+        printf '\n----- processes -----\n'
+        ps | grep -v ' \['   # without kernel threads
         for f in "$VM_WORK"/*.log; do
             [ -f "$f" ] || continue
             printf '\n----- last lines of %s -----\n' "$f"
             tail -n 40 "$f"
         done
-        # CRIU's own logs of the steps that failed (the daemons name only the last errors)
+        # CRIU's own logs (the daemons quote only their last errors): around the first
+        # error, or the end of a log without one (a step that hung)
         find "$VM_WORK" -name '*.log' -path '*/work*/*' 2>/dev/null | while read -r f; do
-            grep -q 'Error' "$f" || continue
-            printf '\n----- %s, before its first error -----\n' "$f"
-            grep -v RLIMIT_NOFILE "$f" | grep -m1 -B 25 -A 5 'Error'
+            if grep -q 'Error' "$f"; then
+                printf '\n----- %s, before its first error -----\n' "$f"
+                grep -v RLIMIT_NOFILE "$f" | grep -m1 -B 25 -A 5 'Error'
+            else
+                printf '\n----- %s, last lines -----\n' "$f"
+                tail -n 25 "$f"
+            fi
         done
     fi
     for f in "$VM_WORK"/*.pid; do

@@ -5,7 +5,7 @@
 # fm-memload container (64 MiB, 8 MiB working set) moved by COLD_MIGRATION, its
 # memory intact on the destination.  Prints the time of every step.
 set -eu
-. "$(dirname "$0")/lib.sh"
+. "$FM_ROOT/tests/vm/lib.sh"
 SIZE=64 HOT=8
 T0=$(vm_now)
 
@@ -34,8 +34,7 @@ T_IMPORT=$(vm_since "$t")
 t=$(vm_now)
 fm hostA run mem --image memload -- /bin/fm-memload "$SIZE" "$HOT" /tmp/memload.status
 # filled, and one whole verification pass done
-scanned() { [ "$(vm_memload "$1" mem full_scans)" -ge "$2" ] 2>/dev/null; }
-vm_wait_for 120 "fm-memload to fill its memory on hostA" scanned hostA 1
+vm_wait_for 120 "fm-memload to fill its memory on hostA" vm_memload_at_least hostA mem full_scans 1
 T_FILL=$(vm_since "$t")
 BEFORE=$(vm_memload hostA mem)
 echo "fm-memload on hostA: $BEFORE"
@@ -58,7 +57,7 @@ BYTES=$(vm_json_num bytes_transferred < "$VM_WORK/migration.json")
 vm_step "memory intact on hostB"
 fm hostB container list
 fm hostA container list | grep -qw mem && vm_fail "mem is still on hostA"
-vm_wait_for 30 "fm-memload's status on hostB" vm_memload hostB mem errors
+vm_wait_for 30 "fm-memload's status on hostB" vm_memload_at_least hostB mem iterations 0
 AFTER=$(vm_memload hostB mem)
 echo "fm-memload on hostB: $AFTER"
 [ "$(vm_memload hostB mem errors)" = 0 ] || vm_fail "fm-memload found corrupted memory on hostB: $AFTER"
@@ -67,7 +66,7 @@ echo "fm-memload on hostB: $AFTER"
 # a whole verification of every page on the destination, still without an error
 t=$(vm_now)
 s=$(vm_memload hostB mem full_scans)
-vm_wait_for 120 "a full verification pass on hostB" scanned hostB $((s + 1))
+vm_wait_for 120 "a full verification pass on hostB" vm_memload_at_least hostB mem full_scans $((s + 1))
 T_VERIFY=$(vm_since "$t")
 AFTER=$(vm_memload hostB mem)
 echo "fm-memload on hostB: $AFTER"

@@ -418,7 +418,7 @@ static int precopy(fm_mig *m)
 	static const int throttle_steps[] = FM_AUTOCONVERGE_STEPS;
 	bool autoconv = json_is_true(json_object_get(m->req, "auto_converge"));
 	unsigned step = 0;
-	json_int_t prev = 0;
+	json_int_t prev = 0, first = 0;
 	int r;
 
 	if ((r = step_mark(m, "precopy", "started")) < 0)
@@ -441,6 +441,8 @@ static int precopy(fm_mig *m)
 			return r;
 		m->precopy_rounds = n;
 		json_int_t bytes = json_integer_value(json_object_get(pd, "pages_raw_tx"));
+		if (n == 1)
+			first = bytes;
 		m->bytes += json_integer_value(json_object_get(pd, "pages_wire_tx"));
 		fm_format_bytes((uint64_t)bytes, sent, sizeof(sent));
 		mlog(m, FM_LOG_INFO, FM_C_STATE_SYNC, "Pre-copy round %d: %s of memory sent in %.0f ms while %s kept running",
@@ -449,6 +451,16 @@ static int precopy(fm_mig *m)
 			m->converged = true;
 			mlog(m, FM_LOG_INFO, FM_C_STRATEGY_SELECTOR, "Pre-copy converged: round %d sent fewer than %d pages",
 			     n, FM_PRECOPY_MIN_PAGES);
+			break;
+		}
+		if (n > 1 && (double)bytes > (double)prev * FM_PRECOPY_MAX_GROWTH &&
+		    (double)bytes <= (double)first * FM_PRECOPY_PLATEAU) {
+			/* no longer shrinking, but down to a small working set: the final
+			 * dump of that much is what pre-copy is for */
+			m->converged = true;
+			mlog(m, FM_LOG_INFO, FM_C_STRATEGY_SELECTOR, "Pre-copy reached the working set: round %d sent %s, "
+			     "about as much as round %d and at most %.0f%% of the first; final dump now", n, sent, n - 1,
+			     FM_PRECOPY_PLATEAU * 100);
 			break;
 		}
 		if (n > 1 && (double)bytes > (double)prev * FM_PRECOPY_MAX_GROWTH) {

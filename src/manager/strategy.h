@@ -26,12 +26,17 @@ typedef struct fm_strategy_inputs {
 /* PRE_COPY and HYBRID stop rules (pre-dump rounds while the container runs):
  * at most FM_PRECOPY_MAX_ROUNDS rounds; converged once a round sends fewer than
  * FM_PRECOPY_MIN_PAGES pages; not converging when a round sends more than
- * FM_PRECOPY_MAX_GROWTH times the previous one.  Not converging: PRE_COPY makes
+ * FM_PRECOPY_MAX_GROWTH times the previous one (unless it is down to the
+ * working set, FM_PRECOPY_PLATEAU).  Not converging: PRE_COPY makes
  * its final dump anyway, HYBRID switches to post-copy, and with auto-converge
  * the container's CPU is first limited, step by step, to these percentages. */
 #define FM_PRECOPY_MAX_ROUNDS 6
 #define FM_PRECOPY_MIN_PAGES 1024
 #define FM_PRECOPY_MAX_GROWTH 0.8
+/* A round that stops shrinking at no more than this share of the first one has
+ * reached the working set: converged (final dump), not a reason to throttle or
+ * to switch to post-copy. */
+#define FM_PRECOPY_PLATEAU 0.25
 #define FM_AUTOCONVERGE_STEPS { 50, 25, 10 }
 
 /* In PLANNING.  On success *chosen is set and reason holds what was measured

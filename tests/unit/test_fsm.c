@@ -241,6 +241,24 @@ static void test_hybrid_switches_to_post_copy(void **state)
 	json_decref(m);
 }
 
+/* HYBRID whose rounds settle on a small working set makes a final dump. */
+static void test_hybrid_plateau_is_converged(void **state)
+{
+	char calls[8192];
+	(void)state;
+	fake.dirty_track = true;
+	json_int_t b[] = { 64 << 20, 8 << 20, 8 << 20 };
+	memcpy(fake.predump_bytes, b, sizeof(b));
+	json_t *m = run_req(NULL, 0, json_pack("{s:s, s:b}", "strategy", "HYBRID", "auto_converge", 1), calls,
+			    sizeof(calls));
+	assert_string_equal(json_string_value(json_object_get(m, "state")), "COMPLETED");
+	assert_int_equal(fake.rounds, 3);
+	assert_false(json_is_true(json_object_get(fake.checkpoint, "lazy")));
+	assert_null(strstr(calls, "/throttle"));
+	fake.dirty_track = false;
+	json_decref(m);
+}
+
 /* Auto-converge: each round that does not shrink lowers the CPU quota one step;
  * when the steps are spent, pre-copy stops and makes its final dump. */
 static void test_auto_converge_steps(void **state)
@@ -313,6 +331,7 @@ int main(void)
 		cmocka_unit_test(test_happy_path),
 		cmocka_unit_test(test_pre_copy_converges),
 		cmocka_unit_test(test_hybrid_switches_to_post_copy),
+		cmocka_unit_test(test_hybrid_plateau_is_converged),
 		cmocka_unit_test(test_auto_converge_steps),
 		cmocka_unit_test(test_failures),
 	};

@@ -61,6 +61,8 @@ intact hostB mem
 migrate hostB hostA mem --strategy PRE_COPY
 PRE_DOWNTIME=$DOWNTIME
 grep -q "Pre-copy round 2" "$VM_WORK/migrate.out" || vm_fail "PRE_COPY made fewer than two rounds"
+grep -q -e "Pre-copy reached the working set" -e "Pre-copy converged" "$VM_WORK/migrate.out" \
+    || vm_fail "PRE_COPY with an 8 MiB working set did not converge"
 intact hostA mem
 echo "final freeze: PRE_COPY ${PRE_DOWNTIME} ms, plain (COLD) ${COLD_DOWNTIME} ms"
 [ "$PRE_DOWNTIME" -lt "$COLD_DOWNTIME" ] \

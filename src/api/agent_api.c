@@ -112,10 +112,11 @@ void fm_api_image_remove(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 	fm_http_ok(resp, 200, NULL);
 }
 
-int fm_api_fetch_blob(const char *source_endpoint, const char *digest, const char *file, fm_error *err)
+int fm_api_fetch_blob(const char *source_endpoint, const char *digest, const char *file, uint64_t bandwidth_bps,
+		      fm_error *err)
 {
 	_cleanup_free_ char *path = fm_xasprintf("/v1/images/%s/blob", digest);
-	return fm_http_download(source_endpoint, path, file, BLOB_TIMEOUT_MS, err);
+	return fm_http_download(source_endpoint, path, file, BLOB_TIMEOUT_MS, bandwidth_bps, err);
 }
 
 void fm_api_container_run(void *ctx, const fm_http_req *req, fm_http_resp *resp)

@@ -51,4 +51,5 @@ void fm_api_migration_get(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 void fm_api_migration_cancel(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 
 /* Blob download used by the destination agent (fm_blob_fetch_fn). */
-int fm_api_fetch_blob(const char *source_endpoint, const char *digest, const char *file, fm_error *err);
+int fm_api_fetch_blob(const char *source_endpoint, const char *digest, const char *file, uint64_t bandwidth_bps,
+		      fm_error *err);

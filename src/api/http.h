@@ -65,9 +65,9 @@ void fm_http_fail(fm_http_resp *resp, const fm_error *err);
  * caller's. */
 int fm_http_call(const char *endpoint, const char *method, const char *path, json_t *body,
 		 int timeout_ms, json_t **out, fm_error *err);
-/* GET into a file; 0 or -errno. */
+/* GET into a file, no faster than bandwidth_bps (0 = no cap); 0 or -errno. */
 int fm_http_download(const char *endpoint, const char *path, const char *file, int timeout_ms,
-		     fm_error *err);
+		     uint64_t bandwidth_bps, fm_error *err);
 void fm_http_global_init(void);
 
 /* The cluster secret: when set, the client sends it to TCP peers and the server

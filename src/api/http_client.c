@@ -152,7 +152,8 @@ static int send_all(int fd, const char *p, size_t n, int64_t deadline)
 
 /* Reads the response: status, and the body into *body (bounded) or, with out_fd
  * >= 0, streamed into that file.  Bodies end at Content-Length or EOF. */
-static int read_response(int fd, int64_t deadline, long *status, char **body, size_t *blen, int out_fd)
+static int read_response(int fd, int64_t deadline, long *status, char **body, size_t *blen, int out_fd,
+			 fm_pacer *pacer)
 {
 	size_t cap = 8192, n = 0, head_end = 0;
 	char *buf = fm_xmalloc(cap + 1);
@@ -203,6 +204,9 @@ static int read_response(int fd, int64_t deadline, long *status, char **body, si
 			/* stream what we have and keep only the head in the buffer */
 			const char *p = buf + head_end;
 			size_t m = n - head_end;
+			/* a capped download reads no faster than the cap: TCP slows the sender */
+			if (pacer)
+				fm_sleep_us(fm_pacer_take(pacer, m), NULL);
 			while (m > 0) {
 				ssize_t w = write(out_fd, p, m);
 				if (w < 0) {
@@ -258,7 +262,7 @@ static int status_errno(long status)
 
 /* One exchange; the response body is returned in *body unless out_fd >= 0. */
 static int exchange(const char *endpoint, const char *method, const char *path, const char *payload,
-		    int timeout_ms, long *status, char **body, size_t *blen, int out_fd, fm_error *err)
+		    int timeout_ms, long *status, char **body, size_t *blen, int out_fd, fm_pacer *pacer, fm_error *err)
 {
 	int64_t deadline = fm_now_mono_ms() + timeout_ms;
 	size_t plen = payload ? strlen(payload) : 0;
@@ -277,7 +281,11 @@ static int exchange(const char *endpoint, const char *method, const char *path, 
 	    (plen && (r = send_all(fd, payload, plen, deadline)) < 0))
 		return fm_error_set(err, r == -ETIMEDOUT ? r : -EHOSTUNREACH, "cannot reach %s: sending the request: %s",
 				    endpoint, strerror(-r));
-	r = read_response(fd, deadline, status, body, blen, out_fd);
+	if (pacer && pacer->bps) {
+		int rcvbuf = 256 << 10; /* a small window: the cap holds from the start */
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	}
+	r = read_response(fd, deadline, status, body, blen, out_fd, pacer);
 	if (r == -ETIMEDOUT)
 		return fm_error_set(err, r, "%s did not answer %s %s within %d ms", endpoint, method, path, timeout_ms);
 	if (r < 0)
@@ -298,7 +306,7 @@ int fm_http_call(const char *endpoint, const char *method, const char *path, jso
 
 	if (out)
 		*out = NULL;
-	if ((r = exchange(endpoint, method, path, payload, timeout_ms, &status, &resp, &rlen, -1, err)) < 0)
+	if ((r = exchange(endpoint, method, path, payload, timeout_ms, &status, &resp, &rlen, -1, NULL, err)) < 0)
 		return r;
 	j = rlen ? json_loadb(resp, rlen, 0, NULL) : json_object();
 	if (status >= 400) {
@@ -323,15 +331,16 @@ int fm_http_call(const char *endpoint, const char *method, const char *path, jso
 }
 
 int fm_http_download(const char *endpoint, const char *path, const char *file, int timeout_ms,
-		     fm_error *err)
+		     uint64_t bandwidth_bps, fm_error *err)
 {
+	fm_pacer pacer = { .bps = bandwidth_bps };
 	_cleanup_close_ int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	long status = 0;
 	int r;
 
 	if (fd < 0)
 		return fm_error_set(err, -errno, "cannot create %s: %m", file);
-	r = exchange(endpoint, "GET", path, NULL, timeout_ms, &status, NULL, NULL, fd, err);
+	r = exchange(endpoint, "GET", path, NULL, timeout_ms, &status, NULL, NULL, fd, &pacer, err);
 	if (r == 0 && status != 200)
 		r = fm_error_set(err, status_errno(status), "%s answered HTTP %ld for %s", endpoint, status, path);
 	if (r == 0 && fsync(fd) < 0)

@@ -523,7 +523,9 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 					 in->spec.digest, a->rt->host);
 			goto fail_free;
 		}
-		if ((r = a->fetch_blob(source_ep, in->spec.digest, tmp, err)) < 0 ||
+		fm_relay_opts cap;
+		relay_opts_from(a, req, &cap);
+		if ((r = a->fetch_blob(source_ep, in->spec.digest, tmp, cap.bandwidth_bps, err)) < 0 ||
 		    (r = fm_image_import_blob(a->rt->images, in->spec.image, tmp, in->spec.digest, &img, err)) < 0) {
 			unlink(tmp);
 			fm_error_prefix(err, "destination %s cannot obtain image %s (%s)", a->rt->host,

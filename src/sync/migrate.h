@@ -24,7 +24,7 @@
 
 /* Downloads an image blob from the source agent (provided by the API layer). */
 typedef int (*fm_blob_fetch_fn)(const char *source_endpoint, const char *digest, const char *file,
-				fm_error *err);
+				uint64_t bandwidth_bps, fm_error *err);
 
 struct fm_incoming;
 struct fm_outgoing;

@@ -84,3 +84,30 @@ def test_live_migration_selector_measures_and_explains(cluster):
     line = next(l for l in out.splitlines() if "Strategy POST_COPY chosen" in l)
     assert "all memory follows in about" in line and "touched" in line and "while its working set arrives" in line, line
     assert memload_status(c.b, "mem")["errors"] == 0
+
+
+def test_bandwidth_cap_holds_on_every_path(cluster):
+    """--bandwidth caps the memory stream (diskless COLD, POST_COPY pages) and the
+    state transfer: 64 MiB cannot cross in less than 64 MiB / cap, although the
+    link is ten times faster."""
+    c = cluster.start()
+    c.a.cli("image", "import", "memload", memload_rootfs())
+    c.a.cli("run", "mem", "--image", "memload", "--", "/bin/fm-memload", "64", "4", "/tmp/memload.status")
+    wait_for(lambda: (memload_status(c.a, "mem") or {}).get("full_scans", 0) >= 1, 60, "memload to fill its memory")
+    floor_ms = (64 << 20) * 8 / 100e6 * 1000 * 0.9   # 64 MiB at 100 Mbit/s, 10 % slack
+    m, out = migrate(c.a, "--strategy", "COLD_MIGRATION", "--bandwidth", "100M")
+    assert m["state"] == "COMPLETED", m
+    assert m["downtime_ms"] >= floor_ms, (m["downtime_ms"], floor_ms)
+    line = next(l for l in out.splitlines() if "Memory streamed" in l)
+    assert "link measured at" in line and int(line.split("link measured at ")[1].split()[0]) <= 110, line
+    assert memload_status(c.b, "mem")["errors"] == 0
+    # back by POST_COPY under the same cap: the pages take as long
+    p = c.b.cli("migrate", "-v", "mem", "--to", "hostA", "--strategy", "POST_COPY", "--bandwidth", "100M",
+                check=False, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+    m = migration(c.b, mid)
+    assert m["state"] == "COMPLETED" and m["total_ms"] >= floor_ms, (m["total_ms"], floor_ms)
+    assert m["downtime_ms"] < floor_ms, m["downtime_ms"]   # post-copy resumes before the pages are there
+    wait_for(lambda: memload_status(c.a, "mem"), 10, "status on hostA")
+    assert memload_status(c.a, "mem")["errors"] == 0

@@ -370,6 +370,33 @@ int fm_net_capture_stop(fm_net_capture *c, unsigned char **frames, size_t *len, 
 	return 0;
 }
 
+/* Frames captured on a veth may carry a partial TCP checksum (the sender's
+ * kernel left the rest to "hardware", which on a veth never does it); sent
+ * back through a packet socket they would be checked and dropped.  So the
+ * checksum is computed here, over the pseudo-header and the segment. */
+static void tcp_checksum_fix(unsigned char *f, size_t n)
+{
+	size_t ihl = (size_t)(f[14] & 0x0f) * 4, tot = (size_t)f[16] << 8 | f[17];
+	if (n < 14 + 20 || ihl < 20 || tot < ihl + 20 || 14 + tot > n)
+		return;
+	unsigned char *tcp = f + 14 + ihl;
+	size_t tlen = tot - ihl;
+	uint32_t sum = 0;
+	for (int i = 0; i < 8; i += 2)                  /* source and destination addresses */
+		sum += (uint32_t)(f[26 + i] << 8 | f[27 + i]);
+	sum += 6 + (uint32_t)tlen;                      /* protocol, TCP length */
+	tcp[16] = tcp[17] = 0;
+	for (size_t i = 0; i + 1 < tlen; i += 2)
+		sum += (uint32_t)(tcp[i] << 8 | tcp[i + 1]);
+	if (tlen & 1)
+		sum += (uint32_t)tcp[tlen - 1] << 8;
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	uint16_t c = (uint16_t)~sum;
+	tcp[16] = (unsigned char)(c >> 8);
+	tcp[17] = (unsigned char)c;
+}
+
 int fm_net_inject(fm_runtime *rt, const char *name, const unsigned char *frames, size_t len, unsigned *sent,
 		  fm_error *err)
 {
@@ -380,9 +407,13 @@ int fm_net_inject(fm_runtime *rt, const char *name, const unsigned char *frames,
 		return fd;
 	for (size_t off = 0; off + 2 <= len;) {
 		size_t n = frames[off] | (size_t)frames[off + 1] << 8;
-		if (n < 14 || off + 2 + n > len)
+		if (n < 14 || n > 65535 || off + 2 + n > len)
 			return fm_error_set(err, -EINVAL, "malformed frame records");
-		if (send(fd, frames + off + 2, n, 0) == (ssize_t)n)
+		unsigned char frame[65536];
+		memcpy(frame, frames + off + 2, n);
+		if (n >= 34 && frame[12] == 0x08 && frame[13] == 0x00 && frame[23] == 6)
+			tcp_checksum_fix(frame, n);
+		if (send(fd, frame, n, 0) == (ssize_t)n)
 			(*sent)++;
 		off += 2 + n;
 	}

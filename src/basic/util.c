@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -348,7 +349,8 @@ void fm_random_id(const char *prefix, char *buf, size_t len)
 	snprintf(buf, len, "%s%02x%02x%02x%02x%02x%02x", prefix, b[0], b[1], b[2], b[3], b[4], b[5]);
 }
 
-int fm_parse_size(const char *s, uint64_t *out)
+/* A number, an optional k/M/G/T multiple of base, then one of tails (NULL-ended). */
+static int parse_scaled(const char *s, uint64_t base, const char *const *tails, double max, uint64_t *out)
 {
 	char *end;
 	double v;
@@ -360,24 +362,28 @@ int fm_parse_size(const char *s, uint64_t *out)
 	v = strtod(s, &end);
 	if (errno || end == s || v < 0)
 		return -EINVAL;
-	switch (*end) {
-	case '\0': break;
-	case 'k': case 'K': mul = 1ULL << 10; end++; break;
-	case 'm': case 'M': mul = 1ULL << 20; end++; break;
-	case 'g': case 'G': mul = 1ULL << 30; end++; break;
-	case 't': case 'T': mul = 1ULL << 40; end++; break;
-	default: return -EINVAL;
+	static const char units[] = "kKmMgGtT";
+	const char *u = *end ? strchr(units, *end) : NULL;
+	if (u) {
+		for (long i = 0; i <= (u - units) / 2; i++)
+			mul *= base;
+		end++;
 	}
-	if (*end == 'i')
-		end++;
-	if (*end == 'B' || *end == 'b')
-		end++;
-	if (*end)
+	bool ok = false;
+	for (const char *const *t = tails; *t && !ok; t++)
+		ok = !strcmp(end, *t);
+	if (!ok)
 		return -EINVAL;
-	if (v * (double)mul > 9.0e18)
+	if (v * (double)mul > max)
 		return -ERANGE;
 	*out = (uint64_t)(v * (double)mul);
 	return 0;
+}
+
+int fm_parse_size(const char *s, uint64_t *out)
+{
+	static const char *const tails[] = { "", "i", "B", "b", "iB", "ib", NULL };
+	return parse_scaled(s, 1024, tails, 9.0e18, out);
 }
 
 void fm_format_bytes(uint64_t n, char *buf, size_t len)
@@ -523,26 +529,22 @@ void fm_sleep_us(int64_t us, const volatile bool *stop)
 
 int fm_parse_rate(const char *s, uint64_t *bps)
 {
-	char *end;
-	double v;
-	uint64_t mult = 1;
+	static const char *const tails[] = { "", "bit", "bps", "bit/s", NULL };
+	return parse_scaled(s, 1000, tails, 1e15, bps);
+}
 
-	if (!s || !*s || *s == '-')
-		return -EINVAL;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || v < 0)
-		return -EINVAL;
-	switch (*end) {
-	case 'k': case 'K': mult = 1000; end++; break;
-	case 'm': case 'M': mult = 1000000; end++; break;
-	case 'g': case 'G': mult = 1000000000; end++; break;
-	default: break;
+int fm_wait_readable(int fd, int stop_fd)
+{
+	for (;;) {
+		struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = stop_fd, .events = POLLIN } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (p[1].revents)
+			return 0;
+		if (p[0].revents)
+			return 1;
 	}
-	if (*end && strcmp(end, "bit") && strcmp(end, "bps") && strcmp(end, "bit/s"))
-		return -EINVAL;
-	if (v * (double)mult > 1e15)
-		return -ERANGE;
-	*bps = (uint64_t)(v * (double)mult);
-	return 0;
 }

@@ -81,6 +81,9 @@ typedef struct fm_pacer {
 } fm_pacer;
 /* Microseconds to wait before the n bytes go (0 = at once). */
 int64_t fm_pacer_take(fm_pacer *p, size_t n);
+/* Blocks until fd has something (1: readable, or an error for the caller's read
+ * to collect) or stop_fd is readable (0: stop); -errno if poll fails. */
+int fm_wait_readable(int fd, int stop_fd);
 /* Sleeps us microseconds in steps of at most 100 ms, stopping early once
  * *stop (if given) becomes true. */
 void fm_sleep_us(int64_t us, const volatile bool *stop);

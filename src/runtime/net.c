@@ -10,7 +10,6 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -288,16 +287,8 @@ static void *capture_thread(void *opaque)
 {
 	fm_net_capture *c = opaque;
 	unsigned char frame[65536];
-	for (;;) {
-		struct pollfd p[2] = { { c->fd, POLLIN, 0 }, { c->stop_fd, POLLIN, 0 } };
-		if (poll(p, 2, -1) < 0 && errno != EINTR)
-			break;
-		if (p[1].revents)
-			break;
-		if (!(p[0].revents & POLLIN))
-			continue;
+	while (fm_wait_readable(c->fd, c->stop_fd) > 0)
 		capture_one(c, frame, sizeof(frame));
-	}
 	return NULL;
 }
 

@@ -245,15 +245,16 @@ static fm_incoming *incoming_find(fm_agent *a, const char *mid)
 	return NULL;
 }
 
-/* The incoming migration mid (taken under the agent lock), or NULL with err set. */
-static fm_incoming *incoming_get(fm_agent *a, const char *mid, fm_error *err)
+/* The incoming migration mid (looked up under the agent lock): 0, or -EINVAL
+ * for an invalid id, -ENOENT for an unknown one, with err set. */
+static int incoming_get(fm_agent *a, const char *mid, fm_incoming **in, fm_error *err)
 {
+	if (!fm_name_valid(mid))
+		return fm_error_set(err, -EINVAL, "invalid migration id");
 	pthread_mutex_lock(&a->lock);
-	fm_incoming *in = incoming_find(a, mid);
+	*in = incoming_find(a, mid);
 	pthread_mutex_unlock(&a->lock);
-	if (!in)
-		fm_error_set(err, -ENOENT, "no incoming migration %s on %s", mid, a->rt->host);
-	return in;
+	return *in ? 0 : fm_error_set(err, -ENOENT, "no incoming migration %s on %s", mid, a->rt->host);
 }
 
 /* ------------------------------------------------------------------ destination */
@@ -661,10 +662,8 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	int64_t t0;
 	int r;
 
-	if ((r = check_mid(mid, err)) < 0)
+	if ((r = incoming_get(a, mid, &in, err)) < 0)
 		return r;
-	if (!(in = incoming_get(a, mid, err)))
-		return -ENOENT;
 
 	/* The receiver ends by itself: on END + ACK, on an error, or when the data
 	 * channel has been silent for io_timeout_ms. */
@@ -899,8 +898,8 @@ static int dst_pages_open_locked(fm_agent *a, const char *mid, json_t *req, json
 	if ((!final && !round_name(json_object_get(req, "round"), name)) || (pr && !round_name(pr, parent)))
 		return fm_error_set(err, -EINVAL, "pages_open needs \"round\" 1..99 or \"final\": true, and an "
 				    "optional \"parent_round\" 1..99");
-	if (!(in = incoming_get(a, mid, err)))
-		return -ENOENT;
+	if ((r = incoming_get(a, mid, &in, err)) < 0)
+		return r;
 	if ((r = pages_open(a, in, final ? "final" : name, pr ? parent : NULL, req, err)) < 0)
 		return r;
 	*out = json_pack("{s:s, s:i}", "data_host", a->data_host, "page_relay_port", fm_relay_port(in->relay));
@@ -912,10 +911,8 @@ static int dst_pages_close_locked(fm_agent *a, const char *mid, json_t **out, fm
 	fm_incoming *in;
 	int r;
 
-	if ((r = check_mid(mid, err)) < 0)
+	if ((r = incoming_get(a, mid, &in, err)) < 0)
 		return r;
-	if (!(in = incoming_get(a, mid, err)))
-		return -ENOENT;
 	*out = json_object();
 	return pages_close(a, in, *out, err);
 }
@@ -929,10 +926,8 @@ static int dst_inject_locked(fm_agent *a, const char *mid, json_t *req, json_t *
 	fm_incoming *in;
 	int r;
 
-	if ((r = check_mid(mid, err)) < 0)
+	if ((r = incoming_get(a, mid, &in, err)) < 0)
 		return r;
-	if (!(in = incoming_get(a, mid, err)))
-		return -ENOENT;
 	if (!in->spec.net_ip)
 		return fm_error_set(err, -ENOENT, "incoming migration %s on %s has no network", mid, a->rt->host);
 	if (!b64 || fm_base64_decode(b64, &frames, &len) < 0)

@@ -4,13 +4,11 @@ keeps working across the move: the heartbeat stream it receives continues
 without a gap in its sequence (the byte stream is intact), and an echo
 connection returns every byte it sent."""
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 
-from conftest import ROOT, memload_rootfs, memload_status, migration, wait_for
+from conftest import memload_rootfs, memload_status, migration, wait_for
 
 HERE = os.path.dirname(__file__)
 CLIENT = os.path.join(HERE, "tcp_client.py")
@@ -35,18 +33,25 @@ def migrate(a, name, *args):
     return migration(a, mid)
 
 
+def move_under_client(c, name, mode, ip, port, strategy):
+    """Connects the external client, moves the container while it runs, and
+    returns (migration, client result)."""
+    cl = client(c, mode, ip, port, 6)
+    time.sleep(2)
+    m = migrate(c.a, name, "--strategy", strategy)
+    assert m["state"] == "COMPLETED", m
+    r = result(cl)
+    print("client:", r, "downtime_ms:", m["downtime_ms"])
+    return m, r
+
+
 def test_echo_connection_survives_cold_migration(cluster):
     c = cluster.start()
     ip = f"10.77.{c.n}.50"
     c.a.cli("run", "echo", "--image", "busybox", "--ip", ip + "/24", "--",
             "/bin/nc", "-l", "-p", "5000", "-e", "/bin/cat")
     time.sleep(0.3)
-    cl = client(c, "echo", ip, 5000, 6)
-    time.sleep(2)
-    m = migrate(c.a, "echo", "--strategy", "COLD_MIGRATION")
-    assert m["state"] == "COMPLETED", m
-    r = result(cl)
-    print("client:", r, "downtime_ms:", m["downtime_ms"])
+    m, r = move_under_client(c, "echo", "echo", ip, 5000, "COLD_MIGRATION")
     assert r["intact"] == "1", r
     assert int(r["roundtrips"]) > 50, r
     assert "echo" in c.b.containers() and "echo" not in c.a.containers()
@@ -61,12 +66,7 @@ def test_heartbeat_stream_survives_post_copy(cluster):
     c.a.cli("run", "mem", "--image", "memload", "--ip", ip + "/24", "--",
             "/bin/fm-memload", "64", "4", "/tmp/memload.status", "6000")
     wait_for(lambda: (memload_status(c.a, "mem") or {}).get("full_scans", 0) >= 1, 60, "memload to fill its memory")
-    cl = client(c, "heartbeat", ip, 6000, 6)
-    time.sleep(2)
-    m = migrate(c.a, "mem", "--strategy", "POST_COPY")
-    assert m["state"] == "COMPLETED", m
-    r = result(cl)
-    print("client:", r, "downtime_ms:", m["downtime_ms"])
+    m, r = move_under_client(c, "mem", "heartbeat", ip, 6000, "POST_COPY")
     # every heartbeat arrived, in order, none lost or duplicated
     assert r["intact"] == "1", r
     assert float(r["max_gap_ms"]) < 5000, r

@@ -50,9 +50,18 @@ p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+'); f=$(echo "$lin
 [ -n "$line" ] || f=1
 passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 
+# An emulated guest has hung twice in about ten runs (QEMU busy, no console
+# output, NOTES.md): such a hang is retried once, loudly; any other failure fails.
+vm_test() {
+    tests/vm/run --timeout 480 "tests/vm/$1.sh" > "build/vm-$1.log" 2>&1 && return 0
+    grep -q 'the guest did not finish within' "build/vm-$1.log" || return 1
+    echo "tests/vm/$1.sh: the guest hung (log: build/vm-$1.hung.log); running it once more"
+    mv "build/vm-$1.log" "build/vm-$1.hung.log"
+    tests/vm/run --timeout 480 "tests/vm/$1.sh" > "build/vm-$1.log" 2>&1
+}
 for t in smoke precopy; do
     log "in a VM: tests/vm/$t.sh"
-    if tests/vm/run "tests/vm/$t.sh" > "build/vm-$t.log" 2>&1; then
+    if vm_test "$t"; then
         passed=$((passed + 1)); tail -n 3 "build/vm-$t.log"
     else
         failed=$((failed + 1)); tail -n 60 "build/vm-$t.log"

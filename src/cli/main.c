@@ -146,6 +146,10 @@ static const char migrate_help[] =
 "  --no-diskless        COLD_MIGRATION writes memory to disk and copies it after\n"
 "                       the dump, instead of streaming it to the destination's\n"
 "                       CRIU page server while dumping (default: diskless)\n"
+"  --no-prefetch        POST_COPY/HYBRID: let CRIU's lazy-pages daemon fetch the\n"
+"                       memory itself, one request at a time, instead of our\n"
+"                       prefetcher streaming every page at line rate from the\n"
+"                       moment of the restore (default: prefetch)\n"
 "  --detach             print the migration id and return at once\n"
 "  -v, --verbose        print the migration log even when not on a terminal\n"
 "\n"
@@ -543,7 +547,7 @@ static int follow(const char *id, bool verbose)
 static int cmd_migrate(int argc, char **argv)
 {
 	const char *to = NULL, *from = NULL, *strategy = NULL;
-	bool detach = false, verbose = false, no_diskless = false, auto_converge = false;
+	bool detach = false, verbose = false, no_diskless = false, no_prefetch = false, auto_converge = false;
 	int health_timeout = 0, i, compress = -1;
 	uint64_t bandwidth = 0;
 	json_t *health = NULL, *req, *out = NULL;
@@ -570,6 +574,10 @@ static int cmd_migrate(int argc, char **argv)
 		}
 		if (!strcmp(argv[i], "--no-diskless")) {
 			no_diskless = true;
+			continue;
+		}
+		if (!strcmp(argv[i], "--no-prefetch")) {
+			no_prefetch = true;
 			continue;
 		}
 		if (!strcmp(argv[i], "--auto-converge")) {
@@ -627,6 +635,8 @@ static int cmd_migrate(int argc, char **argv)
 	json_object_set_new(req, "compress", json_integer(compress));
 	if (no_diskless)
 		json_object_set_new(req, "diskless", json_false());
+	if (no_prefetch)
+		json_object_set_new(req, "prefetch", json_false());
 	if (auto_converge)
 		json_object_set_new(req, "auto_converge", json_true());
 	if (call("POST", "/v1/migrations", req, &out) != EXIT_OK)

@@ -316,6 +316,7 @@ static json_t *with_transfer_opts(fm_mig *m, json_t *body)
 	if (json_is_integer(bw))
 		json_object_set(body, "bandwidth_bps", bw);
 	json_object_set_new(body, "compress", json_integer(json_is_integer(cz) ? json_integer_value(cz) : -1));
+	json_object_set_new(body, "prefetch", json_boolean(!json_is_false(json_object_get(m->req, "prefetch"))));
 	return body;
 }
 
@@ -641,8 +642,20 @@ static int step_verification(fm_mig *m)
 		fm_journal_exec(m->ctl->journal, "UPDATE migrations SET bytes_transferred = ? WHERE id = ?", "is",
 				m->bytes, m->id);
 		fm_format_bytes((uint64_t)json_integer_value(json_object_get(pg, "pages_wire_rx")), wire, sizeof(wire));
-		mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "All memory pages of %s arrived on %s (%.0f ms after the checks, %s on the wire)",
-		     m->container, m->dest, json_real_value(json_object_get(pg, "pages_ms")), wire);
+		json_t *pf = json_object_get(pg, "prefetch");
+		char how[200] = "";
+		if (pf) {
+			double lazy = (double)json_integer_value(json_object_get(pf, "lazy_bytes"));
+			double cached = (double)json_integer_value(json_object_get(pf, "served_cached_bytes"));
+			snprintf(how, sizeof(how), "; prefetched at %.0f Mbit/s, every page here %.0f ms after the restore "
+				 "began, %.0f %% were here before the application asked, %d requests waited "
+				 "(longest %.1f ms)", json_real_value(json_object_get(pf, "link_bps")) / 1e6,
+				 json_real_value(json_object_get(pf, "all_here_ms")), lazy > 0 ? 100.0 * cached / lazy : 100.0,
+				 (int)json_integer_value(json_object_get(pf, "misses")),
+				 json_real_value(json_object_get(pf, "wait_max_ms")));
+		}
+		mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "All memory pages of %s arrived on %s (%.0f ms after the checks, %s on the wire%s)",
+		     m->container, m->dest, json_real_value(json_object_get(pg, "pages_ms")), wire, how);
 		json_decref(pg);
 	}
 
@@ -984,6 +997,9 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	json_t *dl = json_object_get(req, "diskless");
 	if (dl && !json_is_boolean(dl))
 		return fm_error_set(err, -EINVAL, "\"diskless\" must be true or false");
+	json_t *pf = json_object_get(req, "prefetch");
+	if (pf && !json_is_boolean(pf))
+		return fm_error_set(err, -EINVAL, "\"prefetch\" must be true or false");
 	json_t *ac = json_object_get(req, "auto_converge");
 	if (ac && !json_is_boolean(ac))
 		return fm_error_set(err, -EINVAL, "\"auto_converge\" must be true or false");

@@ -20,6 +20,7 @@
 #include "manager/allocator.h"
 #include "runtime/net.h"
 #include "sync/checkpoint.h"
+#include "sync/prefetch.h"
 #include "sync/relay.h"
 #include "sync/transfer.h"
 
@@ -49,6 +50,7 @@ typedef struct fm_incoming {
 	struct fm_cmd *page_server;  /* diskless COLD, PRE_COPY rounds: `criu page-server` receiving memory */
 	char *pages_dir;             /* ... into this directory */
 	fm_relay *relay;             /* COLD: ingress relay to page_server; POST_COPY: egress relay to the source */
+	fm_prefetch *prefetch;       /* POST_COPY: between lazy-pages and the relay */
 	fm_agent *agent;
 	struct fm_incoming *next;
 } fm_incoming;
@@ -101,6 +103,8 @@ static void incoming_free(fm_incoming *in)
 	if (in->page_server)
 		finish_cmd(in->page_server, 0, NULL);
 	in->page_server = NULL;
+	fm_prefetch_free(in->prefetch);
+	in->prefetch = NULL;
 	fm_relay_free(in->relay);
 	in->relay = NULL;
 	if (in->listener)
@@ -209,6 +213,18 @@ static void relay_stats_json(fm_relay *r, json_t *obj, const char *prefix)
 	SET("zstd_level", json_integer(st.level));
 	SET("link_bps", json_real(st.link_bps));
 #undef SET
+}
+
+static void prefetch_stats_json(fm_prefetch *p, json_t *obj)
+{
+	fm_prefetch_stats st;
+	fm_prefetch_get_stats(p, &st);
+	json_object_set_new(obj, "prefetch", json_pack("{s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:f, s:f, s:f, s:f}",
+		"lazy_bytes", (json_int_t)st.lazy_bytes, "fetched_bytes", (json_int_t)st.fetched_bytes,
+		"served_bytes", (json_int_t)st.served_bytes, "served_cached_bytes", (json_int_t)st.served_cached,
+		"passthrough", (json_int_t)st.passthrough, "requests", (int)st.requests, "misses", (int)st.misses,
+		"wait_max_ms", st.wait_max_ms, "wait_sum_ms", st.wait_sum_ms, "all_here_ms", st.all_here_ms,
+		"link_bps", st.link_bps));
 }
 
 /* An abort leaves a tombstone: a prepare or reserve that was already on its way
@@ -738,11 +754,24 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		/* POST_COPY: criu lazy-pages fetches through our relay from the source's */
 		fm_relay_opts ro;
 		relay_opts_from(a, req, &ro);
+		fm_prefetch_free(in->prefetch);
+		in->prefetch = NULL;
 		fm_relay_free(in->relay);
 		in->relay = NULL;
-		if ((r = fm_relay_egress(ps_host, ps_port, ps_token, &ro, &in->relay, err)) < 0 ||
-		    (r = fm_ckpt_lazy_pages_start(a->rt, images, work, "127.0.0.1", fm_relay_port(in->relay),
-						  &in->lazy, err)) < 0)
+		if ((r = fm_relay_egress(ps_host, ps_port, ps_token, &ro, &in->relay, err)) < 0)
+			return r;
+		int lazy_port = fm_relay_port(in->relay);
+		if (!json_is_false(json_object_get(req, "prefetch"))) {
+			/* pages start to flow now, while the restore runs */
+			fm_error pe = FM_ERROR_INIT;
+			if (fm_prefetch_start(images, "127.0.0.1", lazy_port, a->io_timeout_ms, &in->prefetch, &pe) == 0)
+				lazy_port = fm_prefetch_port(in->prefetch);
+			else
+				fm_warn(FM_C_DELTA_TRANSFER, "migration %s: no page prefetch (lazy-pages fetches on its own): %s",
+					mid, pe.msg);
+			fm_error_clear(&pe);
+		}
+		if ((r = fm_ckpt_lazy_pages_start(a->rt, images, work, "127.0.0.1", lazy_port, &in->lazy, err)) < 0)
 			return r;
 	}
 	/* The address lives here from now on: announce it before the restore, so
@@ -1607,13 +1636,20 @@ int fm_sync_dst_pages(fm_agent *a, const char *mid, json_t **out, fm_error *err)
 			_cleanup_free_ char *work = fm_xasprintf("%s/work", staging);
 			r = fm_cmd_wait(c, err);
 			fm_cmd_free(c);
+			fm_error pe = FM_ERROR_INIT;
 			if (r != 0) {
+				if (in->prefetch && fm_prefetch_failed(in->prefetch, &pe) < 0)
+					fm_error_set(err, pe.code, "%s", pe.msg);
 				fm_error_prefix(err, "the memory page transfer failed");
 				fm_ckpt_attach_criu_log(err, work, "lazy-pages.log");
 				r = r > 0 ? -EIO : r;
-			} else if (in->relay) {
-				relay_stats_json(in->relay, pstats, "pages_");
+			} else {
+				if (in->relay)
+					relay_stats_json(in->relay, pstats, "pages_");
+				if (in->prefetch)
+					prefetch_stats_json(in->prefetch, pstats);
 			}
+			fm_error_clear(&pe);
 		}
 		pthread_mutex_unlock(&a->dst_ops);
 		if (r < 0)

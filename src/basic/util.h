@@ -9,6 +9,14 @@
 #include "basic/error.h"
 
 static inline void fm_freep(void *p) { free(*(void **)p); }
+
+/* Little-endian integers in wire formats (ours, and CRIU's on x86-64). */
+static inline void fm_put_le16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static inline void fm_put_le32(uint8_t *p, uint32_t v) { fm_put_le16(p, (uint16_t)v); fm_put_le16(p + 2, (uint16_t)(v >> 16)); }
+static inline void fm_put_le64(uint8_t *p, uint64_t v) { fm_put_le32(p, (uint32_t)v); fm_put_le32(p + 4, (uint32_t)(v >> 32)); }
+static inline uint16_t fm_get_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t fm_get_le32(const uint8_t *p) { return fm_get_le16(p) | (uint32_t)fm_get_le16(p + 2) << 16; }
+static inline uint64_t fm_get_le64(const uint8_t *p) { return fm_get_le32(p) | (uint64_t)fm_get_le32(p + 4) << 32; }
 static inline void fm_closep(int *fd)
 {
 	if (*fd >= 0)

@@ -56,10 +56,6 @@
 
 /* ---- pagemap images ---- */
 
-static uint32_t get32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
-static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
 
 static int pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
@@ -129,10 +125,10 @@ static int parse_pagemap(const uint8_t *buf, size_t len, uint64_t pid, fm_lazy_r
 	size_t off = 0;
 	if (len < 4)
 		return fm_error_set(err, -EBADMSG, "%s: not a CRIU image", path);
-	uint32_t magic = get32(buf);
+	uint32_t magic = fm_get_le32(buf);
 	off = 4;
 	if (magic == IMG_COMMON_MAGIC && len >= 8) {
-		magic = get32(buf + 4);
+		magic = fm_get_le32(buf + 4);
 		off = 8;
 	}
 	if (magic != PAGEMAP_MAGIC)
@@ -140,7 +136,7 @@ static int parse_pagemap(const uint8_t *buf, size_t len, uint64_t pid, fm_lazy_r
 	for (bool head = true; off < len; head = false) {
 		if (len - off < 4)
 			return fm_error_set(err, -EBADMSG, "%s: truncated entry at byte %zu", path, off);
-		uint32_t sz = get32(buf + off);
+		uint32_t sz = fm_get_le32(buf + off);
 		off += 4;
 		if (sz > len - off)
 			return fm_error_set(err, -EBADMSG, "%s: entry at byte %zu overruns the file", path, off - 4);
@@ -247,7 +243,6 @@ struct fm_prefetch {
 
 	fm_xfer_listener *l;
 	int up_fd, cl_fd, stop_rd, stop_wr;
-	int io_timeout_ms;
 	pthread_t thread;
 	bool started;
 	int64_t t0_us;
@@ -320,10 +315,10 @@ static int send_all(int fd, const struct iovec *iov0, int n)
 static void psi(uint8_t *h, uint32_t cmd, uint64_t nr, uint64_t vaddr, uint64_t pid)
 {
 	memset(h, 0, PSI_LEN);
-	put32(h, cmd);
-	put64(h + 8, nr);
-	put64(h + 16, vaddr);
-	put64(h + 24, pid);
+	fm_put_le32(h, cmd);
+	fm_put_le64(h + 8, nr);
+	fm_put_le64(h + 16, vaddr);
+	fm_put_le64(h + 24, pid);
 }
 
 /* The range holding pid's page at vaddr, or -1. */
@@ -497,8 +492,8 @@ static int up_header(fm_prefetch *p)
 	if (p->uq_len == 0)
 		return fail(p, -EPROTO, "page prefetcher: the source sent pages nobody asked for");
 	up_req *q = &p->uq[p->uq_head];
-	uint32_t cmd = get32(p->uhdr);
-	uint64_t nr = get64(p->uhdr + 8), vaddr = get64(p->uhdr + 16), pid = get64(p->uhdr + 24);
+	uint32_t cmd = fm_get_le32(p->uhdr);
+	uint64_t nr = fm_get_le64(p->uhdr + 8), vaddr = fm_get_le64(p->uhdr + 16), pid = fm_get_le64(p->uhdr + 24);
 	if ((cmd & PS_CMD_MASK) != PS_IOV_ADD_F || nr == 0 || nr > q->nr || vaddr != q->vaddr || pid != q->pid)
 		return fail(p, -EPROTO, "page prefetcher: the source answered %#x for %llu pages at %#llx of %llu, "
 			    "asked %llu pages at %#llx of %llu", cmd, (unsigned long long)nr, (unsigned long long)vaddr,
@@ -611,7 +606,7 @@ static int cl_read(fm_prefetch *p)
 		if ((p->chdr_got += (size_t)k) < PSI_LEN)
 			continue;
 		p->chdr_got = 0;
-		uint32_t cmd = get32(p->chdr) & PS_CMD_MASK;
+		uint32_t cmd = fm_get_le32(p->chdr) & PS_CMD_MASK;
 		if (p->close_pending)
 			return fail(p, -EPROTO, "page prefetcher: criu lazy-pages sent %#x after closing", cmd);
 		if (cmd == PS_IOV_CLOSE || cmd == PS_IOV_FORCE_CLOSE) {
@@ -619,7 +614,7 @@ static int cl_read(fm_prefetch *p)
 			memcpy(p->close_hdr, p->chdr, PSI_LEN);
 			continue;
 		}
-		uint64_t nr = get64(p->chdr + 8), vaddr = get64(p->chdr + 16), pid = get64(p->chdr + 24);
+		uint64_t nr = fm_get_le64(p->chdr + 8), vaddr = fm_get_le64(p->chdr + 16), pid = fm_get_le64(p->chdr + 24);
 		if (cmd != PS_IOV_GET || nr == 0 || nr > CLIENT_REQ_MAX_PAGES || vaddr % PAGE)
 			return fail(p, -EPROTO, "page prefetcher: unexpected request %#x (%llu pages at %#llx) from "
 				    "criu lazy-pages", cmd, (unsigned long long)nr, (unsigned long long)vaddr);
@@ -689,7 +684,6 @@ int fm_prefetch_start(const char *images_dir, const char *up_host, int up_port, 
 		return r;
 	fm_prefetch *p = fm_xcalloc(1, sizeof(*p));
 	p->up_fd = p->cl_fd = p->stop_rd = p->stop_wr = -1;
-	p->io_timeout_ms = io_timeout_ms;
 	pthread_mutex_init(&p->mu, NULL);
 	p->ranges = fm_xcalloc(nv ? nv : 1, sizeof(*p->ranges));
 	p->nranges = nv;

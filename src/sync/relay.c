@@ -68,10 +68,6 @@ struct fm_relay {
 	int64_t first_send_us, last_send_us;
 };
 
-static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
-static uint32_t get32(const uint8_t *p) { return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
 
 /* The first failure of any connection is the relay's. */
 static void relay_fail(fm_relay *r, int status, const char *msg)
@@ -230,9 +226,9 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 		}
 		if (!z)
 			memcpy(frame + FMR_HDR, raw, (size_t)n);
-		put32(frame, (uint32_t)wire);
-		put32(frame + 4, rawlen | (z ? FMR_ZSTD : 0));
-		put64(frame + 8, XXH3_64bits(raw, (size_t)n));
+		fm_put_le32(frame, (uint32_t)wire);
+		fm_put_le32(frame + 4, rawlen | (z ? FMR_ZSTD : 0));
+		fm_put_le64(frame + 8, XXH3_64bits(raw, (size_t)n));
 		rate_take(r, FMR_HDR + wire);
 		int64_t t0 = fm_now_mono_us();
 		if ((ret = write_all(out, frame, FMR_HDR + wire)) < 0)
@@ -283,8 +279,8 @@ static int decode_loop(fm_relay *r, int in, int out, const char *what)
 			ret = k;
 			break;
 		}
-		uint32_t wire = get32(h), rawlen = get32(h + 4) & ~FMR_ZSTD;
-		bool z = get32(h + 4) & FMR_ZSTD;
+		uint32_t wire = fm_get_le32(h), rawlen = fm_get_le32(h + 4) & ~FMR_ZSTD;
+		bool z = fm_get_le32(h + 4) & FMR_ZSTD;
 		if (rawlen == 0 || rawlen > FM_RELAY_BLOCK || wire > bound || (!z && wire != rawlen)) {
 			ret = -EPROTO;
 			why = "malformed frame header";
@@ -306,7 +302,7 @@ static int decode_loop(fm_relay *r, int in, int out, const char *what)
 				break;
 			}
 		}
-		if (XXH3_64bits(raw, rawlen) != get64(h + 8)) {
+		if (XXH3_64bits(raw, rawlen) != fm_get_le64(h + 8)) {
 			ret = -EBADMSG;
 			why = "checksum mismatch: the page stream was corrupted on the way";
 			break;
@@ -378,7 +374,7 @@ static int handshake_egress(fm_relay *r, relay_conn *c, fm_error *err)
 	pthread_mutex_unlock(&r->mu);
 	set_blocking(fd);
 	set_keepalive(fd, r->o.io_timeout_ms);
-	put32(hello + 4, FMR_VERSION);
+	fm_put_le32(hello + 4, FMR_VERSION);
 	memcpy(hello + 8, r->token, FM_XFER_TOKEN_LEN);
 	set_rcvtimeo(fd, r->o.io_timeout_ms);
 	int k = write_all(fd, hello, sizeof(hello));
@@ -403,7 +399,7 @@ static int handshake_ingress(fm_relay *r, relay_conn *c, fm_error *err)
 		return fm_error_set(err, -EACCES, "not a page relay HELLO");
 	for (int i = 0; i < FM_XFER_TOKEN_LEN; i++)
 		diff |= (uint8_t)(hello[8 + i] ^ r->token[i]);
-	if (diff || get32(hello + 4) != FMR_VERSION)
+	if (diff || fm_get_le32(hello + 4) != FMR_VERSION)
 		return fm_error_set(err, -EACCES, "wrong token or protocol version");
 	set_rcvtimeo(c->accepted_fd, 0);
 	set_keepalive(c->accepted_fd, r->o.io_timeout_ms);

@@ -56,12 +56,6 @@ enum { K_DIR = 1, K_FILE, K_SYMLINK, K_WHITEOUT };
 /* Fails with errno and its text appended. */
 #define SYSERR(err, fmt, ...) fm_error_set(err, -errno, fmt ": %s", ##__VA_ARGS__, strerror(errno))
 
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v); put16(p + 2, (uint16_t)(v >> 16)); }
-static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t get32(const uint8_t *p) { return get16(p) | (uint32_t)get16(p + 2) << 16; }
-static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
 
 static uint64_t frame_sum(const uint8_t *hdr, const uint8_t *payload, size_t len)
 {
@@ -176,10 +170,10 @@ static void frame_seal(conn *c, uint8_t *buf, uint8_t type, uint32_t len)
 	memcpy(buf, FMX_MAGIC, 4);
 	buf[4] = type;
 	buf[5] = 0;
-	put16(buf + 6, 0);
-	put32(buf + 8, len);
-	put32(buf + 12, c->tx_seq++);
-	put64(buf + 16, frame_sum(buf, buf + FMX_HDR, len));
+	fm_put_le16(buf + 6, 0);
+	fm_put_le32(buf + 8, len);
+	fm_put_le32(buf + 12, c->tx_seq++);
+	fm_put_le64(buf + 16, frame_sum(buf, buf + FMX_HDR, len));
 }
 
 typedef struct frame {
@@ -200,21 +194,21 @@ static int frame_recv(conn *c, uint8_t *buf, const char *file, frame *f, fm_erro
 				    "FlexiMigrate transfer, or the stream lost sync",
 				    buf[0], buf[1], buf[2], buf[3], c->rx_seq, c->peer);
 	f->type = buf[4];
-	f->len = get32(buf + 8);
-	f->seq = get32(buf + 12);
+	f->len = fm_get_le32(buf + 8);
+	f->seq = fm_get_le32(buf + 12);
 	if (f->len > FMX_MAX_FRAME)
 		return fm_error_set(err, -EBADMSG, "frame %u from %s announces %" PRIu32 " bytes (limit %d): "
 				    "transfer corrupted", c->rx_seq, c->peer, f->len, FMX_MAX_FRAME);
 	r = conn_recv(c, buf + FMX_HDR, f->len, err);
 	if (r < 0)
 		return r;
-	if (get64(buf + 16) != frame_sum(buf, buf + FMX_HDR, f->len)) {
+	if (fm_get_le64(buf + 16) != frame_sum(buf, buf + FMX_HDR, f->len)) {
 		bool d = f->type == T_DATA && file;
 		return fm_error_set(err, -EBADMSG, "checksum mismatch in %s frame %u%s%s%s: transfer "
 				    "corrupted", type_name(f->type), c->rx_seq, d ? " (file " : "",
 				    d ? file : "", d ? ")" : "");
 	}
-	if (buf[5] || get16(buf + 6))
+	if (buf[5] || fm_get_le16(buf + 6))
 		return fm_error_set(err, -EPROTO, "frame %u from %s has unknown flags set", c->rx_seq,
 				    c->peer);
 	if (f->seq != c->rx_seq)
@@ -269,14 +263,14 @@ static int send_entry(sender *s, uint8_t kind, uint8_t eflags, const struct stat
 
 	p[0] = kind;
 	p[1] = eflags;
-	put16(p + 2, (uint16_t)plen);
-	put32(p + 4, st->st_mode & 07777);
-	put32(p + 8, st->st_uid);
-	put32(p + 12, st->st_gid);
-	put64(p + 16, (uint64_t)st->st_mtim.tv_sec);
-	put32(p + 24, (uint32_t)st->st_mtim.tv_nsec);
-	put32(p + 28, (uint32_t)tlen);
-	put64(p + 32, size);
+	fm_put_le16(p + 2, (uint16_t)plen);
+	fm_put_le32(p + 4, st->st_mode & 07777);
+	fm_put_le32(p + 8, st->st_uid);
+	fm_put_le32(p + 12, st->st_gid);
+	fm_put_le64(p + 16, (uint64_t)st->st_mtim.tv_sec);
+	fm_put_le32(p + 24, (uint32_t)st->st_mtim.tv_nsec);
+	fm_put_le32(p + 28, (uint32_t)tlen);
+	fm_put_le64(p + 32, size);
 	memcpy(p + ENTRY_FIXED, s->path, plen);
 	if (tlen)
 		memcpy(p + ENTRY_FIXED + plen, target, tlen);
@@ -474,9 +468,9 @@ static int read_ack(sender *s, bool *rejected, fm_error *err)
 	if (f.type != T_ACK || f.len < ACK_FIXED)
 		return fm_error_set(err, -EPROTO, "unexpected %s frame from receiver instead of ACK",
 				    type_name(f.type));
-	int32_t status = (int32_t)get32(f.payload);
-	uint32_t entries = get32(f.payload + 4);
-	uint64_t bytes = get64(f.payload + 8);
+	int32_t status = (int32_t)fm_get_le32(f.payload);
+	uint32_t entries = fm_get_le32(f.payload + 4);
+	uint64_t bytes = fm_get_le64(f.payload + 8);
 	if (status != 0) {
 		if (rejected)
 			*rejected = true;
@@ -501,7 +495,7 @@ static int send_stream(sender *s, const uint8_t *token, const fm_xfer_tree *tree
 	uint8_t *p = s->buf + FMX_HDR;
 	int r;
 
-	put32(p, FMX_VERSION);
+	fm_put_le32(p, FMX_VERSION);
 	memcpy(p + 4, token, FM_XFER_TOKEN_LEN);
 	frame_seal(&s->c, s->buf, T_HELLO, HELLO_LEN);
 	r = conn_send(&s->c, s->buf, FMX_HDR + HELLO_LEN, false, err);
@@ -513,9 +507,9 @@ static int send_stream(sender *s, const uint8_t *token, const fm_xfer_tree *tree
 	}
 	if (r < 0)
 		return r;
-	put32(p, s->st->entries);
-	put32(p + 4, 0);
-	put64(p + 8, s->st->payload_bytes);
+	fm_put_le32(p, s->st->entries);
+	fm_put_le32(p + 4, 0);
+	fm_put_le64(p + 8, s->st->payload_bytes);
 	frame_seal(&s->c, s->buf, T_END, END_LEN);
 	return conn_send(&s->c, s->buf, FMX_HDR + END_LEN, false, err);
 }
@@ -694,8 +688,8 @@ static int parse_entry(receiver *r, const uint8_t *p, uint32_t len, fm_error *er
 
 	if (len < ENTRY_FIXED)
 		return fm_error_set(err, -EPROTO, "ENTRY frame %u is truncated", r->c.rx_seq - 1);
-	plen = get16(p + 2);
-	tlen = get32(p + 28);
+	plen = fm_get_le16(p + 2);
+	tlen = fm_get_le32(p + 28);
 	if ((uint64_t)ENTRY_FIXED + plen + tlen != len)
 		return fm_error_set(err, -EPROTO, "ENTRY frame %u has inconsistent lengths", r->c.rx_seq - 1);
 	if (!fm_xfer_path_valid((const char *)p + ENTRY_FIXED, plen))
@@ -706,12 +700,12 @@ static int parse_entry(receiver *r, const uint8_t *p, uint32_t len, fm_error *er
 	e->path[plen] = '\0';
 	e->kind = p[0];
 	e->eflags = p[1];
-	e->mode = get32(p + 4);
-	e->uid = get32(p + 8);
-	e->gid = get32(p + 12);
-	e->mtime.tv_sec = (time_t)(int64_t)get64(p + 16);
-	e->mtime.tv_nsec = get32(p + 24);
-	e->size = get64(p + 32);
+	e->mode = fm_get_le32(p + 4);
+	e->uid = fm_get_le32(p + 8);
+	e->gid = fm_get_le32(p + 12);
+	e->mtime.tv_sec = (time_t)(int64_t)fm_get_le64(p + 16);
+	e->mtime.tv_nsec = fm_get_le32(p + 24);
+	e->size = fm_get_le64(p + 32);
 	if (e->kind < K_DIR || e->kind > K_WHITEOUT || e->mode > 07777 || e->mtime.tv_nsec >= 1000000000 ||
 	    (e->eflags & ~EF_OPAQUE) || (e->eflags && e->kind != K_DIR) || (e->size && e->kind != K_FILE) ||
 	    (e->kind == K_SYMLINK) != (tlen > 0) || e->uid == (uint32_t)-1 || e->gid == (uint32_t)-1)
@@ -824,8 +818,8 @@ static int recv_end(receiver *r, const frame *f, fm_error *err)
 		return fm_error_set(err, -EPROTO, "file %s is incomplete: %" PRIu64 " of %" PRIu64 " bytes "
 				    "missing at the end of the stream", r->cur.path, r->file_left,
 				    r->cur.size);
-	uint32_t entries = get32(f->payload);
-	uint64_t bytes = get64(f->payload + 8);
+	uint32_t entries = fm_get_le32(f->payload);
+	uint64_t bytes = fm_get_le64(f->payload + 8);
 	if (entries != r->st->entries || bytes != r->st->payload_bytes)
 		return fm_error_set(err, -EPROTO, "sender announced %" PRIu32 " entries and %" PRIu64
 				    " bytes, but %" PRIu32 " entries and %" PRIu64 " bytes arrived",
@@ -854,9 +848,9 @@ static int send_ack(conn *c, int status, uint32_t entries, uint64_t bytes, const
 	uint8_t b[FMX_HDR + ACK_FIXED + FM_ERROR_MSG_MAX];
 	size_t n = msg ? strnlen(msg, FM_ERROR_MSG_MAX) : 0;
 
-	put32(b + FMX_HDR, (uint32_t)status);
-	put32(b + FMX_HDR + 4, entries);
-	put64(b + FMX_HDR + 8, bytes);
+	fm_put_le32(b + FMX_HDR, (uint32_t)status);
+	fm_put_le32(b + FMX_HDR + 4, entries);
+	fm_put_le64(b + FMX_HDR + 8, bytes);
 	memcpy(b + FMX_HDR + ACK_FIXED, msg ? msg : "", n);
 	frame_seal(c, b, T_ACK, (uint32_t)(ACK_FIXED + n));
 	if (status == 0)
@@ -881,9 +875,9 @@ static int recv_hello(conn *c, uint8_t *buf, const uint8_t *token, fm_error *err
 		diff |= (uint8_t)(f.payload[4 + i] ^ token[i]);
 	if (diff)
 		return fm_error_set(err, -EACCES, "authentication failed: wrong transfer token");
-	if (get32(f.payload) != FMX_VERSION || f.len != HELLO_LEN)
+	if (fm_get_le32(f.payload) != FMX_VERSION || f.len != HELLO_LEN)
 		return fm_error_set(err, -EPROTONOSUPPORT, "sender speaks transfer protocol version %" PRIu32
-				    ", this agent version %d: upgrade one of the agents", get32(f.payload),
+				    ", this agent version %d: upgrade one of the agents", fm_get_le32(f.payload),
 				    FMX_VERSION);
 	return 0;
 }

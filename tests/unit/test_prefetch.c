@@ -25,16 +25,6 @@
 #define PAGE 4096u
 #define PIPE_PAGES 24   /* the fake server's page-pipe buffers: replies stop at multiples of this */
 
-static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
 /* ---- pagemap images ---- */
 
 typedef struct img { uint8_t b[4096]; size_t n; } img;
@@ -56,7 +46,7 @@ static void entry(img *m, uint64_t vaddr, uint64_t nr, uint32_t flags, bool new_
 	if (new_nr)
 		varint(&e, 5 << 3), varint(&e, nr);
 	varint(&e, (9 << 3) | 2), varint(&e, 3), memcpy(e.b + e.n, "xyz", 3), e.n += 3;  /* unknown field: skipped */
-	put32(m->b + m->n, (uint32_t)e.n);
+	fm_put_le32(m->b + m->n, (uint32_t)e.n);
 	memcpy(m->b + m->n + 4, e.b, e.n);
 	m->n += 4 + e.n;
 }
@@ -74,12 +64,12 @@ static void write_img(const char *dir, const char *name, const img *m)
 static img pagemap_start(void)
 {
 	img m = { .n = 0 };
-	put32(m.b, 0x54564319u);
-	put32(m.b + 4, 0x56084025u);
+	fm_put_le32(m.b, 0x54564319u);
+	fm_put_le32(m.b + 4, 0x56084025u);
 	m.n = 8;
 	img h = { .n = 0 };
 	varint(&h, 1 << 3), varint(&h, 1);   /* pagemap_head { pages_id = 1 } */
-	put32(m.b + m.n, (uint32_t)h.n);
+	fm_put_le32(m.b + m.n, (uint32_t)h.n);
 	memcpy(m.b + m.n + 4, h.b, h.n);
 	m.n += 4 + h.n;
 	return m;
@@ -144,9 +134,9 @@ static void test_pagemap_rejects_garbage(void **state)
 		if (!strcmp(why[i], "truncated"))
 			m.n -= 2;
 		else if (!strcmp(why[i], "magic"))
-			put32(m.b + 4, 0x12345678);
+			fm_put_le32(m.b + 4, 0x12345678);
 		else if (!strcmp(why[i], "overrun"))
-			put32(m.b + m.n, 4000), m.n += 6;
+			fm_put_le32(m.b + m.n, 4000), m.n += 6;
 		else if (!strcmp(why[i], "unaligned"))
 			entry(&m, 0x20001, 1, 2, false);
 		else
@@ -199,7 +189,7 @@ static void *fake_thread(void *opaque)
 			f->closed = 1;
 			break;
 		}
-		uint64_t nr = get64(h + 8), vaddr = get64(h + 16), pid = get64(h + 24);
+		uint64_t nr = fm_get_le64(h + 8), vaddr = fm_get_le64(h + 16), pid = fm_get_le64(h + 24);
 		uint64_t left = holds(pid, vaddr), to_pipe_end = (PIPE_PAGES - (vaddr / PAGE) % PIPE_PAGES) * PAGE;
 		if (cmd != 7 || !left || nr == 0 || nr > 1024) {
 			f->bad_requests++;   /* CRIU: "no iovs found", and the server is gone */
@@ -210,8 +200,8 @@ static void *fake_thread(void *opaque)
 		uint64_t bytes = nr * PAGE;
 		bytes = bytes < left ? bytes : left;
 		bytes = bytes < to_pipe_end ? bytes : to_pipe_end;
-		put32(h, 6 | 4 << 16);
-		put64(h + 8, bytes / PAGE);
+		fm_put_le32(h, 6 | 4 << 16);
+		fm_put_le64(h + 8, bytes / PAGE);
 		for (uint64_t p = 0; p < bytes / PAGE; p++)
 			for (size_t i = 0; i < PAGE; i += 512)
 				data[p * PAGE + i] = pattern(pid, vaddr + p * PAGE, i);
@@ -262,10 +252,10 @@ static int lazy_connect(fm_prefetch *p)
 static void ask(int fd, uint64_t pid, uint64_t vaddr, uint64_t nr)
 {
 	uint8_t h[32] = { 0 };
-	put32(h, 7);
-	put64(h + 8, nr);
-	put64(h + 16, vaddr);
-	put64(h + 24, pid);
+	fm_put_le32(h, 7);
+	fm_put_le64(h + 8, nr);
+	fm_put_le64(h + 16, vaddr);
+	fm_put_le64(h + 24, pid);
 	assert_int_equal(send(fd, h, 32, 0), 32);
 }
 
@@ -275,10 +265,10 @@ static uint64_t answer(int fd, uint64_t pid, uint64_t vaddr, uint64_t nr)
 	static uint8_t data[1024 * PAGE];
 	uint8_t h[32];
 	assert_int_equal(recv(fd, h, 32, MSG_WAITALL), 32);
-	uint64_t got = get64(h + 8);
+	uint64_t got = fm_get_le64(h + 8);
 	assert_int_equal(h[0], 6);
-	assert_int_equal(get64(h + 16), vaddr);
-	assert_int_equal(get64(h + 24), pid);
+	assert_int_equal(fm_get_le64(h + 16), vaddr);
+	assert_int_equal(fm_get_le64(h + 24), pid);
 	assert_true(got >= 1 && got <= nr);
 	assert_int_equal(recv(fd, data, got * PAGE, MSG_WAITALL), (ssize_t)(got * PAGE));
 	for (uint64_t p = 0; p < got; p++)
@@ -345,7 +335,7 @@ static void test_prefetch_serves_every_page_once(void **state)
 	take_range(fd, 7, 0x7f0000 + 41 * PAGE, 9, 3);
 	/* close: the status comes back from the source */
 	uint8_t h[32] = { 0 }, st[4] = { 1, 1, 1, 1 };
-	put32(h, 0x1023);
+	fm_put_le32(h, 0x1023);
 	assert_int_equal(send(fd, h, 32, 0), 32);
 	assert_int_equal(recv(fd, st, 4, MSG_WAITALL), 4);
 	assert_memory_equal(st, "\0\0\0\0", 4);

@@ -26,6 +26,7 @@ typedef struct fm_runtime {
 	char *runc;         /* runc binary */
 	char *criu;         /* CRIU binary (wrapper) handed to runc --criu */
 	char *runc_root;
+	char *criu_tcp_held_conf;  /* CRIU configuration for containers whose TCP we hold */
 	fm_image_store *images;
 	fm_journal *journal;
 	char *bridge;       /* bridge for container networks (daemon --bridge), or NULL */
@@ -84,6 +85,10 @@ int fm_rt_rootfs_mount(fm_runtime *rt, const char *name, const char *digest, fm_
 int fm_rt_rootfs_umount(fm_runtime *rt, const char *name);
 /* Unmounts and deletes the bundle directory (not the runc container). */
 int fm_rt_bundle_destroy(fm_runtime *rt, const char *name);
+/* runc checkpoint/restore of a container whose TCP traffic we hold ourselves
+ * from the freeze until it runs again (fm_net_hold): CRIU's own network lock is
+ * skipped (CRIU_CONFIG_FILE; runc passes its environment to CRIU). */
+struct fm_cmd *fm_rt_runc_criu_cmd(fm_runtime *rt, bool tcp_held);
 /* runc with --root and --criu already set; caller adds the rest. */
 struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt);
 /* Journal row for a container (migration = NULL for local ones). */

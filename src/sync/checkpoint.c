@@ -36,7 +36,7 @@ int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err)
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		 const fm_dump_opts *o, fm_error *err)
 {
-	struct fm_cmd *c = fm_rt_runc_cmd(rt);
+	struct fm_cmd *c = fm_rt_runc_criu_cmd(rt, o->tcp);
 
 	fm_cmd_arg(c, "checkpoint");
 	if (o->pre_dump)
@@ -121,7 +121,7 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 		      const char *host, int port, bool tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err)
 {
-	struct fm_cmd *c = fm_rt_runc_cmd(rt);
+	struct fm_cmd *c = fm_rt_runc_criu_cmd(rt, tcp);
 	_cleanup_free_ char *what = fm_xasprintf("lazy checkpoint of %s", name);
 
 	fm_cmd_arg(c, "checkpoint");

@@ -30,7 +30,7 @@ command -v apt-get >/dev/null || die "needs a Debian system (apt-get not found)"
 # ---------------------------------------------------------------- 1. packages
 PKGS="build-essential meson ninja-build pkg-config git
 libsqlite3-dev libmicrohttpd-dev libjansson-dev libxxhash-dev libzstd-dev
-nettle-dev libcmocka-dev libarchive-dev
+nettle-dev libcmocka-dev libarchive-dev libnftables-dev
 runc iptables iproute2 busybox-static socat iperf3 procps
 python3-pytest kmod qemu-system-x86 xz-utils"
 

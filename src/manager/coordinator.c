@@ -488,6 +488,22 @@ static int precopy(fm_mig *m)
 	return 0;
 }
 
+/* Where the downtime went, from the agents' own clocks; what neither agent
+ * accounts for is the controller's messages and scheduling. */
+static void log_downtime(fm_mig *m, const double src_ms[3], json_t *ph)
+{
+#define PH(k) json_real_value(json_object_get(ph, k))
+	if (!json_is_object(ph))
+		return;
+	double accounted = src_ms[0] + src_ms[1] + src_ms[2] + PH("agent_ms");
+	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Downtime %" PRId64 " ms: freeze %.0f, dump %.0f, state transfer %.0f, "
+	     "waiting for it %.0f, restore preparation %.0f, lazy-pages start %.0f, network handover %.0f, CRIU restore "
+	     "%.0f, control messages %.0f", m->downtime_ms, src_ms[0], src_ms[1], src_ms[2], PH("wait_receive_ms"),
+	     PH("prepare_ms"), PH("lazy_pages_ms"), PH("network_ms"), PH("criu_restore_ms"),
+	     (double)m->downtime_ms - accounted);
+#undef PH
+}
+
 static int step_execution(fm_mig *m)
 {
 	json_t *ck = NULL, *rs = NULL;
@@ -569,6 +585,8 @@ static int step_execution(fm_mig *m)
 	mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "Transferred %s of state (%" JSON_INTEGER_FORMAT " files) to %s in %.1f ms at %.1f Mbit/s, every chunk checksummed",
 	     bytes, json_integer_value(json_object_get(ck, "entries")), m->dest,
 	     json_real_value(json_object_get(ck, "transfer_ms")), json_real_value(json_object_get(ck, "rate_bps")) / 1e6);
+	double src_ms[3] = { json_real_value(json_object_get(ck, "freeze_ms")), json_real_value(json_object_get(ck, "dump_ms")),
+			     json_real_value(json_object_get(ck, "transfer_ms")) };
 	json_decref(ck);
 
 	if ((r = step_mark(m, "restore", "started")) < 0) {
@@ -586,6 +604,7 @@ static int step_execution(fm_mig *m)
 	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET downtime_ms = ? WHERE id = ?", "is", m->downtime_ms, m->id);
 	mlog(m, FM_LOG_INFO, FM_C_STATE_RESTORATION, "Restored %s on %s in %.1f ms (downtime %" PRId64 " ms)",
 	     m->container, m->dest, json_real_value(json_object_get(rs, "restore_ms")), m->downtime_ms);
+	log_downtime(m, src_ms, json_object_get(rs, "phases"));
 	if (json_object_get(m->cinfo, "network")) {
 		/* what clients sent to the source while it was frozen: replayed into the
 		 * restored copy, so their connections resume without a back-off */
@@ -803,9 +822,9 @@ static void fail_and_rollback(fm_mig *m)
 	if (!rollback_until_done(m))
 		return; /* resolved at the next start */
 	transition(m, FM_MS_FAILED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Rollback finished");
-	finish(m, false);
 	mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, "Migration %s of %s failed: %s. Final State: FAILED", m->id,
 	     m->container, m->err.msg);
+	finish(m, false); /* last: "finished" means the log is complete */
 }
 
 static void run_fsm(fm_mig *m)
@@ -836,10 +855,10 @@ static void run_fsm(fm_mig *m)
 			   FM_LOG_INFO, steps[i].component, steps[i].done);
 	}
 	if (m->state == FM_MS_COMPLETED) {
-		finish(m, true);
 		mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER,
 		     "Migration %s of %s from %s to %s completed (downtime %" PRId64 " ms). Final State: COMPLETED",
 		     m->id, m->container, m->source, m->dest, m->downtime_ms);
+		finish(m, true); /* last: "finished" means the log is complete */
 	}
 }
 
@@ -874,8 +893,8 @@ static void *mig_thread(void *opaque)
 			if (done) {
 				if (m->state != FM_MS_COMPLETED)
 					transition(m, FM_MS_COMPLETED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Commit finished after restart");
-				finish(m, true);
 				mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Migration %s completed. Final State: COMPLETED", m->id);
+				finish(m, true); /* last: "finished" means the log is complete */
 			}
 		} else if (m->state == FM_MS_FAILED || m->state == FM_MS_ROLLBACK) {
 			fm_error_set(&m->err, -EINTR, "%s", json_string_value(json_object_get(m->req, "_error")) ?: "controller restarted");
@@ -884,8 +903,8 @@ static void *mig_thread(void *opaque)
 			if (!rollback_until_done(m))
 				goto out;
 			transition(m, FM_MS_FAILED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Rollback finished");
-			finish(m, false);
 			mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, "Migration %s failed: %s. Final State: FAILED", m->id, m->err.msg);
+			finish(m, false); /* last: "finished" means the log is complete */
 		} else {
 			fm_error_set(&m->err, -EINTR, "the controller was restarted while the migration was in %s",
 				     fm_mstate_name(m->state));

@@ -44,13 +44,15 @@ void fm_net_destroy(fm_runtime *rt, const char *name);
  * from the freeze until the destination announced itself, one on the
  * destination's port from then until the restore, and both are injected into
  * the restored container, which acknowledges them at once.  Meanwhile a hold
- * (netfilter raw DROP of TCP inside the container's namespace) keeps either
+ * (an nftables table of ours in the container's namespace dropping its TCP at
+ * the raw priority) keeps either
  * copy from answering for connections it does not own: on the source for
  * incoming and outgoing segments until it is deleted or resumed, on the
  * destination for incoming ones until the restore has finished. */
 
-/* Hold on or off; outgoing too: also the container's own segments (its kernel
- * retransmits even while its tasks are frozen). */
+/* Hold on or off (off removes all of it; both are idempotent); outgoing too:
+ * also the container's own segments (its kernel retransmits even while its
+ * tasks are frozen). */
 int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_error *err);
 
 typedef struct fm_net_capture fm_net_capture;

@@ -7,7 +7,12 @@
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/statfs.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
+#include <linux/magic.h>
 
 #include "basic/cmd.h"
 #include "basic/log.h"
@@ -23,6 +28,103 @@ void fm_ckpt_attach_criu_log(fm_error *err, const char *work_dir, const char *lo
 	if (lines)
 		fm_error_set_detail(err, fm_xasprintf("CRIU %s (%s):\n%s", logname, path, lines));
 	free(lines);
+}
+
+#define KDAT_DIR "/run" /* CRIU's KDAT_RUNDIR, fixed in CRIU */
+#define KDAT_NAME "criu.kdat"
+#define KDAT_TMP_NAME "criu.kdat.fleximigrate"
+#define KDAT_MAX 65536 /* 912 bytes in CRIU 4.2 */
+
+/* The forked child of fm_ckpt_kdat_prime: system calls only (the daemon may
+ * not be single-threaded forever; nothing here takes a lock).  Exit codes say
+ * which step failed. */
+static void __attribute__((noreturn)) kdat_child(char *const argv[], int rundir, int devnull)
+{
+	static char buf[KDAT_MAX];
+	ssize_t n, w, done = 0;
+	int status, fd;
+	pid_t p;
+
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("fm-kdat", KDAT_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,mode=0755") < 0)
+		_exit(10);
+	p = fork();
+	if (p < 0)
+		_exit(11);
+	if (p == 0) {
+		dup2(devnull, STDIN_FILENO);
+		dup2(devnull, STDOUT_FILENO);
+		dup2(devnull, STDERR_FILENO);
+		execvp(argv[0], argv);
+		_exit(127);
+	}
+	/* its verdict on the feature does not matter: the probe ran before it */
+	while (waitpid(p, &status, 0) < 0)
+		if (errno != EINTR)
+			_exit(12);
+	if ((fd = open(KDAT_DIR "/" KDAT_NAME, O_RDONLY | O_CLOEXEC)) < 0)
+		_exit(13);
+	n = read(fd, buf, sizeof(buf));
+	if (n <= 0 || n == (ssize_t)sizeof(buf))
+		_exit(14);
+	/* rundir is the real /run, opened before the tmpfs covered it */
+	if ((fd = openat(rundir, KDAT_TMP_NAME, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+		_exit(15);
+	while (done < n) {
+		w = write(fd, buf + done, n - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			_exit(16);
+		done += w;
+	}
+	if (close(fd) < 0 || renameat(rundir, KDAT_TMP_NAME, rundir, KDAT_NAME) < 0)
+		_exit(17);
+	_exit(0);
+}
+
+int fm_ckpt_kdat_prime(const char *criu, fm_error *err)
+{
+	char *const argv[] = { (char *)criu, "check", "--feature", "uffd-noncoop", NULL };
+	struct statfs sf;
+	int rundir, devnull, status;
+	pid_t p;
+
+	if (statfs(KDAT_DIR, &sf) < 0)
+		return fm_error_set(err, -errno, "cannot stat %s: %m", KDAT_DIR);
+	if (sf.f_type == TMPFS_MAGIC)
+		return 0;
+	rundir = open(KDAT_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rundir < 0)
+		return fm_error_set(err, -errno, "cannot open %s: %m", KDAT_DIR);
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0) {
+		int r = -errno;
+		close(rundir);
+		return fm_error_set(err, r, "cannot open /dev/null: %s", strerror(-r));
+	}
+	p = fork();
+	if (p == 0)
+		kdat_child(argv, rundir, devnull);
+	close(rundir);
+	close(devnull);
+	if (p < 0)
+		return fm_error_set(err, -errno, "cannot fork: %m");
+	while (waitpid(p, &status, 0) < 0)
+		if (errno != EINTR)
+			return fm_error_set(err, -errno, "cannot wait for the CRIU probe: %m");
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		static const char *const step[] = { "a private mount namespace with a tmpfs on " KDAT_DIR,
+						    "fork", "wait for CRIU", "CRIU wrote no " KDAT_NAME,
+						    "the cache has an unexpected size", "write " KDAT_DIR "/" KDAT_TMP_NAME,
+						    "write", "rename it to " KDAT_DIR "/" KDAT_NAME };
+		int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+		/* a cache of an earlier boot must not outlive a failed refresh */
+		(void)unlink(KDAT_DIR "/" KDAT_NAME);
+		return fm_error_set(err, -EIO, "cannot prime CRIU's kernel probe cache: step \"%s\" failed",
+				    code >= 10 && code <= 17 ? step[code - 10] : "CRIU probe (killed)");
+	}
+	return 1;
 }
 
 int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err)

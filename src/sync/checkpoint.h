@@ -21,6 +21,20 @@
  * is broken. */
 #define FM_READY_TIMEOUT_MS (60 * 1000)
 
+/* CRIU probes the kernel ("kerndat": 35-55 ms here, two iptables runs among
+ * them) at the start of every dump, restore, page server, lazy-pages daemon and
+ * feature check, unless it finds its cache /run/criu.kdat.  CRIU writes that
+ * cache only where /run is a tmpfs, so that a reboot clears it; where /run is a
+ * plain directory (our test machines, many containers and VMs) it never does,
+ * and every run probes again: runc alone runs CRIU twice per checkpoint.
+ * There this makes the cache the way CRIU would: CRIU probes once in a private
+ * mount namespace with a tmpfs on /run, and its file is copied into the real
+ * /run.  Run at every daemon start, before any thread exists (it forks), so a
+ * new kernel after a reboot is probed afresh.
+ * Returns 1 when it primed the cache, 0 when /run is a tmpfs (CRIU keeps the
+ * cache itself), < 0 on failure (CRIU then probes on every run, as before). */
+int fm_ckpt_kdat_prime(const char *criu, fm_error *err);
+
 /* Freezes the container (its processes stop at once; the clock of the downtime
  * starts here). */
 int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err);

@@ -675,7 +675,7 @@ static int collect_pages(fm_agent *a, fm_incoming *in, const char *images, json_
 static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	fm_incoming *in;
-	int64_t t0;
+	int64_t t0, t_in = fm_now_mono_us(), t_recv, t_lazy, t_net;
 	int r;
 
 	if ((r = incoming_get(a, mid, &in, err)) < 0)
@@ -691,6 +691,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		pthread_join(in->thread, NULL);
 		in->thread_started = false;
 	}
+	t_recv = fm_now_mono_us();
 	if (fm_journal_query_int(a->journal, 0, "SELECT COUNT(*) FROM incoming WHERE mid = ? AND state = 'RESTORED'",
 				 "s", mid) > 0) {
 		/* repeated by a controller that lost the reply */
@@ -774,6 +775,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		if ((r = fm_ckpt_lazy_pages_start(a->rt, images, work, "127.0.0.1", lazy_port, &in->lazy, err)) < 0)
 			return r;
 	}
+	t_lazy = fm_now_mono_us();
 	/* The address lives here from now on: announce it before the restore, so
 	 * that clients' segments come here while it runs; the hold (since prepare)
 	 * keeps them from the sockets in repair, the capture keeps them for later. */
@@ -785,6 +787,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		fm_net_capture_stop(held, NULL, NULL, NULL);
 		return r;
 	}
+	t_net = fm_now_mono_us();
 	r = fm_restore(a->rt, in->spec.name, images, work, ps != NULL, in->spec.net_ip != NULL, err);
 	if (r < 0) {
 		fm_net_capture_stop(held, NULL, NULL, NULL);
@@ -813,6 +816,13 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	fm_journal_exec(a->journal, "UPDATE incoming SET state = 'RESTORED' WHERE mid = ?", "s", mid);
 	*out = json_incref(pstats);
 	json_object_set_new(*out, "restore_ms", json_real((double)restore_us / 1000.0));
+	/* where the destination's part of the downtime went (the migration log's
+	 * downtime breakdown) */
+	int64_t t_end = fm_now_mono_us();
+	json_object_set_new(*out, "phases", json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}",
+		"wait_receive_ms", (double)(t_recv - t_in) / 1000.0, "prepare_ms", (double)(t0 - t_recv) / 1000.0,
+		"lazy_pages_ms", (double)(t_lazy - t0) / 1000.0, "network_ms", (double)(t_net - t_lazy + t_end - in->restored_us) / 1000.0,
+		"criu_restore_ms", (double)(in->restored_us - t_net) / 1000.0, "agent_ms", (double)(t_end - t_in) / 1000.0));
 	json_object_set_new(*out, "received_payload_bytes", json_integer((json_int_t)in->stats.payload_bytes));
 	json_object_set_new(*out, "received_wire_bytes", json_integer((json_int_t)in->stats.wire_bytes));
 	json_object_set_new(*out, "entries", json_integer((int)in->stats.entries));

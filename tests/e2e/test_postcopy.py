@@ -3,6 +3,7 @@ once, its memory follows on demand; and a page transfer cut while pages are in
 flight rolls back to the source with its memory intact."""
 import os
 import subprocess
+import time
 
 
 from conftest import assert_clean_destination, assert_failed_with_rollback, migration, wait_finished, wait_for
@@ -14,9 +15,16 @@ MEM_CMD = ["/bin/sh", "-c", 'x=$(head -c 40000000 /dev/zero | tr "\\0" a); i=0; 
 
 
 def counter_of(d, name):
-    with open(os.path.join(d.state, "containers", name, "rootfs", "tmp", "counter")) as f:
-        i, size = f.read().split()
-        return int(i), int(size)
+    """(iteration, size) from the workload's counter file.  The shell rewrites it
+    in place (truncate, then write), so a read can land in between: read again."""
+    path = os.path.join(d.state, "containers", name, "rootfs", "tmp", "counter")
+    for _ in range(100):
+        with open(path) as f:
+            v = f.read().split()
+        if len(v) == 2:
+            return int(v[0]), int(v[1])
+        time.sleep(0.01)
+    raise AssertionError(f"{path} stayed incomplete for 1 s: {v}")
 
 
 def start_mem(d):

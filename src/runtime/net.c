@@ -215,7 +215,7 @@ static void *garp_thread(void *opaque)
 		g->result = -errno;
 		return NULL;
 	}
-	int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
+	int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0) /* sends only: no receive hook */;
 	unsigned idx = if_nametoindex("eth0");
 	if (fd < 0 || idx == 0) {
 		g->result = -errno;
@@ -404,13 +404,19 @@ static void *capture_thread(void *opaque)
 	return NULL;
 }
 
-static int port_socket(const char *name, fm_error *err)
+/* receive: capture every frame (ETH_P_ALL); else a socket to send with, which
+ * takes no frames at all.  Created with protocol 0 and given its protocol by
+ * bind(): a protocol at socket() would register a receive hook that bind()
+ * then replaces, and the replacement waits for an RCU grace period (15-24 ms
+ * here). */
+static int port_socket(const char *name, bool receive, fm_error *err)
 {
 	char port[16];
 	port_name(name, port);
 	unsigned idx = if_nametoindex(port);
-	int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = (int)idx };
+	int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = receive ? htons(ETH_P_ALL) : 0,
+				   .sll_ifindex = (int)idx };
 	if (idx == 0 || fd < 0 || bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
 		int e = errno;
 		if (fd >= 0)
@@ -426,7 +432,7 @@ int fm_net_capture_start(fm_runtime *rt, const char *name, fm_net_capture **out,
 	int bufsz = 8 << 20;
 	fm_net_capture *c = fm_xcalloc(1, sizeof(*c));
 	c->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if ((c->fd = port_socket(name, err)) < 0 || c->stop_fd < 0) {
+	if ((c->fd = port_socket(name, true, err)) < 0 || c->stop_fd < 0) {
 		if (c->fd >= 0)
 			close(c->fd);
 		if (c->stop_fd >= 0)
@@ -507,7 +513,7 @@ int fm_net_inject(fm_runtime *rt, const char *name, const unsigned char *frames,
 	*sent = 0;
 	if (len == 0)
 		return 0;
-	int fd = port_socket(name, err);
+	int fd = port_socket(name, false, err);
 	if (fd < 0)
 		return fd;
 	for (size_t off = 0; off + 2 <= len;) {

@@ -195,6 +195,11 @@ class Cluster:
                 subprocess.run(["runc", "--root", root, "delete", "-f", c], capture_output=True)
             for m in sorted(d.mounts(), key=len, reverse=True):
                 subprocess.run(["umount", "-l", m], capture_output=True)
+            # containers' own networks (runtime/net.c: fm-HOST-NAME); deleting
+            # the namespace takes the veth port on the host's bridge with it
+            for ns in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []):
+                if ns.startswith(f"fm-{d.name}-"):
+                    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         env = dict(os.environ, FM_NET=str(self.n))
         subprocess.run([os.path.join(ROOT, "scripts", "hosts.sh"), "down", self.prefix], env=env)
         if os.environ.get("FM_KEEP_WORK") != "1":

@@ -29,6 +29,17 @@
  * synchronize_net: 7-30 ms here), and the capture, the replay and both
  * announcements each close one while the container's clients wait.  So they
  * are closed on a thread of their own. */
+static int start_detached(void *(*fn)(void *), void *arg)
+{
+	pthread_t t;
+	pthread_attr_t at;
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	int r = pthread_create(&t, &at, fn, arg);
+	pthread_attr_destroy(&at);
+	return r == 0 ? 0 : -r;
+}
+
 static void *close_thread(void *opaque)
 {
 	close((int)(intptr_t)opaque);
@@ -37,15 +48,8 @@ static void *close_thread(void *opaque)
 
 static void packet_close_later(int fd)
 {
-	pthread_t t;
-	pthread_attr_t at;
-	if (fd < 0)
-		return;
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &at, close_thread, (void *)(intptr_t)fd) != 0)
+	if (fd >= 0 && start_detached(close_thread, (void *)(intptr_t)fd) < 0)
 		close(fd);
-	pthread_attr_destroy(&at);
 }
 
 bool fm_net_cidr_valid(const char *cidr)
@@ -215,24 +219,16 @@ static void *garp_thread(void *opaque)
 		g->result = -errno;
 		return NULL;
 	}
-	int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0) /* sends only: no receive hook */;
+	int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0); /* sends only: no receive hook */
 	unsigned idx = if_nametoindex("eth0");
-	if (fd < 0 || idx == 0) {
-		g->result = -errno;
-		packet_close_later(fd);
-		return NULL;
-	}
 	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ARP),
 				   .sll_ifindex = (int)idx, .sll_halen = 6 };
 	memset(sll.sll_addr, 0xff, 6);
+	g->result = fd < 0 || idx == 0 ? -errno : 0;
 	/* twice: one frame can be lost while the port is coming up */
-	for (int i = 0; i < 2; i++)
-		if (sendto(fd, g->frame, sizeof(g->frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
+	for (int i = 0; i < 2 && g->result == 0; i++)
+		if (sendto(fd, g->frame, sizeof(g->frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0)
 			g->result = -errno;
-			packet_close_later(fd);
-			return NULL;
-		}
-	g->result = 0;
 	packet_close_later(fd);
 	return NULL;
 }
@@ -339,19 +335,12 @@ int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_err
 {
 	_cleanup_free_ char *path = fm_net_ns_path(rt, name);
 	nft_job j = { .nspath = path, .result = -EIO };
-	pthread_attr_t at;
-	pthread_t t;
 	uint64_t v;
-	int r;
 
 	j.cmd = !on ? HOLD_RESET : outgoing ? HOLD_RESET HOLD_IN HOLD_OUT : HOLD_RESET HOLD_IN;
 	if ((j.done_fd = eventfd(0, EFD_CLOEXEC)) < 0)
 		return fm_error_set(err, -errno, "eventfd: %m");
-	pthread_attr_init(&at);
-	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	r = pthread_create(&t, &at, nft_thread, &j);
-	pthread_attr_destroy(&at);
-	if (r != 0) {
+	if (start_detached(nft_thread, &j) < 0) {
 		close(j.done_fd);
 		return fm_error_set(err, -EAGAIN, "cannot start a thread");
 	}
@@ -513,14 +502,14 @@ int fm_net_inject(fm_runtime *rt, const char *name, const unsigned char *frames,
 	*sent = 0;
 	if (len == 0)
 		return 0;
-	int fd = port_socket(name, false, err);
+	int fd = port_socket(name, false, err), r = 0;
 	if (fd < 0)
 		return fd;
 	for (size_t off = 0; off + 2 <= len;) {
 		size_t n = frames[off] | (size_t)frames[off + 1] << 8;
 		if (n < 14 || n > 65535 || off + 2 + n > len) {
-			packet_close_later(fd);
-			return fm_error_set(err, -EINVAL, "malformed frame records");
+			r = fm_error_set(err, -EINVAL, "malformed frame records");
+			break;
 		}
 		unsigned char frame[65536];
 		memcpy(frame, frames + off + 2, n);
@@ -531,5 +520,5 @@ int fm_net_inject(fm_runtime *rt, const char *name, const unsigned char *frames,
 		off += 2 + n;
 	}
 	packet_close_later(fd);
-	return 0;
+	return r;
 }

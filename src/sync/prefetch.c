@@ -89,20 +89,17 @@ static int pb_pagemap_entry(const uint8_t *p, const uint8_t *end, fm_lazy_range 
 			if (pb_varint(&p, end, &v) < 0)
 				return -1;
 			break;
-		case 1:
-			if (end - p < 8)
+		case 1: /* fixed 64 bits */
+		case 5: /* fixed 32 bits */
+			v = (key & 7) == 1 ? 8 : 4;
+			if (v > (uint64_t)(end - p))
 				return -1;
-			p += 8;
+			p += v;
 			continue;
 		case 2:
 			if (pb_varint(&p, end, &v) < 0 || v > (uint64_t)(end - p))
 				return -1;
 			p += v;
-			continue;
-		case 5:
-			if (end - p < 4)
-				return -1;
-			p += 4;
 			continue;
 		default:
 			return -1;

@@ -187,10 +187,14 @@ int main(int argc, char **argv)
 		*slash = '\0';
 		fm_mkdir_p(sockdir, 0755);
 	}
-	if (fm_mkdir_p(d.state_dir, 0700) < 0) {
+	/* absolute: CRIU and runc get paths below it, and a restarted daemon
+	 * recognises its predecessor's CRIU runs by them */
+	_cleanup_free_ char *state_abs = NULL;
+	if (fm_mkdir_p(d.state_dir, 0700) < 0 || !(state_abs = realpath(d.state_dir, NULL))) {
 		fm_err(FM_C_DAEMON, "cannot create state directory %s: %m", d.state_dir);
 		return 1;
 	}
+	d.state_dir = state_abs;
 	_cleanup_free_ char *dbpath = fm_xasprintf("%s/fleximigrate.db", d.state_dir);
 	if (fm_journal_open(dbpath, &d.journal, &err) < 0 ||
 	    fm_rt_open(&d.rt, d.name, d.state_dir, runc, criu, d.journal, &err) < 0) {

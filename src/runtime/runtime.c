@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -48,6 +49,67 @@ static const char bundle_template[] =
 	"\"maskedPaths\":[\"/proc/acpi\",\"/proc/asound\",\"/proc/kcore\",\"/proc/keys\",\"/proc/latency_stats\",\"/proc/timer_list\",\"/proc/timer_stats\",\"/proc/sched_debug\",\"/sys/firmware\",\"/proc/scsi\"],"
 	"\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"]}}";
 
+/* CRIU's key for a directory runc masks (criu_restore_conf_write):
+ * "fm-masked-proc-acpi" for /proc/acpi; NULL for a path that would not make a
+ * plain key (then CRIU dumps that mount's contents as usual). */
+static char *criu_masked_key(const char *path)
+{
+	if (path[0] != '/' || path[strspn(path, "abcdefghijklmnopqrstuvwxyz0123456789_/")] != '\0')
+		return NULL;
+	char *k = fm_xasprintf("fm-masked%s", path);
+	for (char *p = k; *p; p++)
+		if (*p == '/')
+			*p = '-';
+	return k;
+}
+
+/* What every restore on this host tells CRIU (runc passes its environment,
+ * CRIU_CONFIG_FILE among it, to `criu swrk`, which reads the file):
+ *  - the directories runc masks (/proc/acpi, /sys/firmware: empty read-only
+ *    tmpfs mounts) are dumped as external mounts (criu_masked_key), not as
+ *    tmpfs contents (CRIU tars each one: ~6 ms per mount in a dump and again
+ *    in a restore); each comes back as a bind of its own empty directory
+ *    below <state>/masked, read-only like the original.  (One directory for
+ *    all would make the next dump see the second mount as a bind of the
+ *    first, and CRIU would then restore it without its read-only flag.)
+ *  - containers whose TCP we hold ourselves (fm_net_hold) skip CRIU's network
+ *    lock: iptables-restore in the container's namespace, 60-75 ms. */
+static int criu_restore_conf_write(fm_runtime *rt, fm_error *err)
+{
+	_cleanup_free_ char *masked = fm_xasprintf("%s/masked", rt->state_dir);
+	_cleanup_free_ char *lines = fm_xstrdup("");
+	json_t *tmpl = json_loads(bundle_template, 0, NULL), *v;
+	size_t i;
+	int r = 0;
+
+	/* CRIU's configuration parser takes a quoted value but no newline */
+	if (strpbrk(masked, "\"\\\n"))
+		r = fm_error_set(err, -EINVAL, "state directory %s: a path with quotes, backslashes or newlines "
+				 "cannot be handed to CRIU; choose another --state-dir", rt->state_dir);
+	json_array_foreach(json_object_get(json_object_get(tmpl, "linux"), "maskedPaths"), i, v) {
+		_cleanup_free_ char *key = criu_masked_key(json_string_value(v) ?: "");
+		if (!key || r < 0)
+			continue;
+		_cleanup_free_ char *dir = fm_xasprintf("%s/%s", masked, key);
+		if ((r = fm_mkdir_p(dir, 0555)) < 0 || (r = chmod(dir, 0555) < 0 ? -errno : 0) < 0) {
+			fm_error_set(err, r, "cannot create %s: %s", dir, strerror(-r));
+			break;
+		}
+		char *more = fm_xasprintf("%sexternal \"mnt[%s]:%s\"\n", lines, key, dir);
+		free(lines);
+		lines = more;
+	}
+	json_decref(tmpl);
+	for (int held = 0; held < 2 && r >= 0; held++) {
+		_cleanup_free_ char *conf = fm_xasprintf(
+			"# written by fleximigrated for runc restore (runtime/runtime.c)\n%s%s", lines,
+			held ? "# we hold this container's TCP ourselves\nnetwork-lock skip\n" : "");
+		if ((r = fm_write_file_atomic(rt->criu_restore_conf[held], conf, strlen(conf), 0600)) < 0)
+			fm_error_set(err, r, "cannot write %s: %s", rt->criu_restore_conf[held], strerror(-r));
+	}
+	return r;
+}
+
 int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const char *runc,
 	       const char *criu, fm_journal *journal, fm_error *err)
 {
@@ -61,16 +123,13 @@ int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const ch
 	rt->runc = fm_xstrdup(runc);
 	rt->criu = fm_xstrdup(criu);
 	rt->runc_root = fm_xasprintf("%s/runc", state_dir);
-	rt->criu_tcp_held_conf = fm_xasprintf("%s/criu-tcp-held.conf", state_dir);
+	rt->criu_restore_conf[0] = fm_xasprintf("%s/criu-restore.conf", state_dir);
+	rt->criu_restore_conf[1] = fm_xasprintf("%s/criu-restore-tcp-held.conf", state_dir);
 	rt->journal = journal;
 	if ((r = fm_mkdir_p(cdir, 0700)) < 0 || (r = fm_mkdir_p(rt->runc_root, 0700)) < 0)
 		return fm_error_set(err, r, "cannot create %s: %s", state_dir, strerror(-r));
-	/* CRIU's network lock runs iptables-restore in the container's namespace at
-	 * the freeze and again at the unlock: 60-75 ms of each dump and restore */
-	static const char conf[] = "# written by fleximigrated: we hold this container's TCP ourselves\n"
-				   "network-lock skip\n";
-	if ((r = fm_write_file_atomic(rt->criu_tcp_held_conf, conf, sizeof(conf) - 1, 0600)) < 0)
-		return fm_error_set(err, r, "cannot write %s: %s", rt->criu_tcp_held_conf, strerror(-r));
+	if ((r = criu_restore_conf_write(rt, err)) < 0)
+		return r;
 	return fm_image_store_open(idir, &rt->images, err);
 }
 
@@ -82,7 +141,8 @@ void fm_rt_close(fm_runtime *rt)
 	free(rt->runc);
 	free(rt->criu);
 	free(rt->runc_root);
-	free(rt->criu_tcp_held_conf);
+	free(rt->criu_restore_conf[0]);
+	free(rt->criu_restore_conf[1]);
 	free(rt->bridge);
 	memset(rt, 0, sizeof(*rt));
 }
@@ -205,11 +265,11 @@ struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt)
 	return c;
 }
 
-struct fm_cmd *fm_rt_runc_criu_cmd(fm_runtime *rt, bool tcp_held)
+struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, bool tcp_held)
 {
 	fm_cmd *c = fm_rt_runc_cmd(rt);
-	if (tcp_held)
-		fm_cmd_env(c, "CRIU_CONFIG_FILE", rt->criu_tcp_held_conf);
+	fm_cmd_env(c, "CRIU_CONFIG_FILE", rt->criu_restore_conf[tcp_held]);
+	fm_cmd_arg(c, "restore");
 	return c;
 }
 
@@ -383,6 +443,100 @@ static bool frozen(const struct runc_state *st)
 		return fm_read_file(p, 64, &v, NULL) == 0 && v[0] == '1';
 	}
 	return false;
+}
+
+/* One "--external KEY" argument. */
+static void criu_external(fm_cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void criu_external(fm_cmd *c, const char *fmt, ...)
+{
+	va_list ap;
+	char *v;
+	va_start(ap, fmt);
+	if (vasprintf(&v, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	fm_cmd_arg(c, "--external");
+	fm_cmd_arg(c, v);
+	free(v);
+}
+
+int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, fm_cmd *c, const char *images_dir, fm_error *err)
+{
+	_cleanup_free_ char *path = fm_xasprintf("%s/%s/state.json", rt->runc_root, name);
+	_cleanup_free_ char *fds = NULL, *dpath = NULL;
+	struct runc_state st;
+	json_error_t jerr;
+	json_t *o, *cfg, *v;
+	size_t i;
+	int r = 0;
+
+	if (runc_state_read(rt, name, &st) < 0 || !init_alive(&st))
+		return fm_error_set(err, -ESRCH, "container %s does not run on %s", name, rt->host);
+	if (!(o = json_load_file(path, 0, &jerr)))
+		return fm_error_set(err, -EIO, "cannot read %s: %s", path, jerr.text);
+	cfg = json_object_get(o, "config");
+	const char *rootfs = json_string_value(json_object_get(cfg, "rootfs"));
+	if (!rootfs || (!*st.freezer && !*st.unified)) {
+		r = fm_error_set(err, -EIO, "%s names no root filesystem or no freezer cgroup", path);
+		goto out;
+	}
+	fm_cmd_arg(c, "-t");
+	fm_cmd_argf(c, "%d", (int)st.pid);
+	fm_cmd_arg(c, "--root");
+	fm_cmd_arg(c, rootfs);
+	/* CRIU freezes (or finds frozen) the cgroup instead of stopping each task */
+	fm_cmd_arg(c, "--freeze-cgroup");
+	fm_cmd_arg(c, *st.freezer ? st.freezer : st.unified);
+	/* namespaces the container joined by path (our own network, runtime/net.h)
+	 * are not the container's to dump: the restore finds them in place */
+	json_array_foreach(json_object_get(cfg, "namespaces"), i, v) {
+		const char *type = json_string_value(json_object_get(v, "type")) ?: "";
+		const char *nspath = json_string_value(json_object_get(v, "path")) ?: "";
+		struct stat sb;
+		if (!*nspath || (strcmp(type, "NEWNET") != 0 && strcmp(type, "NEWPID") != 0))
+			continue;
+		if (stat(nspath, &sb) < 0) {
+			r = fm_error_set(err, -errno, "container %s: namespace %s: %m", name, nspath);
+			goto out;
+		}
+		criu_external(c, "%s[%lu]:%s", !strcmp(type, "NEWNET") ? "net" : "pid", (unsigned long)sb.st_ino,
+			      !strcmp(type, "NEWNET") ? "extRootNetNS" : "extRootPidNS");
+	}
+	if (!images_dir)
+		goto out;
+	/* bind mounts and device nodes come from the host: the restore binds them
+	 * again (runc restore maps each key to its source); masked files are
+	 * /dev/null binds */
+	json_array_foreach(json_object_get(cfg, "mounts"), i, v) {
+		const char *dest = json_string_value(json_object_get(v, "destination"));
+		if (dest && !strcmp(json_string_value(json_object_get(v, "device")) ?: "", "bind"))
+			criu_external(c, "mnt[%s]:%s", dest, dest);
+	}
+	json_array_foreach(json_object_get(cfg, "mask_paths"), i, v) {
+		_cleanup_free_ char *in = fm_xasprintf("/proc/%d/root%s", (int)st.pid, json_string_value(v) ?: "");
+		struct stat sb;
+		if (!json_string_value(v) || stat(in, &sb) < 0)
+			continue;   /* runc masks only what exists */
+		_cleanup_free_ char *key = criu_masked_key(json_string_value(v));
+		if (!S_ISDIR(sb.st_mode))
+			criu_external(c, "mnt[%s]:/dev/null", json_string_value(v));
+		else if (key) /* see criu_restore_conf_write */
+			criu_external(c, "mnt[%s]:%s", json_string_value(v), key);
+	}
+	json_array_foreach(json_object_get(cfg, "devices"), i, v) {
+		const char *dev = json_string_value(json_object_get(v, "path"));
+		if (dev)
+			criu_external(c, "mnt[%s]:%s", dev, dev);
+	}
+	/* what runc restore reads to hand the restored init its stdio again */
+	json_t *ext = json_object_get(o, "external_descriptors");
+	fds = ext ? json_dumps(ext, JSON_COMPACT) : fm_xstrdup("[]");
+	dpath = fm_xasprintf("%s/descriptors.json", images_dir);
+	if (!fds || (r = fm_write_file_atomic(dpath, fds, strlen(fds), 0600)) < 0)
+		r = fm_error_set(err, r < 0 ? r : -ENOMEM, "cannot write %s", dpath);
+out:
+	json_decref(o);
+	return r;
 }
 
 int fm_rt_status(fm_runtime *rt, const char *name, char *status, size_t len, pid_t *pid)

@@ -135,36 +135,63 @@ int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err)
 	return r;
 }
 
+/* `criu dump` (or pre-dump) of a container, treated as runc's checkpoint
+ * treats it (fm_rt_criu_dump_args); CRIU's log is work_dir/dump.log.  A dump
+ * leaves the frozen source in place: rollback is then a resume, not a restore. */
+static struct fm_cmd *criu_dump_cmd(fm_runtime *rt, const char *name, const char *images_dir,
+				    const char *work_dir, bool pre_dump, bool tcp, const char *parent, fm_error *err)
+{
+	struct fm_cmd *c = fm_cmd_new(rt->criu);
+
+	fm_cmd_arg(c, pre_dump ? "pre-dump" : "dump");
+	if (fm_rt_criu_dump_args(rt, name, c, pre_dump ? NULL : images_dir, err) < 0) {
+		fm_cmd_free(c);
+		return NULL;
+	}
+	fm_cmd_arg(c, "-D");
+	fm_cmd_arg(c, images_dir);
+	fm_cmd_arg(c, "-W");
+	fm_cmd_arg(c, work_dir);
+	fm_cmd_arg(c, "-o");
+	fm_cmd_arg(c, "dump.log");
+	fm_cmd_arg(c, "-v4");
+	fm_cmd_arg(c, "--manage-cgroups");
+	if (!pre_dump)
+		fm_cmd_arg(c, "--leave-running");
+	if (tcp && !pre_dump)
+		fm_cmd_arg(c, "--tcp-established");
+	if (tcp) { /* we hold its TCP ourselves (fm_net_hold): CRIU's lock is 60-75 ms of iptables */
+		fm_cmd_arg(c, "--network-lock");
+		fm_cmd_arg(c, "skip");
+	}
+	if (parent) {
+		fm_cmd_arg(c, "--prev-images-dir");
+		fm_cmd_arg(c, parent);
+		fm_cmd_arg(c, "--track-mem");
+	}
+	return c;
+}
+
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		 const fm_dump_opts *o, fm_error *err)
 {
-	struct fm_cmd *c = fm_rt_runc_criu_cmd(rt, o->tcp);
+	struct fm_cmd *c = criu_dump_cmd(rt, name, images_dir, work_dir, o->pre_dump, o->tcp, o->parent, err);
 
-	fm_cmd_arg(c, "checkpoint");
-	if (o->pre_dump)
-		fm_cmd_arg(c, "--pre-dump");
-	else /* keep the frozen source: rollback is then a resume, not a restore */
-		fm_cmd_arg(c, "--leave-running");
-	if (o->tcp && !o->pre_dump)
-		fm_cmd_arg(c, "--tcp-established");
-	if (o->parent) {
-		fm_cmd_arg(c, "--parent-path");
-		fm_cmd_arg(c, o->parent);
+	if (!c) {
+		fm_error_prefix(err, "%s of %s failed", o->pre_dump ? "pre-copy round" : "checkpoint", name);
+		return err ? err->code : -EIO;
 	}
 	if (o->page_server_port > 0) {
 		fm_cmd_arg(c, "--page-server");
-		fm_cmd_argf(c, "127.0.0.1:%d", o->page_server_port);
+		fm_cmd_arg(c, "--address");
+		fm_cmd_arg(c, "127.0.0.1");
+		fm_cmd_arg(c, "--port");
+		fm_cmd_argf(c, "%d", o->page_server_port);
 	}
-	fm_cmd_arg(c, "--image-path");
-	fm_cmd_arg(c, images_dir);
-	fm_cmd_arg(c, "--work-path");
-	fm_cmd_arg(c, work_dir);
-	fm_cmd_arg(c, name);
-	/* runc names CRIU's log dump.log for pre-dumps too */
-	return fm_ckpt_run_runc(c, work_dir, "dump.log", o->pre_dump ? "pre-copy round" : "checkpoint", name, err);
+	return fm_ckpt_run(c, work_dir, "dump.log", o->pre_dump ? "pre-copy round" : "checkpoint", name, err);
 }
 
-int fm_ckpt_run_runc(struct fm_cmd *c, const char *work_dir, const char *logname, const char *what,
+int fm_ckpt_run(struct fm_cmd *c, const char *work_dir, const char *logname, const char *what,
 		     const char *name, fm_error *err)
 {
 	int r;
@@ -223,27 +250,22 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 		      const char *host, int port, bool tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err)
 {
-	struct fm_cmd *c = fm_rt_runc_criu_cmd(rt, tcp);
 	_cleanup_free_ char *what = fm_xasprintf("lazy checkpoint of %s", name);
+	struct fm_cmd *c = criu_dump_cmd(rt, name, images_dir, work_dir, false, tcp, parent, err);
 
-	fm_cmd_arg(c, "checkpoint");
-	fm_cmd_arg(c, "--lazy-pages");
-	fm_cmd_arg(c, "--leave-running");
-	if (tcp)
-		fm_cmd_arg(c, "--tcp-established");
-	if (parent) {
-		fm_cmd_arg(c, "--parent-path");
-		fm_cmd_arg(c, parent);
+	if (!c) {
+		fm_error_prefix(err, "%s failed", what);
+		return err ? err->code : -EIO;
 	}
-	fm_cmd_arg(c, "--page-server");
-	fm_cmd_argf(c, "%s:%d", host, port);
+	/* the pages stay behind, served from host:port (no --page-server: that
+	 * would send them) */
+	fm_cmd_arg(c, "--lazy-pages");
+	fm_cmd_arg(c, "--address");
+	fm_cmd_arg(c, host);
+	fm_cmd_arg(c, "--port");
+	fm_cmd_argf(c, "%d", port);
 	fm_cmd_arg(c, "--status-fd");
 	fm_cmd_arg(c, "3");
-	fm_cmd_arg(c, "--image-path");
-	fm_cmd_arg(c, images_dir);
-	fm_cmd_arg(c, "--work-path");
-	fm_cmd_arg(c, work_dir);
-	fm_cmd_arg(c, name);
 	/* the status byte arrives when the non-memory images are written */
 	return start_until_ready(c, FM_CRIU_TIMEOUT_MS, work_dir, "dump.log", what, running, err);
 }

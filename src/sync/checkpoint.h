@@ -61,7 +61,7 @@ int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char
  * --leave-running: CRIU keeps the tasks seized while serving and freezes them
  * again at the end, so the source can always be resumed if the destination
  * fails.  Returns once the non-memory images are complete (CRIU's status fd);
- * *running is the runc process still serving pages (reap with fm_cmd_wait). */
+ * *running is the CRIU process still serving pages (reap with fm_cmd_wait). */
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		      const char *host, int port, bool tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err);
@@ -75,9 +75,9 @@ int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char 
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
 	       bool tcp, fm_error *err);
 
-/* Runs a prepared runc checkpoint/restore command (consumed) under CRIU's time
+/* Runs a prepared CRIU dump or runc restore command (consumed) under CRIU's time
  * limit; on failure err gets "WHAT of NAME failed" and CRIU's log excerpt. */
-int fm_ckpt_run_runc(struct fm_cmd *c, const char *work_dir, const char *logname, const char *what,
+int fm_ckpt_run(struct fm_cmd *c, const char *work_dir, const char *logname, const char *what,
 		     const char *name, fm_error *err);
 /* Attaches the last Error lines of a CRIU log in work_dir to err (as detail). */
 void fm_ckpt_attach_criu_log(fm_error *err, const char *work_dir, const char *logname);

@@ -993,14 +993,15 @@ json_t *fm_sync_dst_status(fm_agent *a, const char *mid)
 	return row;
 }
 
-/* Waits (bounded) for runc processes of a previous run of this daemon that are
- * still checkpointing or restoring: touching a container while CRIU works on it
- * would corrupt it.  They are recognised by our runc root on their command line. */
-static void wait_for_orphaned_runc(fm_agent *a)
+/* Waits (bounded) for CRIU dumps and runc restores of a previous run of this
+ * daemon that are still working: touching a container while CRIU works on it
+ * would corrupt it.  They are recognised by a path below our state directory
+ * on their command line (runc's --root, CRIU's --root and -D). */
+static void wait_for_orphaned_criu(fm_agent *a)
 {
 	DIR *d = opendir("/proc");
 	struct dirent *de;
-	size_t rootlen = strlen(a->rt->runc_root);
+	size_t statelen = strlen(a->rt->state_dir);
 
 	if (!d)
 		return;
@@ -1017,20 +1018,20 @@ static void wait_for_orphaned_runc(fm_agent *a)
 		buf[n] = '\0';
 		bool ours = false, busy = false;
 		for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
-			if (!strncmp(p, a->rt->runc_root, rootlen) && p[rootlen] == '\0')
+			if (!strncmp(p, a->rt->state_dir, statelen) && p[statelen] == '/')
 				ours = true;
-			if (!strcmp(p, "checkpoint") || !strcmp(p, "restore"))
+			if (!strcmp(p, "dump") || !strcmp(p, "pre-dump") || !strcmp(p, "restore"))
 				busy = true;
 		}
 		if (!ours || !busy)
 			continue;
-		fm_info(FM_C_STATE_SYNC, "Waiting for runc (pid %d) left working by the previous run", (int)pid);
+		fm_info(FM_C_STATE_SYNC, "Waiting for CRIU or runc (pid %d) left working by the previous run", (int)pid);
 		_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
 		struct pollfd p = { pfd, POLLIN, 0 };
 		/* as long as our own timeout would have let it run; then it is hung: stop
 		 * it, so that what we clean up next cannot come back to life */
 		if (pfd >= 0 && poll(&p, 1, FM_CRIU_TIMEOUT_MS) == 0) {
-			fm_warn(FM_C_STATE_SYNC, "runc (pid %d) still running after %d s: killing it", (int)pid,
+			fm_warn(FM_C_STATE_SYNC, "CRIU or runc (pid %d) still running after %d s: killing it", (int)pid,
 				FM_CRIU_TIMEOUT_MS / 1000);
 			pid_t pg = getpgid(pid);
 			kill(pg == pid ? -pg : pid, SIGKILL);
@@ -1045,7 +1046,7 @@ void fm_agent_recover(fm_agent *a)
 	json_t *rows = NULL, *row;
 	size_t i;
 
-	wait_for_orphaned_runc(a);
+	wait_for_orphaned_criu(a);
 	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE state = 'ABORTED' AND at_ms < ?", "i",
 			fm_now_wall_ms() - 7 * 24 * 3600 * 1000LL);
 

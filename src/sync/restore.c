@@ -12,9 +12,8 @@ int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const c
 	       bool tcp, fm_error *err)
 {
 	_cleanup_free_ char *bundle = fm_rt_container_dir(rt, name);
-	struct fm_cmd *c = fm_rt_runc_criu_cmd(rt, tcp);
+	struct fm_cmd *c = fm_rt_runc_restore_cmd(rt, tcp);
 
-	fm_cmd_arg(c, "restore");
 	fm_cmd_arg(c, "--detach");
 	if (lazy)
 		fm_cmd_arg(c, "--lazy-pages");
@@ -28,5 +27,5 @@ int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const c
 	fm_cmd_arg(c, bundle);
 	fm_cmd_arg(c, name);
 	fm_cmd_set_stdio_null(c);
-	return fm_ckpt_run_runc(c, work_dir, "restore.log", "restore", name, err);
+	return fm_ckpt_run(c, work_dir, "restore.log", "restore", name, err);
 }

@@ -222,3 +222,41 @@ def test_planning_refuses_strategies_the_kernel_cannot_do(cluster):
         assert not any(e["component"] == "ResourceAllocator" and "Reserved" in e["message"] for e in m["events"])
     assert_running_and_advancing(a, "counter")
     assert_clean_destination(b, "counter")
+
+
+def masks_of(d, name):
+    """What runc's masks look like inside the container: for /proc/acpi and
+    /sys/firmware (directories) whether they are read-only mounts, their entries
+    and whether creating one fails; for /proc/timer_list (a file) what reading gives."""
+    pid = d.containers()[name]["pid"]
+    with open(f"/proc/{pid}/mountinfo") as f:
+        opts = {l.split()[4]: l.split()[5].split(",") for l in f}
+    out = {}
+    for p in ("/proc/acpi", "/sys/firmware"):
+        root = f"/proc/{pid}/root{p}"
+        try:
+            os.mkdir(os.path.join(root, "fm-probe"))
+            writable = True
+            os.rmdir(os.path.join(root, "fm-probe"))
+        except OSError:
+            writable = False
+        out[p] = ("ro" in opts.get(p, []), os.listdir(root), writable)
+    with open(f"/proc/{pid}/root/proc/timer_list", "rb") as f:
+        out["/proc/timer_list"] = f.read(16)
+    return out
+
+
+def test_masked_paths_stay_masked_across_migrations(cluster):
+    """runc masks /proc/acpi and /sys/firmware with empty read-only mounts; a
+    dump hands them to CRIU as external mounts (runtime.c), the restore binds
+    an empty read-only directory there: still masked, there and back."""
+    a, b = cluster.start().a, cluster.b
+    run_counter(a)
+    masked = {"/proc/acpi": (True, [], False), "/sys/firmware": (True, [], False), "/proc/timer_list": b""}
+    assert masks_of(a, "counter") == masked
+    for src, dst in ((a, "hostB"), (b, "hostA")):
+        p, m = migrate(src, "counter", "--to", dst)
+        assert p.returncode == 0, p.stdout + p.stderr
+        here = b if dst == "hostB" else a
+        assert masks_of(here, "counter") == masked, dst
+        assert_running_and_advancing(here, "counter")

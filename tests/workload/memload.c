@@ -18,7 +18,10 @@
  * where full_scans counts complete verifications of every page and gap_sum_ms
  * sums the gaps over 20 ms.  A corrupted page (errors > 0) is never repaired.
  * With HEARTBEAT_PORT it also accepts TCP clients and sends each one a line
- * "<seq>\n" every 10 ms from the same loop, so a client sees the same stalls.
+ * "<seq>\n" every HEARTBEAT_MS from inside the same loop (the clock is read
+ * every BEAT_PAGES pages), so a client sees the same stalls at a 1 ms grain: a
+ * stall is time in which the loop made no progress (frozen, or waiting for
+ * pages), not the time one 1 MiB iteration takes.
  *
  * Build: static (it runs in a busybox root filesystem).
  */
@@ -40,10 +43,16 @@
 #define COLD_PAGES_DEFAULT 64    /* pages outside it verified per iteration */
 #define GAP_MS 20.0
 #define MAX_CLIENTS 16
+#define HEARTBEAT_MS 1.0
+#define BEAT_PAGES 16            /* pages between two looks at the clock */
 
 static uint64_t *mem;
 static uint32_t *gen;            /* rewrites of each page so far */
 static uint64_t errors;
+
+static int lfd = -1, clients[MAX_CLIENTS], nclients;
+static uint64_t seq;
+static double last_beat;
 
 static double now_ms(void)
 {
@@ -81,6 +90,27 @@ static int check(size_t pg)
 	return 0;
 }
 
+/* Accepts new heartbeat clients and sends every client the next beat if
+ * HEARTBEAT_MS have passed since the last one. */
+static void beat(double t)
+{
+	if (lfd < 0 || t - last_beat < HEARTBEAT_MS)
+		return;
+	int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
+	if (fd >= 0 && nclients < MAX_CLIENTS)
+		clients[nclients++] = fd;
+	else if (fd >= 0)
+		close(fd);
+	char line[32];
+	int n = snprintf(line, sizeof(line), "%llu\n", (unsigned long long)++seq);
+	for (int c = 0; c < nclients; c++)
+		if (send(clients[c], line, (size_t)n, MSG_NOSIGNAL) < 0 && errno != EAGAIN) {
+			close(clients[c]);
+			clients[c--] = clients[--nclients];
+		}
+	last_beat = t;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -108,7 +138,6 @@ int main(int argc, char **argv)
 	for (size_t pg = 0; pg < pages; pg++)
 		fill(pg, 0);
 
-	int lfd = -1, clients[MAX_CLIENTS], nclients = 0;
 	if (port > 0) {
 		struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
 		int one = 1;
@@ -120,9 +149,9 @@ int main(int argc, char **argv)
 		}
 	}
 
-	uint64_t iter = 0, full_scans = 0, hot_passes = 0, seq = 0;
+	uint64_t iter = 0, full_scans = 0, hot_passes = 0;
 	size_t hpos = 0, cpos = hot;
-	double prev = now_ms(), last_status = 0, last_beat = 0, max_gap = 0, gap_sum = 0;
+	double prev = now_ms(), last_status = 0, max_gap = 0, gap_sum = 0;
 	char tmp[4096], buf[256];
 	snprintf(tmp, sizeof(tmp), "%s.tmp", status);
 	for (;;) {
@@ -135,6 +164,8 @@ int main(int argc, char **argv)
 				if (hot == pages)
 					full_scans++;
 			}
+			if (i % BEAT_PAGES == BEAT_PAGES - 1)
+				beat(now_ms());
 		}
 		if (hot < pages)
 			for (size_t i = 0; i < cold_pages; i++) {
@@ -151,23 +182,7 @@ int main(int argc, char **argv)
 			max_gap = gap;
 		if (gap > GAP_MS)
 			gap_sum += gap;
-		if (lfd >= 0) {
-			int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
-			if (fd >= 0 && nclients < MAX_CLIENTS)
-				clients[nclients++] = fd;
-			else if (fd >= 0)
-				close(fd);
-			if (t - last_beat >= 10) {
-				char line[32];
-				int n = snprintf(line, sizeof(line), "%llu\n", (unsigned long long)++seq);
-				for (int c = 0; c < nclients; c++)
-					if (send(clients[c], line, (size_t)n, MSG_NOSIGNAL) < 0 && errno != EAGAIN) {
-						close(clients[c]);
-						clients[c--] = clients[--nclients];
-					}
-				last_beat = t;
-			}
-		}
+		beat(t);
 		if (t - last_status >= 100) {
 			int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 			if (fd >= 0) {

@@ -8,7 +8,6 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -445,20 +444,12 @@ static bool frozen(const struct runc_state *st)
 	return false;
 }
 
-/* One "--external KEY" argument. */
-static void criu_external(fm_cmd *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void criu_external(fm_cmd *c, const char *fmt, ...)
-{
-	va_list ap;
-	char *v;
-	va_start(ap, fmt);
-	if (vasprintf(&v, fmt, ap) < 0)
-		abort();
-	va_end(ap);
-	fm_cmd_arg(c, "--external");
-	fm_cmd_arg(c, v);
-	free(v);
-}
+/* One "--external KEY" argument, KEY formatted. */
+#define criu_external(c, ...)                    \
+	do {                                     \
+		fm_cmd_arg(c, "--external");     \
+		fm_cmd_argf(c, __VA_ARGS__);     \
+	} while (0)
 
 int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, fm_cmd *c, const char *images_dir, fm_error *err)
 {

@@ -60,7 +60,7 @@ typedef struct fm_outgoing {
 	char mid[64];
 	char phase[32];
 	fm_xfer_stats stats;
-	struct fm_cmd *lazy;         /* POST_COPY: runc/CRIU still serving pages */
+	struct fm_cmd *lazy;         /* POST_COPY: the lazy CRIU dump still serving pages */
 	fm_relay *relay;             /* POST_COPY: ingress relay in front of CRIU's page server */
 	struct fm_net_capture *capture; /* segments for the container held since the freeze */
 	bool throttled;              /* auto-converge lowered its CPU quota */
@@ -1432,7 +1432,7 @@ thaw:
 	return r;
 }
 
-/* Takes the page-serving runc of a POST_COPY source out of its record. */
+/* Takes the page-serving CRIU dump of a POST_COPY source out of its record. */
 static struct fm_cmd *outgoing_take_lazy(fm_agent *a, const char *mid)
 {
 	struct fm_cmd *c = NULL;

@@ -7,7 +7,7 @@
  *   CRIU (client) --loopback--> egress relay ==== network ====> ingress relay --loopback--> CRIU (server)
  *
  * Diskless COLD: the destination runs `criu page-server` behind an ingress relay,
- * the source's `runc checkpoint --page-server` connects to an egress relay.
+ * the source's `criu dump --page-server` connects to an egress relay.
  * POST_COPY: the source's lazy dump serves pages behind an ingress relay, the
  * destination's `criu lazy-pages` connects to an egress relay.
  *

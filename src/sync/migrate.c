@@ -1325,16 +1325,22 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	/* From the freeze until the rollback's resume or the cleanup this copy must
 	 * not answer for its connections (they will live elsewhere): the hold drops
 	 * its TCP both ways.  What clients send meanwhile is captured, for the
-	 * destination to replay (runtime/net.h). */
+	 * destination to replay (runtime/net.h).  The capture starts first: a
+	 * segment dropped by the hold before the capture ran would be lost to
+	 * both copies (an ACK of the last data sent before the freeze arrives
+	 * within a round trip of it; lost, the restored socket waits out a
+	 * retransmission timeout, ~1 s).  What both see is replayed as an old
+	 * segment, which TCP ignores. */
 	bool tcp = has_network(a, name);
 	if (tcp) {
 		fm_net_capture *cap = NULL;
-		if ((r = fm_net_hold(a->rt, name, true, true, err)) < 0 ||
-		    (r = fm_net_capture_start(a->rt, name, &cap, err)) < 0)
+		if ((r = fm_net_capture_start(a->rt, name, &cap, err)) < 0)
 			goto thaw;
 		pthread_mutex_lock(&a->lock);
 		outgoing_get(a, mid, true)->capture = cap;
 		pthread_mutex_unlock(&a->lock);
+		if ((r = fm_net_hold(a->rt, name, true, true, err)) < 0)
+			goto thaw;
 	}
 	unthrottle(a, mid, name);
 	t1 = fm_now_mono_us();

@@ -385,7 +385,8 @@ struct runc_state {
 	char unified[512];          /* cgroup v2 dir, or "" */
 };
 
-static int runc_state_read(fm_runtime *rt, const char *name, struct runc_state *st)
+/* With whole, the parsed file too (the caller's reference), when it returns 0. */
+static int runc_state_read_whole(fm_runtime *rt, const char *name, struct runc_state *st, json_t **whole)
 {
 	_cleanup_free_ char *path = fm_xasprintf("%s/%s/state.json", rt->runc_root, name);
 	json_t *o = json_load_file(path, 0, NULL);
@@ -399,8 +400,20 @@ static int runc_state_read(fm_runtime *rt, const char *name, struct runc_state *
 	cg = json_object_get(o, "cgroup_paths");
 	snprintf(st->freezer, sizeof(st->freezer), "%s", json_string_value(json_object_get(cg, "freezer")) ?: "");
 	snprintf(st->unified, sizeof(st->unified), "%s", json_string_value(json_object_get(cg, "")) ?: "");
-	json_decref(o);
-	return st->pid > 0 ? 0 : -EIO;
+	if (st->pid <= 0) {
+		json_decref(o);
+		return -EIO;
+	}
+	if (whole)
+		*whole = o;
+	else
+		json_decref(o);
+	return 0;
+}
+
+static int runc_state_read(fm_runtime *rt, const char *name, struct runc_state *st)
+{
+	return runc_state_read_whole(rt, name, st, NULL);
 }
 
 /* Is st->pid still the container's init (not a recycled pid)? */
@@ -453,22 +466,20 @@ static bool frozen(const struct runc_state *st)
 
 int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, fm_cmd *c, const char *images_dir, fm_error *err)
 {
-	_cleanup_free_ char *path = fm_xasprintf("%s/%s/state.json", rt->runc_root, name);
 	_cleanup_free_ char *fds = NULL, *dpath = NULL;
 	struct runc_state st;
-	json_error_t jerr;
-	json_t *o, *cfg, *v;
+	json_t *o = NULL, *cfg, *v;
 	size_t i;
 	int r = 0;
 
-	if (runc_state_read(rt, name, &st) < 0 || !init_alive(&st))
+	if (runc_state_read_whole(rt, name, &st, &o) < 0 || !init_alive(&st)) {
+		json_decref(o);
 		return fm_error_set(err, -ESRCH, "container %s does not run on %s", name, rt->host);
-	if (!(o = json_load_file(path, 0, &jerr)))
-		return fm_error_set(err, -EIO, "cannot read %s: %s", path, jerr.text);
+	}
 	cfg = json_object_get(o, "config");
 	const char *rootfs = json_string_value(json_object_get(cfg, "rootfs"));
 	if (!rootfs || (!*st.freezer && !*st.unified)) {
-		r = fm_error_set(err, -EIO, "%s names no root filesystem or no freezer cgroup", path);
+		r = fm_error_set(err, -EIO, "runc's state of %s names no root filesystem or no freezer cgroup", name);
 		goto out;
 	}
 	fm_cmd_arg(c, "-t");

@@ -138,15 +138,18 @@ int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err)
 /* `criu dump` (or pre-dump) of a container, treated as runc's checkpoint
  * treats it (fm_rt_criu_dump_args); CRIU's log is work_dir/dump.log.  A dump
  * leaves the frozen source in place: rollback is then a resume, not a restore. */
-static struct fm_cmd *criu_dump_cmd(fm_runtime *rt, const char *name, const char *images_dir,
-				    const char *work_dir, bool pre_dump, bool tcp, const char *parent, fm_error *err)
+static int criu_dump_cmd(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+			 bool pre_dump, bool tcp, const char *parent, const char *what, struct fm_cmd **out,
+			 fm_error *err)
 {
 	struct fm_cmd *c = fm_cmd_new(rt->criu);
+	int r;
 
 	fm_cmd_arg(c, pre_dump ? "pre-dump" : "dump");
-	if (fm_rt_criu_dump_args(rt, name, c, pre_dump ? NULL : images_dir, err) < 0) {
+	if ((r = fm_rt_criu_dump_args(rt, name, c, pre_dump ? NULL : images_dir, err)) < 0) {
 		fm_cmd_free(c);
-		return NULL;
+		fm_error_prefix(err, "%s failed", what);
+		return r;
 	}
 	fm_cmd_arg(c, "-D");
 	fm_cmd_arg(c, images_dir);
@@ -169,18 +172,20 @@ static struct fm_cmd *criu_dump_cmd(fm_runtime *rt, const char *name, const char
 		fm_cmd_arg(c, parent);
 		fm_cmd_arg(c, "--track-mem");
 	}
-	return c;
+	*out = c;
+	return 0;
 }
 
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		 const fm_dump_opts *o, fm_error *err)
 {
-	struct fm_cmd *c = criu_dump_cmd(rt, name, images_dir, work_dir, o->pre_dump, o->tcp, o->parent, err);
+	const char *what = o->pre_dump ? "pre-copy round" : "checkpoint";
+	_cleanup_free_ char *whole = fm_xasprintf("%s of %s", what, name);
+	struct fm_cmd *c;
+	int r;
 
-	if (!c) {
-		fm_error_prefix(err, "%s of %s failed", o->pre_dump ? "pre-copy round" : "checkpoint", name);
-		return err ? err->code : -EIO;
-	}
+	if ((r = criu_dump_cmd(rt, name, images_dir, work_dir, o->pre_dump, o->tcp, o->parent, whole, &c, err)) < 0)
+		return r;
 	if (o->page_server_port > 0) {
 		fm_cmd_arg(c, "--page-server");
 		fm_cmd_arg(c, "--address");
@@ -188,7 +193,7 @@ int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const
 		fm_cmd_arg(c, "--port");
 		fm_cmd_argf(c, "%d", o->page_server_port);
 	}
-	return fm_ckpt_run(c, work_dir, "dump.log", o->pre_dump ? "pre-copy round" : "checkpoint", name, err);
+	return fm_ckpt_run(c, work_dir, "dump.log", what, name, err);
 }
 
 int fm_ckpt_run(struct fm_cmd *c, const char *work_dir, const char *logname, const char *what,
@@ -251,12 +256,11 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 		      fm_error *err)
 {
 	_cleanup_free_ char *what = fm_xasprintf("lazy checkpoint of %s", name);
-	struct fm_cmd *c = criu_dump_cmd(rt, name, images_dir, work_dir, false, tcp, parent, err);
+	struct fm_cmd *c;
+	int r;
 
-	if (!c) {
-		fm_error_prefix(err, "%s failed", what);
-		return err ? err->code : -EIO;
-	}
+	if ((r = criu_dump_cmd(rt, name, images_dir, work_dir, false, tcp, parent, what, &c, err)) < 0)
+		return r;
 	/* the pages stay behind, served from host:port (no --page-server: that
 	 * would send them) */
 	fm_cmd_arg(c, "--lazy-pages");

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <linux/magic.h>
 #include <sys/syscall.h>
 
 #include "basic/cmd.h"
@@ -62,6 +64,41 @@ static char *criu_masked_key(const char *path)
 	return k;
 }
 
+/* The host's own cgroup hierarchies, when they can serve as CRIU's cgroup yard:
+ * a directory holding one mount per hierarchy, named as CRIU names it ("cpu,cpuacct",
+ * "systemd" for name=systemd, "unified" for the v2 one).  Without a yard, every
+ * dump and restore mounts each hierarchy afresh and detaches it again: ~25 ms of a
+ * 1 GiB lazy dump here (ten v1 hierarchies), frozen time.  Debian's
+ * /sys/fs/cgroup has this layout on a v1 or hybrid host; on a pure v2 host
+ * (the hierarchy is /sys/fs/cgroup itself) CRIU mounts its own, as before. */
+static const char *criu_cgroup_yard(void)
+{
+	static const char root[] = "/sys/fs/cgroup";
+	_cleanup_free_ char *own = NULL;
+	int n = 0;
+
+	if (fm_read_file("/proc/self/cgroup", 1 << 16, &own, NULL) < 0)
+		return NULL;
+	for (char *line = own, *next; line && *line; line = next) {
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		char *ctrls = strchr(line, ':'), *end = ctrls ? strchr(ctrls + 1, ':') : NULL;
+		if (!end)
+			return NULL;
+		*end = '\0';
+		ctrls++;
+		if (!strncmp(ctrls, "name=", 5))
+			ctrls += 5;
+		_cleanup_free_ char *dir = fm_xasprintf("%s/%s", root, *ctrls ? ctrls : "unified");
+		struct statfs sf;
+		if (statfs(dir, &sf) < 0 || (sf.f_type != CGROUP_SUPER_MAGIC && sf.f_type != CGROUP2_SUPER_MAGIC))
+			return NULL;
+		n++;
+	}
+	return n > 0 ? root : NULL;
+}
+
 /* What every restore on this host tells CRIU (runc passes its environment,
  * CRIU_CONFIG_FILE among it, to `criu swrk`, which reads the file):
  *  - the directories runc masks (/proc/acpi, /sys/firmware: empty read-only
@@ -72,7 +109,8 @@ static char *criu_masked_key(const char *path)
  *    all would make the next dump see the second mount as a bind of the
  *    first, and CRIU would then restore it without its read-only flag.)
  *  - containers whose TCP we hold ourselves (fm_net_hold) skip CRIU's network
- *    lock: iptables-restore in the container's namespace, 60-75 ms. */
+ *    lock: iptables-restore in the container's namespace, 60-75 ms.
+ *  - the cgroup yard, if the host has one (criu_cgroup_yard). */
 static int criu_restore_conf_write(fm_runtime *rt, fm_error *err)
 {
 	_cleanup_free_ char *masked = fm_xasprintf("%s/masked", rt->state_dir);
@@ -99,9 +137,10 @@ static int criu_restore_conf_write(fm_runtime *rt, fm_error *err)
 		lines = more;
 	}
 	json_decref(tmpl);
+	_cleanup_free_ char *yard = rt->cgroup_yard ? fm_xasprintf("cgroup-yard %s\n", rt->cgroup_yard) : fm_xstrdup("");
 	for (int held = 0; held < 2 && r >= 0; held++) {
 		_cleanup_free_ char *conf = fm_xasprintf(
-			"# written by fleximigrated for runc restore (runtime/runtime.c)\n%s%s", lines,
+			"# written by fleximigrated for runc restore (runtime/runtime.c)\n%s%s%s", yard, lines,
 			held ? "# we hold this container's TCP ourselves\nnetwork-lock skip\n" : "");
 		if ((r = fm_write_file_atomic(rt->criu_restore_conf[held], conf, strlen(conf), 0600)) < 0)
 			fm_error_set(err, r, "cannot write %s: %s", rt->criu_restore_conf[held], strerror(-r));
@@ -125,6 +164,7 @@ int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const ch
 	rt->criu_restore_conf[0] = fm_xasprintf("%s/criu-restore.conf", state_dir);
 	rt->criu_restore_conf[1] = fm_xasprintf("%s/criu-restore-tcp-held.conf", state_dir);
 	rt->journal = journal;
+	rt->cgroup_yard = criu_cgroup_yard();
 	if ((r = fm_mkdir_p(cdir, 0700)) < 0 || (r = fm_mkdir_p(rt->runc_root, 0700)) < 0)
 		return fm_error_set(err, r, "cannot create %s: %s", state_dir, strerror(-r));
 	if ((r = criu_restore_conf_write(rt, err)) < 0)

@@ -29,6 +29,7 @@ typedef struct fm_runtime {
 	char *criu;         /* CRIU binary (wrapper) handed to runc --criu */
 	char *runc_root;
 	char *criu_restore_conf[2]; /* CRIU configuration for restores: [1] for containers whose TCP we hold */
+	const char *cgroup_yard; /* the host's cgroup mounts as CRIU's --cgroup-yard, or NULL (fm_rt_open) */
 	fm_image_store *images;
 	fm_journal *journal;
 	char *bridge;       /* bridge for container networks (daemon --bridge), or NULL */

@@ -159,6 +159,10 @@ static int criu_dump_cmd(fm_runtime *rt, const char *name, const char *images_di
 	fm_cmd_arg(c, "dump.log");
 	fm_cmd_arg(c, "-v4");
 	fm_cmd_arg(c, "--manage-cgroups");
+	if (rt->cgroup_yard) { /* see criu_cgroup_yard (runtime/runtime.c) */
+		fm_cmd_arg(c, "--cgroup-yard");
+		fm_cmd_arg(c, rt->cgroup_yard);
+	}
 	if (!pre_dump)
 		fm_cmd_arg(c, "--leave-running");
 	if (tcp && !pre_dump)

@@ -220,11 +220,11 @@ int fm_ckpt_run(struct fm_cmd *c, const char *work_dir, const char *logname, con
  * its arguments and returns once it wrote its status byte: listening, or its
  * images complete.  EOF first means it gave up: it is reaped, err gets what
  * and CRIU's log excerpt. */
-static int start_until_ready(struct fm_cmd *c, int timeout_ms, const char *work_dir, const char *logname,
-			     const char *what, struct fm_cmd **running, fm_error *err)
+/* Starts c with its status fd (--status-fd 3) on a pipe; *ready_fd is the
+ * pipe's end CRIU writes one byte to once ready (fm_ckpt_ready_wait). */
+static int start_with_status_fd(struct fm_cmd *c, int *ready_fd, fm_error *err)
 {
 	int p[2], r;
-	char byte;
 
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		fm_cmd_free(c);
@@ -238,21 +238,40 @@ static int start_until_ready(struct fm_cmd *c, int timeout_ms, const char *work_
 		fm_cmd_free(c);
 		return r;
 	}
-	struct pollfd pf = { p[0], POLLIN, 0 };
-	r = poll(&pf, 1, timeout_ms) > 0 && read(p[0], &byte, 1) == 1 ? 0 : -EIO;
-	close(p[0]);
+	*ready_fd = p[0];
+	return 0;
+}
+
+int fm_ckpt_ready_wait(struct fm_cmd **running, int ready_fd, int timeout_ms, const char *work_dir,
+		       const char *logname, const char *what, fm_error *err)
+{
+	struct pollfd pf = { ready_fd, POLLIN, 0 };
+	char byte;
+	int r = poll(&pf, 1, timeout_ms) > 0 && read(ready_fd, &byte, 1) == 1 ? 0 : -EIO;
+
+	close(ready_fd);
 	if (r < 0) {
 		fm_error e = FM_ERROR_INIT;
-		kill(-fm_cmd_pid(c), SIGKILL);
-		fm_cmd_wait(c, &e);
+		kill(-fm_cmd_pid(*running), SIGKILL);
+		fm_cmd_wait(*running, &e);
 		fm_error_clear(&e);
-		fm_cmd_free(c);
+		fm_cmd_free(*running);
+		*running = NULL;
 		fm_error_set(err, -EIO, "%s failed", what);
 		fm_ckpt_attach_criu_log(err, work_dir, logname);
-		return -EIO;
 	}
+	return r;
+}
+
+static int start_until_ready(struct fm_cmd *c, int timeout_ms, const char *work_dir, const char *logname,
+			     const char *what, struct fm_cmd **running, fm_error *err)
+{
+	int fd, r;
+
+	if ((r = start_with_status_fd(c, &fd, err)) < 0)
+		return r;
 	*running = c;
-	return 0;
+	return fm_ckpt_ready_wait(running, fd, timeout_ms, work_dir, logname, what, err);
 }
 
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
@@ -279,7 +298,7 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 }
 
 int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *host,
-			     int port, struct fm_cmd **running, fm_error *err)
+			     int port, struct fm_cmd **running, int *ready_fd, fm_error *err)
 {
 	struct fm_cmd *c = fm_cmd_new(rt->criu);
 
@@ -298,7 +317,9 @@ int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char 
 	/* ready = its socket for the restore listens (else the restore cannot connect) */
 	fm_cmd_arg(c, "--status-fd");
 	fm_cmd_arg(c, "3");
-	return start_until_ready(c, FM_READY_TIMEOUT_MS, work_dir, "lazy-pages.log", "criu lazy-pages", running, err);
+	int r = start_with_status_fd(c, ready_fd, err);
+	*running = r < 0 ? NULL : c;
+	return r;
 }
 
 int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char *work_dir, int port,

@@ -66,9 +66,16 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 		      const char *host, int port, bool tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err);
 /* POST_COPY destination: starts `criu lazy-pages` fetching from host:port; it
- * exits 0 once every page has arrived. */
+ * exits 0 once every page has arrived.  It is ready for the restore once
+ * fm_ckpt_ready_wait(running, *ready_fd, ...) returns 0: the caller may do
+ * other work meanwhile (CRIU reads its images for ~10 ms first). */
 int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *host,
-			     int port, struct fm_cmd **running, fm_error *err);
+			     int port, struct fm_cmd **running, int *ready_fd, fm_error *err);
+/* Waits for a CRIU process's status byte on ready_fd (closed here).  On failure
+ * or timeout the process is killed and reaped, *running is set to NULL, and err
+ * says "WHAT failed" with CRIU's log excerpt (work_dir/logname). */
+int fm_ckpt_ready_wait(struct fm_cmd **running, int ready_fd, int timeout_ms, const char *work_dir,
+		       const char *logname, const char *what, fm_error *err);
 
 /* State Restoration Module (restore.c).  Restores a container from images_dir; its bundle and root filesystem must be in
  * place (see fm_rt_bundle_create / fm_rt_rootfs_mount). */

@@ -676,6 +676,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 {
 	fm_incoming *in;
 	int64_t t0, t_in = fm_now_mono_us(), t_recv, t_lazy, t_net;
+	int lazy_ready = -1; /* criu lazy-pages started, its status byte not yet read */
 	int r;
 
 	if ((r = incoming_get(a, mid, &in, err)) < 0)
@@ -763,7 +764,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 			return r;
 		int lazy_port = fm_relay_port(in->relay);
 		if (!json_is_false(json_object_get(req, "prefetch"))) {
-			/* pages start to flow now, while the restore runs */
+			/* pages flow once the restore is done (fm_prefetch_release below) */
 			fm_error pe = FM_ERROR_INIT;
 			if (fm_prefetch_start(images, "127.0.0.1", lazy_port, a->io_timeout_ms, &in->prefetch, &pe) == 0)
 				lazy_port = fm_prefetch_port(in->prefetch);
@@ -772,22 +773,32 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 					mid, pe.msg);
 			fm_error_clear(&pe);
 		}
-		if ((r = fm_ckpt_lazy_pages_start(a->rt, images, work, "127.0.0.1", lazy_port, &in->lazy, err)) < 0)
+		if ((r = fm_ckpt_lazy_pages_start(a->rt, images, work, "127.0.0.1", lazy_port, &in->lazy, &lazy_ready,
+						   err)) < 0)
 			return r;
 	}
-	t_lazy = fm_now_mono_us();
+	int64_t t_spawned = fm_now_mono_us();
 	/* The address lives here from now on: announce it before the restore, so
 	 * that clients' segments come here while it runs; the hold (since prepare)
-	 * keeps them from the sockets in repair, the capture keeps them for later. */
+	 * keeps them from the sockets in repair, the capture keeps them for later.
+	 * (While criu lazy-pages reads its images.) */
 	fm_net_capture *held = NULL;
 	if (in->spec.net_ip &&
 	    ((r = fm_net_capture_start(a->rt, in->spec.name, &held, err)) < 0 ||
 	     (r = fm_net_port_set(a->rt, in->spec.name, true, err)) < 0 ||
 	     (r = fm_net_announce(a->rt, in->spec.name, in->spec.net_ip, in->spec.net_mac, err)) < 0)) {
 		fm_net_capture_stop(held, NULL, NULL, NULL);
+		if (lazy_ready >= 0)
+			close(lazy_ready);
 		return r;
 	}
 	t_net = fm_now_mono_us();
+	if (lazy_ready >= 0 && (r = fm_ckpt_ready_wait(&in->lazy, lazy_ready, FM_READY_TIMEOUT_MS, work,
+						       "lazy-pages.log", "criu lazy-pages", err)) < 0) {
+		fm_net_capture_stop(held, NULL, NULL, NULL);
+		return r;
+	}
+	t_lazy = fm_now_mono_us();
 	r = fm_restore(a->rt, in->spec.name, images, work, ps != NULL, in->spec.net_ip != NULL, err);
 	if (r < 0) {
 		fm_net_capture_stop(held, NULL, NULL, NULL);
@@ -796,6 +807,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		return r;
 	}
 	in->restored_us = fm_now_mono_us();
+	fm_prefetch_release(in->prefetch);
 	unsigned replayed = 0;
 	if (in->spec.net_ip) {
 		/* the sockets are out of repair: let clients in, and hand over what
@@ -821,8 +833,9 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	int64_t t_end = fm_now_mono_us();
 	json_object_set_new(*out, "phases", json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}",
 		"wait_receive_ms", (double)(t_recv - t_in) / 1000.0, "prepare_ms", (double)(t0 - t_recv) / 1000.0,
-		"lazy_pages_ms", (double)(t_lazy - t0) / 1000.0, "network_ms", (double)(t_net - t_lazy + t_end - in->restored_us) / 1000.0,
-		"criu_restore_ms", (double)(in->restored_us - t_net) / 1000.0, "agent_ms", (double)(t_end - t_in) / 1000.0));
+		"lazy_pages_ms", (double)(t_spawned - t0 + t_lazy - t_net) / 1000.0,
+		"network_ms", (double)(t_net - t_spawned + t_end - in->restored_us) / 1000.0,
+		"criu_restore_ms", (double)(in->restored_us - t_lazy) / 1000.0, "agent_ms", (double)(t_end - t_in) / 1000.0));
 	json_object_set_new(*out, "received_payload_bytes", json_integer((json_int_t)in->stats.payload_bytes));
 	json_object_set_new(*out, "received_wire_bytes", json_integer((json_int_t)in->stats.wire_bytes));
 	json_object_set_new(*out, "entries", json_integer((int)in->stats.entries));

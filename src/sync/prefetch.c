@@ -239,9 +239,10 @@ struct fm_prefetch {
 	uint64_t cursor;         /* where the background order goes on */
 
 	fm_xfer_listener *l;
-	int up_fd, cl_fd, stop_rd, stop_wr;
+	int up_fd, cl_fd, stop_rd, stop_wr; /* stop pipe: 'g' releases the background order, 'x' stops */
 	pthread_t thread;
 	bool started;
+	bool held;               /* background requests wait for fm_prefetch_release */
 	int64_t t0_us;
 
 	up_req *uq;
@@ -374,7 +375,7 @@ static int up_send(fm_prefetch *p, uint64_t pid, uint64_t vaddr, uint64_t nr, ui
 /* Keeps the window of background requests full, in address order from the cursor. */
 static int pump(fm_prefetch *p)
 {
-	while (!p->close_pending && p->want > 0 && p->asked * PAGE < FM_PREFETCH_WINDOW &&
+	while (!p->held && !p->close_pending && p->want > 0 && p->asked * PAGE < FM_PREFETCH_WINDOW &&
 	       (p->here + p->asked) * PAGE < FM_PREFETCH_CACHE_MAX) {
 		if (p->cursor >= p->total)
 			p->cursor = 0;
@@ -647,8 +648,15 @@ static void *prefetch_thread(void *opaque)
 			fail(p, -errno, "page prefetcher: poll: %m");
 			break;
 		}
-		if (fds[0].revents)
+		if (fds[0].revents) {
+			char cmd = 'x';
+			if (read(p->stop_rd, &cmd, 1) == 1 && cmd == 'g') {
+				p->held = false;
+				p->t0_us = fm_now_mono_us();
+				continue;
+			}
 			break;
+		}
 		if (fds[2].revents && p->cl_fd < 0) {
 			int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 			if (fd >= 0) {
@@ -722,6 +730,7 @@ int fm_prefetch_start(const char *images_dir, const char *up_host, int up_port, 
 		(void)fcntl(p->up_fd, F_SETFL, fl & ~O_NONBLOCK);
 	set_nodelay(p->up_fd);
 	p->t0_us = fm_now_mono_us();
+	p->held = true;
 	if (pthread_create(&p->thread, NULL, prefetch_thread, p) != 0) {
 		r = fm_error_set(err, -EAGAIN, "cannot start the page prefetcher");
 		goto fail;
@@ -737,6 +746,12 @@ fail:
 }
 
 int fm_prefetch_port(const fm_prefetch *p) { return fm_xfer_listener_port(p->l); }
+
+void fm_prefetch_release(fm_prefetch *p)
+{
+	if (p && p->started)
+		(void)!write(p->stop_wr, "g", 1);
+}
 
 int fm_prefetch_failed(fm_prefetch *p, fm_error *err)
 {

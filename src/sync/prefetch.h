@@ -12,8 +12,10 @@
  *   criu lazy-pages --loopback--> prefetcher --loopback--> egress relay ==> source
  *
  * It reads the dump's pagemap images to learn every lazy range, connects to the
- * source at once (pages flow while the restore still runs) and keeps a window of
- * PS_IOV_GET requests in flight, in address order, into a local cache.  It
+ * source at once and, once released (after the restore: on two cores, pages
+ * streaming at line rate slowed the restore down, and with it the frozen time),
+ * keeps a window of PS_IOV_GET requests in flight, in address order, into a
+ * local cache.  It
  * answers lazy-pages' requests from that cache; a request for a page not here yet
  * goes to the source at once with a readahead behind it, and the background
  * order jumps to just after it (an application walking its memory finds the
@@ -67,11 +69,14 @@ typedef struct fm_prefetch_stats {
 typedef struct fm_prefetch fm_prefetch;
 
 /* Lists the lazy ranges of images_dir, connects to the page server (the egress
- * relay) at up_host:up_port, starts prefetching, and listens on 127.0.0.1 (any
- * port) for lazy-pages' single connection. */
+ * relay) at up_host:up_port, and listens on 127.0.0.1 (any port) for
+ * lazy-pages' single connection, whose requests it serves at once; the
+ * background order starts at fm_prefetch_release. */
 int fm_prefetch_start(const char *images_dir, const char *up_host, int up_port, int io_timeout_ms,
 		      fm_prefetch **out, fm_error *err);
 int fm_prefetch_port(const fm_prefetch *p);
+/* Starts the background order (all_here_ms counts from here). */
+void fm_prefetch_release(fm_prefetch *p);
 /* The failure that stopped it (0 while none). */
 int fm_prefetch_failed(fm_prefetch *p, fm_error *err);
 void fm_prefetch_get_stats(fm_prefetch *p, fm_prefetch_stats *st);

@@ -290,14 +290,22 @@ static void take_range(int fd, uint64_t pid, uint64_t vaddr, uint64_t nr, uint64
 	}
 }
 
-/* Images, a fake source holding their pages, and a prefetcher in front of it. */
-static fm_prefetch *start(char **dir, fake_server *f, int die_after)
+/* Images, a fake source holding their pages, and a prefetcher in front of it
+ * (held: its background order not yet released). */
+static fm_prefetch *start_held(char **dir, fake_server *f, int die_after)
 {
 	fm_prefetch *p = NULL;
 	fm_error err = FM_ERROR_INIT;
 	*dir = make_images();
 	fake_start(f, die_after);
 	assert_int_equal(fm_prefetch_start(*dir, "127.0.0.1", f->port, 5000, &p, &err), 0);
+	return p;
+}
+
+static fm_prefetch *start(char **dir, fake_server *f, int die_after)
+{
+	fm_prefetch *p = start_held(dir, f, die_after);
+	fm_prefetch_release(p);
 	return p;
 }
 
@@ -353,6 +361,37 @@ static void test_prefetch_serves_every_page_once(void **state)
 	assert_int_equal(s.passthrough, 1);
 	assert_true(s.all_here_ms > 0);
 	assert_int_equal(fm_prefetch_failed(p, NULL), 0);
+	fm_prefetch_free(p);
+	rm_images(dir);
+}
+
+/* Until released (the restore is done) only lazy-pages' own requests cross. */
+static void test_prefetch_holds_background_until_released(void **state)
+{
+	(void)state;
+	char *dir;
+	fake_server f;
+	fm_prefetch *p = start_held(&dir, &f, 0);
+	int fd = lazy_connect(p);
+	fm_prefetch_stats s;
+
+	ask(fd, 7, 0x7f0000 + 40 * PAGE, 1);
+	assert_int_equal(answer(fd, 7, 0x7f0000 + 40 * PAGE, 1), 1);
+	usleep(100 * 1000); /* room for background requests that must not come */
+	fm_prefetch_get_stats(p, &s);
+	assert_int_equal(s.fetched_bytes, 10 * PAGE); /* the fault and its readahead, to the range's end */
+	assert_true(s.all_here_ms == 0);
+	fm_prefetch_release(p);
+	take_range(fd, 1, 0x10000, 100, 100);
+	take_range(fd, 1, 0x400000, 30, 64);
+	take_range(fd, 7, 0x7f0000, 40, 1024);
+	take_range(fd, 7, 0x7f0000 + 41 * PAGE, 9, 9);
+	fm_prefetch_get_stats(p, &s);
+	assert_int_equal(s.fetched_bytes, 180 * PAGE);
+	assert_int_equal(s.served_bytes, 180 * PAGE);
+	close(fd);
+	fake_stop(&f);
+	assert_int_equal(f.bad_requests, 0);
 	fm_prefetch_free(p);
 	rm_images(dir);
 }
@@ -413,6 +452,7 @@ int main(void)
 		cmocka_unit_test(test_pagemap_lists_lazy_ranges),
 		cmocka_unit_test(test_pagemap_rejects_garbage),
 		cmocka_unit_test(test_prefetch_serves_every_page_once),
+		cmocka_unit_test(test_prefetch_holds_background_until_released),
 		cmocka_unit_test(test_prefetch_source_gone_breaks_lazy_pages),
 		cmocka_unit_test(test_prefetch_refuses_garbage_from_lazy_pages),
 	};

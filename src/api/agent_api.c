@@ -217,13 +217,10 @@ void fm_api_agent_cpuinfo(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 
 	pthread_mutex_lock(&a->preflight);
 	if (!a->cpuinfo_b64) {
-		char tmpl[] = "/tmp/fm-cpuinfo.XXXXXX";
-		char *dir = mkdtemp(tmpl);
+		_cleanup_free_ char *dir = fm_rt_scratch_dir(&d->rt, "cpuinfo", &err);
 		_cleanup_free_ char *data = NULL;
 		size_t len;
-		if (!dir) {
-			fm_error_set(&err, -errno, "mkdtemp: %m");
-		} else {
+		if (dir) {
 			_cleanup_free_ char *img = fm_xasprintf("%s/cpuinfo.img", dir);
 			if (fm_ckpt_cpuinfo_dump(d->rt.criu, dir, &err) == 0 && fm_read_file(img, 1 << 20, &data, &len) < 0)
 				fm_error_set(&err, -EIO, "criu cpuinfo dump produced nothing");
@@ -259,11 +256,8 @@ void fm_api_agent_cpuinfo_check(void *ctx, const fm_http_req *req, fm_http_resp 
 		if (a->cpu_checks[i].hash == h)
 			c = &a->cpu_checks[i];
 	if (!c) {
-		char tmpl[] = "/tmp/fm-cpuinfo.XXXXXX";
-		char *dir = mkdtemp(tmpl);
-		if (!dir) {
-			fm_error_set(&err, -errno, "mkdtemp: %m");
-		} else {
+		_cleanup_free_ char *dir = fm_rt_scratch_dir(&d->rt, "cpuinfo", &err);
+		if (dir) {
 			_cleanup_free_ char *img = fm_xasprintf("%s/cpuinfo.img", dir);
 			if (fm_write_file_atomic(img, data, len, 0600) < 0)
 				fm_error_set(&err, -EIO, "cannot write %s", img);

@@ -165,7 +165,10 @@ int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const ch
 	rt->criu_restore_conf[1] = fm_xasprintf("%s/criu-restore-tcp-held.conf", state_dir);
 	rt->journal = journal;
 	rt->cgroup_yard = criu_cgroup_yard();
-	if ((r = fm_mkdir_p(cdir, 0700)) < 0 || (r = fm_mkdir_p(rt->runc_root, 0700)) < 0)
+	rt->tmp_dir = fm_xasprintf("%s/tmp", state_dir);
+	fm_rm_rf(rt->tmp_dir);
+	if ((r = fm_mkdir_p(cdir, 0700)) < 0 || (r = fm_mkdir_p(rt->runc_root, 0700)) < 0 ||
+	    (r = fm_mkdir_p(rt->tmp_dir, 0700)) < 0)
 		return fm_error_set(err, r, "cannot create %s: %s", state_dir, strerror(-r));
 	if ((r = criu_restore_conf_write(rt, err)) < 0)
 		return r;
@@ -183,6 +186,7 @@ void fm_rt_close(fm_runtime *rt)
 	free(rt->criu_restore_conf[0]);
 	free(rt->criu_restore_conf[1]);
 	free(rt->bridge);
+	free(rt->tmp_dir);
 	memset(rt, 0, sizeof(*rt));
 }
 
@@ -284,6 +288,17 @@ json_t *fm_container_spec_to_json(const fm_container_spec *spec)
 	if (spec->net_ip)
 		json_object_set_new(o, "network", json_pack("{s:s, s:s}", "ip", spec->net_ip, "mac", spec->net_mac));
 	return o;
+}
+
+char *fm_rt_scratch_dir(fm_runtime *rt, const char *what, fm_error *err)
+{
+	char *dir = fm_xasprintf("%s/%s.XXXXXX", rt->tmp_dir, what);
+	if (!mkdtemp(dir)) {
+		fm_error_set(err, -errno, "cannot create a scratch directory in %s: %m", rt->tmp_dir);
+		free(dir);
+		return NULL;
+	}
+	return dir;
 }
 
 char *fm_rt_container_dir(fm_runtime *rt, const char *name)

@@ -33,6 +33,7 @@ typedef struct fm_runtime {
 	fm_image_store *images;
 	fm_journal *journal;
 	char *bridge;       /* bridge for container networks (daemon --bridge), or NULL */
+	char *tmp_dir;      /* <state>/tmp: scratch directories, emptied at every start */
 } fm_runtime;
 
 /* What a user asks for.  Owned strings; fm_container_spec_clear frees them. */
@@ -82,6 +83,9 @@ int fm_rt_exec(fm_runtime *rt, const char *name, json_t *argv, int timeout_ms, f
 
 /* Building blocks shared with the State Synchronizer. */
 char *fm_rt_container_dir(fm_runtime *rt, const char *name);
+/* A new, empty scratch directory below <state>/tmp (what a crash leaves there
+ * goes at the next start); NULL with err set when it cannot be made. */
+char *fm_rt_scratch_dir(fm_runtime *rt, const char *what, fm_error *err);
 /* Creates the bundle directory and config.json (no mount, no journal row). */
 int fm_rt_bundle_create(fm_runtime *rt, const fm_container_spec *spec, fm_error *err);
 int fm_rt_rootfs_mount(fm_runtime *rt, const char *name, const char *digest, fm_error *err);

@@ -298,6 +298,7 @@ def assert_clean_destination(dst, name):
     assert dst.runc_list() == [], f"runc containers left on {dst.name}: {dst.runc_list()}"
     assert dst.staging() == [], f"staging left on {dst.name}: {dst.staging()}"
     assert dst.mounts() == [], f"mounts left on {dst.name}: {dst.mounts()}"
+    assert os.listdir(os.path.join(dst.state, "tmp")) == [], f"scratch left on {dst.name}"
     assert not os.path.exists(os.path.join(dst.state, "containers", name)), "bundle left behind"
     r = dst.reserved()
     assert r["cpu_milli"] == 0 and r["memory_bytes"] == 0, f"reservation left on {dst.name}: {r}"

@@ -216,10 +216,6 @@ int fm_ckpt_run(struct fm_cmd *c, const char *work_dir, const char *logname, con
 	return 0;
 }
 
-/* Starts a long-running CRIU (through runc or not) given "--status-fd 3" among
- * its arguments and returns once it wrote its status byte: listening, or its
- * images complete.  EOF first means it gave up: it is reaped, err gets what
- * and CRIU's log excerpt. */
 /* Starts c with its status fd (--status-fd 3) on a pipe; *ready_fd is the
  * pipe's end CRIU writes one byte to once ready (fm_ckpt_ready_wait). */
 static int start_with_status_fd(struct fm_cmd *c, int *ready_fd, fm_error *err)
@@ -263,6 +259,9 @@ int fm_ckpt_ready_wait(struct fm_cmd **running, int ready_fd, int timeout_ms, co
 	return r;
 }
 
+/* Starts a long-running CRIU given "--status-fd 3" among its arguments and
+ * returns once it wrote its status byte: listening, or its images complete
+ * (fm_ckpt_ready_wait says what happens when it gives up instead). */
 static int start_until_ready(struct fm_cmd *c, int timeout_ms, const char *work_dir, const char *logname,
 			     const char *what, struct fm_cmd **running, fm_error *err)
 {

@@ -13,7 +13,8 @@
  *
  * One thread, one poll loop, three sockets: the upstream connection (read
  * without blocking: pages land straight in the cache), lazy-pages' connection
- * (requests read without blocking, answers written whole) and a stop pipe.
+ * (requests read without blocking, answers written whole) and a control pipe
+ * (release, stop).
  */
 #include "sync/prefetch.h"
 
@@ -239,7 +240,7 @@ struct fm_prefetch {
 	uint64_t cursor;         /* where the background order goes on */
 
 	fm_xfer_listener *l;
-	int up_fd, cl_fd, stop_rd, stop_wr; /* stop pipe: 'g' releases the background order, 'x' stops */
+	int up_fd, cl_fd, ctl_rd, ctl_wr; /* control pipe: 'g' releases the background order, 'x' stops */
 	pthread_t thread;
 	bool started;
 	bool held;               /* background requests wait for fm_prefetch_release */
@@ -640,7 +641,7 @@ static void *prefetch_thread(void *opaque)
 	while (!p->done) {
 		if (pump(p) < 0 || serve(p) < 0 || maybe_close(p) < 0)
 			break;
-		struct pollfd fds[3] = { { p->stop_rd, POLLIN, 0 }, { p->up_fd, POLLIN, 0 },
+		struct pollfd fds[3] = { { p->ctl_rd, POLLIN, 0 }, { p->up_fd, POLLIN, 0 },
 					 { p->cl_fd >= 0 ? p->cl_fd : lfd, POLLIN, 0 } };
 		if (poll(fds, 3, -1) < 0) {
 			if (errno == EINTR)
@@ -650,7 +651,7 @@ static void *prefetch_thread(void *opaque)
 		}
 		if (fds[0].revents) {
 			char cmd = 'x';
-			if (read(p->stop_rd, &cmd, 1) == 1 && cmd == 'g') {
+			if (read(p->ctl_rd, &cmd, 1) == 1 && cmd == 'g') {
 				p->held = false;
 				p->t0_us = fm_now_mono_us();
 				continue;
@@ -688,7 +689,7 @@ int fm_prefetch_start(const char *images_dir, const char *up_host, int up_port, 
 	if (r < 0)
 		return r;
 	fm_prefetch *p = fm_xcalloc(1, sizeof(*p));
-	p->up_fd = p->cl_fd = p->stop_rd = p->stop_wr = -1;
+	p->up_fd = p->cl_fd = p->ctl_rd = p->ctl_wr = -1;
 	pthread_mutex_init(&p->mu, NULL);
 	p->ranges = fm_xcalloc(nv ? nv : 1, sizeof(*p->ranges));
 	p->nranges = nv;
@@ -716,8 +717,8 @@ int fm_prefetch_start(const char *images_dir, const char *up_host, int up_port, 
 		r = fm_error_set(err, -errno, "pipe: %m");
 		goto fail;
 	}
-	p->stop_rd = sp[0];
-	p->stop_wr = sp[1];
+	p->ctl_rd = sp[0];
+	p->ctl_wr = sp[1];
 	if ((r = fm_xfer_listen("127.0.0.1", 0, &p->l, err)) < 0)
 		goto fail;
 	if ((r = fm_xfer_connect(up_host, up_port, io_timeout_ms, err)) < 0) {
@@ -750,7 +751,7 @@ int fm_prefetch_port(const fm_prefetch *p) { return fm_xfer_listener_port(p->l);
 void fm_prefetch_release(fm_prefetch *p)
 {
 	if (p && p->started)
-		(void)!write(p->stop_wr, "g", 1);
+		(void)!write(p->ctl_wr, "g", 1);
 }
 
 int fm_prefetch_failed(fm_prefetch *p, fm_error *err)
@@ -775,17 +776,17 @@ void fm_prefetch_free(fm_prefetch *p)
 	if (!p)
 		return;
 	if (p->started) {
-		(void)!write(p->stop_wr, "x", 1);
+		(void)!write(p->ctl_wr, "x", 1);
 		pthread_join(p->thread, NULL);
 	}
 	if (p->cl_fd >= 0)
 		close(p->cl_fd);
 	if (p->up_fd >= 0)
 		close(p->up_fd);
-	if (p->stop_rd >= 0)
-		close(p->stop_rd);
-	if (p->stop_wr >= 0)
-		close(p->stop_wr);
+	if (p->ctl_rd >= 0)
+		close(p->ctl_rd);
+	if (p->ctl_wr >= 0)
+		close(p->ctl_wr);
 	fm_xfer_listener_free(p->l);
 	if (p->cache)
 		munmap(p->cache, p->total * PAGE);

@@ -38,9 +38,5 @@ vm-check: setup build
 bench: setup build
 	bench/run
 
-.PHONY: bench-live
-bench-live: setup build
-	bench/live
-
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

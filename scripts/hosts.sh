@@ -11,6 +11,7 @@
 #                                 RATE: tc rate such as 1gbit, 100mbit, or "none"
 #   hosts.sh down [PREFIX]        remove them
 #   hosts.sh link up|down [PREFIX]  set the link (fault injection: cut the wire)
+#   hosts.sh rate RATE [PREFIX]   reshape the link of hosts that are up (RATE as for up)
 #
 # PREFIX defaults to fm; the subnet is 10.77.N.0/24 with N from $FM_NET (default 0)
 # so parallel test runs can use distinct prefixes.
@@ -20,7 +21,9 @@ case "$cmd" in
 up) RATE=${2:-1gbit}; P=${3:-fm} ;;
 down) P=${2:-fm} ;;
 link) STATE=${2:?up or down}; P=${3:-fm} ;;
-*) echo "usage: hosts.sh up [RATE] [PREFIX] | down [PREFIX] | link up|down [PREFIX]" >&2; exit 2 ;;
+rate) RATE=${2:?a tc rate such as 100mbit}; P=${3:-fm} ;;
+*) echo "usage: hosts.sh up [RATE] [PREFIX] | down [PREFIX] | link up|down [PREFIX] | rate RATE [PREFIX]" >&2
+   exit 2 ;;
 esac
 N=${FM_NET:-0}
 A=$P-a; B=$P-b
@@ -35,6 +38,15 @@ down)
 link)
     ip -n "$A" link set "$VA" "$STATE"
     ip -n "$B" link set "$VB" "$STATE"
+    exit 0 ;;
+rate)
+    for x in "$A $VA" "$B $VB"; do
+        # shellcheck disable=SC2086
+        set -- $x
+        tc -n "$1" class change dev "$2" parent 1: classid 1:10 htb rate "$RATE" ceil "$RATE" quantum 60000 \
+            || { echo "hosts.sh: cannot reshape $2 in $1 (was it brought up with a rate?)" >&2; exit 1; }
+    done
+    echo "link $A <-> $B shaped to $RATE"
     exit 0 ;;
 esac
 

@@ -1,13 +1,15 @@
 /* fm-memload: a container workload with a large, busy, self-checking memory,
  * for the end-to-end tests and the benchmarks (not part of the product).
  *
- *   fm-memload SIZE_MIB [HOT_MIB] [STATUS_FILE] [HEARTBEAT_PORT] [COLD_PAGES]
+ *   fm-memload SIZE_MIB [HOT_MIB] [STATUS_FILE] [HEARTBEAT_PORT] [COLD_PAGES] [DIRTY_MBIT]
  *
  * Fills SIZE_MIB of anonymous memory with a pattern derived from each page's
  * index and the number of times it has been rewritten, then loops forever:
  *   - rewrites the next 1 MiB of the first HOT_MIB (the working set; default
  *     all): each page is checked against the pattern it must hold, then given
- *     the next one;
+ *     the next one; with DIRTY_MBIT (the dirty rate D, in Mbit/s) pages are
+ *     rewritten at most that fast (a token bucket of 1 MiB) and the others of
+ *     the working set only checked; 0: the working set is only read;
  *   - checks COLD_PAGES pages of the rest (default 64), round robin, so that
  *     the whole memory is verified every few seconds (0: never; a benchmark of
  *     a small working set wants few: the check touches the whole memory);
@@ -45,6 +47,7 @@
 #define MAX_CLIENTS 16
 #define HEARTBEAT_MS 1.0
 #define BEAT_PAGES 16            /* pages between two looks at the clock */
+#define DIRTY_BURST (256.0 * PAGE) /* the dirty-rate token bucket: at most 1 MiB at once */
 
 static uint64_t *mem;
 static uint32_t *gen;            /* rewrites of each page so far */
@@ -114,7 +117,8 @@ static void beat(double t)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: %s SIZE_MIB [HOT_MIB] [STATUS_FILE] [HEARTBEAT_PORT] [COLD_PAGES]\n", argv[0]);
+		fprintf(stderr, "usage: %s SIZE_MIB [HOT_MIB] [STATUS_FILE] [HEARTBEAT_PORT] [COLD_PAGES] [DIRTY_MBIT]\n",
+			argv[0]);
 		return 2;
 	}
 	size_t size_mib = strtoul(argv[1], NULL, 10);
@@ -122,6 +126,7 @@ int main(int argc, char **argv)
 	const char *status = argc > 3 ? argv[3] : "/tmp/memload.status";
 	int port = argc > 4 ? atoi(argv[4]) : 0;
 	size_t cold_pages = argc > 5 ? strtoul(argv[5], NULL, 10) : COLD_PAGES_DEFAULT;
+	double dirty_mbit = argc > 6 ? strtod(argv[6], NULL) : -1; /* < 0: as fast as the loop goes */
 	if (size_mib == 0 || hot_mib == 0 || hot_mib > size_mib) {
 		fprintf(stderr, "memload: need 0 < HOT_MIB <= SIZE_MIB\n");
 		return 2;
@@ -152,20 +157,34 @@ int main(int argc, char **argv)
 	uint64_t iter = 0, full_scans = 0, hot_passes = 0;
 	size_t hpos = 0, cpos = hot;
 	double prev = now_ms(), last_status = 0, max_gap = 0, gap_sum = 0;
+	double tokens = 0, t_tokens = prev; /* bytes the dirty rate allows now */
 	char tmp[4096], buf[256];
 	snprintf(tmp, sizeof(tmp), "%s.tmp", status);
 	for (;;) {
 		for (size_t i = 0; i < CHUNK_PAGES; i++) {
 			check(hpos);
-			fill(hpos, ++gen[hpos]);
+			if (dirty_mbit < 0) {
+				fill(hpos, ++gen[hpos]);
+			} else if (tokens >= PAGE) {
+				fill(hpos, ++gen[hpos]);
+				tokens -= PAGE;
+			}
 			if (++hpos == hot) {
 				hpos = 0;
 				hot_passes++;
 				if (hot == pages)
 					full_scans++;
 			}
-			if (i % BEAT_PAGES == BEAT_PAGES - 1)
-				beat(now_ms());
+			if (i % BEAT_PAGES == BEAT_PAGES - 1) {
+				double t = now_ms();
+				beat(t);
+				if (dirty_mbit >= 0) {
+					tokens += (t - t_tokens) * dirty_mbit * 1e6 / 8 / 1e3;
+					if (tokens > DIRTY_BURST)
+						tokens = DIRTY_BURST;
+					t_tokens = t;
+				}
+			}
 		}
 		if (hot < pages)
 			for (size_t i = 0; i < cold_pages; i++) {

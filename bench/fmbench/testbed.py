@@ -247,20 +247,18 @@ class Testbed:
         for n in netns:
             if n.startswith(f"{PREFIX}-ct") or any(n.startswith(f"fm-{H['name']}-") for H in HOSTS.values()):
                 run(["ip", "netns", "del", n], check=False)
-        # empty cgroups left behind (runc removes only the leaf); rmdir fails on non-empty ones
-        dirs = [*self.cgroup_dirs, *(f"fleximigrate/{H['name']}" for H in HOSTS.values())]
-        for ctl in os.listdir("/sys/fs/cgroup") if os.path.isdir("/sys/fs/cgroup") else []:
+        # empty cgroups left behind (runc removes only the leaf), deepest first, in
+        # every v1 hierarchy and in the unified one; rmdir fails on non-empty ones
+        self.meter.remove()
+        dirs = [*self.cgroup_dirs, *(f"fleximigrate/{H['name']}" for H in HOSTS.values()), CGROUP_TOP]
+        top = "/sys/fs/cgroup"
+        roots = [top, *(os.path.join(top, c) for c in (os.listdir(top) if os.path.isdir(top) else []))]
+        for root in roots:
             for d in dirs:
                 try:
-                    os.rmdir(os.path.join("/sys/fs/cgroup", ctl, d))
+                    os.rmdir(os.path.join(root, d))
                 except OSError:
                     pass
-        self.meter.remove()
-        for d in dirs:   # cgroup v2
-            try:
-                os.rmdir(os.path.join("/sys/fs/cgroup", d))
-            except OSError:
-                pass
         env = dict(os.environ, FM_NET=str(NET))
         run([HOSTS_SH, "down", PREFIX], check=False, env=env)
         shutil.rmtree(WORK, ignore_errors=True)

@@ -108,8 +108,10 @@ static const char *criu_cgroup_yard(void)
  *    below <state>/masked, read-only like the original.  (One directory for
  *    all would make the next dump see the second mount as a bind of the
  *    first, and CRIU would then restore it without its read-only flag.)
- *  - containers whose TCP we hold ourselves (fm_net_hold) skip CRIU's network
- *    lock: iptables-restore in the container's namespace, 60-75 ms.
+ *  - no network lock (iptables-restore in the container's namespace, 60-75
+ *    ms, and as much again to unlock): a container with an address is held
+ *    by us (fm_net_hold) the whole time CRIU's lock would hold it, and one
+ *    without has only a loopback nobody outside can reach.
  *  - the cgroup yard, if the host has one (criu_cgroup_yard). */
 static int criu_restore_conf_write(fm_runtime *rt, fm_error *err)
 {
@@ -138,13 +140,12 @@ static int criu_restore_conf_write(fm_runtime *rt, fm_error *err)
 	}
 	json_decref(tmpl);
 	_cleanup_free_ char *yard = rt->cgroup_yard ? fm_xasprintf("cgroup-yard %s\n", rt->cgroup_yard) : fm_xstrdup("");
-	for (int held = 0; held < 2 && r >= 0; held++) {
-		_cleanup_free_ char *conf = fm_xasprintf(
-			"# written by fleximigrated for runc restore (runtime/runtime.c)\n%s%s%s", yard, lines,
-			held ? "# we hold this container's TCP ourselves\nnetwork-lock skip\n" : "");
-		if ((r = fm_write_file_atomic(rt->criu_restore_conf[held], conf, strlen(conf), 0600)) < 0)
-			fm_error_set(err, r, "cannot write %s: %s", rt->criu_restore_conf[held], strerror(-r));
-	}
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *conf = fm_xasprintf("# written by fleximigrated for runc restore (runtime/runtime.c)\n"
+						 "%s%snetwork-lock skip\n", yard, lines);
+	if ((r = fm_write_file_atomic(rt->criu_restore_conf, conf, strlen(conf), 0600)) < 0)
+		fm_error_set(err, r, "cannot write %s: %s", rt->criu_restore_conf, strerror(-r));
 	return r;
 }
 
@@ -161,8 +162,7 @@ int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const ch
 	rt->runc = fm_xstrdup(runc);
 	rt->criu = fm_xstrdup(criu);
 	rt->runc_root = fm_xasprintf("%s/runc", state_dir);
-	rt->criu_restore_conf[0] = fm_xasprintf("%s/criu-restore.conf", state_dir);
-	rt->criu_restore_conf[1] = fm_xasprintf("%s/criu-restore-tcp-held.conf", state_dir);
+	rt->criu_restore_conf = fm_xasprintf("%s/criu-restore.conf", state_dir);
 	rt->journal = journal;
 	rt->cgroup_yard = criu_cgroup_yard();
 	rt->tmp_dir = fm_xasprintf("%s/tmp", state_dir);
@@ -183,8 +183,7 @@ void fm_rt_close(fm_runtime *rt)
 	free(rt->runc);
 	free(rt->criu);
 	free(rt->runc_root);
-	free(rt->criu_restore_conf[0]);
-	free(rt->criu_restore_conf[1]);
+	free(rt->criu_restore_conf);
 	free(rt->bridge);
 	free(rt->tmp_dir);
 	memset(rt, 0, sizeof(*rt));
@@ -319,10 +318,10 @@ struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt)
 	return c;
 }
 
-struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, bool tcp_held)
+struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt)
 {
 	fm_cmd *c = fm_rt_runc_cmd(rt);
-	fm_cmd_env(c, "CRIU_CONFIG_FILE", rt->criu_restore_conf[tcp_held]);
+	fm_cmd_env(c, "CRIU_CONFIG_FILE", rt->criu_restore_conf);
 	fm_cmd_arg(c, "restore");
 	return c;
 }

@@ -28,7 +28,7 @@ typedef struct fm_runtime {
 	char *runc;         /* runc binary */
 	char *criu;         /* CRIU binary (wrapper) handed to runc --criu */
 	char *runc_root;
-	char *criu_restore_conf[2]; /* CRIU configuration for restores: [1] for containers whose TCP we hold */
+	char *criu_restore_conf;    /* CRIU configuration for restores (criu_restore_conf_write) */
 	const char *cgroup_yard; /* the host's cgroup mounts as CRIU's --cgroup-yard, or NULL (fm_rt_open) */
 	fm_image_store *images;
 	fm_journal *journal;
@@ -103,10 +103,9 @@ int fm_rt_bundle_destroy(fm_runtime *rt, const char *name);
 int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, struct fm_cmd *c, const char *images_dir,
 			 fm_error *err);
 /* `runc restore` with this host's CRIU configuration (CRIU_CONFIG_FILE: the
- * masked directories' external mounts; with tcp_held, for a container whose
- * TCP traffic we hold ourselves from the freeze until it runs again
- * (fm_net_hold), no CRIU network lock).  The caller adds the rest. */
-struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, bool tcp_held);
+ * masked directories' external mounts, no CRIU network lock: see
+ * criu_restore_conf_write).  The caller adds the rest. */
+struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt);
 /* runc with --root and --criu already set; caller adds the rest. */
 struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt);
 /* Journal row for a container (migration = NULL for local ones). */

@@ -167,10 +167,9 @@ static int criu_dump_cmd(fm_runtime *rt, const char *name, const char *images_di
 		fm_cmd_arg(c, "--leave-running");
 	if (tcp && !pre_dump)
 		fm_cmd_arg(c, "--tcp-established");
-	if (tcp) { /* we hold its TCP ourselves (fm_net_hold): CRIU's lock is 60-75 ms of iptables */
-		fm_cmd_arg(c, "--network-lock");
-		fm_cmd_arg(c, "skip");
-	}
+	/* no network lock, for the reasons criu_restore_conf_write gives */
+	fm_cmd_arg(c, "--network-lock");
+	fm_cmd_arg(c, "skip");
 	if (parent) {
 		fm_cmd_arg(c, "--prev-images-dir");
 		fm_cmd_arg(c, parent);
@@ -190,12 +189,11 @@ int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const
 
 	if ((r = criu_dump_cmd(rt, name, images_dir, work_dir, o->pre_dump, o->tcp, o->parent, whole, &c, err)) < 0)
 		return r;
-	if (o->page_server_port > 0) {
+	if (o->page_server_sk > STDERR_FILENO) {
 		fm_cmd_arg(c, "--page-server");
-		fm_cmd_arg(c, "--address");
-		fm_cmd_arg(c, "127.0.0.1");
-		fm_cmd_arg(c, "--port");
-		fm_cmd_argf(c, "%d", o->page_server_port);
+		fm_cmd_arg(c, "--ps-socket");
+		fm_cmd_arg(c, "3");
+		fm_cmd_pass_fd(c, o->page_server_sk, 3);
 	}
 	return fm_ckpt_run(c, work_dir, "dump.log", what, name, err);
 }

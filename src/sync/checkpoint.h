@@ -41,8 +41,9 @@ int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err);
 /* tcp: the container has its own network (runtime/net.h): its established TCP
  * connections are dumped and restored too (--tcp-established). */
 typedef struct fm_dump_opts {
-	int page_server_port;   /* > 0: the memory goes to the page server behind
-				 * 127.0.0.1:port (a page relay), not into images_dir */
+	int page_server_sk;     /* > STDERR_FILENO: the memory goes through this
+				 * socket (a page relay's, fm_relay_egress_pair) to a
+				 * page server, not into images_dir */
 	bool tcp;
 	bool pre_dump;          /* a pre-copy round: memory only, the container runs on */
 	const char *parent;     /* images of the previous round, relative to images_dir */

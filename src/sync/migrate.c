@@ -1128,14 +1128,16 @@ static int stream_dump(fm_agent *a, const char *name, const char *images, const 
 	int rp = (int)json_integer_value(json_object_get(page_relay, "port"));
 	fm_error e = FM_ERROR_INIT;
 	fm_relay *relay = NULL;
-	int r;
+	int r, sk;
 
 	if (!rh || rp <= 0 || rp > 65535)
 		return fm_error_set(err, -EINVAL, "page_relay needs host and port");
-	if ((r = fm_relay_egress(rh, rp, token, ro, &relay, err)) < 0)
+	if ((r = fm_relay_egress_pair(rh, rp, token, ro, &sk, &relay, err)) < 0)
 		return r;
-	d->page_server_port = fm_relay_port(relay);
+	d->page_server_sk = sk;
 	r = fm_ckpt_dump(a->rt, name, images, work, d, err);
+	close(sk); /* CRIU's end: the relay sees the stream end once CRIU's copy closes too */
+	d->page_server_sk = -1;
 	if (fm_relay_failed(relay, &e) < 0) {
 		/* the relay's reason is the root cause of CRIU's "page server" errors */
 		fm_error_clear(err);

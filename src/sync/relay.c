@@ -470,6 +470,28 @@ static void *conn_thread(void *opaque)
 	return NULL;
 }
 
+/* Relays fd (accepted, or CRIU's socket pair) on a thread of its own; closes
+ * it if that cannot start. */
+static int relay_conn_start(fm_relay *r, int fd)
+{
+	relay_conn *c = fm_xcalloc(1, sizeof(*c));
+	c->r = r;
+	c->accepted_fd = fd;
+	c->local_fd = c->net_fd = -1;
+	pthread_mutex_lock(&r->mu);
+	if (r->stopping || pthread_create(&c->thread, NULL, conn_thread, c) != 0) {
+		pthread_mutex_unlock(&r->mu);
+		close(fd);
+		free(c);
+		return -EAGAIN;
+	}
+	r->active++;
+	c->next = r->conns;
+	r->conns = c;
+	pthread_mutex_unlock(&r->mu);
+	return 0;
+}
+
 static void *accept_thread(void *opaque)
 {
 	fm_relay *r = opaque;
@@ -477,27 +499,13 @@ static void *accept_thread(void *opaque)
 
 	while (fm_wait_readable(lfd, cfd) > 0) {
 		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
-			continue;
-		relay_conn *c = fm_xcalloc(1, sizeof(*c));
-		c->r = r;
-		c->accepted_fd = fd;
-		c->local_fd = c->net_fd = -1;
-		pthread_mutex_lock(&r->mu);
-		if (r->stopping || pthread_create(&c->thread, NULL, conn_thread, c) != 0) {
-			pthread_mutex_unlock(&r->mu);
-			close(fd);
-			free(c);
-			continue;
-		}
-		r->active++;
-		c->next = r->conns;
-		r->conns = c;
-		pthread_mutex_unlock(&r->mu);
+		if (fd >= 0)
+			(void)relay_conn_start(r, fd);
 	}
 	return NULL;
 }
 
+/* bind_host NULL: no listener (fm_relay_egress_pair) */
 static int relay_start(bool ingress, const char *bind_host, const uint8_t *token, const char *peer_host,
 		       int peer_port, const fm_relay_opts *opts, fm_relay **out, fm_error *err)
 {
@@ -514,6 +522,10 @@ static int relay_start(bool ingress, const char *bind_host, const uint8_t *token
 	r->pacer.bps = r->o.bandwidth_bps;
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
+	if (!bind_host) {
+		*out = r;
+		return 0;
+	}
 	if ((k = fm_xfer_listen(bind_host, 0, &r->l, err)) < 0) {
 		fm_relay_free(r);
 		return k;
@@ -539,7 +551,29 @@ int fm_relay_egress(const char *remote_host, int remote_port, const uint8_t toke
 	return relay_start(false, "127.0.0.1", token, remote_host, remote_port, opts, out, err);
 }
 
-int fm_relay_port(const fm_relay *r) { return fm_xfer_listener_port(r->l); }
+int fm_relay_egress_pair(const char *remote_host, int remote_port, const uint8_t token[FM_XFER_TOKEN_LEN],
+			 const fm_relay_opts *opts, int *criu_sk, fm_relay **out, fm_error *err)
+{
+	int sv[2], k;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return fm_error_set(err, -errno, "cannot create a socket pair for CRIU: %m");
+	if ((k = relay_start(false, NULL, token, remote_host, remote_port, opts, out, err)) < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		return k;
+	}
+	if (relay_conn_start(*out, sv[1]) < 0) {
+		close(sv[0]);
+		fm_relay_free(*out);
+		*out = NULL;
+		return fm_error_set(err, -EAGAIN, "cannot start the page relay");
+	}
+	*criu_sk = sv[0];
+	return 0;
+}
+
+int fm_relay_port(const fm_relay *r) { return r->l ? fm_xfer_listener_port(r->l) : 0; }
 
 int fm_relay_failed(fm_relay *r, fm_error *err)
 {

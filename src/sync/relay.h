@@ -63,6 +63,14 @@ int fm_relay_ingress(const char *bind_host, const uint8_t token[FM_XFER_TOKEN_LE
  * ingress relay at remote_host:remote_port. */
 int fm_relay_egress(const char *remote_host, int remote_port, const uint8_t token[FM_XFER_TOKEN_LEN],
 		    const fm_relay_opts *opts, fm_relay **out, fm_error *err);
+/* Carries one connection of CRIU's, given as a Unix socket pair: *criu_sk is
+ * CRIU's end, for `--ps-socket` (the caller closes its copy once CRIU has
+ * one).  CRIU corks a TCP page-server socket for the whole dump and sends
+ * its closing message without a push, so every dump through a TCP relay port
+ * ended with a 200 ms wait for the cork timer; a Unix socket has no cork. */
+int fm_relay_egress_pair(const char *remote_host, int remote_port, const uint8_t token[FM_XFER_TOKEN_LEN],
+			 const fm_relay_opts *opts, int *criu_sk, fm_relay **out, fm_error *err);
+/* The port the relay listens on (0: fm_relay_egress_pair's relay listens on none). */
 int fm_relay_port(const fm_relay *r);
 /* Waits until a connection has been relayed and every connection has ended
  * (CRIU hung up), at most timeout_ms.  0 if all ended cleanly; -ETIMEDOUT, or

@@ -12,7 +12,7 @@ int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const c
 	       bool tcp, fm_error *err)
 {
 	_cleanup_free_ char *bundle = fm_rt_container_dir(rt, name);
-	struct fm_cmd *c = fm_rt_runc_restore_cmd(rt, tcp);
+	struct fm_cmd *c = fm_rt_runc_restore_cmd(rt);
 
 	fm_cmd_arg(c, "--detach");
 	if (lazy)

@@ -105,11 +105,11 @@ static void *write_thread(void *opaque)
 	return NULL;
 }
 
-/* Sends data through egress -> ingress -> echo and back; returns bytes echoed
- * intact (len if all), and the echo's readback into out. */
-static size_t roundtrip(int egress_port, const uint8_t *data, size_t len, uint8_t *out)
+/* Sends data through fd (to the egress relay) -> ingress -> echo and back;
+ * returns bytes echoed intact (len if all), and the echo's readback into out. */
+static size_t roundtrip_fd(int fd, const uint8_t *data, size_t len, uint8_t *out)
 {
-	writer w = { connect_local(egress_port), data, len, 0 };
+	writer w = { fd, data, len, 0 };
 	size_t got = 0;
 	assert_int_equal(pthread_create(&w.th, NULL, write_thread, &w), 0);
 	for (;;) {
@@ -120,6 +120,11 @@ static size_t roundtrip(int egress_port, const uint8_t *data, size_t len, uint8_
 	pthread_join(w.th, NULL);
 	close(w.fd);
 	return got;
+}
+
+static size_t roundtrip(int egress_port, const uint8_t *data, size_t len, uint8_t *out)
+{
+	return roundtrip_fd(connect_local(egress_port), data, len, out);
 }
 
 typedef struct chain {
@@ -177,6 +182,32 @@ static void test_incompressible_roundtrip(void **state)
 	assert_int_equal(st.raw_rx, len);
 	/* random data is sent raw: the wire carries only the frame headers on top */
 	assert_true(st.wire_tx <= len + len / 100);
+	chain_stop(&c);
+}
+
+/* CRIU's end of a socket pair (--ps-socket) instead of a connection to a port */
+static void test_egress_pair(void **state)
+{
+	(void)state;
+	size_t len = 3u << 20;
+	_cleanup_free_ uint8_t *data = random_data(len), *back = fm_xmalloc(len);
+	fm_relay_stats st;
+	fm_error err = FM_ERROR_INIT;
+	chain c;
+	int sk = -1;
+
+	echo_start(&c.echo);
+	assert_int_equal(fm_relay_ingress("127.0.0.1", TOKEN, "127.0.0.1", c.echo.port, NULL, &c.in, &err), 0);
+	assert_int_equal(fm_relay_egress_pair("127.0.0.1", fm_relay_port(c.in), TOKEN, NULL, &sk, &c.out, &err), 0);
+	assert_true(sk > STDERR_FILENO);
+	assert_int_equal(fm_relay_port(c.out), 0);
+	assert_int_equal(roundtrip_fd(sk, data, len, back), len);
+	assert_memory_equal(data, back, len);
+	assert_int_equal(fm_relay_wait(c.out, 5000, &err), 0);
+	fm_relay_get_stats(c.out, &st);
+	assert_int_equal(st.connections, 1);
+	assert_int_equal(st.raw_tx, len);
+	assert_int_equal(st.raw_rx, len);
 	chain_stop(&c);
 }
 
@@ -270,6 +301,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_incompressible_roundtrip),
+		cmocka_unit_test(test_egress_pair),
 		cmocka_unit_test(test_compressible_is_compressed),
 		cmocka_unit_test(test_wrong_token_refused),
 		cmocka_unit_test(test_garbage_then_real_peer),

@@ -4,7 +4,8 @@
 # takes seconds.
 #
 #   1. Debian packages (build tools, libraries, runc, iptables, iproute2, busybox,
-#      QEMU and xz for the tests in a VM, tests/vm…)
+#      QEMU and xz for the tests in a VM, tests/vm…; podman and gnuplot for
+#      bench/run)
 #   2. a working CRIU >= 4.2 at $FM_CRIU_PREFIX/bin/criu: the system's criu when it
 #      passes `criu check` and can dump a process holding a TCP socket, otherwise
 #      CRIU from Debian's unstable suite unpacked into a private prefix (the system's
@@ -35,7 +36,8 @@ PKGS="build-essential meson ninja-build pkg-config git
 libsqlite3-dev libmicrohttpd-dev libjansson-dev libxxhash-dev libzstd-dev
 nettle-dev libcmocka-dev libarchive-dev libnftables-dev
 runc iptables iproute2 busybox-static socat iperf3 procps
-python3-pytest kmod qemu-system-x86 xz-utils"
+python3-pytest kmod qemu-system-x86 xz-utils
+podman gnuplot-nox"
 
 missing=""
 for p in $PKGS; do

@@ -5,6 +5,9 @@ FlexiMigrate, in the same invocation:
   criu-page-server  runc checkpoint --page-server: CRIU streams the memory pages
                     to a `criu page-server` on the destination; the rest of the
                     images and the upper layer follow by tar | socat; runc restore
+  podman            podman container checkpoint --export (Podman's defaults:
+                    zstd) -> the archive over the link by socat -> podman
+                    container restore --import
   bound             the physical bound M / B for the total time (no process)
 
 Each host has its own copy of the root filesystem (an overlay lower layer), its
@@ -25,6 +28,36 @@ BASE_CONTAINER = "nb"
 BASE_PORT = f"{PREFIX}ct"           # its bridge port on each host (same name, one per host netns)
 COPY_PORT_BASE = 17100
 PAGE_SERVER_PORT_BASE = 17300
+
+
+def container_net(h, ip, mac, port_up):
+    """The container's network namespace on host h (PREFIX-ctH), as the product
+    builds it (src/runtime/net.c): a veth whose host end is a port of the bridge
+    and whose other end is eth0 with the container's address and MAC."""
+    cns, hns = f"{PREFIX}-ct{h}", HOSTS[h]["netns"]
+    run(["ip", "netns", "del", cns], check=False)
+    run(["ip", "netns", "add", cns])
+    run(["ip", "-n", hns, "link", "add", BASE_PORT, "type", "veth", "peer", "name", "eth0", "netns", cns])
+    run(["ip", "-n", hns, "link", "set", BASE_PORT, "master", BRIDGE])
+    run(["ip", "-n", cns, "link", "set", "eth0", "address", mac])
+    run(["ip", "-n", cns, "addr", "add", f"{ip}/24", "dev", "eth0"])
+    run(["ip", "-n", cns, "link", "set", "lo", "up"])
+    run(["ip", "-n", cns, "link", "set", "eth0", "up"])
+    if port_up:
+        port_set(h, "up")
+
+
+def port_set(h, updown):
+    """The container's bridge port on host h up or down."""
+    run(["ip", "-n", HOSTS[h]["netns"], "link", "set", BASE_PORT, updown])
+
+
+def wait_listening(p, h, port, what):
+    """Until p (on host h) listens on port; a BenchError if it exits first."""
+    wait_for(lambda: p.poll() is not None or tcp_listening(p.pid, port), 10,
+             f"{what} to listen on {HOSTS[h]['ip']}:{port}")
+    if p.poll() is not None:
+        raise BenchError(f"{what} on {HOSTS[h]['name']} exited ({p.returncode})")
 
 
 def bound(memory_mib, link_mbit):
@@ -97,22 +130,6 @@ class RuncBaseline:
             with open(self.dir(h, "bundle", "config.json"), "w") as f:
                 json.dump(cfg, f, indent=1)
 
-    def net(self, h, port_up):
-        """The container's network namespace on host h, as the product builds it
-        (src/runtime/net.c): a veth whose host end is a port of the bridge and
-        whose other end is eth0 with the container's address and MAC."""
-        cns, hns = f"{PREFIX}-ct{h}", HOSTS[h]["netns"]
-        run(["ip", "netns", "del", cns], check=False)
-        run(["ip", "netns", "add", cns])
-        run(["ip", "-n", hns, "link", "add", BASE_PORT, "type", "veth", "peer", "name", "eth0", "netns", cns])
-        run(["ip", "-n", hns, "link", "set", BASE_PORT, "master", BRIDGE])
-        run(["ip", "-n", cns, "link", "set", "eth0", "address", self.mac])
-        run(["ip", "-n", cns, "addr", "add", f"{self.ip}/24", "dev", "eth0"])
-        run(["ip", "-n", cns, "link", "set", "lo", "up"])
-        run(["ip", "-n", cns, "link", "set", "eth0", "up"])
-        if port_up:
-            run(["ip", "-n", hns, "link", "set", BASE_PORT, "up"])
-
     def start(self, h, args, ip=None):
         """A fresh container on host h running args; with ip, in a network
         namespace of its own on the bridge, and the other host gets the same
@@ -122,7 +139,7 @@ class RuncBaseline:
         self.ip, self.mac = ip, (mac_for(ip) if ip else None)
         for x in HOSTS:
             if ip:
-                self.net(x, port_up=(x == h))
+                container_net(x, ip, self.mac, port_up=(x == h))
             umount_lazy(self.dir(x, "bundle", "rootfs"))
             for d in ("upper", "ovlwork", "img", "ckwork", "recv", "rswork"):
                 fresh_dir(self.dir(x, d))
@@ -159,9 +176,7 @@ class RuncBaseline:
         dst_ip = HOSTS[dst]["ip"]
 
         def listening(p, port, what):
-            wait_for(lambda: p.poll() is not None or tcp_listening(p.pid, port), 10, f"{what} to listen on {dst_ip}:{port}")
-            if p.poll() is not None:
-                raise BenchError(f"{what} on {HOSTS[dst]['name']} exited ({p.returncode})")
+            wait_listening(p, dst, port, what)
 
         p_ps = None
         if page_server:
@@ -183,7 +198,7 @@ class RuncBaseline:
         tw0 = time.time()
         t0 = now()
         if tcp:   # nothing may reach the source copy once it is being checkpointed
-            run(["ip", "-n", HOSTS[src]["netns"], "link", "set", BASE_PORT, "down"])
+            port_set(src, "down")
         ck = ["checkpoint", "--image-path", img, "--work-path", ckwork]
         if tcp:
             ck.append("--tcp-established")
@@ -229,7 +244,7 @@ class RuncBaseline:
         self.runc_or_fail(dst, "restore", rswork, *rs, BASE_CONTAINER)
         t3 = now()
         if tcp:   # the address lives on dst now: open its port and tell the segment
-            run(["ip", "-n", HOSTS[dst]["netns"], "link", "set", BASE_PORT, "up"])
+            port_set(dst, "up")
             garp(f"/run/netns/{PREFIX}-ct{dst}", self.ip, self.mac)
         t4 = now()
 
@@ -251,3 +266,160 @@ class RuncBaseline:
 def runc_cgroup_path(h):
     """The baseline container's cgroup, relative to a hierarchy."""
     return f"{CGROUP_TOP}/{h}/{BASE_CONTAINER}"
+
+
+PODMAN_CONTAINER = "pm"
+PODMAN_IMAGE = "localhost/fm-bench-memload:latest"
+PODMAN_NETNS = f"/run/netns/{PREFIX}-pm"    # the container's namespace path, the same on every host
+PODMAN_COPY_PORT_BASE = 17500
+
+
+class PodmanBaseline:
+    """Podman as its users move a container: `podman container checkpoint
+    --export` (its defaults: runc, zstd), the archive copied over the link by
+    socat, `podman container restore --import` on the other host.
+
+    Each host has its own storage and run state (--root, --runroot, --tmpdir
+    below WORK/podman/H), the image imported into both; cgroupfs, the file
+    events backend and explicit rlimits (HOST-NOTES: without them `podman run`
+    fails here).  Podman finds CRIU as the first `criu` on PATH: ours (>= 4.2)
+    comes first.  The container joins the namespace at PODMAN_NETNS, a bind
+    mount of host A's PREFIX-ctA (address, MAC, a port on A's bridge); runc
+    dumps it as an external namespace and restores into whatever the path
+    names then, so before the restore the path is re-bound to host B's
+    PREFIX-ctB (same address and MAC, its port down until the restore)."""
+
+    def __init__(self, tb):
+        self.tb = tb
+        self.ip = self.mac = None
+        self.upper = {}
+        tb.teardown_hooks.append(self.cleanup)
+        tb.cgroup_dirs += [f"{CGROUP_TOP}/podman"]
+        self.env = dict(os.environ, PATH=f"{os.path.join(WORK, 'podman', 'bin')}:{os.environ['PATH']}")
+
+    def dir(self, h, *sub):
+        return os.path.join(WORK, "podman", h, *sub)
+
+    def podman(self, h, *args, timeout=600, capture=True, check=True, net=True):
+        argv = ["podman", "--root", self.dir(h, "root"), "--runroot", self.dir(h, "run"), "--tmpdir",
+                self.dir(h, "tmp"), "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc",
+                "--storage-driver", "overlay", *args]
+        p = self.tb.run_on(h, argv, timeout=timeout, capture=capture, env=self.env, net=net)
+        if check and p.returncode != 0:
+            raise BenchError(f"podman {args[0]} on {HOSTS[h]['name']} failed ({p.returncode}): "
+                             f"{(p.stderr or '')[-1500:]}")
+        return p
+
+    def setup(self, rootfs):
+        fresh_dir(os.path.join(WORK, "podman", "bin"))
+        os.symlink(CRIU, os.path.join(WORK, "podman", "bin", "criu"))
+        tarball = os.path.join(WORK, "podman", "rootfs.tar")
+        run(["tar", "-C", rootfs, "-cf", tarball, "."], timeout=300)
+        for h in HOSTS:
+            for d in ("root", "run", "tmp", "xfer"):
+                fresh_dir(self.dir(h, d))
+            self.podman(h, "import", tarball, PODMAN_IMAGE, timeout=300)
+        os.unlink(tarball)
+
+    def upper_file(self, h, path):
+        """A file of the container on host h, in its upper layer (asked of
+        Podman once per container and host)."""
+        if h not in self.upper:
+            p = self.podman(h, "container", "inspect", "--format", "{{.GraphDriver.Data.UpperDir}}",
+                            PODMAN_CONTAINER)
+            self.upper[h] = p.stdout.strip()
+        return os.path.join(self.upper[h], path.lstrip("/"))
+
+    def bind_netns(self, h):
+        umount_lazy(PODMAN_NETNS)
+        if not os.path.exists(PODMAN_NETNS):
+            open(PODMAN_NETNS, "w").close()
+        run(["mount", "--bind", f"/run/netns/{PREFIX}-ct{h}", PODMAN_NETNS])
+
+    def start(self, h, args, ip):
+        self.ip, self.mac = ip, mac_for(ip)
+        self.upper = {}
+        for x in HOSTS:
+            container_net(x, ip, self.mac, port_up=(x == h))
+        self.bind_netns(h)
+        self.podman(h, "run", "-d", "--name", PODMAN_CONTAINER, "--network", f"ns:{PODMAN_NETNS}",
+                    "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
+                    "--cgroup-parent", f"/{CGROUP_TOP}/podman", PODMAN_IMAGE, *args, capture=False)
+
+    def state(self, h):
+        p = self.podman(h, "container", "inspect", "--format", "{{.State.Status}}", PODMAN_CONTAINER, check=False)
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    def remove(self):
+        for h in HOSTS:
+            self.podman(h, "rm", "-f", "-t", "0", PODMAN_CONTAINER, check=False)
+            fresh_dir(self.dir(h, "xfer"))
+            run(["ip", "netns", "del", f"{PREFIX}-ct{h}"], check=False)
+        umount_lazy(PODMAN_NETNS)
+        self.upper = {}
+
+    def cleanup(self):
+        if os.path.isdir(os.path.join(WORK, "podman")):
+            for h in HOSTS:
+                if os.path.isdir(self.dir(h, "root")):
+                    self.podman(h, "rm", "-af", "-t", "0", check=False, timeout=120, net=False)
+        umount_lazy(PODMAN_NETNS)
+        try:
+            os.unlink(PODMAN_NETNS)
+        except OSError:
+            pass
+
+    def migrate(self, src, dst, k):
+        """One migration src -> dst, timed from the source port going down to the
+        destination's port up and announced; before the clock the receiver
+        listens (as for the other systems)."""
+        tb = self.tb
+        port = PODMAN_COPY_PORT_BASE + k % 190
+        sent, got = os.path.join(self.dir(src, "xfer"), "ck.tar"), os.path.join(self.dir(dst, "xfer"), "ck.tar")
+        dst_ip = HOSTS[dst]["ip"]
+        logs = fresh_dir(os.path.join(WORK, "podman", "logs", str(k)))
+        rs_err = open(os.path.join(logs, "recv-socat.err"), "w")
+        p_rs = tb.popen(dst, ["socat", "-u", f"TCP-LISTEN:{port},bind={dst_ip},reuseaddr", f"CREATE:{got}"],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=rs_err)
+        wait_listening(p_rs, dst, port, "socat")
+
+        tw0 = time.time()
+        t0 = now()
+        port_set(src, "down")
+        self.podman(src, "container", "checkpoint", "--tcp-established", f"--export={sent}", PODMAN_CONTAINER,
+                    timeout=1200)
+        t1 = now()
+        ss_err = open(os.path.join(logs, "send-socat.err"), "w")
+        p_ss = tb.popen(src, ["socat", "-u", f"OPEN:{sent}", f"TCP:{dst_ip}:{port}"], stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL, stderr=ss_err)
+        rcs = [p.wait(1200) for p in (p_ss, p_rs)]
+        t2 = now()
+        rs_err.close()
+        ss_err.close()
+        if any(rcs):
+            raise BenchError(f"copy {src}->{dst} failed (socat exit {rcs}): {read(ss_err.name)}{read(rs_err.name)}")
+        wire = os.path.getsize(got)
+        if wire != os.path.getsize(sent):
+            raise BenchError(f"copy {src}->{dst}: {wire} bytes arrived of {os.path.getsize(sent)}")
+        self.bind_netns(dst)
+        self.podman(dst, "container", "restore", "--tcp-established", f"--import={got}", timeout=1200)
+        t3 = now()
+        port_set(dst, "up")
+        garp(f"/run/netns/{PREFIX}-ct{dst}", self.ip, self.mac)
+        t4 = now()
+
+        # after the clock: the source copy goes (the other host has it now)
+        if self.state(src) not in ("exited", "stopped"):
+            raise BenchError(f"podman: {PODMAN_CONTAINER} is {self.state(src)} on {HOSTS[src]['name']} "
+                             "after checkpoint")
+        self.podman(src, "rm", "-f", "-t", "0", PODMAN_CONTAINER)
+        self.upper.pop(src, None)
+        self.upper.pop(dst, None)
+        st = self.state(dst)
+        if st != "running":
+            raise BenchError(f"podman: {PODMAN_CONTAINER} is {st} on {HOSTS[dst]['name']} after restore")
+        total = ms(t0, t4)
+        return {"downtime_ms": total, "frozen_ms": total, "total_ms": total, "wire_bytes": wire,
+                "steps_ms": {"checkpoint_ms": ms(t0, t1), "copy_ms": ms(t1, t2), "restore_ms": ms(t2, t3),
+                             "announce_ms": ms(t3, t4)},
+                "t_freeze_wall": tw0, "t_last_wall": tw0 + (t4 - t0)}

@@ -31,7 +31,7 @@ FIRST_IP = 10                       # containers get 10.77.NET.10 and up, a new 
 TAIL_S = 1.0                        # the probe listens this long after the last page arrived
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe.py")
 
-SYSTEMS = ("fleximigrate:POST_COPY", "fleximigrate:COLD_MIGRATION", "naive-runc", "criu-page-server")
+SYSTEMS = ("fleximigrate:POST_COPY", "fleximigrate:COLD_MIGRATION", "naive-runc", "criu-page-server", "podman")
 # D as a fraction of the nominal B; None: as fast as fm-memload's loop goes (issue 4's
 # "rewriting continuously"), run at 1 Gbit/s only
 FULL = {"sizes": (256, 1024), "rates": ("1gbit", "100mbit"), "dirty": (0.0, 0.5, None)}
@@ -72,8 +72,10 @@ def cells(plan, sizes=None):
 
 
 class MemoryScenario:
-    def __init__(self, tb, base, reps, systems, quick, sizes=None):
-        self.tb, self.base, self.reps = tb, base, reps
+    def __init__(self, tb, base, podman, reps, systems, quick, sizes=None):
+        """base: the runc baselines (naive-runc, criu-page-server); podman: Podman's"""
+        self.tb, self.reps = tb, reps
+        self.baseline = {"naive-runc": base, "criu-page-server": base, "podman": podman}
         self.systems = systems
         self.plan = QUICK if quick else FULL
         self.cells = cells(self.plan, sizes)
@@ -94,7 +96,7 @@ class MemoryScenario:
     def status_path(self, system, h):
         if system.startswith("fleximigrate:"):
             return self.tb.container_file(h, CONTAINER, STATUS_IN_CONTAINER)
-        return self.base.upper_file(h, STATUS_IN_CONTAINER)
+        return self.baseline[system].upper_file(h, STATUS_IN_CONTAINER)
 
     # ---------------------------------------------------------- the probe
     def probe_start(self, ip, timeline):
@@ -130,8 +132,8 @@ class MemoryScenario:
         if system.startswith("fleximigrate:"):
             tb.cli("a", "run", CONTAINER, "--image", "memload", "--ip", f"{ip}/24", "--", *cmd)
         else:
-            self.base.start("a", cmd, ip)
-        status_a, status_b = self.status_path(system, "a"), self.status_path(system, "b")
+            self.baseline[system].start("a", cmd, ip)
+        status_a = self.status_path(system, "a")
         # filled, and a whole pass over the working set done
         wait_for(lambda: (memload_status(status_a) or {}).get("hot_passes", 0) >= 1, 300,
                  f"fm-memload {size} {hot} to fill its memory on {HOSTS['a']['name']}")
@@ -144,8 +146,11 @@ class MemoryScenario:
             try:
                 if system.startswith("fleximigrate:"):
                     r = self.fm_migrate(system.split(":")[1])
+                elif system == "podman":
+                    r = self.baseline[system].migrate("a", "b", self.next_ip)
                 else:
-                    r = self.base.migrate("a", "b", self.next_ip, page_server=(system == "criu-page-server"))
+                    r = self.baseline[system].migrate("a", "b", self.next_ip,
+                                                      page_server=(system == "criu-page-server"))
             finally:
                 cost = tb.meter.stop("a", "b")
             c = self.probe_stop(cl, r.pop("t_last_wall"))
@@ -176,6 +181,7 @@ class MemoryScenario:
         # memory intact: two whole passes over the working set on B after the
         # restore, without an error (the pass in progress at the first reading
         # may have started before the freeze; the next one cannot)
+        status_b = self.status_path(system, "b")
         first = wait_for(lambda: memload_status(status_b), 30, f"fm-memload status on {HOSTS['b']['name']}")
         after = wait_for(lambda: (lambda s: s if s and s["hot_passes"] >= first["hot_passes"] + 2 else None)(
             memload_status(status_b)), 300, f"two more passes over the working set on {HOSTS['b']['name']}")
@@ -191,7 +197,7 @@ class MemoryScenario:
                                  f"migration {r['migration_id']}")
             tb.cli("b", "container", "rm", CONTAINER, "--force")
         else:
-            self.base.remove()
+            self.baseline[system].remove()
         return r
 
     # ---------------------------------------------------------- FlexiMigrate

@@ -173,12 +173,12 @@ class Testbed:
         self.procs.append(p)
         return p
 
-    def run_on(self, h, argv, timeout=600, net=True, check=False, capture=True):
+    def run_on(self, h, argv, timeout=600, net=True, check=False, capture=True, env=None):
         """A command on host h, charged to host h's tool group; output captured
         (capture=False: none, for a command that leaves a process behind holding
         its stdio, such as `runc run -d`)."""
         out = subprocess.PIPE if capture else subprocess.DEVNULL
-        p = self.popen(h, argv, net=net, stdin=subprocess.DEVNULL, stdout=out, stderr=out, text=True)
+        p = self.popen(h, argv, net=net, stdin=subprocess.DEVNULL, stdout=out, stderr=out, text=True, env=env)
         try:
             out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -245,7 +245,7 @@ class Testbed:
         except OSError:
             netns = []
         for n in netns:
-            if n.startswith(f"{PREFIX}-ct") or any(n.startswith(f"fm-{H['name']}-") for H in HOSTS.values()):
+            if n.startswith(f"{PREFIX}-ct") or n == f"{PREFIX}-pm" or any(n.startswith(f"fm-{H['name']}-") for H in HOSTS.values()):
                 run(["ip", "netns", "del", n], check=False)
         # empty cgroups left behind (runc removes only the leaf), deepest first, in
         # every v1 hierarchy and in the unified one; rmdir fails on non-empty ones

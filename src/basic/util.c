@@ -142,6 +142,62 @@ static int rm_rf_at(int dirfd, dev_t dev)
 	return r;
 }
 
+/* fsync()s every regular file and directory below dirfd (which it closes),
+ * dirfd last; stays on its filesystem. */
+static int fsync_tree_at(int dirfd, dev_t dev)
+{
+	DIR *d = fdopendir(dirfd);
+	struct dirent *de;
+	int r = 0;
+
+	if (!d) {
+		close(dirfd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		struct stat st;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			r = -errno;
+			continue;
+		}
+		if ((!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) || st.st_dev != dev)
+			continue; /* a symlink's or a device node's entry is its directory's */
+		int fd = openat(dirfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
+				(S_ISDIR(st.st_mode) ? O_DIRECTORY : O_NONBLOCK));
+		if (fd < 0) {
+			r = -errno;
+			continue;
+		}
+		int q = S_ISDIR(st.st_mode) ? fsync_tree_at(fd, dev) : (fsync(fd) < 0 ? -errno : 0);
+		if (!S_ISDIR(st.st_mode))
+			close(fd);
+		if (q < 0)
+			r = q;
+	}
+	if (fsync(dirfd) < 0)
+		r = -errno;
+	closedir(d);
+	return r;
+}
+
+int fm_fsync_tree(const char *path)
+{
+	struct stat st;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0) {
+		int r = -errno;
+		close(fd);
+		return r;
+	}
+	return fsync_tree_at(fd, st.st_dev);
+}
+
 int fm_rm_rf(const char *path)
 {
 	struct stat st;

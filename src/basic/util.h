@@ -47,6 +47,10 @@ char *fm_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int fm_mkdir_p(const char *path, unsigned mode);
 /* rm -rf that never crosses into another mount (mounts below path are an error). */
 int fm_rm_rf(const char *path);
+/* Makes a directory tree durable: fsync() of every regular file and directory
+ * in it (the same filesystem only), the directory itself last.  0, or an
+ * -errno of one that failed (it goes on past failures). */
+int fm_fsync_tree(const char *path);
 /* Reads a whole small file (<= max bytes) into a NUL-terminated buffer. */
 int fm_read_file(const char *path, size_t max, char **out, size_t *len);
 /* Writes data to path atomically (temp file + fsync + rename). */

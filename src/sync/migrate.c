@@ -884,6 +884,13 @@ int fm_sync_dst_verify(fm_agent *a, const char *mid, json_t *req, fm_error *err)
 			return r;
 		}
 	}
+	/* the received layer on disk before the source deletes its copy (the
+	 * receiver flushed nothing: not during the freeze) */
+	_cleanup_free_ char *cdir = fm_rt_container_dir(a->rt, name);
+	_cleanup_free_ char *upper = fm_xasprintf("%s/upper", cdir);
+	if ((r = fm_fsync_tree(upper)) < 0 && r != -ENOENT)
+		return fm_error_set(err, r, "cannot flush the file system layer of %s to disk on %s: %s", name,
+				    a->rt->host, strerror(-r));
 	return 0;
 }
 

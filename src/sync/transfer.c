@@ -673,9 +673,6 @@ static int finish_file(receiver *r, fm_error *err)
 		close(fd);
 		return fm_error_set(err, -k, "setting owner, mode and mtime of %s: %s", e->path, strerror(k));
 	}
-	/* Start writeback now; the syncfs() after END then waits for little, so the
-	 * sender's ACK timeout is not spent flushing gigabytes at the very end. */
-	(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	if (close(fd) < 0)
 		return SYSERR(err, "writing %s", e->path);
 	return 0;
@@ -837,8 +834,6 @@ static int recv_end(receiver *r, const frame *f, fm_error *err)
 		if (fd < 0 || fchmod(fd, r->dirs[i].mode) < 0 || futimens(fd, ts) < 0)
 			return SYSERR(err, "setting mode and mtime of %s", r->dirs[i].path);
 	}
-	if (syncfs(r->root_fd) < 0)
-		return SYSERR(err, "flushing received files to disk");
 	return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "basic/error.h"
@@ -160,7 +161,18 @@ static void test_files(void **state)
 	char *t = fm_file_tail(f, 16);
 	assert_string_equal(t, "Error: second\n");
 	free(t);
+	/* durable: files and directories; links and fifos are their directory's
+	 * entries (a fifo opened for fsync would block) */
+	char *lnk = fm_xasprintf("%s/link", sub), *fifo = fm_xasprintf("%s/fifo", sub);
+	assert_int_equal(symlink("x.log", lnk), 0);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	assert_int_equal(fm_fsync_tree(dir), 0);
+	assert_int_equal(fm_fsync_tree(f), -ENOTDIR);
+	assert_int_equal(fm_fsync_tree(lnk), -ENOTDIR); /* not followed */
+	free(lnk);
+	free(fifo);
 	assert_int_equal(fm_rm_rf(dir), 0);
+	assert_int_equal(fm_fsync_tree(dir), -ENOENT);
 	assert_int_equal(access(dir, F_OK), -1);
 	free(sub);
 	free(f);

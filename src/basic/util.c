@@ -97,14 +97,18 @@ int fm_mkdir_p(const char *path, unsigned mode)
 	return 0;
 }
 
-/* Removes the contents of dirfd (which it closes).  Refuses to descend into a
- * different filesystem: a mount left below a directory we are deleting is a bug
- * elsewhere, and deleting through it would destroy data that is not ours. */
-static int rm_rf_at(int dirfd, dev_t dev)
+typedef int (*tree_fn)(int dirfd, const char *name, const struct stat *st);
+
+/* Calls fn for every entry below dirfd (which it closes), depth first: a
+ * directory's entries before the directory.  Refuses to descend into a
+ * different filesystem (-EBUSY): a mount left below a directory we work on is
+ * a bug elsewhere, and going through it would touch data that is not ours.
+ * Goes on past failures; returns the last. */
+static int tree_walk_at(int dirfd, dev_t dev, tree_fn fn)
 {
 	DIR *d = fdopendir(dirfd);
 	struct dirent *de;
-	int r = 0;
+	int r = 0, q;
 
 	if (!d) {
 		close(dirfd);
@@ -129,73 +133,46 @@ static int rm_rf_at(int dirfd, dev_t dev)
 				r = -errno;
 				continue;
 			}
-			int q = rm_rf_at(fd, dev);
-			if (q < 0)
+			if ((q = tree_walk_at(fd, dev, fn)) < 0)
 				r = q;
-			if (unlinkat(dirfd, de->d_name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-				r = -errno;
-		} else if (unlinkat(dirfd, de->d_name, 0) < 0 && errno != ENOENT) {
-			r = -errno;
 		}
+		if ((q = fn(dirfd, de->d_name, &st)) < 0)
+			r = q;
 	}
 	closedir(d);
 	return r;
 }
 
-/* fsync()s every regular file and directory below dirfd (which it closes),
- * dirfd last; stays on its filesystem. */
-static int fsync_tree_at(int dirfd, dev_t dev)
+static int rm_entry(int dirfd, const char *name, const struct stat *st)
 {
-	DIR *d = fdopendir(dirfd);
-	struct dirent *de;
-	int r = 0;
-
-	if (!d) {
-		close(dirfd);
+	if (unlinkat(dirfd, name, S_ISDIR(st->st_mode) ? AT_REMOVEDIR : 0) < 0 && errno != ENOENT)
 		return -errno;
-	}
-	while ((de = readdir(d))) {
-		struct stat st;
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			r = -errno;
-			continue;
-		}
-		if ((!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) || st.st_dev != dev)
-			continue; /* a symlink's or a device node's entry is its directory's */
-		int fd = openat(dirfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
-				(S_ISDIR(st.st_mode) ? O_DIRECTORY : O_NONBLOCK));
-		if (fd < 0) {
-			r = -errno;
-			continue;
-		}
-		int q = S_ISDIR(st.st_mode) ? fsync_tree_at(fd, dev) : (fsync(fd) < 0 ? -errno : 0);
-		if (!S_ISDIR(st.st_mode))
-			close(fd);
-		if (q < 0)
-			r = q;
-	}
-	if (fsync(dirfd) < 0)
-		r = -errno;
-	closedir(d);
-	return r;
+	return 0;
+}
+
+/* a symlink's or a device node's entry is its directory's to keep */
+static int fsync_entry(int dirfd, const char *name, const struct stat *st)
+{
+	if (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode))
+		return 0;
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0 || fsync(fd) < 0)
+		return -errno;
+	return 0;
 }
 
 int fm_fsync_tree(const char *path)
 {
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	struct stat st;
-	int fd;
+	int walk, r;
 
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
+	if (fd < 0 || fstat(fd, &st) < 0 || (walk = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
 		return -errno;
-	if (fstat(fd, &st) < 0) {
-		int r = -errno;
-		close(fd);
-		return r;
-	}
-	return fsync_tree_at(fd, st.st_dev);
+	r = tree_walk_at(walk, st.st_dev, fsync_entry);
+	if (fsync(fd) < 0) /* the directory itself last */
+		return -errno;
+	return r;
 }
 
 int fm_rm_rf(const char *path)
@@ -210,7 +187,7 @@ int fm_rm_rf(const char *path)
 	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	r = rm_rf_at(fd, st.st_dev);
+	r = tree_walk_at(fd, st.st_dev, rm_entry);
 	if (r < 0)
 		return r;
 	if (rmdir(path) < 0 && errno != ENOENT)

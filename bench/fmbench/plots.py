@@ -85,7 +85,7 @@ def _timeline(results, timelines, path, work):
         series.append((r["system"], data))
     if not series:
         return None
-    plots = " , ".join(f"{q(d)} using 1:2 with steps title '{s}'" for s, d in series)
+    plots = " , ".join(f"{q(d)} using 1:2 with impulses title '{s}'" for s, d in series)
     return [STYLE, f"set output {q(path)}",
             f"set title 'What the probe saw: gap between heartbeats, {_label(first)}, repetition 1'",
             "set xlabel 'seconds since the freeze'", "set ylabel 'gap to the previous heartbeat (ms)'",

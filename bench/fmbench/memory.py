@@ -10,7 +10,13 @@ measures the gaps users see, the meter the CPU and memory each system spends.
   total_ms      request to done (FlexiMigrate: to COMPLETED, last page included)
   wire_bytes    bytes the system sent for the move
   cpu_s, peak_rss_kib  the migration processes on both hosts (testbed.Meter)
+
+Scenario D (RootfsDeltaScenario) is the same measurement on an edge link
+(20 Mbit/s) for a container that wrote R MiB (random bytes) to its root
+filesystem before the migration: only that change, and the memory, should
+travel, and the file must arrive intact (checked by its SHA-256).
 """
+import hashlib
 import json
 import os
 import re
@@ -32,6 +38,8 @@ TAIL_S = 1.0                        # the probe listens this long after the last
 PROBE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe.py")
 
 SYSTEMS = ("fleximigrate:POST_COPY", "fleximigrate:COLD_MIGRATION", "naive-runc", "criu-page-server", "podman")
+# scenario D in a quick run (every transfer takes ~25 s at 20 Mbit/s)
+QUICK_D_SYSTEMS = ("fleximigrate:POST_COPY", "naive-runc", "podman")
 # D as a fraction of the nominal B; None: as fast as fm-memload's loop goes (issue 4's
 # "rewriting continuously"), run at 1 Gbit/s only
 FULL = {"sizes": (256, 1024), "rates": ("1gbit", "100mbit"), "dirty": (0.0, 0.5, None)}
@@ -72,6 +80,9 @@ def cells(plan, sizes=None):
 
 
 class MemoryScenario:
+    SCENARIO = SCENARIO
+    SETTLE_S = 0.5                 # a steady heartbeat stream before the request (outside any timed region)
+
     def __init__(self, tb, base, podman, reps, systems, quick, sizes=None):
         """base: the runc baselines (naive-runc, criu-page-server); podman: Podman's"""
         self.tb, self.reps = tb, reps
@@ -81,6 +92,13 @@ class MemoryScenario:
         self.cells = cells(self.plan, sizes)
         self.next_ip = 0
         self.links = {}            # rate -> (measured Mbit/s, how)
+
+    def cmd(self, size, hot, dirty_mbit):
+        return self.memload_cmd(size, hot, dirty_mbit)
+
+    def fingerprint(self, system, h):
+        """What must arrive unchanged besides the memory (none here)."""
+        return None
 
     def new_ip(self):
         ip = f"10.77.{NET}.{FIRST_IP + self.next_ip % 200}"
@@ -128,7 +146,7 @@ class MemoryScenario:
         the last page."""
         tb = self.tb
         ip = self.new_ip()
-        cmd = self.memload_cmd(size, hot, dirty_mbit)
+        cmd = self.cmd(size, hot, dirty_mbit)
         if system.startswith("fleximigrate:"):
             tb.cli("a", "run", CONTAINER, "--image", "memload", "--ip", f"{ip}/24", "--", *cmd)
         else:
@@ -139,8 +157,9 @@ class MemoryScenario:
                  f"fm-memload {size} {hot} to fill its memory on {HOSTS['a']['name']}")
         cl = self.probe_start(ip, timeline)
         try:
-            time.sleep(0.5)  # a steady heartbeat stream before the request; outside any timed region
+            time.sleep(self.SETTLE_S)
             before = memload_status(status_a)
+            fp_before = self.fingerprint(system, "a")
             load = os.getloadavg()[0]   # other work on the machine shows in the figures: recorded
             tb.meter.start()
             try:
@@ -188,8 +207,11 @@ class MemoryScenario:
         if after["iterations"] < before["iterations"]:
             raise BenchError(f"{system}: fm-memload on {HOSTS['b']['name']} is at iteration {after['iterations']}, "
                              f"before the migration it was at {before['iterations']}: state was not carried over")
-        r.update({"intact": after["errors"] == 0, "memload_errors": after["errors"], "verified_mib": hot,
-                  "app_gap_sum_ms": round(after["gap_sum_ms"] - before["gap_sum_ms"], 1)})
+        fp_after = self.fingerprint(system, "b")
+        r.update({"intact": after["errors"] == 0 and fp_after == fp_before, "memload_errors": after["errors"],
+                  "verified_mib": hot, "app_gap_sum_ms": round(after["gap_sum_ms"] - before["gap_sum_ms"], 1)})
+        if fp_after != fp_before:
+            r["files_differ"] = [fp_before, fp_after]
         # the container leaves B again; the next run starts a fresh one on A
         if system.startswith("fleximigrate:"):
             if os.path.exists(os.path.join(tb.state("a"), "containers", CONTAINER)):
@@ -285,19 +307,26 @@ class MemoryScenario:
             for system in self.systems:
                 rs = reps_of[system]
                 results.append({
-                    "scenario": SCENARIO, "system": system, "memory_mib": size, "working_set_mib": hot,
+                    "scenario": self.SCENARIO, "system": system, "memory_mib": size, "working_set_mib": hot,
                     "dirty_mbit": dirty_mbit, "link_mbit": link_mbit, "link_rate": rate,
                     "intact": all(r["intact"] for r in rs), "verified_mib": hot,
                     "repetitions": rs,
                     "median": {x: round(statistics.median([r[x] for r in rs]), 3) for x in MEDIAN_KEYS},
                     "min": {x: min(r[x] for r in rs) for x in MEDIAN_KEYS},
                     "max": {x: max(r[x] for r in rs) for x in MEDIAN_KEYS}})
-            b = bound(size, link_mbit)
-            results.append({"scenario": SCENARIO, "system": "bound", "memory_mib": size, "working_set_mib": hot,
+            results.append({"scenario": self.SCENARIO, "system": "bound", "memory_mib": size, "working_set_mib": hot,
                             "dirty_mbit": dirty_mbit, "link_mbit": link_mbit, "link_rate": rate,
-                            "repetitions": [], "median": {"total_ms": b, "wire_bytes": size * 2**20},
-                            "note": "M / B: the memory over the measured link rate, nothing else"})
+                            "repetitions": [], **self.bound_entry(size, link_mbit)})
+        for r in results:
+            r.update(self.extra_fields())
         return results
+
+    def bound_entry(self, size, link_mbit):
+        return {"median": {"total_ms": bound(size, link_mbit), "wire_bytes": size * 2**20},
+                "note": "M / B: the memory over the measured link rate, nothing else"}
+
+    def extra_fields(self):
+        return {}
 
     @staticmethod
     def verdicts(results):
@@ -323,4 +352,60 @@ class MemoryScenario:
                 lim = T_STALL_HOT_FACTOR * mb_ms if hot == size else T_STALL_SMALL_MS
                 add("stall_sum", r, med["stall_sum_ms"], lim, "ms")
             add("wire_bytes", r, med["wire_bytes"], T_WIRE_FACTOR * size * 2**20, "B")
+        return out
+
+
+class RootfsDeltaScenario(MemoryScenario):
+    """Scenario D: an edge link, R MiB written to the root filesystem."""
+    SCENARIO = "D-rootfs"
+    SETTLE_S = 1.5       # the file was written well before the migration (FlexiMigrate's
+                         # pre-sync skips files changed in the last second: timestamps are coarse)
+    FILE = "/rootfs-delta.bin"
+    FULL = {"memory_mib": 64, "rootfs_mib": 100, "rate": "20mbit"}
+    QUICK = {"memory_mib": 32, "rootfs_mib": 25, "rate": "20mbit"}
+
+    def __init__(self, tb, base, podman, reps, systems, quick):
+        super().__init__(tb, base, podman, reps, systems, quick)
+        p = self.QUICK if quick else self.FULL
+        self.rootfs_mib = p["rootfs_mib"]
+        # W = M/64, D = 0: the memory is read, not rewritten; the written file is the change
+        self.cells = [(p["memory_mib"], p["memory_mib"] // 64, 0.0, p["rate"])]
+
+    def cmd(self, size, hot, dirty_mbit):
+        memload = " ".join(self.memload_cmd(size, hot, dirty_mbit))
+        return ["/bin/sh", "-c", f"dd if=/dev/urandom of={self.FILE} bs=1M count={self.rootfs_mib} 2>/dev/null "
+                                 f"&& exec {memload}"]
+
+    def fingerprint(self, system, h):
+        if system.startswith("fleximigrate:"):
+            path = self.tb.container_file(h, CONTAINER, self.FILE)
+        else:
+            path = self.baseline[system].upper_file(h, self.FILE)
+        d = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                d.update(chunk)
+        return d.hexdigest()
+
+    def bound_entry(self, size, link_mbit):
+        mib = size + self.rootfs_mib
+        return {"median": {"total_ms": bound(mib, link_mbit), "wire_bytes": mib * 2**20},
+                "note": "(M + R) / B: the memory and the written file over the measured link rate"}
+
+    def extra_fields(self):
+        return {"rootfs_mib": self.rootfs_mib}
+
+    @staticmethod
+    def verdicts(results):
+        """Only what changed travels: wire bytes <= M + R + 2 %."""
+        out = []
+        for r in results:
+            if r["scenario"] != RootfsDeltaScenario.SCENARIO or not r["system"].startswith("fleximigrate:"):
+                continue
+            limit = T_WIRE_FACTOR * (r["memory_mib"] + r["rootfs_mib"]) * 2**20
+            out.append({"target": "wire_bytes (M + R)", "system": r["system"], "memory_mib": r["memory_mib"],
+                        "working_set_mib": r["working_set_mib"], "dirty_mbit": r["dirty_mbit"],
+                        "link_rate": r["link_rate"], "measured": r["median"]["wire_bytes"],
+                        "limit": round(limit, 1), "unit": "B",
+                        "verdict": "PASS" if r["median"]["wire_bytes"] <= limit else "MISS"})
         return out

@@ -1,11 +1,11 @@
 """PNG plots of a run with Debian's gnuplot (gnuplot-nox): the data go to
 files, gnuplot reads a script file; no shell in between.
 
-  downtime.png  scenario A: the median downtime of every system, per cell
-  total.png     scenario A: the median total migration time per cell, with the
-                bound M / B
-  timeline.png  the probe's view of one migration per system (the first cell's
-                first repetition): each heartbeat's gap to the one before,
+  downtime.png  scenarios A and D: the median downtime of every system, per cell
+  total.png     scenarios A and D: the median total migration time per cell,
+                with the bound M / B ((M + R) / B in D)
+  timeline.png  the probe's view of one migration per system (scenario A's first
+                cell's first repetition): each heartbeat's gap to the one before,
                 against the time since the freeze
 """
 import os
@@ -14,7 +14,7 @@ import subprocess
 
 from .util import BenchError
 
-SCENARIO = "A-memory"
+SCENARIOS = ("A-memory", "D-rootfs")
 STYLE = "set terminal pngcairo noenhanced size 1200,640 font 'DejaVu Sans,10'"
 
 
@@ -25,14 +25,15 @@ def q(path):
 
 def _label(r):
     d = "max" if r["dirty_mbit"] is None else f"{r['dirty_mbit']:g}"
-    return f"{r.get('link_rate')} M={r['memory_mib']} W={r['working_set_mib']} D={d}"
+    rootfs = f" R={r['rootfs_mib']}" if r.get("rootfs_mib") else ""
+    return f"{r.get('link_rate')} M={r['memory_mib']} W={r['working_set_mib']} D={d}{rootfs}"
 
 
 def _cells(results, with_bound):
     """[(label, {system: result})] in run order, and the systems in order."""
     cells, systems = [], []
     for r in results:
-        if r["scenario"] != SCENARIO or (r["system"] == "bound" and not with_bound):
+        if r["scenario"] not in SCENARIOS or (r["system"] == "bound" and not with_bound):
             continue
         label = _label(r)
         if not cells or cells[-1][0] != label:
@@ -65,12 +66,12 @@ def _bars(results, key, title, ylabel, path, work, with_bound):
 
 
 def _timeline(results, timelines, path, work):
-    first = next((r for r in results if r["scenario"] == SCENARIO and r["repetitions"]), None)
+    first = next((r for r in results if r["scenario"] == SCENARIOS[0] and r["repetitions"]), None)
     if not first:
         return None
     series = []
     for r in results:
-        if r["scenario"] != SCENARIO or _label(r) != _label(first) or not r["repetitions"]:
+        if r["scenario"] != SCENARIOS[0] or _label(r) != _label(first) or not r["repetitions"]:
             continue
         rep = r["repetitions"][0]
         src = os.path.join(timelines, rep.get("timeline_file", ""))
@@ -104,7 +105,7 @@ def write(doc, timelines, out_dir, work):
              _bars(res, "downtime_ms", "Downtime (largest gap at the probe), median", "ms",
                    os.path.join(out_dir, "downtime.png"), work, False)),
             (os.path.join(out_dir, "total.png"),
-             _bars(res, "total_ms", "Total migration time, median (bound: M / B)", "ms",
+             _bars(res, "total_ms", "Total migration time, median (bound: M / B; D: (M + R) / B)", "ms",
                    os.path.join(out_dir, "total.png"), work, True)),
             (os.path.join(out_dir, "timeline.png"),
              _timeline(res, timelines, os.path.join(out_dir, "timeline.png"), work))]

@@ -29,9 +29,9 @@ def cell_key(r):
     return (r["scenario"], r.get("link_rate"), r.get("memory_mib"), r.get("working_set_mib"), r.get("dirty_mbit"))
 
 
-def memory_table(results):
-    """Scenario A, one block of rows per cell (M, W, D, B)."""
-    rows = [r for r in results if r["scenario"] == "A-memory"]
+def memory_table(results, scenario="A-memory"):
+    """Scenario A (or D), one block of rows per cell (M, W, D, B)."""
+    rows = [r for r in results if r["scenario"] == scenario]
     cells = []
     for r in rows:
         if cell_key(r) not in cells:
@@ -70,6 +70,12 @@ def markdown(doc):
                   f"{doc['repetitions']['A']} repetition(s).  Downtime: the largest heartbeat gap at the "
                   "probe; stall sum: gaps over 20 ms from the freeze to the last page; CPU and peak RSS: the "
                   "migration processes on both hosts.", "", memory_table(doc["results"]), ""]
+    d = [r for r in doc["results"] if r["scenario"] == "D-rootfs"]
+    if d:
+        parts += [f"Scenario D, edge link: the memory workload after writing {d[0]['rootfs_mib']} MiB of random "
+                  "bytes to its root filesystem (SHA-256 checked on arrival); bound: (M + R) / B.  Medians "
+                  f"(min–max) of {doc['repetitions']['D']} repetition(s).", "",
+                  memory_table(doc["results"], "D-rootfs"), ""]
     s = doc.get("summary") or {}
     if "overhead_ms" in s:
         parts += [f"Framework overhead (COLD, busybox, 1 Gbit/s): {s['overhead_ms']} ms (target ≤ "

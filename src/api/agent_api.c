@@ -321,6 +321,8 @@ void fm_api_agent_op(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 		r = fm_sync_dst_pages_close(a, mid, &out, &err);
 	else if (!strcmp(op, "predump"))
 		r = fm_sync_src_predump(a, mid, req->body, &out, &err);
+	else if (!strcmp(op, "presync"))
+		r = fm_sync_src_presync(a, mid, req->body, &out, &err);
 	else if (!strcmp(op, "capture"))
 		r = fm_sync_src_capture(a, mid, &out, &err);
 	else if (!strcmp(op, "inject"))

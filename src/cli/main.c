@@ -137,15 +137,20 @@ static const char migrate_help[] =
 "  --health-timeout MS  limit for the health command (default 10000)\n"
 "  --bandwidth RATE     cap every transfer of this migration (state, pages) at\n"
 "                       RATE bits per second: 200M, 1G, 50000k (default: none)\n"
-"  --compress C         zstd on the memory stream: auto (default: only while it\n"
-"                       pays, level by the measured link speed), off, or a\n"
-"                       level 1..19 (tried on every block)\n"
+"  --compress C         zstd on the memory and state streams: auto (default:\n"
+"                       only on data that looks compressible and only while it\n"
+"                       pays, level by the link speed), off, or a level 1..19\n"
+"                       (tried on every block)\n"
 "  --auto-converge      PRE_COPY/HYBRID: when a pre-copy round does not shrink,\n"
 "                       limit the container's CPU (50%, 25%, 10% of a CPU) so\n"
 "                       that the rounds converge; given back at the freeze\n"
 "  --no-diskless        COLD_MIGRATION writes memory to disk and copies it after\n"
 "                       the dump, instead of streaming it to the destination's\n"
 "                       CRIU page server while dumping (default: diskless)\n"
+"  --no-presync         send the container's writable layer (its root filesystem\n"
+"                       changes) only in the freeze, instead of once while it\n"
+"                       runs and then, in the freeze, only the files changed\n"
+"                       since (default: pre-sync)\n"
 "  --no-prefetch        POST_COPY/HYBRID: let CRIU's lazy-pages daemon fetch the\n"
 "                       memory itself, one request at a time, instead of our\n"
 "                       prefetcher streaming every page at line rate from the\n"
@@ -548,6 +553,7 @@ static int cmd_migrate(int argc, char **argv)
 {
 	const char *to = NULL, *from = NULL, *strategy = NULL;
 	bool detach = false, verbose = false, no_diskless = false, no_prefetch = false, auto_converge = false;
+	bool no_presync = false;
 	int health_timeout = 0, i, compress = -1;
 	uint64_t bandwidth = 0;
 	json_t *health = NULL, *req, *out = NULL;
@@ -578,6 +584,10 @@ static int cmd_migrate(int argc, char **argv)
 		}
 		if (!strcmp(argv[i], "--no-prefetch")) {
 			no_prefetch = true;
+			continue;
+		}
+		if (!strcmp(argv[i], "--no-presync")) {
+			no_presync = true;
 			continue;
 		}
 		if (!strcmp(argv[i], "--auto-converge")) {
@@ -635,6 +645,8 @@ static int cmd_migrate(int argc, char **argv)
 	json_object_set_new(req, "compress", json_integer(compress));
 	if (no_diskless)
 		json_object_set_new(req, "diskless", json_false());
+	if (no_presync)
+		json_object_set_new(req, "presync", json_false());
 	if (no_prefetch)
 		json_object_set_new(req, "prefetch", json_false());
 	if (auto_converge)

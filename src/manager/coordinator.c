@@ -320,6 +320,12 @@ static json_t *with_transfer_opts(fm_mig *m, json_t *body)
 	return body;
 }
 
+/* Rootfs pre-sync (request "presync", default on). */
+static bool presync_wanted(fm_mig *m)
+{
+	return !json_is_false(json_object_get(m->req, "presync"));
+}
+
 static bool diskless(fm_mig *m)
 {
 	return m->strategy == FM_STRATEGY_COLD && !json_is_false(json_object_get(m->req, "diskless"));
@@ -364,9 +370,9 @@ static int step_preparation(fm_mig *m)
 	if ((r = step_mark(m, "prepare", "started")) < 0)
 		return r;
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
-		  with_transfer_opts(m, json_pack("{s:o, s:s, s:s, s:s, s:b}", "spec", spec, "source_endpoint", m->src_ep,
+		  with_transfer_opts(m, json_pack("{s:o, s:s, s:s, s:s, s:b, s:b}", "spec", spec, "source_endpoint", m->src_ep,
 						  "source", m->source, "controller", m->ctl->self_endpoint,
-						  "diskless", diskless(m))),
+						  "diskless", diskless(m), "presync", presync_wanted(m))),
 		  &m->prep, &m->err, "/v1/agent/migrations/%s/prepare", m->id);
 	if (r < 0) {
 		fm_error_prefix(&m->err, "destination %s could not be prepared", m->dest);
@@ -488,6 +494,35 @@ static int precopy(fm_mig *m)
 	return 0;
 }
 
+/* Rootfs pre-sync: the container's writable layer crosses while it runs; in
+ * the freeze only the files changed since go again. */
+static int presync(fm_mig *m)
+{
+	json_auto_t *ps = NULL;
+	char sent[32];
+	int r;
+
+	if (!presync_wanted(m))
+		return 0;
+	if ((r = step_mark(m, "presync", "started")) < 0)
+		return r;
+	r = agent(m, m->src_ep, "POST", m->ctl->long_timeout_ms,
+		  with_transfer_opts(m, json_pack("{s:s, s:O, s:O, s:O, s:s}", "container", m->container, "data_host",
+						  json_object_get(m->prep, "data_host"), "port", json_object_get(m->prep, "port"),
+						  "token", json_object_get(m->prep, "token"), "controller", m->ctl->self_endpoint)),
+		  &ps, &m->err, "/v1/agent/migrations/%s/presync", m->id);
+	if (r < 0)
+		return r;
+	step_mark(m, "presync", "done");
+	m->bytes += json_integer_value(json_object_get(ps, "wire_bytes"));
+	fm_format_bytes((uint64_t)json_integer_value(json_object_get(ps, "payload_bytes")), sent, sizeof(sent));
+	mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "Rootfs pre-sync: %s of %s's writable layer (%d entries) sent to %s in "
+	     "%.0f ms while it kept running; %" JSON_INTEGER_FORMAT " files unchanged by the freeze will not travel again",
+	     sent, m->container, (int)json_integer_value(json_object_get(ps, "entries")), m->dest,
+	     json_real_value(json_object_get(ps, "presync_ms")), json_integer_value(json_object_get(ps, "recorded_files")));
+	return 0;
+}
+
 /* Where the downtime went, from the agents' own clocks; what neither agent
  * accounts for is the controller's messages and scheduling. */
 static void log_downtime(fm_mig *m, const double src_ms[3], json_t *ph)
@@ -513,6 +548,8 @@ static int step_execution(fm_mig *m)
 	bool precopied = m->strategy == FM_STRATEGY_PRE_COPY || m->strategy == FM_STRATEGY_HYBRID;
 	bool lazy = m->strategy == FM_STRATEGY_POST_COPY;
 
+	if ((r = presync(m)) < 0)
+		return r;
 	if (precopied) {
 		if ((r = precopy(m)) < 0)
 			return r;
@@ -582,9 +619,19 @@ static int step_execution(fm_mig *m)
 	}
 	/* the state and writable layer on the data channel (memory is logged above) */
 	fm_format_bytes((uint64_t)json_integer_value(json_object_get(ck, "payload_bytes")), bytes, sizeof(bytes));
-	mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "Transferred %s of state (%" JSON_INTEGER_FORMAT " files) to %s in %.1f ms at %.1f Mbit/s, every chunk checksummed",
+	char reused[96] = "", zs[64] = "";
+	if (json_integer_value(json_object_get(ck, "reused_files")) > 0) {
+		char rb[32];
+		fm_format_bytes((uint64_t)json_integer_value(json_object_get(ck, "reused_bytes")), rb, sizeof(rb));
+		snprintf(reused, sizeof(reused), "; %" JSON_INTEGER_FORMAT " unchanged files (%s) taken from the pre-sync",
+			 json_integer_value(json_object_get(ck, "reused_files")), rb);
+	}
+	if (json_integer_value(json_object_get(ck, "compressed_frames")) > 0)
+		snprintf(zs, sizeof(zs), ", zstd level %" JSON_INTEGER_FORMAT " on %" JSON_INTEGER_FORMAT " chunks",
+			 json_integer_value(json_object_get(ck, "zstd_level")), json_integer_value(json_object_get(ck, "compressed_frames")));
+	mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "Transferred %s of state (%" JSON_INTEGER_FORMAT " files) to %s in %.1f ms at %.1f Mbit/s, every chunk checksummed%s%s",
 	     bytes, json_integer_value(json_object_get(ck, "entries")), m->dest,
-	     json_real_value(json_object_get(ck, "transfer_ms")), json_real_value(json_object_get(ck, "rate_bps")) / 1e6);
+	     json_real_value(json_object_get(ck, "transfer_ms")), json_real_value(json_object_get(ck, "rate_bps")) / 1e6, zs, reused);
 	double src_ms[3] = { json_real_value(json_object_get(ck, "freeze_ms")), json_real_value(json_object_get(ck, "dump_ms")),
 			     json_real_value(json_object_get(ck, "transfer_ms")) };
 	json_decref(ck);
@@ -745,8 +792,10 @@ static bool rollback(fm_mig *m)
 		}
 		fm_error_clear(&e);
 	}
-	if (step_started(m, "checkpoint")) {
-		if (!dst_clean && step_started(m, "restore")) {
+	bool frozen = step_started(m, "checkpoint");
+	if (frozen || step_started(m, "presync") || step_started(m, "precopy")) {
+		/* also after a pre-sync or pre-copy: the source releases its claim */
+		if (frozen && !dst_clean && step_started(m, "restore")) {
 			/* the destination may be running the container: resuming the source
 			 * now could run it twice.  Leave it frozen and say so. */
 			mlog(m, FM_LOG_WARN, FM_C_MIGRATION_MANAGER,
@@ -764,8 +813,12 @@ static bool rollback(fm_mig *m)
 			 * (unreachable, runc failing) is retried: it must not stay frozen */
 			return r == -ENOENT;
 		}
-		mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Container %s resumed on source %s", m->container,
-		     m->source);
+		if (frozen)
+			mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Container %s resumed on source %s", m->container,
+			     m->source);
+		else
+			mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Container %s was never frozen: it keeps running on "
+			     "%s, released by this migration", m->container, m->source);
 		fm_error_clear(&e);
 	} else if (m->src_ep) {
 		mlog(m, FM_LOG_INFO, FM_C_CONTAINER_MANAGER, "Container %s was never frozen: it keeps running on %s",
@@ -1013,15 +1066,12 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	json_t *cz = json_object_get(req, "compress");
 	if (cz && !json_is_null(cz) && (!json_is_integer(cz) || json_integer_value(cz) < -1 || json_integer_value(cz) > 19))
 		return fm_error_set(err, -EINVAL, "\"compress\" must be -1 (auto), 0 (off) or a zstd level 1..19");
-	json_t *dl = json_object_get(req, "diskless");
-	if (dl && !json_is_boolean(dl))
-		return fm_error_set(err, -EINVAL, "\"diskless\" must be true or false");
-	json_t *pf = json_object_get(req, "prefetch");
-	if (pf && !json_is_boolean(pf))
-		return fm_error_set(err, -EINVAL, "\"prefetch\" must be true or false");
-	json_t *ac = json_object_get(req, "auto_converge");
-	if (ac && !json_is_boolean(ac))
-		return fm_error_set(err, -EINVAL, "\"auto_converge\" must be true or false");
+	static const char *const flags[] = { "diskless", "prefetch", "auto_converge", "presync" };
+	for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
+		json_t *f = json_object_get(req, flags[i]);
+		if (f && !json_is_boolean(f))
+			return fm_error_set(err, -EINVAL, "\"%s\" must be true or false", flags[i]);
+	}
 
 	json_t *busy = fm_journal_query_one(c->journal, "SELECT id FROM migrations WHERE container = ? AND resolved = 0",
 					    "s", container);

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <time.h>
@@ -52,6 +53,7 @@ typedef struct fm_incoming {
 	fm_relay *relay;             /* COLD: ingress relay to page_server; POST_COPY: egress relay to the source */
 	fm_prefetch *prefetch;       /* POST_COPY: between lazy-pages and the relay */
 	fm_agent *agent;
+	bool presync;                /* a rootfs pre-sync arrives (into presync/) before the state */
 	struct fm_incoming *next;
 } fm_incoming;
 
@@ -64,6 +66,7 @@ typedef struct fm_outgoing {
 	fm_relay *relay;             /* POST_COPY: ingress relay in front of CRIU's page server */
 	struct fm_net_capture *capture; /* segments for the container held since the freeze */
 	bool throttled;              /* auto-converge lowered its CPU quota */
+	fm_xfer_manifest *presync;   /* what the rootfs pre-sync sent, for the checkpoint's transfer */
 	struct fm_outgoing *next;
 } fm_outgoing;
 
@@ -193,7 +196,7 @@ static void relay_opts_from(fm_agent *a, json_t *req, fm_relay_opts *o)
 	*o = (fm_relay_opts)FM_RELAY_OPTS_INIT;
 	o->io_timeout_ms = a->io_timeout_ms;
 	o->compress = json_is_integer(c) && json_integer_value(c) >= -1 && json_integer_value(c) <= 19
-		? (int)json_integer_value(c) : FM_RELAY_COMPRESS_AUTO;
+		? (int)json_integer_value(c) : FM_COMPRESS_AUTO;
 	json_int_t bw = json_integer_value(json_object_get(req, "bandwidth_bps"));
 	o->bandwidth_bps = bw > 0 ? (uint64_t)bw : 0;
 }
@@ -336,15 +339,26 @@ static void *recv_thread(void *opaque)
 {
 	fm_incoming *in = opaque;
 	_cleanup_free_ char *dir = fm_xasprintf("%s/recv", in->staging);
+	_cleanup_free_ char *pre = fm_xasprintf("%s/presync", in->staging);
 	fm_xfer_opts opts = FM_XFER_OPTS_INIT;
 	fm_xfer_stats st = { 0 };
 
 	opts.progress = recv_progress;
 	opts.progress_opaque = in;
 	opts.io_timeout_ms = in->recv_status; /* handed over in the status field */
+	/* the writable layer while the container runs; then the state, with the
+	 * files unchanged since taken from it */
+	in->recv_status = in->presync ? fm_xfer_receive(in->listener, in->token, pre, FM_CRIU_TIMEOUT_MS +
+							opts.io_timeout_ms, &opts, &st, &in->recv_err) : 0;
+	if (in->recv_status == 0 && in->presync) {
+		opts.reuse_dir = pre;
+		fm_log(FM_LOG_DEBUG, FM_C_DELTA_TRANSFER, in->mid, "Rootfs pre-sync received: %" PRIu32 " entries, %"
+		       PRIu64 " bytes", st.entries, st.payload_bytes);
+	}
 	/* the source freezes and dumps before it connects: allow as long as a dump may take */
-	in->recv_status = fm_xfer_receive(in->listener, in->token, dir, FM_CRIU_TIMEOUT_MS + opts.io_timeout_ms, &opts,
-					  &st, &in->recv_err);
+	if (in->recv_status == 0)
+		in->recv_status = fm_xfer_receive(in->listener, in->token, dir, FM_CRIU_TIMEOUT_MS + opts.io_timeout_ms,
+						  &opts, &st, &in->recv_err);
 	in->stats = st;
 	if (in->recv_status == 0) {
 		/* wait for the controller to restore (or abort) what arrived */
@@ -495,7 +509,7 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	fm_incoming *in;
 	fm_image img;
 	char tokhex[2 * FM_XFER_TOKEN_LEN + 1];
-	_cleanup_free_ char *recv = NULL, *work = NULL;
+	_cleanup_free_ char *recv = NULL, *work = NULL, *presync = NULL;
 	int r;
 
 	if ((r = check_mid(mid, err)) < 0)
@@ -574,7 +588,10 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	fm_rm_rf(in->staging);
 	recv = fm_xasprintf("%s/recv", in->staging);
 	work = fm_xasprintf("%s/work", in->staging);
-	if ((r = fm_mkdir_p(recv, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0) {
+	presync = fm_xasprintf("%s/presync", in->staging);
+	in->presync = json_is_true(json_object_get(req, "presync"));
+	if ((r = fm_mkdir_p(recv, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0 ||
+	    (in->presync && (r = fm_mkdir_p(presync, 0700)) < 0)) {
 		fm_error_set(err, r, "cannot create %s: %s", in->staging, strerror(-r));
 		goto fail_undo;
 	}
@@ -1214,6 +1231,90 @@ static int src_predump_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	return 0;
 }
 
+/* The data channel's options for a transfer of migration mid to the destination. */
+static void xfer_opts_from(fm_agent *a, const char *mid, const fm_relay_opts *ro, fm_xfer_opts *o)
+{
+	*o = (fm_xfer_opts)FM_XFER_OPTS_INIT;
+	o->io_timeout_ms = a->io_timeout_ms;
+	o->bandwidth_bps = ro->bandwidth_bps;
+	o->link_bps = (double)ro->bandwidth_bps;
+	o->compress = ro->compress;
+	o->progress = send_progress;
+	pthread_mutex_lock(&a->lock);
+	o->progress_opaque = outgoing_get(a, mid, true);
+	pthread_mutex_unlock(&a->lock);
+}
+
+/* The fields every request that sends to the destination's data channel
+ * carries ({container, data_host, port, token}); the container must be here.
+ * status: its runtime status. */
+typedef struct send_target {
+	const char *name, *host;
+	int port;
+	uint8_t token[FM_XFER_TOKEN_LEN];
+	char status[32];
+} send_target;
+
+static int parse_send_target(fm_agent *a, const char *mid, json_t *req, const char *what, send_target *t,
+			     fm_error *err)
+{
+	int r;
+
+	t->name = json_string_value(json_object_get(req, "container"));
+	t->host = json_string_value(json_object_get(req, "data_host"));
+	t->port = (int)json_integer_value(json_object_get(req, "port"));
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	if (!t->name || !fm_name_valid(t->name) || !t->host || t->port <= 0 || t->port > 65535 ||
+	    parse_token(json_string_value(json_object_get(req, "token")), t->token) < 0)
+		return fm_error_set(err, -EINVAL, "%s request needs container, data_host, port and token", what);
+	if (fm_rt_status(a->rt, t->name, t->status, sizeof(t->status), NULL) < 0)
+		return fm_error_set(err, -ENOENT, "no container %s on %s", t->name, a->rt->host);
+	return 0;
+}
+
+/* Rootfs pre-sync: the container's writable layer goes to the destination while
+ * the container runs; the checkpoint's transfer then sends only what changed. */
+static int src_presync_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	send_target t;
+	fm_relay_opts ro;
+	fm_xfer_opts opts;
+	fm_xfer_stats st = { 0 };
+	bool ours;
+	int r;
+
+	if ((r = parse_send_target(a, mid, req, "presync", &t, err)) < 0)
+		return r;
+	const char *name = t.name;
+	if ((r = claim(a, mid, name, json_string_value(json_object_get(req, "controller")), "PRESYNC", &ours, err)) < 0)
+		return r;
+	_cleanup_free_ char *cdir = fm_rt_container_dir(a->rt, name);
+	_cleanup_free_ char *upper = fm_xasprintf("%s/upper", cdir);
+	fm_xfer_tree trees[] = { { upper, "upper" } };
+	fm_xfer_manifest *m = fm_xfer_manifest_new();
+	relay_opts_from(a, req, &ro);
+	xfer_opts_from(a, mid, &ro, &opts);
+	opts.record = m;
+	set_phase(a, mid, "pre-syncing rootfs");
+	r = fm_xfer_send(t.host, t.port, t.token, trees, ARRAY_SIZE(trees), &opts, &st, err);
+	if (r < 0) {
+		fm_xfer_manifest_free(m);
+		fm_error_prefix(err, "pre-syncing the writable layer of %s to %s:%d failed", name, t.host, t.port);
+		return r;
+	}
+	pthread_mutex_lock(&a->lock);
+	fm_outgoing *o = outgoing_get(a, mid, true);
+	fm_xfer_manifest_free(o->presync);
+	o->presync = m;
+	pthread_mutex_unlock(&a->lock);
+	*out = json_pack("{s:f, s:I, s:I, s:i, s:I, s:f, s:i}", "presync_ms", (double)st.duration_us / 1000.0,
+			 "wire_bytes", (json_int_t)st.wire_bytes, "payload_bytes", (json_int_t)st.payload_bytes,
+			 "entries", (int)st.entries, "recorded_files", (json_int_t)fm_xfer_manifest_files(m),
+			 "rate_bps", st.rate_bps, "compressed_frames", (int)st.compressed_frames);
+	return 0;
+}
+
 static struct fm_net_capture *outgoing_take_capture(fm_agent *a, const char *mid)
 {
 	pthread_mutex_lock(&a->lock);
@@ -1304,22 +1405,16 @@ static int src_throttle_locked(fm_agent *a, const char *mid, json_t *req, json_t
 
 static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
-	const char *name = json_string_value(json_object_get(req, "container"));
-	const char *host = json_string_value(json_object_get(req, "data_host"));
-	int port = (int)json_integer_value(json_object_get(req, "port"));
-	uint8_t token[FM_XFER_TOKEN_LEN];
-	char status[32];
+	send_target t;
 	int64_t t0, t1, t2, t3;
 	json_auto_t *pstats = json_object();
 	int r;
 
-	if ((r = check_mid(mid, err)) < 0)
+	if ((r = parse_send_target(a, mid, req, "checkpoint", &t, err)) < 0)
 		return r;
-	if (!name || !fm_name_valid(name) || !host || port <= 0 || port > 65535 ||
-	    parse_token(json_string_value(json_object_get(req, "token")), token) < 0)
-		return fm_error_set(err, -EINVAL, "checkpoint request needs container, data_host, port and token");
-	if (fm_rt_status(a->rt, name, status, sizeof(status), NULL) < 0)
-		return fm_error_set(err, -ENOENT, "no container %s on %s", name, a->rt->host);
+	const char *name = t.name, *host = t.host, *status = t.status;
+	const uint8_t *token = t.token;
+	int port = t.port;
 	/* one migration at a time per container: the claim is the outgoing row */
 	bool ours;
 	if ((r = claim(a, mid, name, NULL, NULL, &ours, err)) < 0)
@@ -1420,17 +1515,21 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 
 	set_phase(a, mid, "transferring");
 	fm_xfer_tree trees[] = { { images, "images" }, { upper, "upper" } };
-	fm_xfer_opts opts = FM_XFER_OPTS_INIT;
+	fm_xfer_opts opts;
 	fm_xfer_stats st = { 0 };
-	opts.io_timeout_ms = a->io_timeout_ms;
-	opts.bandwidth_bps = ro.bandwidth_bps;
-	pthread_mutex_lock(&a->lock);
-	opts.progress_opaque = outgoing_get(a, mid, true);
-	pthread_mutex_unlock(&a->lock);
-	opts.progress = send_progress;
+	xfer_opts_from(a, mid, &ro, &opts);
+	if (json_real_value(json_object_get(pstats, "pages_link_bps")) > 0)
+		opts.link_bps = json_real_value(json_object_get(pstats, "pages_link_bps"));
 	if (a->fault_corrupt)
 		opts.fault_corrupt_offset = 1000;
+	/* after a rootfs pre-sync, files unchanged since go without their bytes */
+	pthread_mutex_lock(&a->lock);
+	fm_xfer_manifest *presynced = outgoing_get(a, mid, true)->presync;
+	outgoing_get(a, mid, true)->presync = NULL;
+	pthread_mutex_unlock(&a->lock);
+	opts.reuse = presynced;
 	r = fm_xfer_send(host, port, token, trees, ARRAY_SIZE(trees), &opts, &st, err);
+	fm_xfer_manifest_free(presynced);
 	t3 = fm_now_mono_us();
 	if (r < 0) {
 		fm_error_prefix(err, "sending the state of %s to %s:%d failed", name, host, port);
@@ -1444,6 +1543,9 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 			 "transfer_ms", (double)(t3 - t2) / 1000.0, "wire_bytes", (json_int_t)st.wire_bytes,
 			 "payload_bytes", (json_int_t)st.payload_bytes, "rate_bps", st.rate_bps,
 			 "entries", (int)st.entries));
+	json_object_update_new(*out, json_pack("{s:i, s:I, s:i, s:i}", "reused_files", (int)st.reused_files,
+					       "reused_bytes", (json_int_t)st.reused_bytes, "compressed_frames",
+					       (int)st.compressed_frames, "zstd_level", st.zstd_level));
 	if (lazy) {
 		char tokhex[2 * FM_XFER_TOKEN_LEN + 1];
 		hex(ps_token, sizeof(ps_token), tokhex);
@@ -1484,6 +1586,7 @@ static void outgoing_forget(fm_agent *a, const char *mid)
 			*pp = o->next;
 			fm_relay_free(o->relay);
 			fm_net_capture_stop(o->capture, NULL, NULL, NULL);
+			fm_xfer_manifest_free(o->presync);
 			free(o);
 			break;
 		}
@@ -1622,6 +1725,11 @@ int fm_sync_dst_pages_close(fm_agent *a, const char *mid, json_t **out, fm_error
 int fm_sync_src_predump(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	return UNDER(&a->src_ops, src_predump_locked(a, mid, req, out, err));
+}
+
+int fm_sync_src_presync(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
+{
+	return UNDER(&a->src_ops, src_presync_locked(a, mid, req, out, err));
 }
 
 int fm_sync_src_capture(fm_agent *a, const char *mid, json_t **out, fm_error *err)

@@ -90,6 +90,10 @@ int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **o
  * streamed to the destination's page relay ({container, round, page_relay,
  * token}); returns the bytes sent. */
 int fm_sync_src_predump(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
+/* Rootfs pre-sync: the container's writable layer sent while it runs
+ * ({container, data_host, port, token}; the destination was prepared with
+ * "presync"); the checkpoint's transfer then resends only what changed. */
+int fm_sync_src_presync(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
 /* Auto-converge: limits the container's CPU to {"cpu_percent": P} of one CPU
  * (0 = back to its own limit) while pre-copy runs. */
 int fm_sync_src_throttle(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);

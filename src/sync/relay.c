@@ -20,19 +20,16 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <xxhash.h>
-#include <zstd.h>
 
 #include "basic/log.h"
 #include "basic/util.h"
+#include "sync/compress.h"
 
 #define FMR_MAGIC "FMR1"
 #define FMR_VERSION 1
 #define FMR_HELLO 28
 #define FMR_HDR 16
 #define FMR_ZSTD 0x80000000u
-#define FMR_MIN_COMPRESS 4096      /* smaller writes are requests and replies: never worth it */
-#define FMR_PROBE_EVERY 32         /* AUTO: try compressing one frame in this many while it does not pay */
-#define FMR_GAIN 0.97              /* a compressed frame must be 3 % smaller to be sent compressed */
 #define FMR_BLOCKED_US 2000        /* a send that waited this long measured the link */
 
 typedef struct relay_conn {
@@ -143,53 +140,13 @@ static double link_bps(fm_relay *r)
 	return measured;
 }
 
-int fm_relay_level_for_link(double bps)
-{
-	double bytes = bps / 8;
-	/* zstd on one core, incompressible-ish memory: level 6 ~90 MB/s, 3 ~250, 1 ~400 */
-	if (bytes > 0 && bytes < 15e6)
-		return 6;
-	if (bytes > 0 && bytes < 60e6)
-		return 3;
-	return 1;
-}
-
 /* ---- the two directions of one connection ---- */
-
-typedef struct encoder {
-	ZSTD_CCtx *cctx;
-	double ratio;       /* compressed / raw, smoothed; 1 = unknown or incompressible */
-	double zstd_Bps;    /* compression speed, smoothed */
-	unsigned since_probe;
-} encoder;
-
-static bool want_compress(fm_relay *r, encoder *e, size_t n, int *level)
-{
-	if (r->o.compress == FM_RELAY_COMPRESS_OFF || n < FMR_MIN_COMPRESS)
-		return false;
-	if (r->o.compress > 0) {
-		*level = r->o.compress;
-		return true;
-	}
-	pthread_mutex_lock(&r->mu);
-	double link = link_bps(r) / 8;
-	pthread_mutex_unlock(&r->mu);
-	*level = fm_relay_level_for_link(link * 8);
-	/* Pays when the wire time saved beats the CPU time spent: raw/L > c/L + raw/z,
-	 * i.e. z * (1 - ratio) > L (with a margin). An unmeasured link is a fast one. */
-	bool pays = link > 0 && e->zstd_Bps * (1 - e->ratio) > link * 1.2;
-	if (pays || ++e->since_probe >= FMR_PROBE_EVERY) {
-		e->since_probe = 0;
-		return true;
-	}
-	return false;
-}
 
 static int encode_loop(fm_relay *r, int in, int out, const char *what)
 {
-	size_t bound = ZSTD_compressBound(FM_RELAY_BLOCK);
+	size_t bound = fm_compress_bound(FM_RELAY_BLOCK);
 	_cleanup_free_ uint8_t *raw = fm_xmalloc(FM_RELAY_BLOCK), *frame = fm_xmalloc(FMR_HDR + bound);
-	encoder e = { .ratio = 1.0 };
+	fm_compressor z = FM_COMPRESSOR_INIT(r->o.compress);
 	int ret = 0;
 
 	for (;;) {
@@ -208,30 +165,16 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 			(void)shutdown(out, SHUT_WR);
 			break;
 		}
-		size_t wire = (size_t)n;
 		uint32_t rawlen = (uint32_t)n;
-		int level = 0;
-		bool z = false;
-		if (want_compress(r, &e, (size_t)n, &level)) {
-			if (!e.cctx)
-				e.cctx = ZSTD_createCCtx();
-			int64_t t0 = fm_now_mono_us();
-			size_t c = e.cctx ? ZSTD_compressCCtx(e.cctx, frame + FMR_HDR, bound, raw, (size_t)n, level) : 0;
-			int64_t dt = fm_now_mono_us() - t0;
-			if (e.cctx && !ZSTD_isError(c)) {
-				double ratio = (double)c / (double)n, speed = (double)n * 1e6 / (double)(dt > 0 ? dt : 1);
-				e.ratio = 0.75 * e.ratio + 0.25 * ratio;
-				e.zstd_Bps = e.zstd_Bps > 0 ? 0.75 * e.zstd_Bps + 0.25 * speed : speed;
-				if ((double)c < (double)n * FMR_GAIN) {
-					z = true;
-					wire = c;
-				}
-			}
-		}
-		if (!z)
+		pthread_mutex_lock(&r->mu);
+		double link = link_bps(r);
+		pthread_mutex_unlock(&r->mu);
+		size_t c = fm_compress_frame(&z, raw, (size_t)n, frame + FMR_HDR, bound, link);
+		size_t wire = c ? c : (size_t)n;
+		if (!c)
 			memcpy(frame + FMR_HDR, raw, (size_t)n);
 		fm_put_le32(frame, (uint32_t)wire);
-		fm_put_le32(frame + 4, rawlen | (z ? FMR_ZSTD : 0));
+		fm_put_le32(frame + 4, rawlen | (c ? FMR_ZSTD : 0));
 		fm_put_le64(frame + 8, XXH3_64bits(raw, (size_t)n));
 		rate_take(r, FMR_HDR + wire);
 		int64_t t0 = fm_now_mono_us();
@@ -242,9 +185,9 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 		r->st.wire_tx += FMR_HDR + wire;
 		r->st.raw_tx += (uint64_t)n;
 		r->st.frames_tx++;
-		if (z) {
+		if (c) {
 			r->st.compressed_frames++;
-			r->st.level = level;
+			r->st.level = z.level;
 		}
 		if (dt >= FMR_BLOCKED_US) {
 			r->blocked_bytes += FMR_HDR + wire;
@@ -255,7 +198,7 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 		r->last_send_us = t0 + dt;
 		pthread_mutex_unlock(&r->mu);
 	}
-	ZSTD_freeCCtx(e.cctx);
+	fm_compressor_free(&z);
 	if (ret < 0 && !stopping(r)) {
 		char msg[160];
 		snprintf(msg, sizeof(msg), "page relay: %s: %s", what, strerror(-ret));
@@ -266,9 +209,9 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 
 static int decode_loop(fm_relay *r, int in, int out, const char *what)
 {
-	size_t bound = ZSTD_compressBound(FM_RELAY_BLOCK);
+	size_t bound = fm_compress_bound(FM_RELAY_BLOCK);
 	_cleanup_free_ uint8_t *wirebuf = fm_xmalloc(bound), *raw = fm_xmalloc(FM_RELAY_BLOCK);
-	ZSTD_DCtx *dctx = NULL;
+	void *dctx = NULL;
 	const char *why = NULL;
 	int ret = 0;
 
@@ -294,17 +237,10 @@ static int decode_loop(fm_relay *r, int in, int out, const char *what)
 			ret = k < 0 ? k : -ECONNRESET;
 			break;
 		}
-		if (z) {
-			if (!dctx && !(dctx = ZSTD_createDCtx())) {
-				ret = -ENOMEM;
-				break;
-			}
-			size_t d = ZSTD_decompressDCtx(dctx, raw, FM_RELAY_BLOCK, wirebuf, wire);
-			if (ZSTD_isError(d) || d != rawlen) {
-				ret = -EBADMSG;
-				why = "a compressed frame does not decompress";
-				break;
-			}
+		if (z && !fm_decompress_frame(&dctx, wirebuf, wire, raw, rawlen)) {
+			ret = -EBADMSG;
+			why = "a compressed frame does not decompress";
+			break;
 		}
 		if (XXH3_64bits(raw, rawlen) != fm_get_le64(h + 8)) {
 			ret = -EBADMSG;
@@ -318,7 +254,7 @@ static int decode_loop(fm_relay *r, int in, int out, const char *what)
 		r->st.raw_rx += rawlen;
 		pthread_mutex_unlock(&r->mu);
 	}
-	ZSTD_freeDCtx(dctx);
+	fm_decompressor_free(dctx);
 	if (ret < 0 && !stopping(r)) {
 		char msg[200];
 		snprintf(msg, sizeof(msg), "page relay: %s: %s", what, why ? why : strerror(-ret));

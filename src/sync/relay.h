@@ -18,31 +18,27 @@
  *   frame = wire_len u32 | raw_len u32 (bit 31: zstd) | XXH3-64(raw) u64 | payload
  *
  * so a flipped bit fails the connection (and with it the dump or the restore)
- * instead of restoring a corrupted page.  Compression and the bandwidth cap
- * apply to what a side sends.  FM_RELAY_COMPRESS_AUTO compresses only while it
- * pays: it measures how fast the link drains (time spent blocked in send), how
- * well the data compresses and how fast zstd runs, and sends a frame compressed
- * only when that saves more wire time than it costs CPU time; the level follows
- * the measured link speed.
+ * instead of restoring a corrupted page.  Compression (sync/compress.h) and
+ * the bandwidth cap apply to what a side sends; the relay measures how fast
+ * the link drains (time spent blocked in send) for FM_COMPRESS_AUTO.
  */
 #pragma once
 #include <stdint.h>
 
 #include "basic/error.h"
+#include "sync/compress.h"
 #include "sync/transfer.h"
 
-#define FM_RELAY_COMPRESS_OFF 0
-#define FM_RELAY_COMPRESS_AUTO (-1)
 /* The largest frame payload (raw). */
 #define FM_RELAY_BLOCK (256 * 1024)
 
 typedef struct fm_relay_opts {
 	uint64_t bandwidth_bps;  /* cap on the bits per second this side sends; 0 = none */
-	int compress;            /* OFF, AUTO or a zstd level 1..19 (always tried) */
+	int compress;            /* FM_COMPRESS_OFF, _AUTO or a zstd level 1..19 (always tried) */
 	int io_timeout_ms;       /* unacknowledged data on the network hop for this long kills it */
 } fm_relay_opts;
 
-#define FM_RELAY_OPTS_INIT { .bandwidth_bps = 0, .compress = FM_RELAY_COMPRESS_OFF, .io_timeout_ms = 10000 }
+#define FM_RELAY_OPTS_INIT { .bandwidth_bps = 0, .compress = FM_COMPRESS_OFF, .io_timeout_ms = 10000 }
 
 typedef struct fm_relay_stats {
 	uint64_t wire_tx, wire_rx;   /* bytes on the network hop, headers included */
@@ -82,6 +78,3 @@ void fm_relay_get_stats(fm_relay *r, fm_relay_stats *st);
 /* Stops accepting, cuts every connection, joins the threads. */
 void fm_relay_free(fm_relay *r);
 
-/* The zstd level worth running in front of a link of link_bps (0 = unknown):
- * the highest level whose compression speed comfortably outruns the link. */
-int fm_relay_level_for_link(double link_bps);

@@ -5,9 +5,10 @@
  *              fields seed the payload hash, so a flipped bit anywhere in the frame,
  *              or a frame replayed at another position (seq), fails the check.
  *   HELLO    version u32 | token[16]
- *   ENTRY    kind u8 | flags u8 (1 = opaque dir) | path_len u16 | mode u32 | uid u32 |
- *            gid u32 | mtime_sec i64 | mtime_nsec u32 | target_len u32 | size u64 |
- *            path | symlink target
+ *   ENTRY    kind u8 | flags u8 (1 = opaque dir, 2 = reuse file) | path_len u16 |
+ *            mode u32 | uid u32 | gid u32 | mtime_sec i64 | mtime_nsec u32 |
+ *            target_len u32 | size u64 | path | symlink target
+ *   DATA     the file's bytes; with header flag 1 (zstd): raw_len u32 | zstd frame
  *   END      entries u32 | reserved u32 | payload_bytes u64
  *   ACK      status i32 (0 or -errno) | entries u32 | payload_bytes u64 | error text
  * Each direction numbers its frames from 0.
@@ -30,14 +31,16 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <xxhash.h>
 
 #include "basic/log.h"
 #include "basic/util.h"
+#include "sync/compress.h"
 
 #define FMX_MAGIC "FMX1"
 #define FMX_HDR 24
-#define FMX_VERSION 1
+#define FMX_VERSION 2 /* 2: zstd DATA frames, reuse entries */
 #define FMX_MAX_FRAME (FM_XFER_CHUNK + 8192)
 #define FMX_PATH_MAX 4096
 #define FMX_DEPTH_MAX 64
@@ -48,6 +51,8 @@
 enum { T_HELLO = 1, T_ENTRY, T_DATA, T_END, T_ACK };
 enum { K_DIR = 1, K_FILE, K_SYMLINK, K_WHITEOUT };
 #define EF_OPAQUE 0x01
+#define EF_REUSE 0x02
+#define FF_ZSTD 0x01 /* header flag of a DATA frame */
 #define HELLO_LEN 20
 #define ENTRY_FIXED 40
 #define END_LEN 16
@@ -165,11 +170,11 @@ static int conn_io(conn *c, const void *buf, size_t len, bool out, bool more, fm
 #define conn_recv(c, buf, len, err) conn_io(c, buf, len, false, false, err)
 
 /* buf = FMX_HDR bytes of room for the header, then len bytes of payload. */
-static void frame_seal(conn *c, uint8_t *buf, uint8_t type, uint32_t len)
+static void frame_seal(conn *c, uint8_t *buf, uint8_t type, uint8_t flags, uint32_t len)
 {
 	memcpy(buf, FMX_MAGIC, 4);
 	buf[4] = type;
-	buf[5] = 0;
+	buf[5] = flags;
 	fm_put_le16(buf + 6, 0);
 	fm_put_le32(buf + 8, len);
 	fm_put_le32(buf + 12, c->tx_seq++);
@@ -177,7 +182,7 @@ static void frame_seal(conn *c, uint8_t *buf, uint8_t type, uint32_t len)
 }
 
 typedef struct frame {
-	uint8_t type;
+	uint8_t type, flags;
 	uint32_t len, seq;
 	uint8_t *payload;
 } frame;
@@ -208,7 +213,8 @@ static int frame_recv(conn *c, uint8_t *buf, const char *file, frame *f, fm_erro
 				    "corrupted", type_name(f->type), c->rx_seq, d ? " (file " : "",
 				    d ? file : "", d ? ")" : "");
 	}
-	if (buf[5] || fm_get_le16(buf + 6))
+	f->flags = buf[5];
+	if ((f->flags & ~(f->type == T_DATA ? FF_ZSTD : 0)) || fm_get_le16(buf + 6))
 		return fm_error_set(err, -EPROTO, "frame %u from %s has unknown flags set", c->rx_seq,
 				    c->peer);
 	if (f->seq != c->rx_seq)
@@ -239,6 +245,76 @@ static void stats_update(fm_xfer_stats *st, const conn *c, int64_t start_us)
 
 static int io_timeout(const fm_xfer_opts *o) { return o && o->io_timeout_ms > 0 ? o->io_timeout_ms : 10000; }
 
+/* ---- pre-sync manifest: sorted by wire path once recorded ---- */
+
+typedef struct mfile {
+	char *path;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime, ctime;
+} mfile;
+
+struct fm_xfer_manifest {
+	mfile *v;
+	size_t n, alloc;
+	bool sorted;
+};
+
+fm_xfer_manifest *fm_xfer_manifest_new(void) { return fm_xcalloc(1, sizeof(fm_xfer_manifest)); }
+
+void fm_xfer_manifest_free(fm_xfer_manifest *m)
+{
+	if (!m)
+		return;
+	for (size_t i = 0; i < m->n; i++)
+		free(m->v[i].path);
+	free(m->v);
+	free(m);
+}
+
+size_t fm_xfer_manifest_files(const fm_xfer_manifest *m) { return m ? m->n : 0; }
+
+static bool ts_eq(struct timespec a, struct timespec b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; }
+
+static bool same_file(const mfile *f, const struct stat *st)
+{
+	return f->dev == st->st_dev && f->ino == st->st_ino && f->size == st->st_size &&
+	       ts_eq(f->mtime, st->st_mtim) && ts_eq(f->ctime, st->st_ctim);
+}
+
+static int mfile_cmp(const void *a, const void *b)
+{
+	return strcmp(((const mfile *)a)->path, ((const mfile *)b)->path);
+}
+
+static void manifest_add(fm_xfer_manifest *m, const char *path, const struct stat *st)
+{
+	if (m->n == m->alloc) {
+		m->alloc = m->alloc ? m->alloc * 2 : 256;
+		m->v = realloc(m->v, m->alloc * sizeof(*m->v));
+		if (!m->v)
+			abort();
+	}
+	m->v[m->n++] = (mfile){ fm_xstrdup(path), st->st_dev, st->st_ino, st->st_size, st->st_mtim, st->st_ctim };
+	m->sorted = false;
+}
+
+static void manifest_sort(fm_xfer_manifest *m)
+{
+	if (m->n)
+		qsort(m->v, m->n, sizeof(*m->v), mfile_cmp);
+	m->sorted = true;
+}
+
+/* Is path, as stat'ed now, the file the pre-sync sent? */
+static bool manifest_unchanged(const fm_xfer_manifest *m, const char *path, const struct stat *st)
+{
+	mfile key = { .path = (char *)path };
+	const mfile *f = m->sorted && m->n ? bsearch(&key, m->v, m->n, sizeof(*m->v), mfile_cmp) : NULL;
+	return f && same_file(f, st);
+}
+
 /* ---- sender ---- */
 
 typedef struct sender {
@@ -247,7 +323,9 @@ typedef struct sender {
 	fm_xfer_stats *st;
 	int64_t start_us;
 	fm_pacer pacer;                /* opts->bandwidth_bps */
-	uint8_t *buf;
+	fm_compressor z;               /* opts->compress */
+	uint8_t *buf, *zbuf;           /* a frame; a compressed DATA frame */
+	size_t zcap;
 	const char *local_dir;
 	size_t root_len;               /* length of remote_name at the start of path */
 	char path[FMX_PATH_MAX + 1];   /* wire path of the current entry */
@@ -274,7 +352,7 @@ static int send_entry(sender *s, uint8_t kind, uint8_t eflags, const struct stat
 	memcpy(p + ENTRY_FIXED, s->path, plen);
 	if (tlen)
 		memcpy(p + ENTRY_FIXED + plen, target, tlen);
-	frame_seal(&s->c, s->buf, T_ENTRY, (uint32_t)(ENTRY_FIXED + plen + tlen));
+	frame_seal(&s->c, s->buf, T_ENTRY, 0, (uint32_t)(ENTRY_FIXED + plen + tlen));
 	s->st->entries++;
 	return conn_send(&s->c, s->buf, FMX_HDR + ENTRY_FIXED + plen + tlen, true, err);
 }
@@ -297,13 +375,22 @@ static int send_content(sender *s, int fd, uint64_t size, fm_error *err)
 						    LOCAL(s), size);
 			got += (size_t)k;
 		}
-		frame_seal(&s->c, s->buf, T_DATA, (uint32_t)want);
+		uint8_t *out = s->buf, *zp = s->zbuf + FMX_HDR + 4;
+		size_t wl = want, c = fm_compress_frame(&s->z, p, want, zp, s->zcap, s->o->link_bps);
+		if (c) {
+			fm_put_le32(s->zbuf + FMX_HDR, (uint32_t)want);
+			out = s->zbuf;
+			wl = 4 + c;
+			s->st->compressed_frames++;
+			s->st->zstd_level = s->z.level;
+		}
+		frame_seal(&s->c, out, T_DATA, c ? FF_ZSTD : 0, (uint32_t)wl);
 		int64_t off = s->o->fault_corrupt_offset;
 		uint64_t rel = (uint64_t)off - s->st->payload_bytes;
 		if (off >= 0 && (uint64_t)off >= s->st->payload_bytes && rel < want)
-			p[rel] ^= 0xff; /* after the checksum: the test hook the receiver must catch */
-		fm_sleep_us(fm_pacer_take(&s->pacer, FMX_HDR + want), NULL);
-		int r = conn_send(&s->c, s->buf, FMX_HDR + want, true, err);
+			out[FMX_HDR + (c ? 4 + rel % c : rel)] ^= 0xff; /* after the checksum: the receiver must catch it */
+		fm_sleep_us(fm_pacer_take(&s->pacer, FMX_HDR + wl), NULL);
+		int r = conn_send(&s->c, out, FMX_HDR + wl, true, err);
 		if (r < 0)
 			return r;
 		left -= want;
@@ -348,9 +435,25 @@ static int send_file(sender *s, int dfd, const char *name, size_t plen, fm_error
 		return SYSERR(err, "opening %s%s", LOCAL(s));
 	if (!S_ISREG(st.st_mode))
 		return fm_error_set(err, -EBUSY, "%s%s changed type while being sent", LOCAL(s));
+	if (s->o->reuse && manifest_unchanged(s->o->reuse, s->path, &st)) {
+		s->st->reused_files++;
+		s->st->reused_bytes += (uint64_t)st.st_size;
+		return send_entry(s, K_FILE, EF_REUSE, &st, (uint64_t)st.st_size, plen, NULL, 0, err);
+	}
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
 	int r = send_entry(s, K_FILE, 0, &st, (uint64_t)st.st_size, plen, NULL, 0, err);
-	return r < 0 ? r : send_content(s, fd, (uint64_t)st.st_size, err);
+	if (r >= 0)
+		r = send_content(s, fd, (uint64_t)st.st_size, err);
+	/* Recorded if it did not change while it was read, nor shortly before:
+	 * a write within the same timestamp tick would leave no trace. */
+	struct stat after;
+	int64_t age_ms = (now.tv_sec - st.st_ctim.tv_sec) * 1000 + (now.tv_nsec - st.st_ctim.tv_nsec) / 1000000;
+	if (r >= 0 && s->o->record && age_ms >= s->o->settle_ms && fstat(fd, &after) == 0 &&
+	    after.st_size == st.st_size && ts_eq(after.st_mtim, st.st_mtim) && ts_eq(after.st_ctim, st.st_ctim))
+		manifest_add(s->o->record, s->path, &st);
+	return r;
 }
 
 static int send_one(sender *s, int dfd, const char *name, size_t plen, unsigned depth, fm_error *err)
@@ -497,7 +600,7 @@ static int send_stream(sender *s, const uint8_t *token, const fm_xfer_tree *tree
 
 	fm_put_le32(p, FMX_VERSION);
 	memcpy(p + 4, token, FM_XFER_TOKEN_LEN);
-	frame_seal(&s->c, s->buf, T_HELLO, HELLO_LEN);
+	frame_seal(&s->c, s->buf, T_HELLO, 0, HELLO_LEN);
 	r = conn_send(&s->c, s->buf, FMX_HDR + HELLO_LEN, false, err);
 	for (size_t i = 0; r >= 0 && i < ntrees; i++) {
 		s->local_dir = trees[i].local_dir;
@@ -510,7 +613,7 @@ static int send_stream(sender *s, const uint8_t *token, const fm_xfer_tree *tree
 	fm_put_le32(p, s->st->entries);
 	fm_put_le32(p + 4, 0);
 	fm_put_le64(p + 8, s->st->payload_bytes);
-	frame_seal(&s->c, s->buf, T_END, END_LEN);
+	frame_seal(&s->c, s->buf, T_END, 0, END_LEN);
 	return conn_send(&s->c, s->buf, FMX_HDR + END_LEN, false, err);
 }
 
@@ -520,7 +623,7 @@ int fm_xfer_send(const char *host, int port, const uint8_t token[FM_XFER_TOKEN_L
 {
 	static const fm_xfer_opts defaults = FM_XFER_OPTS_INIT;
 	fm_xfer_stats local = { 0 };
-	_cleanup_free_ uint8_t *buf = NULL;
+	_cleanup_free_ uint8_t *buf = NULL, *zbuf = NULL;
 	_cleanup_close_ int fd = -1;
 	sender s = { .o = opts ? opts : &defaults, .st = stats ? stats : &local,
 		     .start_us = fm_now_mono_us() };
@@ -529,6 +632,7 @@ int fm_xfer_send(const char *host, int port, const uint8_t token[FM_XFER_TOKEN_L
 
 	*s.st = (fm_xfer_stats){ 0 };
 	s.pacer.bps = s.o->bandwidth_bps;
+	s.z = (fm_compressor)FM_COMPRESSOR_INIT(s.o->compress);
 	for (size_t i = 0; i < ntrees; i++) {
 		const char *n = trees[i].remote_name;
 		if (!n || !fm_xfer_path_valid(n, strlen(n)) || strchr(n, '/'))
@@ -542,9 +646,14 @@ int fm_xfer_send(const char *host, int port, const uint8_t token[FM_XFER_TOKEN_L
 	s.c = (conn){ .fd = fd, .cancel_fd = -1, .timeout_ms = io_timeout(opts), .watch_in = true,
 		      .peer = "receiver" };
 	buf = s.buf = fm_xmalloc(FMX_HDR + FMX_MAX_FRAME);
+	s.zcap = fm_compress_bound(FM_XFER_CHUNK);
+	zbuf = s.zbuf = fm_xmalloc(FMX_HDR + 4 + s.zcap);
 	fm_debug(FM_C_DELTA_TRANSFER, "sending %zu tree(s) to %s:%d", ntrees, host, port);
 
 	r = send_stream(&s, token, trees, ntrees, &serr);
+	fm_compressor_free(&s.z);
+	if (s.o->record)
+		manifest_sort(s.o->record);
 	if (r == -EPIPE || r == -ECONNRESET || r == -ECONNABORTED) {
 		/* The receiver hung up or answered early: its ACK, if it got through, says why. */
 		fm_error aerr = FM_ERROR_INIT;
@@ -597,8 +706,10 @@ typedef struct receiver {
 	fm_xfer_stats *st;
 	int64_t start_us;
 	uint64_t max_bytes, announced;
-	uint8_t *buf;
+	uint8_t *buf, *zbuf;            /* a frame; a decompressed DATA frame */
+	void *dctx;
 	int root_fd;
+	int reuse_fd;                   /* opts->reuse_dir, -1 = none */
 	char parent[FMX_PATH_MAX + 1]; /* cache: the last parent directory and its fd */
 	int parent_fd;
 	entry cur;                      /* the last ENTRY; its file is open while file_fd >= 0 */
@@ -608,22 +719,13 @@ typedef struct receiver {
 	size_t ndirs, adirs;
 } receiver;
 
-/* Returns an fd for the parent directory of path (not to be closed), walking one
- * component at a time with O_NOFOLLOW so a symlink received earlier is never followed. */
-static int open_parent(receiver *r, const char *path, const char **name, fm_error *err)
+/* Opens the directory path[0..plen) below root, one component at a time with
+ * O_NOFOLLOW, so a symlink received earlier is never followed.  fd to close,
+ * or -errno with err filled; path names the entry, for messages. */
+static int walk_dirs(int root, const char *path, size_t plen, fm_error *err)
 {
-	const char *slash = strrchr(path, '/');
-	size_t plen = slash ? (size_t)(slash - path) : 0;
-	int cur = r->root_fd;
+	int cur = root;
 
-	*name = slash ? slash + 1 : path;
-	if (plen == 0)
-		return r->root_fd;
-	if (r->parent_fd >= 0 && strlen(r->parent) == plen && memcmp(r->parent, path, plen) == 0)
-		return r->parent_fd;
-	if (r->parent_fd >= 0)
-		close(r->parent_fd);
-	r->parent_fd = -1;
 	for (const char *p = path; p < path + plen;) {
 		const char *e = memchr(p, '/', (size_t)(path + plen - p));
 		char comp[NAME_MAX + 1];
@@ -633,7 +735,7 @@ static int open_parent(receiver *r, const char *path, const char **name, fm_erro
 		comp[n] = '\0';
 		int fd = openat(cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		int e2 = errno;
-		if (cur != r->root_fd)
+		if (cur != root)
 			close(cur);
 		if (fd < 0) {
 			if (e2 == ENOENT)
@@ -649,9 +751,33 @@ static int open_parent(receiver *r, const char *path, const char **name, fm_erro
 		cur = fd;
 		p += n + 1;
 	}
+	return cur == root ? fcntl(root, F_DUPFD_CLOEXEC, 3) : cur;
+}
+
+static size_t parent_len(const char *path, const char **name)
+{
+	const char *slash = strrchr(path, '/');
+	*name = slash ? slash + 1 : path;
+	return slash ? (size_t)(slash - path) : 0;
+}
+
+/* Returns an fd for the parent directory of path (not to be closed). */
+static int open_parent(receiver *r, const char *path, const char **name, fm_error *err)
+{
+	size_t plen = parent_len(path, name);
+
+	if (plen == 0)
+		return r->root_fd;
+	if (r->parent_fd >= 0 && strlen(r->parent) == plen && memcmp(r->parent, path, plen) == 0)
+		return r->parent_fd;
+	if (r->parent_fd >= 0)
+		close(r->parent_fd);
+	r->parent_fd = walk_dirs(r->root_fd, path, plen, err);
+	if (r->parent_fd < 0)
+		return r->parent_fd;
 	memcpy(r->parent, path, plen);
 	r->parent[plen] = '\0';
-	return r->parent_fd = cur;
+	return r->parent_fd;
 }
 
 static int create_failed(const char *path, fm_error *err)
@@ -704,7 +830,8 @@ static int parse_entry(receiver *r, const uint8_t *p, uint32_t len, fm_error *er
 	e->mtime.tv_nsec = fm_get_le32(p + 24);
 	e->size = fm_get_le64(p + 32);
 	if (e->kind < K_DIR || e->kind > K_WHITEOUT || e->mode > 07777 || e->mtime.tv_nsec >= 1000000000 ||
-	    (e->eflags & ~EF_OPAQUE) || (e->eflags && e->kind != K_DIR) || (e->size && e->kind != K_FILE) ||
+	    (e->eflags & ~(EF_OPAQUE | EF_REUSE)) || ((e->eflags & EF_OPAQUE) && e->kind != K_DIR) ||
+	    ((e->eflags & EF_REUSE) && e->kind != K_FILE) || (e->size && e->kind != K_FILE) ||
 	    (e->kind == K_SYMLINK) != (tlen > 0) || e->uid == (uint32_t)-1 || e->gid == (uint32_t)-1)
 		return fm_error_set(err, -EPROTO, "ENTRY frame %u for %s has invalid fields",
 				    r->c.rx_seq - 1, e->path);
@@ -713,6 +840,35 @@ static int parse_entry(receiver *r, const uint8_t *p, uint32_t len, fm_error *er
 	memcpy(e->target, p + ENTRY_FIXED + plen, tlen);
 	e->target[tlen] = '\0';
 	return 0;
+}
+
+/* A "reuse" entry: the file comes over from the pre-synced tree, where it
+ * must be a regular file of the announced size; then owner, mode, mtime. */
+static int reuse_file(receiver *r, int pfd, const char *name, fm_error *err)
+{
+	entry *e = &r->cur;
+	const char *rname;
+	struct stat st;
+
+	if (r->reuse_fd < 0)
+		return fm_error_set(err, -EPROTO, "%s was sent as unchanged since a pre-sync, but no pre-synced "
+				    "tree is here", e->path);
+	_cleanup_close_ int dfd = walk_dirs(r->reuse_fd, e->path, parent_len(e->path, &rname), err);
+	if (dfd < 0) {
+		fm_error_prefix(err, "the pre-synced copy of %s", e->path);
+		return dfd;
+	}
+	_cleanup_close_ int fd = openat(dfd, rname, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != e->size)
+		return fm_error_set(err, -EPROTO, "%s was sent as unchanged since the pre-sync, but the pre-synced "
+				    "copy is missing or differs (%s)", e->path,
+				    fd < 0 ? strerror(errno) : "not a file of the announced size");
+	if (renameat2(dfd, rname, pfd, name, RENAME_NOREPLACE) < 0)
+		return create_failed(e->path, err);
+	r->st->reused_files++;
+	r->st->reused_bytes += e->size;
+	r->file_fd = TAKE_FD(fd);
+	return finish_file(r, err);
 }
 
 static int recv_entry(receiver *r, const uint8_t *p, uint32_t len, fm_error *err)
@@ -755,6 +911,8 @@ static int recv_entry(receiver *r, const uint8_t *p, uint32_t len, fm_error *err
 		return 0;
 	}
 	case K_FILE:
+		if (e->eflags & EF_REUSE)
+			return reuse_file(r, pfd, name, err);
 		if (e->size > r->max_bytes - r->announced)
 			return fm_error_set(err, -EFBIG, "transfer exceeds the receiver's limit of %" PRIu64
 					    " bytes (at %s, %" PRIu64 " bytes)", r->max_bytes, e->path,
@@ -787,10 +945,20 @@ static int recv_data(receiver *r, const frame *f, fm_error *err)
 	if (r->file_fd < 0)
 		return fm_error_set(err, -EPROTO, "DATA frame %" PRIu32 " does not follow a file entry",
 				    f->seq);
-	if (f->len > r->file_left)
+	const uint8_t *data = f->payload;
+	uint32_t len = f->len;
+	if (f->flags & FF_ZSTD) {
+		len = f->len >= 4 ? fm_get_le32(f->payload) : 0;
+		if (len == 0 || len > FM_XFER_CHUNK || len > r->file_left ||
+		    !fm_decompress_frame(&r->dctx, f->payload + 4, f->len - 4, r->zbuf, len))
+			return fm_error_set(err, -EBADMSG, "file %s: a compressed DATA frame does not decompress "
+					    "to what it announces", r->cur.path);
+		data = r->zbuf;
+	}
+	if (len > r->file_left)
 		return fm_error_set(err, -EPROTO, "file %s: more data than the %" PRIu64 " bytes announced",
 				    r->cur.path, r->cur.size);
-	for (const uint8_t *p = f->payload, *end = p + f->len; p < end;) {
+	for (const uint8_t *p = data, *end = p + len; p < end;) {
 		ssize_t k = write(r->file_fd, p, (size_t)(end - p));
 		if (k < 0 && errno == EINTR)
 			continue;
@@ -798,8 +966,8 @@ static int recv_data(receiver *r, const frame *f, fm_error *err)
 			return SYSERR(err, "writing %s", r->cur.path);
 		p += k;
 	}
-	r->file_left -= f->len;
-	r->st->payload_bytes += f->len;
+	r->file_left -= len;
+	r->st->payload_bytes += len;
 	stats_update(r->st, &r->c, r->start_us);
 	if (r->o->progress)
 		r->o->progress(r->o->progress_opaque, r->st);
@@ -847,7 +1015,7 @@ static int send_ack(conn *c, int status, uint32_t entries, uint64_t bytes, const
 	fm_put_le32(b + FMX_HDR + 4, entries);
 	fm_put_le64(b + FMX_HDR + 8, bytes);
 	memcpy(b + FMX_HDR + ACK_FIXED, msg ? msg : "", n);
-	frame_seal(c, b, T_ACK, (uint32_t)(ACK_FIXED + n));
+	frame_seal(c, b, T_ACK, 0, (uint32_t)(ACK_FIXED + n));
 	if (status == 0)
 		return conn_send(c, b, FMX_HDR + ACK_FIXED + n, false, err);
 	(void)send(c->fd, b, FMX_HDR + ACK_FIXED + n, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -981,11 +1149,11 @@ int fm_xfer_receive(fm_xfer_listener *l, const uint8_t token[FM_XFER_TOKEN_LEN],
 	static const fm_xfer_opts defaults = FM_XFER_OPTS_INIT;
 	fm_xfer_stats local = { 0 };
 	fm_error e = FM_ERROR_INIT; /* ours alone: its text goes back to the sender */
-	_cleanup_free_ uint8_t *buf = NULL;
+	_cleanup_free_ uint8_t *buf = NULL, *zbuf = NULL;
 	_cleanup_close_ int root_fd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	receiver r = {
 		.o = opts ? opts : &defaults, .st = stats ? stats : &local, .root_fd = root_fd,
-		.parent_fd = -1, .file_fd = -1,
+		.parent_fd = -1, .file_fd = -1, .reuse_fd = -1,
 		.c = { .fd = -1, .cancel_fd = l->cancel_fd, .timeout_ms = io_timeout(opts),
 		       .peer = "sender" },
 	};
@@ -999,7 +1167,10 @@ int fm_xfer_receive(fm_xfer_listener *l, const uint8_t token[FM_XFER_TOKEN_LEN],
 	if (k <= 0)
 		return fm_error_set(err, k < 0 ? k : -ENOTEMPTY, "destination %s %s", dest_dir,
 				    k < 0 ? "cannot be listed" : "is not empty: refusing to mix transfers");
+	if (r.o->reuse_dir && (r.reuse_fd = open(r.o->reuse_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return SYSERR(err, "opening the pre-synced tree %s", r.o->reuse_dir);
 	buf = r.buf = fm_xmalloc(FMX_HDR + FMX_MAX_FRAME);
+	zbuf = r.zbuf = fm_xmalloc(FM_XFER_CHUNK);
 
 	k = accept_sender(l, token, accept_timeout_ms, &r, &e);
 	r.start_us = fm_now_mono_us();
@@ -1015,6 +1186,9 @@ int fm_xfer_receive(fm_xfer_listener *l, const uint8_t token[FM_XFER_TOKEN_LEN],
 		close(r.file_fd);
 	if (r.parent_fd >= 0)
 		close(r.parent_fd);
+	if (r.reuse_fd >= 0)
+		close(r.reuse_fd);
+	fm_decompressor_free(r.dctx);
 	if (r.c.fd >= 0)
 		close(r.c.fd);
 	for (size_t i = 0; i < r.ndirs; i++)

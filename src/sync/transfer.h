@@ -13,8 +13,9 @@
  *           sender: the destination handed it to the controller in PREPARATION)
  *   ENTRY   one tree entry: kind (dir, file, symlink, whiteout), mode, uid, gid,
  *           mtime, size, path relative to the receiver's root, symlink target,
- *           overlayfs opaque flag
- *   DATA    up to FM_XFER_CHUNK bytes of the current file
+ *           overlayfs opaque flag, "reuse" flag (below)
+ *   DATA    up to FM_XFER_CHUNK bytes of the current file; flag zstd: compressed
+ *           (sync/compress.h decides when that pays)
  *   END     totals (entries, payload bytes) — the receiver checks them
  *   ACK     receiver -> sender: status 0 and the receiver's totals, or an error text
  *
@@ -22,6 +23,16 @@
  * components, and are created component by component with O_NOFOLLOW below its
  * root; sizes and frame lengths are bounded; anything unexpected closes the
  * connection with an error.
+ *
+ * Pre-sync (only what changed travels while the container is frozen): a first
+ * transfer while the container runs records, per regular file it sent, what
+ * stat() said before and after reading it (fm_xfer_manifest).  The transfer in
+ * the freeze sends every entry again, but a file whose inode, size, mtime and
+ * ctime are still those recorded goes as a "reuse" entry without data: the
+ * receiver moves it over from the pre-synced tree (path validated as always,
+ * size checked).  A file changed within settle_ms (FM_XFER_SETTLE_MS) before
+ * it was read is not recorded: timestamps are coarse, a write within the same
+ * tick would leave none.
  */
 #pragma once
 #include <stdbool.h>
@@ -39,7 +50,20 @@ typedef struct fm_xfer_stats {
 	uint32_t entries;
 	int64_t duration_us;
 	double rate_bps;         /* payload bits per second */
+	uint32_t reused_files;   /* "reuse" entries: content taken from the pre-synced tree */
+	uint64_t reused_bytes;
+	uint32_t compressed_frames;
+	int zstd_level;          /* of the last compressed frame, 0 = none */
 } fm_xfer_stats;
+
+#define FM_XFER_SETTLE_MS 1000
+
+/* What a pre-sync sent: wire path, inode and times of each file sent whole and
+ * unchanged. */
+typedef struct fm_xfer_manifest fm_xfer_manifest;
+fm_xfer_manifest *fm_xfer_manifest_new(void);
+void fm_xfer_manifest_free(fm_xfer_manifest *m);
+size_t fm_xfer_manifest_files(const fm_xfer_manifest *m);
 
 /* Called from the transferring thread after every chunk. */
 typedef void (*fm_xfer_progress_fn)(void *opaque, const fm_xfer_stats *so_far);
@@ -53,9 +77,15 @@ typedef struct fm_xfer_opts {
 	/* Fault injection for tests (daemon --fault corrupt-transfer): flip one payload
 	 * byte at this stream offset *after* its checksum was computed. -1 = off. */
 	int64_t fault_corrupt_offset;
+	int compress;                /* sender: FM_COMPRESS_OFF (default), _AUTO or a zstd level */
+	double link_bps;             /* sender: the link's speed where known, for AUTO (0 = unknown) */
+	fm_xfer_manifest *record;    /* sender: record the files sent (a pre-sync) */
+	int settle_ms;               /* ... unless changed less than this long before */
+	const fm_xfer_manifest *reuse; /* sender: files unchanged since this pre-sync go as "reuse" */
+	const char *reuse_dir;       /* receiver: the pre-synced tree "reuse" entries take files from */
 } fm_xfer_opts;
 
-#define FM_XFER_OPTS_INIT { .io_timeout_ms = 10000, .fault_corrupt_offset = -1 }
+#define FM_XFER_OPTS_INIT { .io_timeout_ms = 10000, .fault_corrupt_offset = -1, .settle_ms = FM_XFER_SETTLE_MS }
 
 /* A tree to send: the local directory and the name it gets below the receiver's
  * root (a single path component such as "images" or "upper"). */

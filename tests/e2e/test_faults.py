@@ -12,7 +12,10 @@ from conftest import (assert_clean_destination, assert_failed_with_rollback,
                       assert_running_and_advancing, migration, wait_finished, wait_for)
 
 # 40 MiB written into the container's root filesystem: its writable layer travels
-# with it, so at 100 Mbit/s the transfer lasts ~3.5 s, long enough to hit.
+# with it, so at 100 Mbit/s the transfer lasts ~3.5 s, long enough to hit: by
+# default in the rootfs pre-sync while the container runs ("pre-syncing rootfs"),
+# with --no-presync in the freeze ("transferring").
+PHASES = {"pre-syncing rootfs": [], "transferring": ["--no-presync"]}
 BIG_CMD = ["/bin/sh", "-c",
            "dd if=/dev/urandom of=/data/blob bs=1M count=40 2>/dev/null; "
            "i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done"]
@@ -55,11 +58,12 @@ def exactly_once(a, b, name):
     return on[0]
 
 
-def test_destination_killed_mid_transfer(slow):
+@pytest.mark.parametrize("phase", PHASES)
+def test_destination_killed_mid_transfer(slow, phase):
     a, b = slow.start().a, slow.b
     start_big(a)
-    mid = submit(a, "big")
-    wait_state(a, mid, "EXECUTION", "transferring")
+    mid = submit(a, "big", *PHASES[phase])
+    wait_state(a, mid, "EXECUTION", phase)
     b.kill9()
     m = wait_finished(a, mid)
     assert_failed_with_rollback(m, "EXECUTION", "")
@@ -72,7 +76,7 @@ def test_destination_killed_mid_transfer(slow):
 def test_link_down_mid_transfer(slow):
     a, b = slow.start().a, slow.b
     start_big(a)
-    mid = submit(a, "big")
+    mid = submit(a, "big", "--no-presync")
     wait_state(a, mid, "EXECUTION", "transferring")
     slow.link("down")
     try:
@@ -104,6 +108,8 @@ def test_controller_killed(slow, phase):
         name = "pulled"
     else:
         name = "big"
+    if phase == "EXECUTION":
+        extra = ["--no-presync"]  # killed while the state crosses in the freeze
     if phase == "VERIFICATION":
         extra = ["--", "/bin/sleep", "4"]  # a slow health command keeps VERIFICATION open
     mid = submit(a, name, *extra)
@@ -183,7 +189,7 @@ def test_cli_progress_on_a_terminal(slow):
         out += chunk
     assert p.wait(60) == 0
     text = out.decode(errors="replace")
-    assert "[EXECUTION] transferring:" in text, text[-2000:]
+    assert "[EXECUTION] pre-syncing rootfs:" in text, text[-2000:]
     assert "Mbit/s" in text
     assert "Final State: COMPLETED" in text
 
@@ -203,11 +209,12 @@ def test_one_migration_per_container(slow):
     assert exactly_once(a, b, "big") is b
 
 
-def test_cancel_mid_transfer_rolls_back(slow):
+@pytest.mark.parametrize("phase", PHASES)
+def test_cancel_mid_transfer_rolls_back(slow, phase):
     a, b = slow.start().a, slow.b
     start_big(a)
-    mid = submit(a, "big")
-    wait_state(a, mid, "EXECUTION", "transferring")
+    mid = submit(a, "big", *PHASES[phase])
+    wait_state(a, mid, "EXECUTION", phase)
     p = a.cli("migration", "cancel", mid)
     assert "being cancelled" in p.stdout
     m = wait_finished(a, mid)

@@ -170,7 +170,7 @@ static void test_incompressible_roundtrip(void **state)
 	fm_error err = FM_ERROR_INIT;
 	chain c;
 
-	o.compress = FM_RELAY_COMPRESS_AUTO;
+	o.compress = FM_COMPRESS_AUTO;
 	chain_start(&c, TOKEN, &o);
 	assert_int_equal(roundtrip(fm_relay_port(c.out), data, len, back), len);
 	assert_memory_equal(data, back, len);
@@ -287,16 +287,6 @@ static void test_bandwidth_cap(void **state)
 	chain_stop(&c);
 }
 
-static void test_level_for_link(void **state)
-{
-	(void)state;
-	assert_int_equal(fm_relay_level_for_link(0), 1);
-	assert_int_equal(fm_relay_level_for_link(10e9), 1);
-	assert_int_equal(fm_relay_level_for_link(1e9), 1);
-	assert_int_equal(fm_relay_level_for_link(300e6), 3);
-	assert_int_equal(fm_relay_level_for_link(100e6), 6);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -306,7 +296,6 @@ int main(void)
 		cmocka_unit_test(test_wrong_token_refused),
 		cmocka_unit_test(test_garbage_then_real_peer),
 		cmocka_unit_test(test_bandwidth_cap),
-		cmocka_unit_test(test_level_for_link),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,10 +22,12 @@
 #include <xxhash.h>
 
 #include "basic/util.h"
+#include "sync/compress.h"
 #include "sync/transfer.h"
 
 /* The wire format, restated from transfer.c so these tests notice if it drifts. */
 #define SEED 0x464d58317846ULL
+#define EF_REUSE 0x02
 enum { T_HELLO = 1, T_ENTRY, T_DATA, T_END, T_ACK };
 enum { K_DIR = 1, K_FILE, K_SYMLINK, K_WHITEOUT };
 
@@ -210,15 +212,16 @@ static void raw_frame(raw *r, uint8_t type, const void *payload, size_t len)
 static void raw_hello(raw *r, const uint8_t *token)
 {
 	uint8_t p[20];
-	put32(p, 1);
+	put32(p, 2);
 	memcpy(p + 4, token, 16);
 	raw_frame(r, T_HELLO, p, sizeof(p));
 }
 
-static void raw_entry(raw *r, uint8_t kind, const char *path, uint64_t size, const char *target)
+static void raw_entry_flags(raw *r, uint8_t kind, uint8_t flags, const char *path, uint64_t size,
+			    const char *target)
 {
 	size_t plen = strlen(path), tlen = target ? strlen(target) : 0;
-	uint8_t p[40 + 8192] = { kind, 0, (uint8_t)plen, (uint8_t)(plen >> 8) };
+	uint8_t p[40 + 8192] = { kind, flags, (uint8_t)plen, (uint8_t)(plen >> 8) };
 	put32(p + 4, kind == K_DIR ? 0755 : 0644);
 	put64(p + 16, 1600000000);
 	put32(p + 28, (uint32_t)tlen);
@@ -226,6 +229,11 @@ static void raw_entry(raw *r, uint8_t kind, const char *path, uint64_t size, con
 	memcpy(p + 40, path, plen);
 	memcpy(p + 40 + plen, target ? target : "", tlen);
 	raw_frame(r, T_ENTRY, p, 40 + plen + tlen);
+}
+
+static void raw_entry(raw *r, uint8_t kind, const char *path, uint64_t size, const char *target)
+{
+	raw_entry_flags(r, kind, 0, path, size, target);
 }
 
 static void raw_end(raw *r, uint32_t entries, uint64_t bytes)
@@ -721,6 +729,202 @@ static void test_hostile_paths(void **state)
 	}
 }
 
+/* Compressible files go zstd-compressed (AUTO), random ones raw; the tree
+ * arrives intact either way, and corruption of a compressed frame is caught. */
+static void test_compressed(void **state)
+{
+	sandbox sb;
+	rx x;
+	char images[256], p[512];
+	fm_xfer_opts o = FM_XFER_OPTS_INIT;
+	fm_xfer_stats st;
+	fm_error err = FM_ERROR_INIT;
+	size_t tlen = 3u << 20;
+	_cleanup_free_ char *text = fm_xmalloc(tlen);
+	_cleanup_free_ void *rnd = pseudo_random(1u << 20, 99);
+
+	(void)state;
+	for (size_t i = 0; i < tlen; i++)
+		text[i] = "checkpoint line 0123456789\n"[i % 27];
+	sandbox_init(&sb);
+	mkpath(images, sizeof(images), sb.src, "images");
+	assert_int_equal(mkdir(images, 0700), 0);
+	mkpath(p, sizeof(p), images, "text.img");
+	write_file(p, text, tlen, 0600);
+	mkpath(p, sizeof(p), images, "random.img");
+	write_file(p, rnd, 1u << 20, 0600);
+	fm_xfer_tree trees[] = { { images, "images" } };
+	o.compress = FM_COMPRESS_AUTO;
+
+	int port = rx_start(&x, sb.dst, 5000, 5000);
+	assert_int_equal(fm_xfer_send("127.0.0.1", port, TOKEN, trees, 1, &o, &st, &err), 0);
+	rx_join(&x);
+	assert_int_equal(x.rc, 0);
+	mkpath(p, sizeof(p), sb.dst, "images");
+	assert_int_equal(compare_node(images, p), 3);
+	assert_int_equal(st.payload_bytes, tlen + (1u << 20));
+	assert_int_equal(x.st.payload_bytes, st.payload_bytes);
+	assert_int_equal(st.compressed_frames, 3); /* the text's three chunks, not the random one */
+	assert_int_equal(st.zstd_level, 1);
+	assert_true(st.wire_bytes < (1u << 20) + (256u << 10));
+	assert_int_equal(fm_rm_rf(p), 0);
+
+	o.fault_corrupt_offset = 2000000; /* inside the text's second (compressed) chunk */
+	port = rx_start(&x, sb.dst, 5000, 5000);
+	assert_int_equal(fm_xfer_send("127.0.0.1", port, TOKEN, trees, 1, &o, NULL, &err), -EBADMSG);
+	rx_join(&x);
+	assert_int_equal(x.rc, -EBADMSG);
+	assert_non_null(strstr(x.err.msg, "checksum mismatch in DATA frame"));
+	assert_int_equal(fm_rm_rf(p), 0);
+	sandbox_done(&sb);
+}
+
+/* Pre-sync: a first transfer records what it sent; the second sends only what
+ * changed and the receiver takes the rest from the pre-synced tree. */
+static void test_presync_reuse(void **state)
+{
+	sandbox sb;
+	rx x;
+	char upper[256], p[512], q[1024];
+	fm_xfer_opts o = FM_XFER_OPTS_INIT;
+	fm_xfer_stats st;
+	fm_error err = FM_ERROR_INIT;
+	fm_xfer_manifest *m = fm_xfer_manifest_new();
+	_cleanup_free_ void *keep = pseudo_random(2u << 20, 1), *chg = pseudo_random(1u << 20, 2);
+	struct stat s;
+
+	(void)state;
+	sandbox_init(&sb);
+	mkpath(upper, sizeof(upper), sb.src, "upper");
+	mkpath(p, sizeof(p), upper, "sub");
+	assert_int_equal(fm_mkdir_p(p, 0755), 0);
+	mkpath(p, sizeof(p), upper, "keep.bin");
+	write_file(p, keep, 2u << 20, 0644);
+	mkpath(p, sizeof(p), upper, "change.bin");
+	write_file(p, chg, 1u << 20, 0644);
+	mkpath(p, sizeof(p), upper, "gone.txt");
+	write_file(p, "gone", 4, 0644);
+	mkpath(p, sizeof(p), upper, "sub/deep.txt");
+	write_file(p, "deep", 4, 0600);
+	fm_xfer_tree trees[] = { { upper, "upper" } };
+
+	/* fresh files are not recorded by default: they may still be being written */
+	int port = rx_start(&x, sb.dst, 5000, 5000);
+	o.record = m;
+	assert_int_equal(fm_xfer_send("127.0.0.1", port, TOKEN, trees, 1, &o, &st, &err), 0);
+	rx_join(&x);
+	assert_int_equal(x.rc, 0);
+	assert_int_equal(fm_xfer_manifest_files(m), 0);
+	mkpath(p, sizeof(p), sb.dst, "upper");
+	assert_int_equal(fm_rm_rf(p), 0);
+
+	/* the pre-sync proper, into outside/ (settled files) */
+	port = rx_start(&x, sb.outside, 5000, 5000);
+	o.settle_ms = 0;
+	assert_int_equal(fm_xfer_send("127.0.0.1", port, TOKEN, trees, 1, &o, &st, &err), 0);
+	rx_join(&x);
+	assert_int_equal(x.rc, 0);
+	assert_int_equal(fm_xfer_manifest_files(m), 4);
+
+	/* while "running": one file grows, one goes, one comes */
+	mkpath(p, sizeof(p), upper, "change.bin");
+	_cleanup_close_ int fd = open(p, O_WRONLY | O_APPEND | O_CLOEXEC);
+	assert_int_equal(write(fd, "more", 4), 4);
+	mkpath(p, sizeof(p), upper, "gone.txt");
+	assert_int_equal(unlink(p), 0);
+	mkpath(p, sizeof(p), upper, "sub/new.txt");
+	write_file(p, "new!!", 5, 0644);
+
+	/* "in the freeze" */
+	rx_init(&x, sb.dst, 5000, 5000);
+	x.opts.reuse_dir = sb.outside;
+	port = rx_go(&x);
+	o.record = NULL;
+	o.reuse = m;
+	assert_int_equal(fm_xfer_send("127.0.0.1", port, TOKEN, trees, 1, &o, &st, &err), 0);
+	rx_join(&x);
+	assert_int_equal(x.rc, 0);
+	mkpath(p, sizeof(p), sb.dst, "upper");
+	assert_int_equal(compare_node(upper, p), 6); /* root, sub, keep, change, deep, new */
+	assert_int_equal(st.reused_files, 2);
+	assert_int_equal(st.reused_bytes, (2u << 20) + 4);
+	assert_int_equal(x.st.reused_files, 2);
+	assert_int_equal(x.st.reused_bytes, st.reused_bytes);
+	assert_int_equal(st.payload_bytes, (1u << 20) + 4 + 5);
+	assert_true(st.wire_bytes < (1u << 20) + (64u << 10));
+	/* reused files were moved, not copied */
+	mkpath(q, sizeof(q), sb.outside, "upper/keep.bin");
+	assert_int_equal(lstat(q, &s), -1);
+	mkpath(q, sizeof(q), p, "sub/deep.txt");
+	assert_int_equal(lstat(q, &s), 0);
+	assert_int_equal(s.st_mode & 07777, 0600);
+	assert_int_equal(fm_rm_rf(p), 0);
+	mkpath(p, sizeof(p), sb.outside, "upper");
+	assert_int_equal(fm_rm_rf(p), 0);
+	fm_xfer_manifest_free(m);
+	sandbox_done(&sb);
+}
+
+/* A sender cannot use "reuse" to reach anything but a regular file of the
+ * announced size inside the pre-synced tree. */
+static void test_hostile_reuse(void **state)
+{
+	(void)state;
+	for (int i = 0; i < 5; i++) {
+		sandbox sb;
+		rx x;
+		raw r;
+		char p[512];
+
+		sandbox_init(&sb);
+		mkpath(p, sizeof(p), sb.outside, "upper");
+		assert_int_equal(mkdir(p, 0755), 0);
+		mkpath(p, sizeof(p), sb.outside, "upper/file");
+		write_file(p, "12345", 5, 0644);
+		mkpath(p, sizeof(p), sb.outside, "upper/link");
+		assert_int_equal(symlink("/etc/passwd", p), 0);
+		mkpath(p, sizeof(p), sb.outside, "upper/dirlink");
+		assert_int_equal(symlink("/etc", p), 0);
+		rx_init(&x, sb.dst, 5000, 2000);
+		if (i > 0)
+			x.opts.reuse_dir = sb.outside;
+		int port = rx_go(&x);
+		raw_connect(&r, port);
+		raw_hello(&r, TOKEN);
+		raw_entry(&r, K_DIR, "upper", 0, NULL);
+		switch (i) {
+		case 0: /* no pre-synced tree here */
+		case 1: /* the size differs */
+			raw_entry_flags(&r, K_FILE, EF_REUSE, "upper/file", 6, NULL);
+			break;
+		case 2: /* a symlink in the pre-synced tree */
+			raw_entry_flags(&r, K_FILE, EF_REUSE, "upper/link", 0, NULL);
+			break;
+		case 3: /* through a symlinked directory */
+			raw_entry(&r, K_DIR, "upper/dirlink", 0, NULL);
+			raw_entry_flags(&r, K_FILE, EF_REUSE, "upper/dirlink/passwd", 0, NULL);
+			break;
+		case 4: /* reuse on a directory entry */
+			raw_entry_flags(&r, K_DIR, EF_REUSE, "upper/file", 0, NULL);
+			break;
+		}
+		raw_end(&r, 2, 0);
+		rx_join(&x);
+		assert_int_equal(x.rc, -EPROTO);
+		if (i == 3)
+			assert_non_null(strstr(x.err.msg, "pre-synced copy of upper/dirlink/passwd: parent upper/dirlink"));
+		raw_expect_error_ack(&r);
+		close(r.fd);
+		mkpath(p, sizeof(p), sb.outside, "upper/file");
+		assert_int_equal(access(p, F_OK), 0); /* still there */
+		mkpath(p, sizeof(p), sb.outside, "upper");
+		assert_int_equal(fm_rm_rf(p), 0);
+		mkpath(p, sizeof(p), sb.dst, "upper");
+		assert_int_equal(fm_rm_rf(p), 0);
+		sandbox_done(&sb);
+	}
+}
+
 static void nap_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
@@ -870,6 +1074,9 @@ int main(void)
 		cmocka_unit_test(test_io_timeout),
 		cmocka_unit_test(test_sender_ack_timeout),
 		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_compressed),
+		cmocka_unit_test(test_presync_reuse),
+		cmocka_unit_test(test_hostile_reuse),
 		cmocka_unit_test(test_no_fd_leak),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,59 @@
+/* Delta Transfer, compression: zstd on a stream of frames, only where it pays.
+ *
+ * Used by both carriers of a migration: the page relay (CRIU's pages) and the
+ * data channel (images and the writable layer).  A sender keeps one
+ * fm_compressor per direction and hands it each frame:
+ *
+ *   FM_COMPRESS_OFF    never;
+ *   level 1..19        always tried at that level (kept when 3 % smaller);
+ *   FM_COMPRESS_AUTO   a frame whose sampled bytes look random (encrypted,
+ *                      already compressed, the memory of most workloads) goes
+ *                      raw without spending CPU on it; any other frame is
+ *                      compressed while that saves more wire time than it
+ *                      costs CPU time (measured: how well such frames
+ *                      compress and how fast zstd runs here, against the
+ *                      link's speed), at the level the link speed calls for.
+ */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define FM_COMPRESS_OFF 0
+#define FM_COMPRESS_AUTO (-1)
+/* Below this a frame is a request or a reply: never worth compressing. */
+#define FM_COMPRESS_MIN 4096
+
+typedef struct fm_compressor {
+	int mode;              /* OFF, AUTO or a level */
+	void *cctx;            /* ZSTD_CCtx, made on first use */
+	double ratio;          /* compressed / raw of compressible-looking frames, smoothed */
+	double zstd_Bps;       /* compression speed, smoothed; 0 = not measured yet */
+	unsigned since_probe;
+	uint32_t frames, compressed;
+	int level;             /* the level of the last compressed frame (0 = none yet) */
+} fm_compressor;
+
+#define FM_COMPRESSOR_INIT(m) { .mode = (m), .ratio = 1.0 }
+
+/* The zstd level worth running in front of a link of link_bps (0 = unknown):
+ * the highest level whose compression speed comfortably outruns the link. */
+int fm_compress_level_for_link(double link_bps);
+
+/* Does a sample of p[0..n) look compressible (byte entropy clearly below 8 bits)?
+ * A few microseconds for any n. */
+bool fm_compress_looks_compressible(const uint8_t *p, size_t n);
+
+/* The capacity dst must have for n bytes. */
+size_t fm_compress_bound(size_t n);
+
+/* Compresses src[0..n) into dst when it pays on a link of link_bps (0 = not
+ * measured); returns the compressed length, or 0: send the frame raw. */
+size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst, size_t cap, double link_bps);
+
+/* Decompresses a frame that must become exactly raw_len bytes; false if it
+ * does not.  *dctx (a ZSTD_DCtx) is made on first use. */
+bool fm_decompress_frame(void **dctx, const void *src, size_t n, void *dst, size_t raw_len);
+
+void fm_compressor_free(fm_compressor *z);
+void fm_decompressor_free(void *dctx);

@@ -1,0 +1,113 @@
+/* Compression where it pays (sync/compress.h): what AUTO compresses, what it
+ * leaves alone without spending CPU, and that a damaged frame is refused. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "basic/util.h"
+#include "sync/compress.h"
+
+#define N (256 * 1024)
+
+static uint8_t *random_bytes(size_t n, uint64_t seed)
+{
+	uint8_t *p = fm_xmalloc(n);
+	for (size_t i = 0; i < n; i++) {
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		p[i] = (uint8_t)(seed >> 24);
+	}
+	return p;
+}
+
+static void test_looks_compressible(void **state)
+{
+	_cleanup_free_ uint8_t *rnd = random_bytes(N, 7), *txt = fm_xmalloc(N), *mixed = random_bytes(N, 8);
+
+	(void)state;
+	for (size_t i = 0; i < N; i++)
+		txt[i] = "the quick brown fox jumps over the lazy dog\n"[i % 44];
+	memset(mixed + N / 2, 0, N / 2); /* half zero pages */
+	assert_false(fm_compress_looks_compressible(rnd, N));
+	assert_false(fm_compress_looks_compressible(rnd, 1024)); /* small: all of it is the sample */
+	assert_true(fm_compress_looks_compressible(txt, N));
+	assert_true(fm_compress_looks_compressible(mixed, N));
+	memset(rnd, 0, 4096);
+	assert_true(fm_compress_looks_compressible(rnd, 4096));
+}
+
+static void test_auto(void **state)
+{
+	_cleanup_free_ uint8_t *rnd = random_bytes(N, 9), *zero = fm_xmalloc(N), *out = fm_xmalloc(fm_compress_bound(N)),
+			       *back = fm_xmalloc(N);
+	fm_compressor z = FM_COMPRESSOR_INIT(FM_COMPRESS_AUTO);
+	void *dctx = NULL;
+	size_t cap = fm_compress_bound(N);
+
+	(void)state;
+	memset(zero, 0, N);
+	/* random frames go raw without zstd ever being set up: no CPU spent */
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(fm_compress_frame(&z, rnd, N, out, cap, 1e9), 0);
+	assert_null(z.cctx);
+	assert_int_equal(z.frames, 100);
+	/* zero pages compress, at the level the link calls for */
+	size_t c = fm_compress_frame(&z, zero, N, out, cap, 100e6);
+	assert_true(c > 0 && c < N / 100);
+	assert_int_equal(z.level, 6);
+	assert_int_equal(z.compressed, 1);
+	assert_true(fm_decompress_frame(&dctx, out, c, back, N));
+	assert_memory_equal(back, zero, N);
+	/* a frame announcing another size, or damaged, is refused */
+	assert_false(fm_decompress_frame(&dctx, out, c, back, N - 1));
+	out[c / 2] ^= 0x55;
+	assert_false(fm_decompress_frame(&dctx, out, c, back, N));
+	/* requests and replies are never compressed */
+	assert_int_equal(fm_compress_frame(&z, zero, FM_COMPRESS_MIN - 1, out, cap, 1e9), 0);
+	fm_compressor_free(&z);
+	fm_decompressor_free(dctx);
+}
+
+static void test_off_and_forced(void **state)
+{
+	_cleanup_free_ uint8_t *rnd = random_bytes(N, 10), *zero = fm_xmalloc(N), *out = fm_xmalloc(fm_compress_bound(N));
+	fm_compressor off = FM_COMPRESSOR_INIT(FM_COMPRESS_OFF), lvl = FM_COMPRESSOR_INIT(9);
+	size_t cap = fm_compress_bound(N);
+
+	(void)state;
+	memset(zero, 0, N);
+	assert_int_equal(fm_compress_frame(&off, zero, N, out, cap, 1e6), 0);
+	assert_null(off.cctx);
+	/* a level is always tried; random data still goes raw (not 3 % smaller) */
+	assert_int_equal(fm_compress_frame(&lvl, rnd, N, out, cap, 1e9), 0);
+	assert_non_null(lvl.cctx);
+	assert_true(fm_compress_frame(&lvl, zero, N, out, cap, 1e9) > 0);
+	assert_int_equal(lvl.level, 9);
+	fm_compressor_free(&lvl);
+}
+
+static void test_level_for_link(void **state)
+{
+	(void)state;
+	assert_int_equal(fm_compress_level_for_link(0), 1);
+	assert_int_equal(fm_compress_level_for_link(10e9), 1);
+	assert_int_equal(fm_compress_level_for_link(1e9), 1);
+	assert_int_equal(fm_compress_level_for_link(300e6), 3);
+	assert_int_equal(fm_compress_level_for_link(100e6), 6);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_looks_compressible),
+		cmocka_unit_test(test_auto),
+		cmocka_unit_test(test_off_and_forced),
+		cmocka_unit_test(test_level_for_link),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

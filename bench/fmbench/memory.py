@@ -369,7 +369,7 @@ class RootfsDeltaScenario(MemoryScenario):
         p = self.QUICK if quick else self.FULL
         self.rootfs_mib = p["rootfs_mib"]
         # W = M/64, D = 0: the memory is read, not rewritten; the written file is the change
-        self.cells = [(p["memory_mib"], p["memory_mib"] // 64, 0.0, p["rate"])]
+        self.cells = [(p["memory_mib"], max(1, p["memory_mib"] // 64), 0.0, p["rate"])]
 
     def cmd(self, size, hot, dirty_mbit):
         memload = " ".join(self.memload_cmd(size, hot, dirty_mbit))

@@ -1524,8 +1524,9 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		opts.fault_corrupt_offset = 1000;
 	/* after a rootfs pre-sync, files unchanged since go without their bytes */
 	pthread_mutex_lock(&a->lock);
-	fm_xfer_manifest *presynced = outgoing_get(a, mid, true)->presync;
-	outgoing_get(a, mid, true)->presync = NULL;
+	fm_outgoing *og = outgoing_get(a, mid, true);
+	fm_xfer_manifest *presynced = og->presync;
+	og->presync = NULL;
 	pthread_mutex_unlock(&a->lock);
 	opts.reuse = presynced;
 	r = fm_xfer_send(host, port, token, trees, ARRAY_SIZE(trees), &opts, &st, err);

@@ -338,6 +338,25 @@ char *fm_file_grep(const char *path, const char *needle, const char *skip, int m
 	return out;
 }
 
+bool fm_abs_path_clean(const char *s)
+{
+	if (!s || s[0] != '/' || strlen(s) > 4095)
+		return false;
+	if (!s[1])
+		return true;
+	for (const char *c = s; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			return false;
+	for (const char *comp = s + 1;;) {
+		size_t n = strcspn(comp, "/");
+		if (n == 0 || (n == 1 && comp[0] == '.') || (n == 2 && comp[0] == '.' && comp[1] == '.'))
+			return false;
+		if (!comp[n])
+			return true;
+		comp += n + 1;
+	}
+}
+
 bool fm_name_valid(const char *s)
 {
 	size_t n;

@@ -62,6 +62,10 @@ char *fm_file_grep(const char *path, const char *needle, const char *skip, int m
 
 /* Names of containers, hosts and images: [A-Za-z0-9][A-Za-z0-9_.-]{0,62}. */
 bool fm_name_valid(const char *s);
+/* An absolute path in canonical form: starts with '/', no empty, "." or ".."
+ * component, no trailing '/' (except "/" itself), no control characters, at
+ * most 4095 bytes.  Says nothing about what is there. */
+bool fm_abs_path_clean(const char *s);
 /* A fresh random identifier: prefix + 12 hex digits (not a measurement). */
 void fm_random_id(const char *prefix, char *buf, size_t len);
 /* Random bytes from the kernel. */

@@ -98,7 +98,8 @@ static const char main_help[] =
 "  host cordon | uncordon       refuse / accept incoming migrations on this host\n"
 "  image import NAME PATH       import a rootfs directory or tarball into the store\n"
 "  image list | image rm NAME\n"
-"  container run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] [--ip CIDR] -- CMD [ARG...]\n"
+"  container run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] [--ip CIDR]\n"
+"                [--volume SRC:DST[:ro]] -- CMD [ARG...]\n"
 "  container list | show NAME | stop NAME | rm NAME [--force]\n"
 "  run ...                      same as `container run`\n"
 "  migrate CONTAINER --to HOST [--strategy S] [-- HEALTH-CMD...]\n"
@@ -180,7 +181,13 @@ static const char run_help[] =
 "  --ip A.B.C.D/P   its own network namespace with this address on the host's\n"
 "                   bridge (fleximigrated --bridge); the address and the\n"
 "                   container's TCP connections move with it on migration\n"
-"  --mac MAC        its MAC address (default 02:fd: and the four bytes of --ip)\n";
+"  --mac MAC        its MAC address (default 02:fd: and the four bytes of --ip)\n"
+"  --volume SRC[:DST][:ro|:rw]\n"
+"                   bind the host path SRC (absolute) at DST in the container\n"
+"                   (default DST = SRC, read-write; repeatable).  Volumes are not\n"
+"                   copied on migration: SRC must exist on the destination host\n"
+"                   too (shared storage, or the same packages), or the migration\n"
+"                   fails in PREPARATION.  e.g. --volume /usr:/usr:ro\n";
 
 static bool want_help(int argc, char **argv)
 {
@@ -306,10 +313,30 @@ static int cmd_image(int argc, char **argv)
 
 /* ------------------------------------------------------------------ containers */
 
+/* --volume SOURCE[:DESTINATION][:ro|:rw] as the API's volume object (the daemon
+ * validates the paths); NULL when the shape is wrong. */
+static json_t *volume_from_arg(const char *arg)
+{
+	_cleanup_free_ char *a = fm_xstrdup(arg);
+	char *mode = strrchr(a, ':'), *dst;
+	bool ro = false;
+
+	if (mode && (!strcmp(mode, ":ro") || !strcmp(mode, ":rw"))) {
+		ro = mode[2] == 'o';
+		*mode = '\0';
+	}
+	dst = strchr(a, ':');
+	if (dst)
+		*dst++ = '\0';
+	if (!*a || (dst && (!*dst || strchr(dst, ':'))))
+		return NULL;
+	return json_pack("{s:s, s:s, s:b}", "source", a, "destination", dst ?: a, "readonly", ro);
+}
+
 static int container_run(int argc, char **argv)
 {
 	const char *image = NULL, *ip = NULL, *mac = NULL;
-	json_t *env = json_array(), *args = json_array(), *out = NULL;
+	json_t *env = json_array(), *args = json_array(), *volumes = json_array(), *out = NULL;
 	int64_t cpu = 0;
 	uint64_t mem = 0;
 	int i, r;
@@ -346,6 +373,11 @@ static int container_run(int argc, char **argv)
 			if (!strchr(argv[++i], '='))
 				return die_usage("--env must be NAME=VALUE");
 			json_array_append_new(env, json_string(argv[i]));
+		} else if (!strcmp(argv[i], "--volume")) {
+			json_t *vol = volume_from_arg(argv[++i]);
+			if (!vol)
+				return die_usage("--volume must be SOURCE[:DESTINATION][:ro|:rw], e.g. /usr:/usr:ro");
+			json_array_append_new(volumes, vol);
 		} else
 			return die_usage("unknown option %s", argv[i]);
 	}
@@ -359,6 +391,7 @@ static int container_run(int argc, char **argv)
 		return die_usage("--mac needs --ip");
 	json_t *spec = json_pack("{s:s, s:s, s:o, s:o, s:I, s:I}", "name", argv[1], "image", image, "args", args,
 				 "env", env, "cpu_milli", (json_int_t)cpu, "memory_bytes", (json_int_t)mem);
+	json_object_set_new(spec, "volumes", volumes);
 	if (ip) {
 		json_t *net = json_pack("{s:s}", "ip", ip);
 		if (mac)

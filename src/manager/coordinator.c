@@ -365,8 +365,9 @@ static int step_preparation(fm_mig *m)
 			 "image", json_object_get(m->cinfo, "image"), "digest", json_object_get(m->cinfo, "digest"),
 			 "args", json_object_get(m->cinfo, "args"), "cpu_milli", json_object_get(m->cinfo, "cpu_milli"),
 			 "memory_bytes", json_object_get(m->cinfo, "memory_bytes"));
-	if (json_object_get(m->cinfo, "network"))
-		json_object_set(spec, "network", json_object_get(m->cinfo, "network"));
+	for (const char *key = "network\0volumes\0env\0"; *key; key += strlen(key) + 1)
+		if (json_object_get(m->cinfo, key))
+			json_object_set(spec, key, json_object_get(m->cinfo, key));
 	if ((r = step_mark(m, "prepare", "started")) < 0)
 		return r;
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,

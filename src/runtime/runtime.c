@@ -198,6 +198,7 @@ void fm_container_spec_clear(fm_container_spec *spec)
 	json_decref(spec->env);
 	free(spec->net_ip);
 	free(spec->net_mac);
+	json_decref(spec->volumes);
 	memset(spec, 0, sizeof(*spec));
 }
 
@@ -209,6 +210,81 @@ static bool string_array_valid(json_t *a, size_t max)
 		return false;
 	json_array_foreach(a, i, v) if (!json_is_string(v) || json_string_length(v) > 4096) return false;
 	return true;
+}
+
+#define FM_VOLUMES_MAX 16
+
+/* Paths runc mounts itself: no volume goes there or below. */
+static bool volume_destination_reserved(const char *dest)
+{
+	static const char *const reserved[] = { "/proc", "/sys", "/dev" };
+	if (!strcmp(dest, "/"))
+		return true;
+	for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+		size_t n = strlen(reserved[i]);
+		if (!strncmp(dest, reserved[i], n) && (dest[n] == '\0' || dest[n] == '/'))
+			return true;
+	}
+	return false;
+}
+
+/* "volumes": [{"source": "/usr", "destination": "/usr", "readonly": true}, ...]
+ * into a fresh array in that canonical form ("readonly" defaults to false). */
+static int volumes_from_json(json_t *a, json_t **out, fm_error *err)
+{
+	json_t *v, *res;
+	size_t i, j;
+
+	if (!json_is_array(a) || json_array_size(a) > FM_VOLUMES_MAX)
+		return fm_error_set(err, -EINVAL, "\"volumes\" must be an array of at most %d "
+				    "{\"source\": PATH, \"destination\": PATH, \"readonly\": BOOL}", FM_VOLUMES_MAX);
+	res = json_array();
+	json_array_foreach(a, i, v) {
+		const char *src = json_string_value(json_object_get(v, "source"));
+		const char *dst = json_string_value(json_object_get(v, "destination"));
+		json_t *ro = json_object_get(v, "readonly");
+		const char *bad = NULL;
+
+		if (!json_is_object(v) || json_object_size(v) > 3 - !ro)
+			bad = "must be an object with \"source\", \"destination\" and optionally \"readonly\"";
+		else if (!fm_abs_path_clean(src))
+			bad = "\"source\" must be an absolute path without \".\", \"..\", \"//\" or a trailing \"/\"";
+		else if (!fm_abs_path_clean(dst))
+			bad = "\"destination\" must be an absolute path without \".\", \"..\", \"//\" or a trailing \"/\"";
+		else if (volume_destination_reserved(dst))
+			bad = "\"destination\" must not be /, or /proc, /sys, /dev or below (the runtime mounts those)";
+		else if (ro && !json_is_boolean(ro))
+			bad = "\"readonly\" must be true or false";
+		for (j = 0; !bad && j < i; j++)
+			if (!strcmp(json_string_value(json_object_get(json_array_get(a, j), "destination")), dst))
+				bad = "\"destination\" is already the destination of an earlier volume";
+		if (bad) {
+			json_decref(res);
+			return fm_error_set(err, -EINVAL, "\"volumes\"[%zu] %s", i, bad);
+		}
+		json_array_append_new(res, json_pack("{s:s, s:s, s:b}", "source", src, "destination", dst,
+						     "readonly", json_is_true(ro)));
+	}
+	*out = res;
+	return 0;
+}
+
+int fm_rt_volumes_check(fm_runtime *rt, const fm_container_spec *spec, fm_error *err)
+{
+	json_t *v;
+	size_t i;
+
+	json_array_foreach(spec->volumes, i, v) {
+		const char *src = json_string_value(json_object_get(v, "source"));
+		struct stat st;
+		if (stat(src, &st) < 0)
+			return fm_error_set(err, -errno, "volume %s of %s: %m on %s (a volume's source must exist on "
+					    "every host the container runs on)", src, spec->name, rt->host);
+		if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+			return fm_error_set(err, -EINVAL, "volume %s of %s: neither a directory nor a regular file on %s",
+					    src, spec->name, rt->host);
+	}
+	return 0;
 }
 
 int fm_container_spec_from_json(json_t *o, fm_container_spec *spec, fm_error *err)
@@ -272,6 +348,9 @@ int fm_container_spec_from_json(json_t *o, fm_container_spec *spec, fm_error *er
 		spec->net_ip = fm_xstrdup(ip);
 		spec->net_mac = fm_xstrdup(mac);
 	}
+	v = json_object_get(o, "volumes");
+	if (v && !json_is_null(v) && volumes_from_json(v, &spec->volumes, err) < 0)
+		return -EINVAL;
 	return 0;
 }
 
@@ -286,6 +365,8 @@ json_t *fm_container_spec_to_json(const fm_container_spec *spec)
 		json_object_set(o, "env", spec->env);
 	if (spec->net_ip)
 		json_object_set_new(o, "network", json_pack("{s:s, s:s}", "ip", spec->net_ip, "mac", spec->net_mac));
+	if (spec->volumes && json_array_size(spec->volumes) > 0)
+		json_object_set(o, "volumes", spec->volumes);
 	return o;
 }
 
@@ -369,6 +450,18 @@ int fm_rt_bundle_create(fm_runtime *rt, const fm_container_spec *spec, fm_error 
 			if (!strcmp(json_string_value(json_object_get(ns, "type")) ?: "", "network"))
 				json_object_set_new(ns, "path", json_string(nspath));
 	}
+	/* volumes: plain (not recursive) binds, so that no host mount below the
+	 * source becomes part of the container's mount tree; runc checkpoints and
+	 * restores each as an external mount keyed by its destination
+	 * (fm_rt_criu_dump_args) and binds the source again on the destination */
+	json_t *vol;
+	size_t vi;
+	json_array_foreach(spec->volumes, vi, vol)
+		json_array_append_new(json_object_get(cfg, "mounts"),
+				      json_pack("{s:O, s:s, s:O, s:[s, s, s]}", "destination",
+						json_object_get(vol, "destination"), "type", "bind", "source",
+						json_object_get(vol, "source"), "options", "bind", "nosuid",
+						json_is_true(json_object_get(vol, "readonly")) ? "ro" : "rw"));
 	res = json_object_get(linux_, "resources");
 	if (spec->memory_bytes > 0)
 		json_object_set_new(res, "memory", json_pack("{s:I}", "limit", (json_int_t)spec->memory_bytes));
@@ -688,8 +781,9 @@ static json_t *describe(fm_runtime *rt, json_t *row)
 	json_object_set_new(o, "rootfs", json_sprintf("%s/containers/%s/rootfs", rt->state_dir, name));
 	json_object_set(o, "cpu_milli", json_object_get(spec, "cpu_milli"));
 	json_object_set(o, "memory_bytes", json_object_get(spec, "memory_bytes"));
-	if (json_object_get(spec, "network"))
-		json_object_set(o, "network", json_object_get(spec, "network"));
+	for (const char *key = "network\0volumes\0env\0"; *key; key += strlen(key) + 1)
+		if (json_object_get(spec, key))
+			json_object_set(o, key, json_object_get(spec, key));
 	if (fm_rt_memory_usage(rt, name, &mem) == 0)
 		json_object_set_new(o, "memory_usage_bytes", json_integer((json_int_t)mem));
 	if (!json_is_null(json_object_get(row, "migration")))
@@ -813,6 +907,8 @@ int fm_rt_run(fm_runtime *rt, fm_container_spec *spec, fm_error *err)
 				    spec->image, rt->host);
 	free(spec->digest);
 	spec->digest = fm_xstrdup(img.digest);
+	if ((r = fm_rt_volumes_check(rt, spec, err)) < 0)
+		return r;
 
 	if ((r = fm_rt_bundle_create(rt, spec, err)) < 0)
 		goto fail;

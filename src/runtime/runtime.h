@@ -47,6 +47,7 @@ typedef struct fm_container_spec {
 	int64_t memory_bytes;
 	char *net_ip;       /* "A.B.C.D/P": its own network namespace on the bridge; NULL = none */
 	char *net_mac;      /* with net_ip; derived from it when not given */
+	json_t *volumes;    /* array of {"source", "destination", "readonly"}, may be NULL */
 } fm_container_spec;
 
 int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const char *runc,
@@ -57,6 +58,12 @@ void fm_rt_close(fm_runtime *rt);
 int fm_container_spec_from_json(json_t *o, fm_container_spec *spec, fm_error *err);
 json_t *fm_container_spec_to_json(const fm_container_spec *spec);
 void fm_container_spec_clear(fm_container_spec *spec);
+/* Volumes are host paths bound into the container (like `podman run -v`): the
+ * same path must exist on every host the container moves to (shared storage,
+ * or the same packages: they are not copied).  0 when every source of spec's
+ * volumes is a directory or regular file on this host, else an error naming
+ * the first one that is not. */
+int fm_rt_volumes_check(fm_runtime *rt, const fm_container_spec *spec, fm_error *err);
 
 /* Creates and starts a container from a local image. */
 int fm_rt_run(fm_runtime *rt, fm_container_spec *spec, fm_error *err);

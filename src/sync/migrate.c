@@ -555,6 +555,10 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 				 in->spec.name, a->rt->host);
 		goto fail_free;
 	}
+	if ((r = fm_rt_volumes_check(a->rt, &in->spec, err)) < 0) {
+		fm_error_prefix(err, "destination %s cannot take %s", a->rt->host, in->spec.name);
+		goto fail_free;
+	}
 
 	/* the image: here already, or pulled from the source and verified by digest */
 	bool pulled = false;

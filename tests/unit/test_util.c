@@ -34,6 +34,32 @@ static void test_name_valid(void **state)
 	assert_true(fm_name_valid(long_name));
 }
 
+static void test_abs_path_clean(void **state)
+{
+	(void)state;
+	assert_true(fm_abs_path_clean("/"));
+	assert_true(fm_abs_path_clean("/usr"));
+	assert_true(fm_abs_path_clean("/srv/data.d/..x/.y"));
+	assert_false(fm_abs_path_clean(NULL));
+	assert_false(fm_abs_path_clean(""));
+	assert_false(fm_abs_path_clean("usr"));
+	assert_false(fm_abs_path_clean("/usr/"));
+	assert_false(fm_abs_path_clean("//usr"));
+	assert_false(fm_abs_path_clean("/usr//lib"));
+	assert_false(fm_abs_path_clean("/usr/./lib"));
+	assert_false(fm_abs_path_clean("/usr/.."));
+	assert_false(fm_abs_path_clean("/../etc"));
+	assert_false(fm_abs_path_clean("/a\nb"));
+	assert_false(fm_abs_path_clean("/a\tb"));
+	char long_path[5000];
+	memset(long_path, 'a', sizeof(long_path));
+	long_path[0] = '/';
+	long_path[4095] = '\0';
+	assert_false(fm_abs_path_clean(long_path));
+	long_path[4094] = '\0';
+	assert_true(fm_abs_path_clean(long_path));
+}
+
 static void test_parse_rate(void **state)
 {
 	(void)state;
@@ -181,7 +207,7 @@ static void test_files(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_name_valid), cmocka_unit_test(test_parse_size), cmocka_unit_test(test_parse_rate),
+		cmocka_unit_test(test_name_valid), cmocka_unit_test(test_abs_path_clean), cmocka_unit_test(test_parse_size), cmocka_unit_test(test_parse_rate),
 		cmocka_unit_test(test_hostport),   cmocka_unit_test(test_base64),
 		cmocka_unit_test(test_error_first_wins), cmocka_unit_test(test_files),
 	};

@@ -37,7 +37,8 @@ libsqlite3-dev libmicrohttpd-dev libjansson-dev libxxhash-dev libzstd-dev
 nettle-dev libcmocka-dev libarchive-dev libnftables-dev
 runc iptables iproute2 busybox-static socat iperf3 procps
 python3-pytest kmod qemu-system-x86 xz-utils
-podman gnuplot-nox"
+podman gnuplot-nox
+redis-server redis-tools nginx wrk"
 
 missing=""
 for p in $PKGS; do
@@ -47,10 +48,19 @@ done
 if [ -n "$missing" ]; then
     say "installing Debian packages:$missing"
     export DEBIAN_FRONTEND=noninteractive
+    # redis-server and nginx are for the benchmark's containers: their packages
+    # must not start system services (policy-rc.d: 101 = action forbidden)
+    own_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# scripts/setup.sh: no service starts while it installs\nexit 101\n' \
+            > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+    fi
     apt-get -q update >/dev/null || die "apt-get update failed"
     # shellcheck disable=SC2086
-    apt-get -q install -y --no-install-recommends $missing >/dev/null \
-        || die "apt-get install failed for:$missing"
+    rc=0
+    apt-get -q install -y --no-install-recommends $missing >/dev/null || rc=$?
+    [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+    [ "$rc" = 0 ] || die "apt-get install failed for:$missing"
 else
     say "Debian packages: all present"
 fi

@@ -111,10 +111,11 @@ class RuncBaseline:
             with open(self.dir(h, "bundle", "config.json")) as f:
                 self.spec = json.load(f)
 
-    def configure(self, args, net):
+    def configure(self, args, net, volumes=()):
         """A bundle like the daemon's on each host (runc spec defaults, no
         terminal, no /sys/fs/cgroup mount, writable root, own cgroup), running
-        args, joining PREFIX-ctH if net."""
+        args, joining PREFIX-ctH if net, binding volumes ((source, destination,
+        readonly): as FlexiMigrate's run --volume does)."""
         for h in HOSTS:
             cfg = json.loads(json.dumps(self.spec))
             cfg["process"]["terminal"] = False
@@ -123,6 +124,8 @@ class RuncBaseline:
             cfg["root"] = {"path": self.dir(h, "bundle", "rootfs"), "readonly": False}
             cfg["hostname"] = BASE_CONTAINER
             cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+            cfg["mounts"] += [{"destination": d, "type": "bind", "source": src,
+                               "options": ["bind", "nosuid", "ro" if ro else "rw"]} for src, d, ro in volumes]
             cfg["linux"]["cgroupsPath"] = f"/{CGROUP_TOP}/{h}/{BASE_CONTAINER}"
             for n in cfg["linux"]["namespaces"]:
                 if n["type"] == "network" and net:
@@ -130,12 +133,12 @@ class RuncBaseline:
             with open(self.dir(h, "bundle", "config.json"), "w") as f:
                 json.dump(cfg, f, indent=1)
 
-    def start(self, h, args, ip=None):
+    def start(self, h, args, ip=None, volumes=()):
         """A fresh container on host h running args; with ip, in a network
         namespace of its own on the bridge, and the other host gets the same
         address and MAC with its bridge port down until the restore
         (step6-tcp.sh's recipe)."""
-        self.configure(args, net=ip is not None)
+        self.configure(args, net=ip is not None, volumes=volumes)
         self.ip, self.mac = ip, (mac_for(ip) if ip else None)
         for x in HOSTS:
             if ip:
@@ -336,7 +339,7 @@ class PodmanBaseline:
             open(PODMAN_NETNS, "w").close()
         run(["mount", "--bind", f"/run/netns/{PREFIX}-ct{h}", PODMAN_NETNS])
 
-    def start(self, h, args, ip):
+    def start(self, h, args, ip, volumes=()):
         self.ip, self.mac = ip, mac_for(ip)
         self.upper = {}
         for x in HOSTS:
@@ -344,7 +347,9 @@ class PodmanBaseline:
         self.bind_netns(h)
         self.podman(h, "run", "-d", "--name", PODMAN_CONTAINER, "--network", f"ns:{PODMAN_NETNS}",
                     "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",
-                    "--cgroup-parent", f"/{CGROUP_TOP}/podman", PODMAN_IMAGE, *args, capture=False)
+                    "--cgroup-parent", f"/{CGROUP_TOP}/podman",
+                    *(x for src, d, ro in volumes for x in ("-v", f"{src}:{d}:{'ro' if ro else 'rw'}")),
+                    PODMAN_IMAGE, *args, capture=False)
 
     def state(self, h):
         p = self.podman(h, "container", "inspect", "--format", "{{.State.Status}}", PODMAN_CONTAINER, check=False)

@@ -81,6 +81,7 @@ def cells(plan, sizes=None):
 
 class MemoryScenario:
     SCENARIO = SCENARIO
+    MEDIAN_KEYS = MEDIAN_KEYS
     SETTLE_S = 0.5                 # a steady heartbeat stream before the request (outside any timed region)
 
     def __init__(self, tb, base, podman, reps, systems, quick, sizes=None):
@@ -116,16 +117,62 @@ class MemoryScenario:
             return self.tb.container_file(h, CONTAINER, STATUS_IN_CONTAINER)
         return self.baseline[system].upper_file(h, STATUS_IN_CONTAINER)
 
+    # ---------------------------------------------------------- the workload (hooks for service.py)
+    VOLUMES = ()                   # host paths bound into the container: (source, destination, readonly)
+    IMAGE = "memload"
+
+    def start_workload(self, system, ip, cmd):
+        if system.startswith("fleximigrate:"):
+            vols = [f"{s}:{d}{':ro' if ro else ''}" for s, d, ro in self.VOLUMES]
+            self.tb.cli("a", "run", CONTAINER, "--image", self.IMAGE, "--ip", f"{ip}/24",
+                        *(x for v in vols for x in ("--volume", v)), "--", *cmd)
+        else:
+            self.baseline[system].start("a", cmd, ip, volumes=self.VOLUMES)
+
+    def wait_ready(self, system, size, hot):
+        """filled, and a whole pass over the working set done"""
+        status_a = self.status_path(system, "a")
+        wait_for(lambda: (memload_status(status_a) or {}).get("hot_passes", 0) >= 1, 300,
+                 f"fm-memload {size} {hot} to fill its memory on {HOSTS['a']['name']}")
+
+    def snapshot(self, system):
+        """The application's own account before the migration (verify's before)."""
+        return memload_status(self.status_path(system, "a"))
+
+    def verify(self, system, before, size, hot):
+        """Memory intact: two whole passes over the working set on B after the
+        restore, without an error (the pass in progress at the first reading may
+        have started before the freeze; the next one cannot)."""
+        status_b = self.status_path(system, "b")
+        first = wait_for(lambda: memload_status(status_b), 30, f"fm-memload status on {HOSTS['b']['name']}")
+        after = wait_for(lambda: (lambda s: s if s and s["hot_passes"] >= first["hot_passes"] + 2 else None)(
+            memload_status(status_b)), 300, f"two more passes over the working set on {HOSTS['b']['name']}")
+        if after["iterations"] < before["iterations"]:
+            raise BenchError(f"{system}: fm-memload on {HOSTS['b']['name']} is at iteration {after['iterations']}, "
+                             f"before the migration it was at {before['iterations']}: state was not carried over")
+        return {"intact": after["errors"] == 0, "memload_errors": after["errors"], "verified_mib": hot,
+                "app_gap_sum_ms": round(after["gap_sum_ms"] - before["gap_sum_ms"], 1)}
+
+    def load_start(self, ip):
+        """A load generator against the service (none: fm-memload's heartbeat is the load)."""
+
+    def load_stop(self):
+        return {}
+
     # ---------------------------------------------------------- the probe
+    def probe_argv(self, ip):
+        return ["heartbeat", ip, str(HB_PORT)]
+
     def probe_start(self, ip, timeline):
-        p = subprocess.Popen(["nsenter", f"--net=/run/netns/{CLIENT_NS}", PY, PROBE, ip, str(HB_PORT), timeline],
+        argv = self.probe_argv(ip)
+        p = subprocess.Popen(["nsenter", f"--net=/run/netns/{CLIENT_NS}", PY, PROBE, *argv, timeline],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
         self.tb.procs.append(p)
         line = p.stdout.readline()   # the probe gives up by itself after 10 s
         if line.strip() != "connected":
             p.wait(5)
-            raise BenchError(f"probe could not connect to {ip}:{HB_PORT}: {line.strip()} {p.stderr.read()[-500:]}")
+            raise BenchError(f"probe could not connect ({' '.join(argv)}): {line.strip()} {p.stderr.read()[-500:]}")
         return p
 
     def probe_stop(self, p, t_last):
@@ -146,19 +193,13 @@ class MemoryScenario:
         the last page."""
         tb = self.tb
         ip = self.new_ip()
-        cmd = self.cmd(size, hot, dirty_mbit)
-        if system.startswith("fleximigrate:"):
-            tb.cli("a", "run", CONTAINER, "--image", "memload", "--ip", f"{ip}/24", "--", *cmd)
-        else:
-            self.baseline[system].start("a", cmd, ip)
-        status_a = self.status_path(system, "a")
-        # filled, and a whole pass over the working set done
-        wait_for(lambda: (memload_status(status_a) or {}).get("hot_passes", 0) >= 1, 300,
-                 f"fm-memload {size} {hot} to fill its memory on {HOSTS['a']['name']}")
+        self.start_workload(system, ip, self.cmd(size, hot, dirty_mbit))
+        self.wait_ready(system, size, hot)
+        self.load_start(ip)
         cl = self.probe_start(ip, timeline)
         try:
             time.sleep(self.SETTLE_S)
-            before = memload_status(status_a)
+            before = self.snapshot(system)
             fp_before = self.fingerprint(system, "a")
             load = os.getloadavg()[0]   # other work on the machine shows in the figures: recorded
             tb.meter.start()
@@ -176,11 +217,13 @@ class MemoryScenario:
         except BaseException:
             if cl.poll() is None:
                 cl.kill()
+            self.load_stop()
             raise
         r.update(cost)
         t_freeze, t_done = r.pop("t_freeze_wall") * 1000.0, r.pop("t_last_wall_ms", None)
         if t_done is None:
             t_done = t_freeze + r["total_ms"]
+        r.update({k: c[k] for k in ("requests", "errors", "reconnects") if k in c})
         if c.get("error") or not c["stream_intact"]:
             raise BenchError(f"{system} M={size} W={hot}: the probe's TCP stream did not survive "
                              f"(error {c.get('error')}, in sequence {c['stream_intact']}, {c['beats']} beats; "
@@ -197,19 +240,12 @@ class MemoryScenario:
                   "stalls": ",".join(f"{g:g}@{t:+g}" for t, g in window),
                   "t_freeze_wall_ms": round(t_freeze, 1),
                   "loadavg_1m": round(load, 2)})
-        # memory intact: two whole passes over the working set on B after the
-        # restore, without an error (the pass in progress at the first reading
-        # may have started before the freeze; the next one cannot)
-        status_b = self.status_path(system, "b")
-        first = wait_for(lambda: memload_status(status_b), 30, f"fm-memload status on {HOSTS['b']['name']}")
-        after = wait_for(lambda: (lambda s: s if s and s["hot_passes"] >= first["hot_passes"] + 2 else None)(
-            memload_status(status_b)), 300, f"two more passes over the working set on {HOSTS['b']['name']}")
-        if after["iterations"] < before["iterations"]:
-            raise BenchError(f"{system}: fm-memload on {HOSTS['b']['name']} is at iteration {after['iterations']}, "
-                             f"before the migration it was at {before['iterations']}: state was not carried over")
+        try:
+            r.update(self.verify(system, before, size, hot))
+        finally:
+            r.update(self.load_stop())
         fp_after = self.fingerprint(system, "b")
-        r.update({"intact": after["errors"] == 0 and fp_after == fp_before, "memload_errors": after["errors"],
-                  "verified_mib": hot, "app_gap_sum_ms": round(after["gap_sum_ms"] - before["gap_sum_ms"], 1)})
+        r["intact"] = r["intact"] and fp_after == fp_before
         if fp_after != fp_before:
             r["files_differ"] = [fp_before, fp_after]
         # the container leaves B again; the next run starts a fresh one on A
@@ -292,14 +328,15 @@ class MemoryScenario:
             reps_of = {s: [] for s in self.systems}
             for k in range(self.reps):
                 for system in self.systems:
-                    tl = os.path.join(out_dir, f"timeline-{size}-{hot}-{dlabel}-{rate}-{system.replace(':', '-')}"
+                    tl = os.path.join(out_dir, f"timeline-{self.SCENARIO}-{size}-{hot}-{dlabel}-{rate}-"
+                                               f"{system.replace(':', '-')}"
                                                f"-{k + 1}.txt")
                     r = self.measure(system, size, hot, dirty_mbit, tl)
                     r["rep"] = k + 1
                     r["timeline_file"] = os.path.basename(tl)
                     reps_of[system].append(r)
                     det = " ".join(f"{x.removesuffix('_ms')} {v:g}" for x, v in r["steps_ms"].items())
-                    log(f"{k + 1:>3}  {system:<28} {rate:>7} {size:>5} {hot:>5} {dlabel:>6} "
+                    log(f"{k + 1:>3}  {system:<28} {rate:>7} {size:>5} {'—' if hot is None else hot:>5} {dlabel:>6} "
                         f"{r['downtime_ms']:>9} {r['stall_sum_ms']:>9} {r['frozen_ms']:>8} {r['total_ms']:>8} "
                         f"{r['wire_bytes'] / 2**20:>8.1f} {r['cpu_s']:>6.2f} {r['peak_rss_kib'] / 1024:>7.1f} "
                         f"{str(r['intact']):>6}  {det}; last page +{r['last_page_after_freeze_ms']:g} ms, "
@@ -311,12 +348,14 @@ class MemoryScenario:
                     "dirty_mbit": dirty_mbit, "link_mbit": link_mbit, "link_rate": rate,
                     "intact": all(r["intact"] for r in rs), "verified_mib": hot,
                     "repetitions": rs,
-                    "median": {x: round(statistics.median([r[x] for r in rs]), 3) for x in MEDIAN_KEYS},
-                    "min": {x: min(r[x] for r in rs) for x in MEDIAN_KEYS},
-                    "max": {x: max(r[x] for r in rs) for x in MEDIAN_KEYS}})
-            results.append({"scenario": self.SCENARIO, "system": "bound", "memory_mib": size, "working_set_mib": hot,
-                            "dirty_mbit": dirty_mbit, "link_mbit": link_mbit, "link_rate": rate,
-                            "repetitions": [], **self.bound_entry(size, link_mbit)})
+                    "median": {x: round(statistics.median([r[x] for r in rs]), 3) for x in self.MEDIAN_KEYS},
+                    "min": {x: min(r[x] for r in rs) for x in self.MEDIAN_KEYS},
+                    "max": {x: max(r[x] for r in rs) for x in self.MEDIAN_KEYS}})
+            bound_entry = self.bound_entry(size, link_mbit)
+            if bound_entry:
+                results.append({"scenario": self.SCENARIO, "system": "bound", "memory_mib": size,
+                                "working_set_mib": hot, "dirty_mbit": dirty_mbit, "link_mbit": link_mbit,
+                                "link_rate": rate, "repetitions": [], **bound_entry})
         for r in results:
             r.update(self.extra_fields())
         return results

@@ -51,11 +51,34 @@ def memory_table(results, scenario="A-memory"):
             elif best and r["system"] == "bound":
                 ratio_t = _ratio(best["median"]["total_ms"], r["median"]["total_ms"])
             name = r["system"] + (" (best)" if r is best else "")
-            out.append(f"| {r['link_rate']} | {r['memory_mib']} | {r['working_set_mib']} | {dirty(r)} "
+            out.append(f"| {r['link_rate']} | {r['memory_mib']} | {r['working_set_mib'] if r['working_set_mib'] is not None else '—'} | {dirty(r)} "
                        f"| {name} | {_mm(r, 'downtime_ms')} | {_mm(r, 'stall_sum_ms')} | {_mm(r, 'frozen_ms')} "
                        f"| {_mm(r, 'total_ms')} | {_mm(r, 'wire_bytes', 2**20, '{:.1f}')} "
                        f"| {_mm(r, 'cpu_s', 1.0, '{:.2f}')} | {_mm(r, 'peak_rss_kib', 1024, '{:.1f}')} "
                        f"| {ratio_d} | {ratio_t} |")
+    return "\n".join(out)
+
+
+def service_table(results, scenario):
+    """Scenarios B and C: the request probe's view (largest gap between two
+    answers, stalls, its errors and reconnects) and the load generator's rate."""
+    rows = [r for r in results if r["scenario"] == scenario]
+    fm = [r for r in rows if r["system"].startswith("fleximigrate:")]
+    best = min(fm, key=lambda r: r["median"]["downtime_ms"]) if fm else None
+    out = ["| B | M MiB | system | downtime ms | stall sum ms | probe errors | reconnects | frozen ms | total ms "
+           "| wire MiB | CPU s | peak RSS MiB | load req/s | intact | best FM ÷ this: downtime |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = ""
+        if best and r["system"] in BASELINES:
+            ratio = _ratio(best["median"]["downtime_ms"], r["median"].get("downtime_ms"))
+        rps = sorted(x["load_rps"] for x in r["repetitions"] if x.get("load_rps") is not None)
+        name = r["system"] + (" (best)" if r is best else "")
+        out.append(f"| {r['link_rate']} | {r['memory_mib']} | {name} | {_mm(r, 'downtime_ms')} "
+                   f"| {_mm(r, 'stall_sum_ms')} | {_mm(r, 'errors')} | {_mm(r, 'reconnects')} "
+                   f"| {_mm(r, 'frozen_ms')} | {_mm(r, 'total_ms')} | {_mm(r, 'wire_bytes', 2**20, '{:.1f}')} "
+                   f"| {_mm(r, 'cpu_s', 1.0, '{:.2f}')} | {_mm(r, 'peak_rss_kib', 1024, '{:.1f}')} "
+                   f"| {f'{rps[len(rps) // 2]:.0f}' if rps else '—'} | {r.get('intact', '—')} | {ratio} |")
     return "\n".join(out)
 
 
@@ -76,6 +99,18 @@ def markdown(doc):
                   "bytes to its root filesystem (SHA-256 checked on arrival); bound: (M + R) / B.  Medians "
                   f"(min–max) of {doc['repetitions']['D']} repetition(s).", "",
                   memory_table(doc["results"], "D-rootfs"), ""]
+    if any(r["scenario"] == "B-redis" for r in doc["results"]):
+        parts += ["Scenario B, Redis (Debian's redis-server, the host's /usr bound read-only) holding M MiB of "
+                  "random values under a constant redis-benchmark SET load; the probe INCRs its own key every 1 ms "
+                  "(each answer one more than the last), and every value is read back and compared after the "
+                  "move.  Medians "
+                  f"(min–max) of {doc['repetitions']['B']} repetition(s).", "",
+                  service_table(doc["results"], "B-redis"), ""]
+    if any(r["scenario"] == "C-nginx" for r in doc["results"]):
+        parts += ["Scenario C, nginx (the host's /usr bound read-only) under a paced wrk load on keep-alive "
+                  "connections; the probe GETs the page every 1 ms.  The fixed costs of a move.  Medians "
+                  f"(min–max) of {doc['repetitions']['C']} repetition(s).", "",
+                  service_table(doc["results"], "C-nginx"), ""]
     s = doc.get("summary") or {}
     if "overhead_ms" in s:
         parts += [f"Framework overhead (COLD, busybox, 1 Gbit/s): {s['overhead_ms']} ms (target ≤ "

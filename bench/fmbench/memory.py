@@ -91,7 +91,6 @@ class MemoryScenario:
         self.systems = systems
         self.plan = QUICK if quick else FULL
         self.cells = cells(self.plan, sizes)
-        self.next_ip = 0
         self.links = {}            # rate -> (measured Mbit/s, how)
 
     def cmd(self, size, hot, dirty_mbit):
@@ -101,9 +100,12 @@ class MemoryScenario:
         """What must arrive unchanged besides the memory (none here)."""
         return None
 
+    next_ip = 0    # one sequence for every scenario of a run: an address (and the MAC derived
+                   # from it) is not reused while the bridge may still know it on the other host
+
     def new_ip(self):
-        ip = f"10.77.{NET}.{FIRST_IP + self.next_ip % 200}"
-        self.next_ip += 1
+        ip = f"10.77.{NET}.{FIRST_IP + MemoryScenario.next_ip % 200}"
+        MemoryScenario.next_ip += 1
         return ip
 
     @staticmethod

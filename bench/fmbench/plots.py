@@ -1,9 +1,9 @@
 """PNG plots of a run with Debian's gnuplot (gnuplot-nox): the data go to
 files, gnuplot reads a script file; no shell in between.
 
-  downtime.png  scenarios A and D: the median downtime of every system, per cell
-  total.png     scenarios A and D: the median total migration time per cell,
-                with the bound M / B ((M + R) / B in D)
+  downtime.png  scenarios A to D: the median downtime of every system, per cell
+  total.png     scenarios A to D: the median total migration time per cell,
+                with the bound M / B ((M + R) / B in D; none in C)
   timeline.png  the probe's view of one migration per system (scenario A's first
                 cell's first repetition): each heartbeat's gap to the one before,
                 against the time since the freeze
@@ -14,7 +14,8 @@ import subprocess
 
 from .util import BenchError
 
-SCENARIOS = ("A-memory", "D-rootfs")
+SCENARIOS = ("A-memory", "B-redis", "C-nginx", "D-rootfs")
+SERVICES = {"B-redis": "Redis", "C-nginx": "nginx"}
 STYLE = "set terminal pngcairo noenhanced size 1200,640 font 'DejaVu Sans,10'"
 
 
@@ -26,6 +27,8 @@ def q(path):
 def _label(r):
     d = "max" if r["dirty_mbit"] is None else f"{r['dirty_mbit']:g}"
     rootfs = f" R={r['rootfs_mib']}" if r.get("rootfs_mib") else ""
+    if r["scenario"] in SERVICES:
+        return f"{SERVICES[r['scenario']]} {r.get('link_rate')}" + (f" M={r['memory_mib']}" if r["memory_mib"] else "")
     return f"{r.get('link_rate')} M={r['memory_mib']} W={r['working_set_mib']} D={d}{rootfs}"
 
 

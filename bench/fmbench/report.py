@@ -93,12 +93,6 @@ def markdown(doc):
                   f"{doc['repetitions']['A']} repetition(s).  Downtime: the largest heartbeat gap at the "
                   "probe; stall sum: gaps over 20 ms from the freeze to the last page; CPU and peak RSS: the "
                   "migration processes on both hosts.", "", memory_table(doc["results"]), ""]
-    d = [r for r in doc["results"] if r["scenario"] == "D-rootfs"]
-    if d:
-        parts += [f"Scenario D, edge link: the memory workload after writing {d[0]['rootfs_mib']} MiB of random "
-                  "bytes to its root filesystem (SHA-256 checked on arrival); bound: (M + R) / B.  Medians "
-                  f"(min–max) of {doc['repetitions']['D']} repetition(s).", "",
-                  memory_table(doc["results"], "D-rootfs"), ""]
     if any(r["scenario"] == "B-redis" for r in doc["results"]):
         parts += ["Scenario B, Redis (Debian's redis-server, the host's /usr bound read-only) holding M MiB of "
                   "random values under a constant redis-benchmark SET load; the probe INCRs its own key every 1 ms "
@@ -111,6 +105,12 @@ def markdown(doc):
                   "connections; the probe GETs the page every 1 ms.  The fixed costs of a move.  Medians "
                   f"(min–max) of {doc['repetitions']['C']} repetition(s).", "",
                   service_table(doc["results"], "C-nginx"), ""]
+    d = [r for r in doc["results"] if r["scenario"] == "D-rootfs"]
+    if d:
+        parts += [f"Scenario D, edge link: the memory workload after writing {d[0]['rootfs_mib']} MiB of random "
+                  "bytes to its root filesystem (SHA-256 checked on arrival); bound: (M + R) / B.  Medians "
+                  f"(min–max) of {doc['repetitions']['D']} repetition(s).", "",
+                  memory_table(doc["results"], "D-rootfs"), ""]
     s = doc.get("summary") or {}
     if "overhead_ms" in s:
         parts += [f"Framework overhead (COLD, busybox, 1 Gbit/s): {s['overhead_ms']} ms (target ≤ "

@@ -152,7 +152,11 @@ class RedisScenario(ServiceScenario):
                 "--logfile", "/tmp/redis.log", "--daemonize", "no"]
 
     def cli(self, *args, timeout=60):
-        p = run(in_client(["redis-cli", "-h", self.ip, "-p", str(REDIS_PORT), *args]), timeout=timeout, check=False)
+        try:
+            p = run(in_client(["redis-cli", "-h", self.ip, "-p", str(REDIS_PORT), *args]), timeout=timeout,
+                    check=False)
+        except subprocess.TimeoutExpired:
+            return None
         return p.stdout.strip() if p.returncode == 0 else None
 
     def wait_ready(self, system, size, hot):
@@ -201,8 +205,11 @@ class NginxScenario(ServiceScenario):
         return ["/usr/sbin/nginx", "-e", "/tmp/nginx-error.log", "-c", NGINX_CONF]
 
     def get(self):
-        p = run(in_client(["busybox", "wget", "-q", "-O", "-", f"http://{self.ip}:{HTTP_PORT}/"]), timeout=10,
-                check=False)
+        try:
+            p = run(in_client(["busybox", "wget", "-q", "-O", "-", f"http://{self.ip}:{HTTP_PORT}/"]),
+                    timeout=10, check=False)
+        except subprocess.TimeoutExpired:
+            return None
         return p.stdout if p.returncode == 0 else None
 
     def wait_ready(self, system, size, hot):

@@ -54,9 +54,9 @@ static void test_abs_path_clean(void **state)
 	char long_path[5000];
 	memset(long_path, 'a', sizeof(long_path));
 	long_path[0] = '/';
-	long_path[4095] = '\0';
+	long_path[4096] = '\0'; /* 4096 bytes: one too many */
 	assert_false(fm_abs_path_clean(long_path));
-	long_path[4094] = '\0';
+	long_path[4095] = '\0';
 	assert_true(fm_abs_path_clean(long_path));
 }
 

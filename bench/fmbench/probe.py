@@ -64,17 +64,26 @@ def connect(ip, port, deadline):
             time.sleep(0.05)
 
 
+def recv_some(s, peer):
+    """What s has (b"" when its 50 ms timeout passed first); a closed
+    connection raises."""
+    try:
+        data = s.recv(65536)
+    except socket.timeout:
+        return b""
+    if not data:
+        raise ConnectionError(f"connection closed by the {peer}")
+    return data
+
+
 def heartbeat(s, rec, done):
     """fm-memload's stream: every line must be the previous plus one."""
     buf, expect = b"", None
     s.settimeout(0.05)   # how soon a stop is noticed
     while not done():
-        try:
-            data = s.recv(65536)
-        except socket.timeout:
-            continue
+        data = recv_some(s, "container")
         if not data:
-            raise ConnectionError("connection closed by the container")
+            continue
         t = time.monotonic()
         buf += data
         *lines, buf = buf.split(b"\n")
@@ -111,13 +120,7 @@ def read_answer(s, kind, buf, done):
                     return (head[0], buf[end + 4:end + 4 + length]), buf[end + 4 + length:]
         if done():
             raise TimeoutError("stopped while waiting for an answer")
-        try:
-            data = s.recv(65536)
-        except socket.timeout:
-            continue
-        if not data:
-            raise ConnectionError("connection closed by the server")
-        buf += data
+        buf += recv_some(s, "server")
 
 
 def requests(ip, port, kind, rec, done, first):

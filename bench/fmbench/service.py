@@ -139,7 +139,6 @@ class ServiceScenario(MemoryScenario):
 
 class RedisScenario(ServiceScenario):
     SCENARIO = "B-redis"
-    IMAGE = "memload"
     FULL = {"memory_mib": 1024, "rate": "1gbit"}
     QUICK = {"memory_mib": 256, "rate": "1gbit"}
     DIRTY = None              # as fast as redis-benchmark goes

@@ -361,11 +361,10 @@ static int step_preparation(fm_mig *m)
 	     m->dest, json_string_value(json_object_get(json_object_get(m->dst_info, "capabilities"), "criu_version")) ?: "?",
 	     m->source);
 
-	spec = json_pack("{s:s, s:O, s:O, s:O, s:O, s:O}", "name", m->container,
-			 "image", json_object_get(m->cinfo, "image"), "digest", json_object_get(m->cinfo, "digest"),
-			 "args", json_object_get(m->cinfo, "args"), "cpu_milli", json_object_get(m->cinfo, "cpu_milli"),
-			 "memory_bytes", json_object_get(m->cinfo, "memory_bytes"));
-	for (const char *key = "network\0volumes\0env\0"; *key; key += strlen(key) + 1)
+	/* the container spec (fm_container_spec_from_json's keys) from the source's record of it */
+	spec = json_pack("{s:s}", "name", m->container);
+	for (const char *key = "image\0digest\0args\0env\0cpu_milli\0memory_bytes\0network\0volumes\0"; *key;
+	     key += strlen(key) + 1)
 		if (json_object_get(m->cinfo, key))
 			json_object_set(spec, key, json_object_get(m->cinfo, key));
 	if ((r = step_mark(m, "prepare", "started")) < 0)

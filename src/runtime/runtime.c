@@ -242,10 +242,13 @@ static int volumes_from_json(json_t *a, json_t **out, fm_error *err)
 	json_array_foreach(a, i, v) {
 		const char *src = json_string_value(json_object_get(v, "source"));
 		const char *dst = json_string_value(json_object_get(v, "destination"));
-		json_t *ro = json_object_get(v, "readonly");
-		const char *bad = NULL;
+		json_t *ro = json_object_get(v, "readonly"), *x;
+		const char *bad = NULL, *key;
+		bool known_keys = json_is_object(v);
 
-		if (!json_is_object(v) || json_object_size(v) > 3 - !ro)
+		json_object_foreach(v, key, x)
+			known_keys &= !strcmp(key, "source") || !strcmp(key, "destination") || !strcmp(key, "readonly");
+		if (!known_keys)
 			bad = "must be an object with \"source\", \"destination\" and optionally \"readonly\"";
 		else if (!fm_abs_path_clean(src))
 			bad = "\"source\" must be an absolute path without \".\", \"..\", \"//\" or a trailing \"/\"";
@@ -779,11 +782,9 @@ static json_t *describe(fm_runtime *rt, json_t *row)
 		      "committed", json_boolean(json_integer_value(json_object_get(row, "committed"))),
 		      "status", status);
 	json_object_set_new(o, "rootfs", json_sprintf("%s/containers/%s/rootfs", rt->state_dir, name));
-	json_object_set(o, "cpu_milli", json_object_get(spec, "cpu_milli"));
-	json_object_set(o, "memory_bytes", json_object_get(spec, "memory_bytes"));
-	for (const char *key = "network\0volumes\0env\0"; *key; key += strlen(key) + 1)
-		if (json_object_get(spec, key))
-			json_object_set(o, key, json_object_get(spec, key));
+	/* the rest of the spec as recorded (limits, env, network, volumes):
+	 * what a migration hands the destination (coordinator.c) */
+	json_object_update_missing(o, spec);
 	if (fm_rt_memory_usage(rt, name, &mem) == 0)
 		json_object_set_new(o, "memory_usage_bytes", json_integer((json_int_t)mem));
 	if (!json_is_null(json_object_get(row, "migration")))

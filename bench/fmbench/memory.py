@@ -292,6 +292,7 @@ class MemoryScenario:
                       # the destination's prefetcher (src/sync/prefetch.c): its rate, when the last
                       # page was there, and how many of lazy-pages' requests had to wait
                       ("prefetch_mbit", r"prefetched at ([0-9.]+) Mbit/s"),
+                      ("prefetch_window_kib", r"with a window of [0-9.]+-([0-9.]+) KiB"),
                       ("prefetch_all_here_ms", r"every page here ([0-9.]+) ms after the restore began"),
                       ("prefetch_waits", r"([0-9]+) requests waited"),
                       # the controller's downtime breakdown (coordinator.c, log_downtime)

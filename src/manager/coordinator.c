@@ -709,13 +709,15 @@ static int step_verification(fm_mig *m)
 				m->bytes, m->id);
 		fm_format_bytes((uint64_t)json_integer_value(json_object_get(pg, "pages_wire_rx")), wire, sizeof(wire));
 		json_t *pf = json_object_get(pg, "prefetch");
-		char how[200] = "";
+		char how[256] = "";
 		if (pf) {
 			double lazy = (double)json_integer_value(json_object_get(pf, "lazy_bytes"));
 			double cached = (double)json_integer_value(json_object_get(pf, "served_cached_bytes"));
-			snprintf(how, sizeof(how), "; prefetched at %.0f Mbit/s, every page here %.0f ms after the restore "
-				 "began, %.0f %% were here before the application asked, %d requests waited "
-				 "(longest %.1f ms)", json_real_value(json_object_get(pf, "link_bps")) / 1e6,
+			snprintf(how, sizeof(how), "; prefetched at %.0f Mbit/s with a window of %.0f-%.0f KiB, every page "
+				 "here %.0f ms after the restore began, %.0f %% were here before the application asked, "
+				 "%d requests waited (longest %.1f ms)", json_real_value(json_object_get(pf, "link_bps")) / 1e6,
+				 (double)json_integer_value(json_object_get(pf, "window_min_bytes")) / 1024,
+				 (double)json_integer_value(json_object_get(pf, "window_max_bytes")) / 1024,
 				 json_real_value(json_object_get(pf, "all_here_ms")), lazy > 0 ? 100.0 * cached / lazy : 100.0,
 				 (int)json_integer_value(json_object_get(pf, "misses")),
 				 json_real_value(json_object_get(pf, "wait_max_ms")));

@@ -222,12 +222,13 @@ static void prefetch_stats_json(fm_prefetch *p, json_t *obj)
 {
 	fm_prefetch_stats st;
 	fm_prefetch_get_stats(p, &st);
-	json_object_set_new(obj, "prefetch", json_pack("{s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:f, s:f, s:f, s:f}",
+	json_object_set_new(obj, "prefetch", json_pack("{s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:f, s:f, s:f, s:f, s:I, s:I}",
 		"lazy_bytes", (json_int_t)st.lazy_bytes, "fetched_bytes", (json_int_t)st.fetched_bytes,
 		"served_bytes", (json_int_t)st.served_bytes, "served_cached_bytes", (json_int_t)st.served_cached,
 		"passthrough", (json_int_t)st.passthrough, "requests", (int)st.requests, "misses", (int)st.misses,
 		"wait_max_ms", st.wait_max_ms, "wait_sum_ms", st.wait_sum_ms, "all_here_ms", st.all_here_ms,
-		"link_bps", st.link_bps));
+		"link_bps", st.link_bps, "window_min_bytes", (json_int_t)st.window_min,
+		"window_max_bytes", (json_int_t)st.window_max));
 }
 
 /* An abort leaves a tombstone: a prepare or reserve that was already on its way

@@ -210,6 +210,70 @@ int fm_pagemap_lazy_ranges(const char *images_dir, fm_lazy_range **out, size_t *
 	return 0;
 }
 
+/* ---- the window ---- */
+
+void fm_prefetch_pace_init(fm_prefetch_pace *pc)
+{
+	*pc = (fm_prefetch_pace){ .since_us = -1 };
+}
+
+void fm_prefetch_pace_busy(fm_prefetch_pace *pc, int64_t now_us)
+{
+	pc->since_us = now_us;
+	pc->bytes = 0;
+}
+
+void fm_prefetch_pace_idle(fm_prefetch_pace *pc)
+{
+	pc->since_us = -1;
+	pc->bytes = 0;
+}
+
+void fm_prefetch_pace_arrived(fm_prefetch_pace *pc, uint64_t bytes, int64_t now_us)
+{
+	if (pc->since_us < 0)
+		return;
+	pc->bytes += bytes;
+	int64_t span = now_us - pc->since_us;
+	if (span < FM_PREFETCH_RATE_SAMPLE_US)
+		return;
+	pc->samples[pc->next] = (double)pc->bytes * 1e6 / (double)span;
+	pc->next = (pc->next + 1) % FM_PREFETCH_RATE_SAMPLES;
+	if (pc->nsamples < FM_PREFETCH_RATE_SAMPLES)
+		pc->nsamples++;
+	pc->since_us = now_us;
+	pc->bytes = 0;
+}
+
+double fm_prefetch_pace_rate(const fm_prefetch_pace *pc)
+{
+	double m = 0;
+	for (unsigned i = 0; i < pc->nsamples; i++)
+		if (pc->samples[i] > m)
+			m = pc->samples[i];
+	return m;
+}
+
+uint64_t fm_prefetch_window(double rate_Bps)
+{
+	double w = rate_Bps * FM_PREFETCH_QUEUE_MS / 1000.0;
+	if (!(w > FM_PREFETCH_WINDOW_MIN))
+		return FM_PREFETCH_WINDOW_MIN;
+	return w < FM_PREFETCH_WINDOW ? (uint64_t)w : FM_PREFETCH_WINDOW;
+}
+
+uint64_t fm_prefetch_chunk_pages(uint64_t window)
+{
+	uint64_t n = window / 2 / PAGE;
+	return n < 1 ? 1 : n > FM_PREFETCH_CHUNK_PAGES ? FM_PREFETCH_CHUNK_PAGES : n;
+}
+
+uint64_t fm_prefetch_readahead_pages(uint64_t window)
+{
+	uint64_t n = fm_prefetch_chunk_pages(window);
+	return n < FM_PREFETCH_READAHEAD_PAGES ? n : FM_PREFETCH_READAHEAD_PAGES;
+}
+
 /* ---- the prefetcher ---- */
 
 enum { PG_WANT = 0, PG_ASKED, PG_HERE, PG_GONE };
@@ -238,6 +302,8 @@ struct fm_prefetch {
 	uint8_t *cache;          /* total pages, mapped without reserve: only what is here uses memory */
 	uint64_t want, asked, here;
 	uint64_t cursor;         /* where the background order goes on */
+	fm_prefetch_pace pace;
+	uint64_t window;         /* bytes; follows pace (fm_prefetch_window) */
 
 	fm_xfer_listener *l;
 	int up_fd, cl_fd, ctl_rd, ctl_wr; /* control pipe: 'g' releases the background order, 'x' stops */
@@ -361,6 +427,8 @@ static int up_send(fm_prefetch *p, uint64_t pid, uint64_t vaddr, uint64_t nr, ui
 	int r = send_all(p->up_fd, &iov, 1);
 	if (r < 0)
 		return fail(p, r, "page prefetcher: cannot ask the source for pages: %s", strerror(-r));
+	if (p->pace.since_us < 0)
+		fm_prefetch_pace_busy(&p->pace, fm_now_mono_us());
 	p->uq[(p->uq_head + p->uq_len++) % UP_QUEUE] = (up_req){ pid, vaddr, nr, g };
 	if (g != UINT64_MAX) {
 		for (uint64_t i = g; i < g + nr; i++) {
@@ -373,10 +441,26 @@ static int up_send(fm_prefetch *p, uint64_t pid, uint64_t vaddr, uint64_t nr, ui
 	return 0;
 }
 
+/* Sets the window from the arrival rate measured so far. */
+static void window_update(fm_prefetch *p)
+{
+	p->window = fm_prefetch_window(fm_prefetch_pace_rate(&p->pace));
+	if (p->held)
+		return;
+	pthread_mutex_lock(&p->mu);
+	if (p->st.window_min == 0 || p->window < p->st.window_min)
+		p->st.window_min = p->window;
+	if (p->window > p->st.window_max)
+		p->st.window_max = p->window;
+	pthread_mutex_unlock(&p->mu);
+}
+
 /* Keeps the window of background requests full, in address order from the cursor. */
 static int pump(fm_prefetch *p)
 {
-	while (!p->held && !p->close_pending && p->want > 0 && p->asked * PAGE < FM_PREFETCH_WINDOW &&
+	window_update(p);
+	uint64_t chunk = fm_prefetch_chunk_pages(p->window);
+	while (!p->held && !p->close_pending && p->want > 0 && p->asked * PAGE < p->window &&
 	       (p->here + p->asked) * PAGE < FM_PREFETCH_CACHE_MAX) {
 		if (p->cursor >= p->total)
 			p->cursor = 0;
@@ -388,13 +472,15 @@ static int pump(fm_prefetch *p)
 		uint64_t g = (uint64_t)(s - p->state);
 		const pf_range *r = range_of(p, g);
 		uint64_t n = 0, end = r->first + r->nr;
-		while (n < FM_PREFETCH_CHUNK_PAGES && g + n < end && p->state[g + n] == PG_WANT)
+		while (n < chunk && g + n < end && p->state[g + n] == PG_WANT)
 			n++;
 		int k = up_send(p, r->pid, r->vaddr + (g - r->first) * PAGE, n, g);
 		if (k < 0)
 			return k;
 		p->cursor = g + n;
 	}
+	if (p->uq_len == 0)
+		fm_prefetch_pace_idle(&p->pace);
 	return 0;
 }
 
@@ -460,11 +546,15 @@ static int serve(fm_prefetch *p)
 		if (p->state[g] == PG_ASKED)
 			return 0;
 		/* not asked for (or asked again): now, with a readahead of pages
-		 * nobody has, and the background order continues right after it */
-		uint64_t n = 0;
-		while (n < avail && (p->state[g + n] == PG_WANT || p->state[g + n] == PG_GONE))
+		 * nobody has, and the background order continues right after it.
+		 * A large request of lazy-pages' own asks for a chunk at a time
+		 * (it is answered in parts), so that the faults behind it do not
+		 * wait for all of it. */
+		uint64_t n = 0, ra = fm_prefetch_readahead_pages(p->window);
+		uint64_t most = avail > ra ? fm_prefetch_chunk_pages(p->window) : ra;
+		while (n < avail && n < most && (p->state[g + n] == PG_WANT || p->state[g + n] == PG_GONE))
 			n++;
-		while (n < FM_PREFETCH_READAHEAD_PAGES && g + n < end && p->state[g + n] == PG_WANT)
+		while (n < most && g + n < end && p->state[g + n] == PG_WANT)
 			n++;
 		p->cursor = g + n;
 		return up_send(p, c->pid, c->vaddr, n, g);
@@ -569,6 +659,7 @@ static int up_read(fm_prefetch *p)
 			return fail(p, -errno, "page prefetcher: the page stream from the source broke: %m");
 		if (k == 0)
 			return fail(p, -ECONNRESET, "page prefetcher: the source's page stream ended before the transfer did");
+		fm_prefetch_pace_arrived(&p->pace, (uint64_t)k, fm_now_mono_us());
 		if (p->close_sent) {
 			p->status_got += (size_t)k;
 			if (p->status_got == sizeof(p->status)) {
@@ -699,6 +790,8 @@ int fm_prefetch_start(const char *images_dir, const char *up_host, int up_port, 
 	}
 	free(v);
 	p->want = p->total;
+	fm_prefetch_pace_init(&p->pace);
+	p->window = FM_PREFETCH_WINDOW_MIN;
 	p->st.lazy_bytes = p->total * PAGE;
 	p->state = fm_xcalloc(p->total ? p->total : 1, 1);
 	p->uq = fm_xcalloc(UP_QUEUE, sizeof(*p->uq));

@@ -386,7 +386,10 @@ static void test_prefetch_holds_background_until_released(void **state)
 	assert_int_equal(answer(fd, 7, 0x7f0000 + 40 * PAGE, 1), 1);
 	usleep(100 * 1000); /* room for background requests that must not come */
 	fm_prefetch_get_stats(p, &s);
-	assert_int_equal(s.fetched_bytes, 10 * PAGE); /* the fault and its readahead, to the range's end */
+	/* the fault and its readahead (the window's least before anything was
+	 * measured), not beyond the range's end */
+	uint64_t ra = fm_prefetch_readahead_pages(FM_PREFETCH_WINDOW_MIN);
+	assert_int_equal(s.fetched_bytes, (ra < 10 ? ra : 10) * PAGE);
 	assert_true(s.all_here_ms == 0);
 	fm_prefetch_release(p);
 	take_range(fd, 1, 0x10000, 100, 100);
@@ -454,9 +457,65 @@ static void test_prefetch_refuses_garbage_from_lazy_pages(void **state)
 	rm_images(dir);
 }
 
+static bool near(double a, double b) { return a - b < 1 && b - a < 1; }
+
+/* The window follows the arrival rate: FM_PREFETCH_QUEUE_MS of it, within its
+ * bounds; periods are measured only while requests are out. */
+static void test_prefetch_window_follows_the_rate(void **state)
+{
+	(void)state;
+	fm_prefetch_pace pc;
+	fm_prefetch_pace_init(&pc);
+	assert_true(fm_prefetch_pace_rate(&pc) == 0);
+	assert_int_equal(fm_prefetch_window(0), FM_PREFETCH_WINDOW_MIN);
+
+	/* arrivals with nothing asked are not a measure */
+	fm_prefetch_pace_arrived(&pc, 1 << 20, 1000000);
+	assert_true(fm_prefetch_pace_rate(&pc) == 0);
+
+	/* 20 Mbit/s: 2.5 MB/s, 50 KB per 20 ms period */
+	int64_t t = 2000000;
+	fm_prefetch_pace_busy(&pc, t);
+	for (int i = 0; i < 10; i++) {
+		t += 10000;
+		fm_prefetch_pace_arrived(&pc, 25000, t);
+	}
+	assert_true(near(fm_prefetch_pace_rate(&pc), 2.5e6));
+	uint64_t w = fm_prefetch_window(fm_prefetch_pace_rate(&pc));
+	assert_int_equal(w, FM_PREFETCH_WINDOW_MIN);   /* 25 KB of queue is below the least */
+	assert_int_equal(fm_prefetch_chunk_pages(w), FM_PREFETCH_WINDOW_MIN / 2 / PAGE);
+	assert_int_equal(fm_prefetch_readahead_pages(w), FM_PREFETCH_WINDOW_MIN / 2 / PAGE);
+
+	/* 100 Mbit/s: FM_PREFETCH_QUEUE_MS of it */
+	assert_int_equal(fm_prefetch_window(12.5e6), (uint64_t)(12.5e6 * FM_PREFETCH_QUEUE_MS / 1000));
+	/* 1 Gbit/s and more: the most, with full-size chunks and readahead */
+	w = fm_prefetch_window(125e6);
+	assert_int_equal(w, FM_PREFETCH_WINDOW);
+	assert_int_equal(fm_prefetch_chunk_pages(w), FM_PREFETCH_CHUNK_PAGES);
+	assert_int_equal(fm_prefetch_readahead_pages(w), FM_PREFETCH_READAHEAD_PAGES);
+	assert_int_equal(fm_prefetch_window(1e12), FM_PREFETCH_WINDOW);
+	assert_int_equal(fm_prefetch_chunk_pages(1), 1);
+
+	/* idle: the period being measured is dropped; the rate is the largest of
+	 * the last FM_PREFETCH_RATE_SAMPLES periods, so it falls only after that
+	 * many slower ones */
+	fm_prefetch_pace_idle(&pc);
+	fm_prefetch_pace_arrived(&pc, 1 << 30, t + 1000);
+	assert_true(near(fm_prefetch_pace_rate(&pc), 2.5e6));
+	fm_prefetch_pace_busy(&pc, t);
+	for (int i = 0; i < FM_PREFETCH_RATE_SAMPLES; i++) {
+		t += FM_PREFETCH_RATE_SAMPLE_US;
+		fm_prefetch_pace_arrived(&pc, 1000, t);
+		if (i < FM_PREFETCH_RATE_SAMPLES - 1)
+			assert_true(near(fm_prefetch_pace_rate(&pc), 2.5e6));
+	}
+	assert_true(near(fm_prefetch_pace_rate(&pc), 1000 * 1e6 / FM_PREFETCH_RATE_SAMPLE_US));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_prefetch_window_follows_the_rate),
 		cmocka_unit_test(test_pagemap_lists_lazy_ranges),
 		cmocka_unit_test(test_pagemap_rejects_garbage),
 		cmocka_unit_test(test_prefetch_serves_every_page_once),

@@ -8,7 +8,7 @@
 
 #define GAIN 0.97            /* a compressed frame must be 3 % smaller to be sent compressed */
 #define PROBE_EVERY 32       /* AUTO: try one compressible-looking frame in this many while it does not pay */
-#define PAYS_MARGIN 1.2      /* ... and saved wire time must beat CPU time by this factor */
+#define PAYS_MARGIN 1.2      /* ... and zstd must outrun the link by this factor */
 #define UNKNOWN_LINK_BPS 1e9 /* a link not measured yet is taken for a fast one */
 #define SAMPLE_SLICES 16
 #define SAMPLE_SLICE 256
@@ -52,8 +52,12 @@ size_t fm_compress_bound(size_t n) { return ZSTD_compressBound(n); }
 static bool pays(fm_compressor *z, double link_bps)
 {
 	double link = (link_bps > 0 ? link_bps : UNKNOWN_LINK_BPS) / 8;
-	/* wire time saved raw*(1-ratio)/L beats CPU time raw/z:  z * (1 - ratio) > L */
-	if (z->zstd_Bps == 0 || z->zstd_Bps * (1 - z->ratio) > link * PAYS_MARGIN)
+	/* A sender compresses a frame while the previous one is on the wire (the
+	 * socket's buffer holds it), so compression costs no time as long as zstd
+	 * outruns the link, and then every byte it saves is wire time saved.
+	 * (Counting its CPU time against the saving, z * (1 - ratio) > L, sent
+	 * Redis's memory raw at 1 Gbit/s: 237 MiB where Podman's zstd sent 179.) */
+	if (z->zstd_Bps == 0 || (z->ratio < GAIN && z->zstd_Bps > link * PAYS_MARGIN))
 		return true;
 	if (++z->since_probe >= PROBE_EVERY) {
 		z->since_probe = 0;

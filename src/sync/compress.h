@@ -9,10 +9,11 @@
  *   FM_COMPRESS_AUTO   a frame whose sampled bytes look random (encrypted,
  *                      already compressed, the memory of most workloads) goes
  *                      raw without spending CPU on it; any other frame is
- *                      compressed while that saves more wire time than it
- *                      costs CPU time (measured: how well such frames
- *                      compress and how fast zstd runs here, against the
- *                      link's speed), at the level the link speed calls for.
+ *                      compressed while it saves at least 3 % and zstd
+ *                      outruns the link (measured: how well such frames
+ *                      compress and how fast zstd runs here; it compresses
+ *                      one frame while the last is on the wire), at the
+ *                      level the link speed calls for.
  */
 #pragma once
 #include <stdbool.h>

@@ -73,6 +73,35 @@ static void test_auto(void **state)
 	fm_decompressor_free(dctx);
 }
 
+/* AUTO compresses while zstd outruns the link and saves: then it costs no time
+ * (it runs while the last frame is on the wire). */
+static void test_auto_pays_while_zstd_outruns_the_link(void **state)
+{
+	_cleanup_free_ uint8_t *zero = fm_xmalloc(N), *out = fm_xmalloc(fm_compress_bound(N));
+	size_t cap = fm_compress_bound(N);
+	(void)state;
+	memset(zero, 0, N);
+	/* measured before: 200 MB/s, 20 % saved (too little to beat its own CPU
+	 * time at 1 Gbit/s, but it runs beside the link, not before it) */
+	fm_compressor z = FM_COMPRESSOR_INIT(FM_COMPRESS_AUTO);
+	z.zstd_Bps = 200e6;
+	z.ratio = 0.8;
+	assert_true(fm_compress_frame(&z, zero, N, out, cap, 1e9) > 0);
+	fm_compressor_free(&z);
+	/* a 10 Gbit/s link outruns it: raw (but for a probe now and then) */
+	fm_compressor fast = FM_COMPRESSOR_INIT(FM_COMPRESS_AUTO);
+	fast.zstd_Bps = 200e6;
+	fast.ratio = 0.8;
+	assert_int_equal(fm_compress_frame(&fast, zero, N, out, cap, 10e9), 0);
+	/* nothing saved: raw however fast zstd is */
+	fm_compressor flat = FM_COMPRESSOR_INIT(FM_COMPRESS_AUTO);
+	flat.zstd_Bps = 5e9;
+	flat.ratio = 0.99;
+	assert_int_equal(fm_compress_frame(&flat, zero, N, out, cap, 1e9), 0);
+	assert_null(fast.cctx);
+	assert_null(flat.cctx);
+}
+
 static void test_off_and_forced(void **state)
 {
 	_cleanup_free_ uint8_t *rnd = random_bytes(N, 10), *zero = fm_xmalloc(N), *out = fm_xmalloc(fm_compress_bound(N));
@@ -108,6 +137,7 @@ int main(void)
 		cmocka_unit_test(test_auto),
 		cmocka_unit_test(test_off_and_forced),
 		cmocka_unit_test(test_level_for_link),
+		cmocka_unit_test(test_auto_pays_while_zstd_outruns_the_link),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
 #include "runtime/runtime.h"
 #include "runtime/net.h"
+#include "runtime/tmpfs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -402,10 +403,10 @@ struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt)
 	return c;
 }
 
-struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt)
+struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, const char *criu_conf)
 {
 	fm_cmd *c = fm_rt_runc_cmd(rt);
-	fm_cmd_env(c, "CRIU_CONFIG_FILE", rt->criu_restore_conf);
+	fm_cmd_env(c, "CRIU_CONFIG_FILE", criu_conf ? criu_conf : rt->criu_restore_conf);
 	fm_cmd_arg(c, "restore");
 	return c;
 }
@@ -680,6 +681,12 @@ int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, fm_cmd *c, const char
 		if (dev)
 			criu_external(c, "mnt[%s]:%s", dev, dev);
 	}
+	/* empty tmpfs mounts travel as fresh ones, not as tars (runtime/tmpfs.h);
+	 * if that cannot be arranged, CRIU carries them as before */
+	fm_error te = FM_ERROR_INIT;
+	if (fm_tmpfs_dump_args(name, st.pid, c, images_dir, &te) < 0)
+		fm_warn(FM_C_CHECKPOINTING, "container %s: its tmpfs mounts go inside the checkpoint: %s", name, te.msg);
+	fm_error_clear(&te);
 	/* what runc restore reads to hand the restored init its stdio again */
 	json_t *ext = json_object_get(o, "external_descriptors");
 	fds = ext ? json_dumps(ext, JSON_COMPACT) : fm_xstrdup("[]");

@@ -111,8 +111,9 @@ int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, struct fm_cmd *c, con
 			 fm_error *err);
 /* `runc restore` with this host's CRIU configuration (CRIU_CONFIG_FILE: the
  * masked directories' external mounts, no CRIU network lock: see
- * criu_restore_conf_write).  The caller adds the rest. */
-struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt);
+ * criu_restore_conf_write), or criu_conf, a file that holds it and more.  The
+ * caller adds the rest. */
+struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, const char *criu_conf);
 /* runc with --root and --criu already set; caller adds the rest. */
 struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt);
 /* Journal row for a container (migration = NULL for local ones). */

@@ -2,17 +2,52 @@
  * host with `runc restore` (CRIU underneath), into a bundle and root filesystem the
  * Runtime Controller prepared. */
 #include <errno.h>
+#include <string.h>
 
 #include "basic/cmd.h"
 #include "basic/util.h"
+#include "runtime/tmpfs.h"
 #include "sync/checkpoint.h"
 
+
+/* The restore's CRIU configuration: the host's, and the fresh tmpfs mounts the
+ * images ask for (runtime/tmpfs.h), mounted below the container's directory
+ * in *tdir.  *conf NULL: the host's configuration as it is. */
+static int restore_conf(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *tdir,
+			char **conf, fm_error *err)
+{
+	_cleanup_free_ char *lines = NULL, *host = NULL;
+	int r;
+
+	*conf = NULL;
+	if ((r = fm_tmpfs_prepare(images_dir, tdir, &lines, err)) < 0 || !lines)
+		return r;
+	if ((r = fm_read_file(rt->criu_restore_conf, 1u << 20, &host, NULL)) < 0) {
+		fm_tmpfs_release(tdir);
+		return fm_error_set(err, r, "cannot read %s: %s", rt->criu_restore_conf, strerror(-r));
+	}
+	_cleanup_free_ char *path = fm_xasprintf("%s/criu-restore.conf", work_dir);
+	_cleanup_free_ char *text = fm_xasprintf("%s%s", host, lines);
+	if ((r = fm_write_file_atomic(path, text, strlen(text), 0600)) < 0) {
+		fm_tmpfs_release(tdir);
+		return fm_error_set(err, r, "cannot write %s: %s", path, strerror(-r));
+	}
+	*conf = fm_xstrdup(path);
+	return 0;
+}
 
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
 	       bool tcp, fm_error *err)
 {
 	_cleanup_free_ char *bundle = fm_rt_container_dir(rt, name);
-	struct fm_cmd *c = fm_rt_runc_restore_cmd(rt);
+	_cleanup_free_ char *tdir = fm_xasprintf("%s/tmpfs", bundle), *conf = NULL;
+	int r;
+
+	if ((r = restore_conf(rt, images_dir, work_dir, tdir, &conf, err)) < 0) {
+		fm_error_prefix(err, "restore of %s", name);
+		return r;
+	}
+	struct fm_cmd *c = fm_rt_runc_restore_cmd(rt, conf);
 
 	fm_cmd_arg(c, "--detach");
 	if (lazy)
@@ -27,5 +62,9 @@ int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const c
 	fm_cmd_arg(c, bundle);
 	fm_cmd_arg(c, name);
 	fm_cmd_set_stdio_null(c);
-	return fm_ckpt_run(c, work_dir, "restore.log", "restore", name, err);
+	r = fm_ckpt_run(c, work_dir, "restore.log", "restore", name, err);
+	/* the restored container holds its own binds of them */
+	if (conf)
+		fm_tmpfs_release(tdir);
+	return r;
 }

@@ -1,0 +1,314 @@
+/* Runtime Controller, fresh tmpfs mounts (see tmpfs.h). */
+#include "runtime/tmpfs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "basic/log.h"
+#include "basic/util.h"
+
+#define MOUNTINFO_MAX (1u << 20)
+#define MANIFEST_MAX (64u * 1024)
+#define SIZE_KIB_MAX (1ull << 30)        /* 1 TiB */
+#define NR_INODES_MAX (1ull << 32)
+
+/* The tmpfs mounts that may travel fresh, and their keys. */
+static const struct {
+	const char *path, *key;
+} known[] = {
+	{ "/dev/shm", "fm-tmpfs-dev-shm" },
+};
+
+static int known_by_path(const char *path)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
+		if (!strcmp(known[i].path, path))
+			return (int)i;
+	return -1;
+}
+
+static int known_by_key(const char *key)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(known); i++)
+		if (!strcmp(known[i].key, key))
+			return (int)i;
+	return -1;
+}
+
+/* "123" as an unsigned number no larger than max (base 8 or 10). */
+static bool parse_num(const char *s, int base, uint64_t max, uint64_t *v)
+{
+	char *end;
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	unsigned long long x = strtoull(s, &end, base);
+	if (errno || *end || x > max)
+		return false;
+	*v = x;
+	return true;
+}
+
+/* Per-mount options: rw, and flags a fresh mount can have again. */
+static bool mount_opts_ok(char *opts, fm_tmpfs_mount *m)
+{
+	bool rw = false;
+	for (char *save = NULL, *o = strtok_r(opts, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+		if (!strcmp(o, "rw"))
+			rw = true;
+		else if (!strcmp(o, "nosuid"))
+			m->nosuid = true;
+		else if (!strcmp(o, "nodev"))
+			m->nodev = true;
+		else if (!strcmp(o, "noexec"))
+			m->noexec = true;
+		else if (strcmp(o, "relatime") != 0)
+			return false;
+	}
+	return rw;
+}
+
+/* Superblock options: size, mode and inode count; nothing that changes who
+ * owns it or how it behaves. */
+static bool super_opts_ok(char *opts, fm_tmpfs_mount *m)
+{
+	uint64_t v;
+	m->mode = 01777;
+	for (char *save = NULL, *o = strtok_r(opts, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+		size_t n = strlen(o);
+		if (!strcmp(o, "rw") || !strcmp(o, "inode64"))
+			continue;
+		if (!strncmp(o, "size=", 5) && n > 6 && o[n - 1] == 'k') {
+			o[n - 1] = 0;
+			if (!parse_num(o + 5, 10, SIZE_KIB_MAX, &m->size_kib) || m->size_kib == 0)
+				return false;
+		} else if (!strncmp(o, "nr_inodes=", 10)) {
+			if (!parse_num(o + 10, 10, NR_INODES_MAX, &m->nr_inodes))
+				return false;
+		} else if (!strncmp(o, "mode=", 5)) {
+			if (!parse_num(o + 5, 8, 07777, &v))
+				return false;
+			m->mode = (unsigned)v;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+int fm_tmpfs_mountinfo_line(const char *line, fm_tmpfs_mount *m)
+{
+	char buf[1024], *f[32];
+	int n = 0, dash = -1;
+	size_t len = strlen(line);
+
+	if (len >= sizeof(buf))
+		return 0;
+	memcpy(buf, line, len + 1);
+	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t && n < 32; t = strtok_r(NULL, " \n", &save)) {
+		if (dash < 0 && n >= 6 && !strcmp(t, "-"))
+			dash = n;
+		f[n++] = t;
+	}
+	if (dash < 0 || n != dash + 4 || strcmp(f[dash + 1], "tmpfs") != 0 || strcmp(f[3], "/") != 0)
+		return 0;
+	int k = known_by_path(f[4]);
+	if (k < 0)
+		return 0;
+	*m = (fm_tmpfs_mount){ .path = known[k].path, .key = known[k].key };
+	if (sscanf(f[2], "%u:%u", &m->dev_major, &m->dev_minor) != 2)
+		return 0;
+	return mount_opts_ok(f[5], m) && super_opts_ok(f[dash + 3], m) ? 1 : 0;
+}
+
+/* Is path (below the container's root, through /proc) the mount m, and empty? */
+static bool empty_mount(pid_t pid, const fm_tmpfs_mount *m)
+{
+	_cleanup_free_ char *p = fm_xasprintf("/proc/%d/root%s", (int)pid, m->path);
+	int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0)
+		return false;
+	if (fstat(fd, &st) < 0 || st.st_dev != makedev(m->dev_major, m->dev_minor)) {
+		close(fd);
+		return false;
+	}
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return false;
+	}
+	bool empty = true;
+	struct dirent *de;
+	while (empty && (de = readdir(d)))
+		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+static json_t *manifest_entry(const fm_tmpfs_mount *m)
+{
+	return json_pack("{s:s, s:I, s:I, s:i, s:b, s:b, s:b}", "key", m->key, "size_kib", (json_int_t)m->size_kib,
+			 "nr_inodes", (json_int_t)m->nr_inodes, "mode", (int)m->mode, "nosuid", m->nosuid,
+			 "nodev", m->nodev, "noexec", m->noexec);
+}
+
+int fm_tmpfs_dump_args(const char *name, pid_t pid, fm_cmd *c, const char *images_dir, fm_error *err)
+{
+	_cleanup_free_ char *path = fm_xasprintf("/proc/%d/mountinfo", (int)pid), *info = NULL;
+	fm_tmpfs_mount found[ARRAY_SIZE(known)];
+	unsigned seen[ARRAY_SIZE(known)] = { 0 };
+	int r;
+
+	if ((r = fm_read_file(path, MOUNTINFO_MAX, &info, NULL)) < 0)
+		return fm_error_set(err, r, "cannot read %s: %s", path, strerror(-r));
+	for (char *save = NULL, *l = strtok_r(info, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		/* every mount at a path of ours counts: a stacked one is not ours */
+		char mp[256];
+		if (sscanf(l, "%*s %*s %*s %*s %255s", mp) == 1 && known_by_path(mp) >= 0)
+			seen[known_by_path(mp)]++;
+		fm_tmpfs_mount m;
+		if (fm_tmpfs_mountinfo_line(l, &m))
+			found[known_by_path(m.path)] = m;
+	}
+	json_t *list = json_array();
+	bool fresh[ARRAY_SIZE(known)] = { false };
+	for (size_t i = 0; i < ARRAY_SIZE(known); i++) {
+		fresh[i] = seen[i] == 1 && found[i].path == known[i].path && empty_mount(pid, &found[i]);
+		if (fresh[i])
+			json_array_append_new(list, manifest_entry(&found[i]));
+	}
+	r = 0;
+	if (json_array_size(list) > 0) {
+		/* the manifest first: an external mount without it could not be restored */
+		_cleanup_free_ char *file = fm_xasprintf("%s/%s", images_dir, FM_TMPFS_MANIFEST);
+		json_t *doc = json_pack("{s:O}", "mounts", list);
+		_cleanup_free_ char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+		json_decref(doc);
+		if (!text)
+			r = fm_error_set(err, -ENOMEM, "out of memory");
+		else if ((r = fm_write_file_atomic(file, text, strlen(text), 0600)) < 0)
+			fm_error_set(err, r, "cannot write %s: %s", file, strerror(-r));
+		for (size_t i = 0; i < ARRAY_SIZE(known) && r == 0; i++) {
+			if (!fresh[i])
+				continue;
+			fm_cmd_arg(c, "--external");
+			fm_cmd_argf(c, "mnt[%s]:%s", found[i].path, found[i].key);
+			fm_info(FM_C_CHECKPOINTING, "%s of %s is empty: it travels as a fresh tmpfs, not in the checkpoint",
+				found[i].path, name);
+		}
+	}
+	json_decref(list);
+	return r;
+}
+
+int fm_tmpfs_manifest_parse(const char *text, fm_tmpfs_mount *m, size_t *n, fm_error *err)
+{
+	json_error_t je;
+	json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, &je), *list = json_object_get(o, "mounts"), *v;
+	size_t i;
+	int r = 0;
+
+	*n = 0;
+	if (!json_is_array(list) || json_array_size(list) > FM_TMPFS_MAX) {
+		json_decref(o);
+		return fm_error_set(err, -EBADMSG, "%s: not a list of at most %d tmpfs mounts", FM_TMPFS_MANIFEST,
+				    FM_TMPFS_MAX);
+	}
+	json_array_foreach(list, i, v) {
+		const char *key = json_string_value(json_object_get(v, "key"));
+		json_t *size = json_object_get(v, "size_kib"), *inodes = json_object_get(v, "nr_inodes"),
+		       *mode = json_object_get(v, "mode"), *nosuid = json_object_get(v, "nosuid"),
+		       *nodev = json_object_get(v, "nodev"), *noexec = json_object_get(v, "noexec");
+		int k = key ? known_by_key(key) : -1;
+		bool dup = false;
+		for (size_t j = 0; j < *n; j++)
+			dup |= k >= 0 && m[j].key == known[k].key;
+		if (k < 0 || dup || !json_is_integer(size) || json_integer_value(size) < 0 ||
+		    (uint64_t)json_integer_value(size) > SIZE_KIB_MAX || !json_is_integer(inodes) ||
+		    json_integer_value(inodes) < 0 || (uint64_t)json_integer_value(inodes) > NR_INODES_MAX ||
+		    !json_is_integer(mode) || json_integer_value(mode) < 0 || json_integer_value(mode) > 07777 ||
+		    !json_is_boolean(nosuid) || !json_is_boolean(nodev) || !json_is_boolean(noexec)) {
+			r = fm_error_set(err, -EBADMSG, "%s: mount %zu is not one this host can make (%s)",
+					 FM_TMPFS_MANIFEST, i, key ? key : "no key");
+			break;
+		}
+		m[(*n)++] = (fm_tmpfs_mount){ .path = known[k].path, .key = known[k].key,
+					      .size_kib = (uint64_t)json_integer_value(size),
+					      .nr_inodes = (uint64_t)json_integer_value(inodes),
+					      .mode = (unsigned)json_integer_value(mode), .nosuid = json_is_true(nosuid),
+					      .nodev = json_is_true(nodev), .noexec = json_is_true(noexec) };
+	}
+	json_decref(o);
+	if (r < 0)
+		*n = 0;
+	return r;
+}
+
+void fm_tmpfs_release(const char *dir)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(known); i++) {
+		_cleanup_free_ char *p = fm_xasprintf("%s/%s", dir, known[i].key);
+		(void)umount2(p, MNT_DETACH);
+		(void)rmdir(p);
+	}
+	(void)rmdir(dir);
+}
+
+int fm_tmpfs_prepare(const char *images_dir, const char *dir, char **conf, fm_error *err)
+{
+	_cleanup_free_ char *file = fm_xasprintf("%s/%s", images_dir, FM_TMPFS_MANIFEST), *text = NULL;
+	fm_tmpfs_mount m[FM_TMPFS_MAX];
+	size_t n = 0;
+	int r;
+
+	*conf = NULL;
+	if ((r = fm_read_file(file, MANIFEST_MAX, &text, NULL)) == -ENOENT)
+		return 0;
+	if (r < 0)
+		return fm_error_set(err, r, "cannot read %s: %s", file, strerror(-r));
+	if ((r = fm_tmpfs_manifest_parse(text, m, &n, err)) < 0)
+		return r;
+	/* CRIU's configuration parser takes a quoted value but no newline */
+	if (strpbrk(dir, "\"\\\n"))
+		return fm_error_set(err, -EINVAL, "%s: a path with quotes, backslashes or newlines cannot be handed "
+				    "to CRIU", dir);
+	fm_tmpfs_release(dir);   /* what a daemon killed mid-restore left */
+	if ((r = fm_mkdir_p(dir, 0700)) < 0)
+		return fm_error_set(err, r, "cannot create %s: %s", dir, strerror(-r));
+	char *lines = fm_xstrdup("");
+	for (size_t i = 0; i < n && r == 0; i++) {
+		_cleanup_free_ char *p = fm_xasprintf("%s/%s", dir, m[i].key);
+		char data[96];
+		int k = snprintf(data, sizeof(data), "mode=%o", m[i].mode);
+		if (m[i].size_kib)
+			k += snprintf(data + k, sizeof(data) - (size_t)k, ",size=%lluk", (unsigned long long)m[i].size_kib);
+		if (m[i].nr_inodes)
+			snprintf(data + k, sizeof(data) - (size_t)k, ",nr_inodes=%llu", (unsigned long long)m[i].nr_inodes);
+		unsigned long flags = (m[i].nosuid ? MS_NOSUID : 0) | (m[i].nodev ? MS_NODEV : 0) |
+				      (m[i].noexec ? MS_NOEXEC : 0);
+		if (mkdir(p, 0700) < 0 || mount("tmpfs", p, "tmpfs", flags, data) < 0 ||
+		    mount(NULL, p, NULL, MS_PRIVATE, NULL) < 0) {
+			r = fm_error_set(err, -errno, "cannot make a fresh tmpfs for %s at %s: %m", m[i].path, p);
+			break;
+		}
+		char *more = fm_xasprintf("%sexternal \"mnt[%s]:%s\"\n", lines, m[i].key, p);
+		free(lines);
+		lines = more;
+	}
+	if (r < 0) {
+		free(lines);
+		fm_tmpfs_release(dir);
+		return r;
+	}
+	*conf = lines;
+	return 0;
+}

@@ -1,0 +1,57 @@
+/* Runtime Controller, fresh tmpfs mounts: a container's empty /dev/shm travels
+ * as a new, empty tmpfs instead of inside the checkpoint.
+ *
+ * CRIU dumps the contents of every tmpfs of a container with `tar | gzip` and
+ * restores them the same way: three processes per mount, ~11 ms each way on
+ * our machines, all of it inside the freeze.  An empty tmpfs has no contents
+ * worth that: in the freeze the source finds it empty (the container is frozen
+ * by then) and dumps it as a CRIU external mount keyed FM_TMPFS_KEY_*; the
+ * images carry a manifest (FM_TMPFS_MANIFEST: its size, mode and mount flags);
+ * the destination mounts a fresh tmpfs with those, private, below the
+ * container's directory, hands it to CRIU (`external "mnt[KEY]:DIR"` in the
+ * restore's configuration), and detaches its own copy once the restore is
+ * over: the container keeps its bind, nothing stays mounted on the host.
+ * A tmpfs that is not empty, stacked, read-only or mounted with options this
+ * file does not know is left to CRIU as before. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "basic/cmd.h"
+#include "basic/error.h"
+
+#define FM_TMPFS_MANIFEST "fm-tmpfs.json"
+#define FM_TMPFS_MAX 4
+
+typedef struct fm_tmpfs_mount {
+	const char *path;        /* in the container, e.g. /dev/shm */
+	const char *key;         /* CRIU's external key, e.g. fm-tmpfs-dev-shm */
+	unsigned dev_major, dev_minor;
+	uint64_t size_kib;       /* 0: the kernel's default */
+	uint64_t nr_inodes;      /* 0: the kernel's default */
+	unsigned mode;           /* of its root directory */
+	bool nosuid, nodev, noexec;
+} fm_tmpfs_mount;
+
+/* One line of /proc/PID/mountinfo: 1 and *m filled if it is a tmpfs at a path
+ * of ours that may travel fresh (read-write, whole, known options); 0 if not. */
+int fm_tmpfs_mountinfo_line(const char *line, fm_tmpfs_mount *m);
+
+/* Source, the container name (init pid) frozen: every such tmpfs that is empty
+ * is dumped as an external mount (arguments added to CRIU's dump command c)
+ * and described in images_dir/FM_TMPFS_MANIFEST.  Nothing qualifies: no file. */
+int fm_tmpfs_dump_args(const char *name, pid_t pid, fm_cmd *c, const char *images_dir, fm_error *err);
+
+/* Parses a manifest (from a peer: everything checked); *n mounts into m. */
+int fm_tmpfs_manifest_parse(const char *json, fm_tmpfs_mount *m, size_t *n, fm_error *err);
+
+/* Destination, before the restore: mounts what images_dir's manifest lists, one
+ * fresh private tmpfs per mount below dir, and returns CRIU's configuration
+ * lines for them in *conf (NULL: no manifest, nothing mounted). */
+int fm_tmpfs_prepare(const char *images_dir, const char *dir, char **conf, fm_error *err);
+
+/* After the restore, whatever its outcome: detaches and removes what
+ * fm_tmpfs_prepare mounted below dir (the container keeps its own binds). */
+void fm_tmpfs_release(const char *dir);

@@ -20,12 +20,47 @@
 #define SIZE_KIB_MAX (1ull << 30)        /* 1 TiB */
 #define NR_INODES_MAX (1ull << 32)
 
-/* The tmpfs mounts that may travel fresh, and their keys. */
+/* The tmpfs mounts that may travel fresh, their keys, and whether entries may
+ * travel with them (else: only an empty one travels). */
 static const struct {
 	const char *path, *key;
+	bool entries;
 } known[] = {
-	{ "/dev/shm", "fm-tmpfs-dev-shm" },
+	{ "/dev", "fm-tmpfs-dev", true },
+	{ "/dev/shm", "fm-tmpfs-dev-shm", false },
 };
+
+/* The devices every OCI container has (runc makes them in /dev): null, zero,
+ * full, random, urandom, tty, console, ptmx.  A peer can ask for no other. */
+static const struct {
+	unsigned major, minor;
+} std_devices[] = { { 1, 3 }, { 1, 5 }, { 1, 7 }, { 1, 8 }, { 1, 9 }, { 5, 0 }, { 5, 1 }, { 5, 2 } };
+
+static bool std_device(unsigned major, unsigned minor)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(std_devices); i++)
+		if (std_devices[i].major == major && std_devices[i].minor == minor)
+			return true;
+	return false;
+}
+
+/* One path component of a few plain characters. */
+static bool entry_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n >= sizeof(((fm_tmpfs_entry *)0)->name) || !strcmp(s, ".") || !strcmp(s, ".."))
+		return false;
+	return strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-") == n;
+}
+
+void fm_tmpfs_mounts_free(fm_tmpfs_mount *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(m[i].entries);
+		m[i].entries = NULL;
+		m[i].nentries = 0;
+	}
+}
 
 static int known_by_path(const char *path)
 {
@@ -129,18 +164,9 @@ int fm_tmpfs_mountinfo_line(const char *line, fm_tmpfs_mount *m)
 	return mount_opts_ok(f[5], m) && super_opts_ok(f[dash + 3], m) ? 1 : 0;
 }
 
-/* Is path (below the container's root, through /proc) the mount m, and empty? */
-static bool empty_mount(pid_t pid, const fm_tmpfs_mount *m)
+/* Does directory fd hold nothing? (Closes fd.) */
+static bool dir_empty(int fd)
 {
-	_cleanup_free_ char *p = fm_xasprintf("/proc/%d/root%s", (int)pid, m->path);
-	int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0)
-		return false;
-	if (fstat(fd, &st) < 0 || st.st_dev != makedev(m->dev_major, m->dev_minor)) {
-		close(fd);
-		return false;
-	}
 	DIR *d = fdopendir(fd);
 	if (!d) {
 		close(fd);
@@ -154,17 +180,99 @@ static bool empty_mount(pid_t pid, const fm_tmpfs_mount *m)
 	return empty;
 }
 
+/* One entry of the mount's root (dfd, device mdev) as a manifest can say it,
+ * or false. */
+static bool entry_of(int dfd, dev_t mdev, const char *name, fm_tmpfs_entry *e)
+{
+	struct stat st;
+	if (!entry_name_ok(name) || fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return false;
+	*e = (fm_tmpfs_entry){ .mode = st.st_mode & 07777, .uid = st.st_uid, .gid = st.st_gid };
+	memcpy(e->name, name, strlen(name) + 1);  /* entry_name_ok: it fits */
+	if (S_ISDIR(st.st_mode)) {
+		e->type = 'd';
+		if (st.st_dev != mdev)
+			return true;   /* another mount's mountpoint: CRIU mounts it again */
+		int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		return fd >= 0 && dir_empty(fd);
+	}
+	if (S_ISCHR(st.st_mode)) {
+		e->type = 'c';
+		e->major = major(st.st_rdev);
+		e->minor = minor(st.st_rdev);
+		return std_device(e->major, e->minor);
+	}
+	if (S_ISLNK(st.st_mode)) {
+		e->type = 'l';
+		ssize_t k = readlinkat(dfd, name, e->target, sizeof(e->target));
+		if (k <= 0 || (size_t)k >= sizeof(e->target))
+			return false;
+		e->target[k] = 0;
+		return true;
+	}
+	e->type = 'f';
+	return S_ISREG(st.st_mode) && st.st_size == 0;
+}
+
+/* Is path (below the container's root, through /proc) the mount m, holding
+ * only what its manifest can say (nothing, for a mount without entries)?
+ * Fills m->entries. */
+static bool scan_mount(pid_t pid, fm_tmpfs_mount *m, bool entries)
+{
+	_cleanup_free_ char *p = fm_xasprintf("/proc/%d/root%s", (int)pid, m->path);
+	int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0)
+		return false;
+	dev_t mdev = makedev(m->dev_major, m->dev_minor);
+	if (fstat(fd, &st) < 0 || st.st_dev != mdev) {
+		close(fd);
+		return false;
+	}
+	if (!entries)
+		return dir_empty(fd);
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return false;
+	}
+	m->entries = fm_xcalloc(FM_TMPFS_ENTRIES_MAX, sizeof(*m->entries));
+	bool ok = true;
+	struct dirent *de;
+	while (ok && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		ok = m->nentries < FM_TMPFS_ENTRIES_MAX &&
+		     entry_of(dirfd(d), mdev, de->d_name, &m->entries[m->nentries++]);
+	}
+	closedir(d);
+	return ok;
+}
+
 static json_t *manifest_entry(const fm_tmpfs_mount *m)
 {
-	return json_pack("{s:s, s:I, s:I, s:i, s:b, s:b, s:b}", "key", m->key, "size_kib", (json_int_t)m->size_kib,
+	json_t *list = json_array();
+	for (size_t i = 0; i < m->nentries; i++) {
+		const fm_tmpfs_entry *e = &m->entries[i];
+		json_t *o = json_pack("{s:s, s:s#, s:i, s:I, s:I}", "name", e->name, "type", &e->type, (size_t)1,
+				      "mode", (int)e->mode, "uid", (json_int_t)e->uid, "gid", (json_int_t)e->gid);
+		if (e->type == 'c') {
+			json_object_set_new(o, "major", json_integer(e->major));
+			json_object_set_new(o, "minor", json_integer(e->minor));
+		} else if (e->type == 'l') {
+			json_object_set_new(o, "target", json_string(e->target));
+		}
+		json_array_append_new(list, o);
+	}
+	return json_pack("{s:s, s:I, s:I, s:i, s:b, s:b, s:b, s:o}", "key", m->key, "size_kib", (json_int_t)m->size_kib,
 			 "nr_inodes", (json_int_t)m->nr_inodes, "mode", (int)m->mode, "nosuid", m->nosuid,
-			 "nodev", m->nodev, "noexec", m->noexec);
+			 "nodev", m->nodev, "noexec", m->noexec, "entries", list);
 }
 
 int fm_tmpfs_dump_args(const char *name, pid_t pid, fm_cmd *c, const char *images_dir, fm_error *err)
 {
 	_cleanup_free_ char *path = fm_xasprintf("/proc/%d/mountinfo", (int)pid), *info = NULL;
-	fm_tmpfs_mount found[ARRAY_SIZE(known)];
+	fm_tmpfs_mount found[ARRAY_SIZE(known)] = { 0 };
 	unsigned seen[ARRAY_SIZE(known)] = { 0 };
 	int r;
 
@@ -182,7 +290,7 @@ int fm_tmpfs_dump_args(const char *name, pid_t pid, fm_cmd *c, const char *image
 	json_t *list = json_array();
 	bool fresh[ARRAY_SIZE(known)] = { false };
 	for (size_t i = 0; i < ARRAY_SIZE(known); i++) {
-		fresh[i] = seen[i] == 1 && found[i].path == known[i].path && empty_mount(pid, &found[i]);
+		fresh[i] = seen[i] == 1 && found[i].path == known[i].path && scan_mount(pid, &found[i], known[i].entries);
 		if (fresh[i])
 			json_array_append_new(list, manifest_entry(&found[i]));
 	}
@@ -202,12 +310,62 @@ int fm_tmpfs_dump_args(const char *name, pid_t pid, fm_cmd *c, const char *image
 				continue;
 			fm_cmd_arg(c, "--external");
 			fm_cmd_argf(c, "mnt[%s]:%s", found[i].path, found[i].key);
-			fm_info(FM_C_CHECKPOINTING, "%s of %s is empty: it travels as a fresh tmpfs, not in the checkpoint",
-				found[i].path, name);
+			fm_info(FM_C_CHECKPOINTING, "%s of %s travels as a fresh tmpfs (%zu entries), not in the checkpoint",
+				found[i].path, name, found[i].nentries);
 		}
 	}
 	json_decref(list);
+	fm_tmpfs_mounts_free(found, ARRAY_SIZE(known));
 	return r;
+}
+
+static bool json_uint(json_t *v, uint64_t max, unsigned *out)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
+		return false;
+	*out = (unsigned)json_integer_value(v);
+	return true;
+}
+
+/* A mount's entries from a peer: names of ours, each once, the standard
+ * devices only, modes without set-id bits on devices and files. */
+static bool parse_entries(json_t *list, bool allowed, fm_tmpfs_mount *m)
+{
+	json_t *v;
+	size_t i;
+	if (!list)
+		return true;
+	if (!json_is_array(list) || json_array_size(list) > (allowed ? FM_TMPFS_ENTRIES_MAX : 0))
+		return false;
+	m->entries = fm_xcalloc(FM_TMPFS_ENTRIES_MAX, sizeof(*m->entries));
+	json_array_foreach(list, i, v) {
+		fm_tmpfs_entry *e = &m->entries[m->nentries++];
+		const char *name = json_string_value(json_object_get(v, "name"));
+		const char *type = json_string_value(json_object_get(v, "type"));
+		if (!name || !entry_name_ok(name) || !type || strlen(type) != 1 || !strchr("dclf", type[0]) ||
+		    !json_uint(json_object_get(v, "mode"), type[0] == 'd' ? 07777 : 0777, &e->mode) ||
+		    !json_uint(json_object_get(v, "uid"), INT32_MAX, &e->uid) ||
+		    !json_uint(json_object_get(v, "gid"), INT32_MAX, &e->gid))
+			return false;
+		memcpy(e->name, name, strlen(name) + 1);  /* entry_name_ok: it fits */
+		e->type = type[0];
+		for (size_t j = 0; j + 1 < m->nentries; j++)
+			if (!strcmp(m->entries[j].name, name))
+				return false;
+		if (e->type == 'c' && (!json_uint(json_object_get(v, "major"), 4095, &e->major) ||
+				       !json_uint(json_object_get(v, "minor"), 1048575, &e->minor) ||
+				       !std_device(e->major, e->minor)))
+			return false;
+		if (e->type == 'l') {
+			json_t *t = json_object_get(v, "target");
+			const char *target = json_string_value(t);
+			if (!target || !*target || json_string_length(t) != strlen(target) ||
+			    strlen(target) >= sizeof(e->target))
+				return false;
+			snprintf(e->target, sizeof(e->target), "%s", target);
+		}
+	}
+	return true;
 }
 
 int fm_tmpfs_manifest_parse(const char *text, fm_tmpfs_mount *m, size_t *n, fm_error *err)
@@ -246,10 +404,17 @@ int fm_tmpfs_manifest_parse(const char *text, fm_tmpfs_mount *m, size_t *n, fm_e
 					      .nr_inodes = (uint64_t)json_integer_value(inodes),
 					      .mode = (unsigned)json_integer_value(mode), .nosuid = json_is_true(nosuid),
 					      .nodev = json_is_true(nodev), .noexec = json_is_true(noexec) };
+		if (!parse_entries(json_object_get(v, "entries"), known[k].entries, &m[*n - 1])) {
+			r = fm_error_set(err, -EBADMSG, "%s: the entries of %s are not ones this host makes",
+					 FM_TMPFS_MANIFEST, key);
+			break;
+		}
 	}
 	json_decref(o);
-	if (r < 0)
+	if (r < 0) {
+		fm_tmpfs_mounts_free(m, *n);
 		*n = 0;
+	}
 	return r;
 }
 
@@ -261,6 +426,58 @@ void fm_tmpfs_release(const char *dir)
 		(void)rmdir(p);
 	}
 	(void)rmdir(dir);
+}
+
+/* Makes entry e in directory dfd (a fresh tmpfs of ours: nothing in it to
+ * follow). */
+static int make_entry(int dfd, const fm_tmpfs_entry *e)
+{
+	int r = 0;
+	switch (e->type) {
+	case 'd':
+		r = mkdirat(dfd, e->name, 0700);
+		break;
+	case 'c':
+		r = mknodat(dfd, e->name, S_IFCHR | 0600, makedev(e->major, e->minor));
+		break;
+	case 'l':
+		r = symlinkat(e->target, dfd, e->name);
+		break;
+	default: {
+		int fd = openat(dfd, e->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		r = fd < 0 ? -1 : close(fd);
+	}
+	}
+	if (r == 0 && e->type != 'l')
+		r = fchmodat(dfd, e->name, e->mode, 0);
+	if (r == 0)
+		r = fchownat(dfd, e->name, e->uid, e->gid, AT_SYMLINK_NOFOLLOW);
+	return r < 0 ? -errno : 0;
+}
+
+/* A fresh private tmpfs at p as m says, with its entries. */
+static int make_mount(const char *p, const fm_tmpfs_mount *m, fm_error *err)
+{
+	char data[96];
+	int k = snprintf(data, sizeof(data), "mode=%o", m->mode);
+	if (m->size_kib)
+		k += snprintf(data + k, sizeof(data) - (size_t)k, ",size=%lluk", (unsigned long long)m->size_kib);
+	if (m->nr_inodes)
+		snprintf(data + k, sizeof(data) - (size_t)k, ",nr_inodes=%llu", (unsigned long long)m->nr_inodes);
+	unsigned long flags = (m->nosuid ? MS_NOSUID : 0) | (m->nodev ? MS_NODEV : 0) | (m->noexec ? MS_NOEXEC : 0);
+	if (mkdir(p, 0700) < 0 || mount("tmpfs", p, "tmpfs", flags, data) < 0 ||
+	    mount(NULL, p, NULL, MS_PRIVATE, NULL) < 0)
+		return fm_error_set(err, -errno, "cannot make a fresh tmpfs for %s at %s: %m", m->path, p);
+	_cleanup_close_ int dfd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return fm_error_set(err, -errno, "cannot open %s: %m", p);
+	for (size_t i = 0; i < m->nentries; i++) {
+		int r = make_entry(dfd, &m->entries[i]);
+		if (r < 0)
+			return fm_error_set(err, r, "cannot make %s/%s in a fresh tmpfs for %s: %s", p,
+					    m->entries[i].name, m->path, strerror(-r));
+	}
+	return 0;
 }
 
 int fm_tmpfs_prepare(const char *images_dir, const char *dir, char **conf, fm_error *err)
@@ -278,32 +495,26 @@ int fm_tmpfs_prepare(const char *images_dir, const char *dir, char **conf, fm_er
 	if ((r = fm_tmpfs_manifest_parse(text, m, &n, err)) < 0)
 		return r;
 	/* CRIU's configuration parser takes a quoted value but no newline */
-	if (strpbrk(dir, "\"\\\n"))
+	if (strpbrk(dir, "\"\\\n")) {
+		fm_tmpfs_mounts_free(m, n);
 		return fm_error_set(err, -EINVAL, "%s: a path with quotes, backslashes or newlines cannot be handed "
 				    "to CRIU", dir);
+	}
 	fm_tmpfs_release(dir);   /* what a daemon killed mid-restore left */
-	if ((r = fm_mkdir_p(dir, 0700)) < 0)
+	if ((r = fm_mkdir_p(dir, 0700)) < 0) {
+		fm_tmpfs_mounts_free(m, n);
 		return fm_error_set(err, r, "cannot create %s: %s", dir, strerror(-r));
+	}
 	char *lines = fm_xstrdup("");
 	for (size_t i = 0; i < n && r == 0; i++) {
 		_cleanup_free_ char *p = fm_xasprintf("%s/%s", dir, m[i].key);
-		char data[96];
-		int k = snprintf(data, sizeof(data), "mode=%o", m[i].mode);
-		if (m[i].size_kib)
-			k += snprintf(data + k, sizeof(data) - (size_t)k, ",size=%lluk", (unsigned long long)m[i].size_kib);
-		if (m[i].nr_inodes)
-			snprintf(data + k, sizeof(data) - (size_t)k, ",nr_inodes=%llu", (unsigned long long)m[i].nr_inodes);
-		unsigned long flags = (m[i].nosuid ? MS_NOSUID : 0) | (m[i].nodev ? MS_NODEV : 0) |
-				      (m[i].noexec ? MS_NOEXEC : 0);
-		if (mkdir(p, 0700) < 0 || mount("tmpfs", p, "tmpfs", flags, data) < 0 ||
-		    mount(NULL, p, NULL, MS_PRIVATE, NULL) < 0) {
-			r = fm_error_set(err, -errno, "cannot make a fresh tmpfs for %s at %s: %m", m[i].path, p);
+		if ((r = make_mount(p, &m[i], err)) < 0)
 			break;
-		}
 		char *more = fm_xasprintf("%sexternal \"mnt[%s]:%s\"\n", lines, m[i].key, p);
 		free(lines);
 		lines = more;
 	}
+	fm_tmpfs_mounts_free(m, n);
 	if (r < 0) {
 		free(lines);
 		fm_tmpfs_release(dir);

@@ -1,16 +1,30 @@
-"""A container's empty /dev/shm travels as a fresh tmpfs, not inside the
-checkpoint (runtime/tmpfs.h: CRIU's tar of it cost ~11 ms in the dump and as
-much in the restore, inside the freeze); one that holds files travels inside
-the checkpoint as before.  Either way the container finds /dev/shm as runc
-made it: a writable tmpfs of 64 MiB, nosuid, nodev, noexec."""
+"""A container's /dev and its empty /dev/shm travel as fresh tmpfs mounts, not
+inside the checkpoint (runtime/tmpfs.h: CRIU's tar of each cost ~11 ms in the
+dump and as much in the restore, inside the freeze); a /dev/shm that holds
+files travels inside the checkpoint as before.  Either way the container
+finds them as runc made them: /dev with the same devices, links and
+mountpoints, /dev/shm a writable tmpfs of 64 MiB, nosuid, nodev, noexec."""
 import os
+import stat
 
 import pytest
 
 from conftest import assert_running_and_advancing
 from test_cold import migrate, run_counter
 
-FRESH = "/dev/shm of counter is empty: it travels as a fresh tmpfs"
+FRESH = "/dev/shm of counter travels as a fresh tmpfs"
+FRESH_DEV = "/dev of counter travels as a fresh tmpfs"
+
+
+def dev_listing(d, name="counter"):
+    """/dev as the container sees it: name, mode, owner, device, link target."""
+    root = f"/proc/{d.containers()[name]['pid']}/root/dev"
+    out = []
+    for n in sorted(os.listdir(root)):
+        st = os.lstat(os.path.join(root, n))
+        out.append((n, st.st_mode, st.st_uid, st.st_gid, st.st_rdev,
+                    os.readlink(os.path.join(root, n)) if stat.S_ISLNK(st.st_mode) else None))
+    return out
 
 
 def dev_shm(d, name="counter"):
@@ -44,11 +58,14 @@ def test_empty_dev_shm_travels_fresh_and_back(cluster, strategy):
     a, b = cluster.start().a, cluster.b
     run_counter(a)
     assert_runc_like(a)
+    dev = dev_listing(a)
+    assert ("null", stat.S_IFCHR | 0o666, 0, 0, os.makedev(1, 3), None) in dev, dev
     p, m = migrate(a, "counter", "--to", "hostB", "--strategy", strategy)
     assert p.returncode == 0 and m["state"] == "COMPLETED", p.stdout + p.stderr
     assert_running_and_advancing(b, "counter")
-    assert a.log().count(FRESH) == 1, a.log()[-3000:]
+    assert a.log().count(FRESH) == 1 and a.log().count(FRESH_DEV) == 1, a.log()[-3000:]
     assert_runc_like(b)
+    assert dev_listing(b) == dev
     # the container's own tmpfs, writable; the host's copy of it is detached
     assert shm_file(b, "probe", "written on hostB\n") == "written on hostB\n"
     assert not [x for x in b.mounts() if "/tmpfs/" in x], b.mounts()
@@ -56,25 +73,32 @@ def test_empty_dev_shm_travels_fresh_and_back(cluster, strategy):
     os.unlink(f"/proc/{b.containers()['counter']['pid']}/root/dev/shm/probe")
     p, m = migrate(b, "counter", "--to", "hostA", "--strategy", strategy)
     assert p.returncode == 0 and m["state"] == "COMPLETED", p.stdout + p.stderr
-    assert b.log().count(FRESH) == 1, b.log()[-3000:]
+    assert b.log().count(FRESH) == 1 and b.log().count(FRESH_DEV) == 1, b.log()[-3000:]
     assert_runc_like(a)
+    assert dev_listing(a) == dev
     # and with a file in it, inside the checkpoint
     shm_file(a, "probe", "written on hostA\n")
     p, m = migrate(a, "counter", "--to", "hostB", "--strategy", strategy)
     assert p.returncode == 0 and m["state"] == "COMPLETED", p.stdout + p.stderr
     assert_running_and_advancing(b, "counter")
-    assert a.log().count(FRESH) == 1, a.log()[-3000:]
+    assert a.log().count(FRESH) == 1 and a.log().count(FRESH_DEV) == 2, a.log()[-3000:]
     assert shm_file(b, "probe") == "written on hostA\n"
+    assert dev_listing(b) == dev
     assert_runc_like(b)
     assert not [x for x in a.mounts() + b.mounts() if "/tmpfs/" in x], a.mounts() + b.mounts()
 
 
-def test_dev_shm_with_files_travels_inside_the_checkpoint(cluster):
+def test_tmpfs_with_files_travels_inside_the_checkpoint(cluster):
     a, b = cluster.start().a, cluster.b
     run_counter(a)
     shm_file(a, "data", "kept\n")
+    pid = a.containers()["counter"]["pid"]
+    with open(f"/proc/{pid}/root/dev/notes", "w") as f:
+        f.write("a file with contents in /dev\n")
     p, m = migrate(a, "counter", "--to", "hostB")
     assert p.returncode == 0 and m["state"] == "COMPLETED", p.stdout + p.stderr
-    assert FRESH not in a.log()
+    assert FRESH not in a.log() and FRESH_DEV not in a.log()
     assert shm_file(b, "data") == "kept\n"
+    with open(f"/proc/{b.containers()['counter']['pid']}/root/dev/notes") as f:
+        assert f.read() == "a file with contents in /dev\n"
     assert_runc_like(b)

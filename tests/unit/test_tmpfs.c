@@ -7,9 +7,11 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "basic/error.h"
+#include "basic/util.h"
 #include "runtime/tmpfs.h"
 
 static void test_mountinfo_lines(void **state)
@@ -32,10 +34,16 @@ static void test_mountinfo_lines(void **state)
 	assert_int_equal(m.nr_inodes, 100);
 	assert_int_equal(m.mode, 01770);
 	assert_false(m.nodev || m.noexec);
+	/* runc's /dev */
+	assert_int_equal(fm_tmpfs_mountinfo_line("83 81 0:43 / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755",
+						 &m), 1);
+	assert_string_equal(m.key, "fm-tmpfs-dev");
+	assert_int_equal(m.mode, 0755);
+	assert_true(m.nosuid && !m.nodev && !m.noexec);
 	/* not ours: another path, another type, a part of a tmpfs, read-only,
 	 * options that change ownership or behaviour, garbage */
 	const char *no[] = {
-		"83 81 0:43 / /dev rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755",
+		"83 81 0:43 / /dev/mqueue rw,nosuid - tmpfs tmpfs rw,size=65536k,mode=755",
 		"85 83 0:45 / /dev/shm rw,nosuid - ramfs shm rw",
 		"85 83 0:45 /sub /dev/shm rw,nosuid - tmpfs shm rw,size=65536k",
 		"85 83 0:45 / /dev/shm ro,nosuid - tmpfs shm ro,size=65536k",
@@ -68,6 +76,60 @@ static void test_manifest(void **state)
 	assert_int_equal(m[0].size_kib, 65536);
 	assert_int_equal(m[0].mode, 01777);
 	assert_true(m[0].nosuid && m[0].nodev && !m[0].noexec);
+
+	/* /dev as runc makes it */
+	const char *dev = "{\"mounts\":[{\"key\":\"fm-tmpfs-dev\",\"size_kib\":65536,\"nr_inodes\":0,\"mode\":493,"
+			  "\"nosuid\":true,\"nodev\":false,\"noexec\":false,\"entries\":["
+			  "{\"name\":\"null\",\"type\":\"c\",\"mode\":438,\"uid\":0,\"gid\":0,\"major\":1,\"minor\":3},"
+			  "{\"name\":\"fd\",\"type\":\"l\",\"mode\":511,\"uid\":0,\"gid\":0,"
+			  "\"target\":\"/proc/self/fd\"},"
+			  "{\"name\":\"pts\",\"type\":\"d\",\"mode\":493,\"uid\":0,\"gid\":0},"
+			  "{\"name\":\"mqueue\",\"type\":\"d\",\"mode\":1023,\"uid\":0,\"gid\":0},"
+			  "{\"name\":\"console\",\"type\":\"f\",\"mode\":384,\"uid\":1000,\"gid\":5}]}]}";
+	assert_int_equal(fm_tmpfs_manifest_parse(dev, m, &n, &err), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(m[0].path, "/dev");
+	assert_int_equal(m[0].nentries, 5);
+	assert_int_equal(m[0].entries[0].type, 'c');
+	assert_int_equal(m[0].entries[0].minor, 3);
+	assert_string_equal(m[0].entries[1].target, "/proc/self/fd");
+	assert_int_equal(m[0].entries[3].mode, 01777);
+	assert_int_equal(m[0].entries[4].uid, 1000);
+	fm_tmpfs_mounts_free(m, n);
+
+	/* entries a peer must not get made: a disk, a block device, paths, set-id
+	 * bits on a device, twice a name, an empty link, entries in /dev/shm */
+	const char *head = "{\"mounts\":[{\"key\":\"fm-tmpfs-dev\",\"size_kib\":65536,\"nr_inodes\":0,\"mode\":493,"
+			   "\"nosuid\":true,\"nodev\":false,\"noexec\":false,\"entries\":[";
+	const char *entries[] = {
+		"{\"name\":\"sda\",\"type\":\"c\",\"mode\":438,\"uid\":0,\"gid\":0,\"major\":8,\"minor\":0}",
+		"{\"name\":\"sda\",\"type\":\"b\",\"mode\":438,\"uid\":0,\"gid\":0,\"major\":1,\"minor\":3}",
+		"{\"name\":\"../x\",\"type\":\"f\",\"mode\":384,\"uid\":0,\"gid\":0}",
+		"{\"name\":\"a/b\",\"type\":\"d\",\"mode\":493,\"uid\":0,\"gid\":0}",
+		"{\"name\":\"..\",\"type\":\"d\",\"mode\":493,\"uid\":0,\"gid\":0}",
+		"{\"name\":\"null\",\"type\":\"c\",\"mode\":2486,\"uid\":0,\"gid\":0,\"major\":1,\"minor\":3}",
+		"{\"name\":\"x\",\"type\":\"f\",\"mode\":384,\"uid\":0,\"gid\":0},"
+		"{\"name\":\"x\",\"type\":\"d\",\"mode\":493,\"uid\":0,\"gid\":0}",
+		"{\"name\":\"fd\",\"type\":\"l\",\"mode\":511,\"uid\":0,\"gid\":0,\"target\":\"\"}",
+		"{\"name\":\"fd\",\"type\":\"l\",\"mode\":511,\"uid\":0,\"gid\":0}",
+		"{\"name\":\"x\",\"type\":\"f\",\"mode\":384,\"uid\":-1,\"gid\":0}",
+	};
+	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
+		char *doc = fm_xasprintf("%s%s]}]}", head, entries[i]);
+		n = 99;
+		assert_true(fm_tmpfs_manifest_parse(doc, m, &n, &err) < 0);
+		assert_int_equal(n, 0);
+		assert_non_null(strstr(err.msg, "entries of fm-tmpfs-dev"));
+		fm_error_clear(&err);
+		free(doc);
+	}
+	n = 99;
+	assert_true(fm_tmpfs_manifest_parse("{\"mounts\":[{\"key\":\"fm-tmpfs-dev-shm\",\"size_kib\":1,\"nr_inodes\":0,"
+					    "\"mode\":1023,\"nosuid\":true,\"nodev\":true,\"noexec\":true,\"entries\":["
+					    "{\"name\":\"x\",\"type\":\"f\",\"mode\":384,\"uid\":0,\"gid\":0}]}]}",
+					    m, &n, &err) < 0);
+	assert_int_equal(n, 0);
+	fm_error_clear(&err);
 
 	const char *bad[] = {
 		"",

@@ -245,16 +245,21 @@ int fm_ckpt_ready_wait(struct fm_cmd **running, int ready_fd, int timeout_ms, co
 
 	close(ready_fd);
 	if (r < 0) {
-		fm_error e = FM_ERROR_INIT;
-		kill(-fm_cmd_pid(*running), SIGKILL);
-		fm_cmd_wait(*running, &e);
-		fm_error_clear(&e);
-		fm_cmd_free(*running);
-		*running = NULL;
 		fm_error_set(err, -EIO, "%s failed", what);
-		fm_ckpt_attach_criu_log(err, work_dir, logname);
+		fm_ckpt_kill_running(running, work_dir, logname, err);
 	}
 	return r;
+}
+
+void fm_ckpt_kill_running(struct fm_cmd **running, const char *work_dir, const char *logname, fm_error *err)
+{
+	fm_error e = FM_ERROR_INIT;
+	kill(-fm_cmd_pid(*running), SIGKILL);
+	fm_cmd_wait(*running, &e);
+	fm_error_clear(&e);
+	fm_cmd_free(*running);
+	*running = NULL;
+	fm_ckpt_attach_criu_log(err, work_dir, logname);
 }
 
 /* Starts a long-running CRIU given "--status-fd 3" among its arguments and

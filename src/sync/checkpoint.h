@@ -77,6 +77,9 @@ int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char 
  * says "WHAT failed" with CRIU's log excerpt (work_dir/logname). */
 int fm_ckpt_ready_wait(struct fm_cmd **running, int ready_fd, int timeout_ms, const char *work_dir,
 		       const char *logname, const char *what, fm_error *err);
+/* A long-running CRIU gave up or must: kills it (*running = NULL) and adds the
+ * last errors of work_dir/logname to err. */
+void fm_ckpt_kill_running(struct fm_cmd **running, const char *work_dir, const char *logname, fm_error *err);
 
 /* State Restoration Module (restore.c).  Restores a container from images_dir; its bundle and root filesystem must be in
  * place (see fm_rt_bundle_create / fm_rt_rootfs_mount). */

@@ -21,6 +21,7 @@
 #include "manager/allocator.h"
 #include "runtime/net.h"
 #include "sync/checkpoint.h"
+#include "sync/lazy_gate.h"
 #include "sync/prefetch.h"
 #include "sync/relay.h"
 #include "sync/transfer.h"
@@ -799,6 +800,21 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 						   err)) < 0)
 			return r;
 	}
+	/* the restore starts without waiting for lazy-pages' start: the gate
+	 * holds its connection to lazy-pages until lazy-pages listens */
+	_cleanup_free_ char *rwork = fm_xasprintf("%s/restore", work);
+	fm_lazy_gate *gate = NULL;
+	if (lazy_ready >= 0) {
+		fm_error ge = FM_ERROR_INIT;
+		if ((r = fm_mkdir_p(rwork, 0700)) < 0)
+			fm_error_set(&ge, r, "cannot create %s: %s", rwork, strerror(-r));
+		if (r == 0 && fm_lazy_gate_start(rwork, work, lazy_ready, FM_READY_TIMEOUT_MS, &gate, &ge) == 0)
+			lazy_ready = -1;
+		else
+			fm_warn(FM_C_STATE_RESTORATION, "migration %s: the restore waits for criu lazy-pages' start: %s",
+				mid, ge.msg);
+		fm_error_clear(&ge);
+	}
 	int64_t t_spawned = fm_now_mono_us();
 	/* The address lives here from now on: announce it before the restore, so
 	 * that clients' segments come here while it runs; the hold (since prepare)
@@ -812,6 +828,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		fm_net_capture_stop(held, NULL, NULL, NULL);
 		if (lazy_ready >= 0)
 			close(lazy_ready);
+		fm_lazy_gate_free(gate);
 		return r;
 	}
 	t_net = fm_now_mono_us();
@@ -821,7 +838,13 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		return r;
 	}
 	t_lazy = fm_now_mono_us();
-	r = fm_restore(a->rt, in->spec.name, images, work, ps != NULL, in->spec.net_ip != NULL, err);
+	r = fm_restore(a->rt, in->spec.name, images, gate ? rwork : work, ps != NULL, in->spec.net_ip != NULL, err);
+	if (r == 0 && gate && (r = fm_lazy_gate_finish(gate, err)) < 0) {
+		/* restored, but nobody serves its page faults */
+		fm_error_prefix(err, "criu lazy-pages");
+		fm_ckpt_kill_running(&in->lazy, work, "lazy-pages.log", err);
+	}
+	fm_lazy_gate_free(gate);
 	if (r < 0) {
 		fm_net_capture_stop(held, NULL, NULL, NULL);
 		fm_rt_runc_destroy(a->rt, in->spec.name, NULL);

@@ -31,10 +31,17 @@ static const struct {
 };
 
 /* The devices every OCI container has (runc makes them in /dev): null, zero,
- * full, random, urandom, tty, console, ptmx.  A peer can ask for no other. */
+ * full, random, urandom, tty, ptmx.  A peer can ask for no other. */
 static const struct {
 	unsigned major, minor;
-} std_devices[] = { { 1, 3 }, { 1, 5 }, { 1, 7 }, { 1, 8 }, { 1, 9 }, { 5, 0 }, { 5, 1 }, { 5, 2 } };
+} std_devices[] = { { 1, 3 }, { 1, 5 }, { 1, 7 }, { 1, 8 }, { 1, 9 }, { 5, 0 }, { 5, 2 } };
+
+/* Where the container's other mounts go: CRIU mounts there (as root, in the
+ * container's namespace), so they must be directories, never links. */
+static bool mountpoint_name(const char *name)
+{
+	return !strcmp(name, "pts") || !strcmp(name, "shm") || !strcmp(name, "mqueue");
+}
 
 static bool std_device(unsigned major, unsigned minor)
 {
@@ -254,7 +261,7 @@ static json_t *manifest_entry(const fm_tmpfs_mount *m)
 	json_t *list = json_array();
 	for (size_t i = 0; i < m->nentries; i++) {
 		const fm_tmpfs_entry *e = &m->entries[i];
-		json_t *o = json_pack("{s:s, s:s#, s:i, s:I, s:I}", "name", e->name, "type", &e->type, (size_t)1,
+		json_t *o = json_pack("{s:s, s:s#, s:i, s:I, s:I}", "name", e->name, "type", &e->type, (int)1,
 				      "mode", (int)e->mode, "uid", (json_int_t)e->uid, "gid", (json_int_t)e->gid);
 		if (e->type == 'c') {
 			json_object_set_new(o, "major", json_integer(e->major));
@@ -301,10 +308,17 @@ int fm_tmpfs_dump_args(const char *name, pid_t pid, fm_cmd *c, const char *image
 		json_t *doc = json_pack("{s:O}", "mounts", list);
 		_cleanup_free_ char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 		json_decref(doc);
+		/* what a destination would refuse (a mode, a link target, an owner
+		 * its checks do not take) is not sent: CRIU carries those mounts */
+		fm_tmpfs_mount check[FM_TMPFS_MAX];
+		size_t nc = 0;
 		if (!text)
 			r = fm_error_set(err, -ENOMEM, "out of memory");
+		else if ((r = fm_tmpfs_manifest_parse(text, check, &nc, err)) < 0)
+			fm_error_prefix(err, "container %s", name);
 		else if ((r = fm_write_file_atomic(file, text, strlen(text), 0600)) < 0)
 			fm_error_set(err, r, "cannot write %s: %s", file, strerror(-r));
+		fm_tmpfs_mounts_free(check, nc);
 		for (size_t i = 0; i < ARRAY_SIZE(known) && r == 0; i++) {
 			if (!fresh[i])
 				continue;
@@ -349,6 +363,8 @@ static bool parse_entries(json_t *list, bool allowed, fm_tmpfs_mount *m)
 			return false;
 		memcpy(e->name, name, strlen(name) + 1);  /* entry_name_ok: it fits */
 		e->type = type[0];
+		if (mountpoint_name(name) && e->type != 'd')
+			return false;
 		for (size_t j = 0; j + 1 < m->nentries; j++)
 			if (!strcmp(m->entries[j].name, name))
 				return false;
@@ -425,6 +441,7 @@ void fm_tmpfs_release(const char *dir)
 		(void)umount2(p, MNT_DETACH);
 		(void)rmdir(p);
 	}
+	(void)umount2(dir, MNT_DETACH);
 	(void)rmdir(dir);
 }
 
@@ -501,9 +518,13 @@ int fm_tmpfs_prepare(const char *images_dir, const char *dir, char **conf, fm_er
 				    "to CRIU", dir);
 	}
 	fm_tmpfs_release(dir);   /* what a daemon killed mid-restore left */
-	if ((r = fm_mkdir_p(dir, 0700)) < 0) {
+	/* dir a private mount of its own first: a mount made below a shared one
+	 * would be copied to its peers before it could be made private */
+	if ((r = fm_mkdir_p(dir, 0700)) < 0 || (r = mount(dir, dir, NULL, MS_BIND, NULL) < 0 ? -errno : 0) < 0 ||
+	    (r = mount(NULL, dir, NULL, MS_PRIVATE, NULL) < 0 ? -errno : 0) < 0) {
 		fm_tmpfs_mounts_free(m, n);
-		return fm_error_set(err, r, "cannot create %s: %s", dir, strerror(-r));
+		fm_tmpfs_release(dir);
+		return fm_error_set(err, r, "cannot make %s a private mount: %s", dir, strerror(-r));
 	}
 	char *lines = fm_xstrdup("");
 	for (size_t i = 0; i < n && r == 0; i++) {

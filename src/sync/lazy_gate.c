@@ -47,12 +47,13 @@ static void sock_addr(int dir_fd, struct sockaddr_un *sa, socklen_t *len)
 	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(sa->sun_path) + 1);
 }
 
-/* 1 when fd is readable, 0 when stopped, -ETIMEDOUT. */
-static int wait_in(fm_lazy_gate *g, int fd)
+/* 1 when fd is ready for events, 0 when stopped, -ETIMEDOUT after
+ * timeout_ms (-1: none). */
+static int wait_fd(fm_lazy_gate *g, int fd, short events, int timeout_ms)
 {
 	for (;;) {
-		struct pollfd p[2] = { { fd, POLLIN, 0 }, { g->stop_fd, POLLIN, 0 } };
-		int k = poll(p, 2, g->timeout_ms);
+		struct pollfd p[2] = { { fd, events, 0 }, { g->stop_fd, POLLIN, 0 } };
+		int k = poll(p, 2, timeout_ms);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0)
@@ -63,7 +64,9 @@ static int wait_in(fm_lazy_gate *g, int fd)
 	}
 }
 
-static int send_part(int fd, const uint8_t *p, size_t n, const int *fds, int nfds)
+/* Sends to lazy-pages, which must keep reading (a full socket for
+ * timeout_ms: it hangs). */
+static int send_part(fm_lazy_gate *g, int fd, const uint8_t *p, size_t n, const int *fds, int nfds)
 {
 	char ctl[CMSG_SPACE(sizeof(int) * MAX_FDS)];
 	while (n > 0) {
@@ -79,9 +82,15 @@ static int send_part(int fd, const uint8_t *p, size_t n, const int *fds, int nfd
 			c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
 			memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
 		}
-		ssize_t k = sendmsg(fd, &m, MSG_NOSIGNAL);
+		ssize_t k = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (k < 0 && errno == EINTR)
 			continue;
+		if (k < 0 && errno == EAGAIN) {
+			int w = wait_fd(g, fd, POLLOUT, g->timeout_ms);
+			if (w <= 0)
+				return w == 0 ? -ECANCELED : w;
+			continue;
+		}
 		if (k < 0)
 			return -errno;
 		p += k;
@@ -92,16 +101,17 @@ static int send_part(int fd, const uint8_t *p, size_t n, const int *fds, int nfd
 }
 
 /* Copies the restore's side (rfd) to lazy-pages' (lfd) until the restore
- * hangs up. */
+ * hangs up.  However slow the restore, no time limit: a failed one is
+ * stopped by fm_lazy_gate_free. */
 static int copy_stream(fm_lazy_gate *g, int rfd, int lfd)
 {
 	uint8_t buf[4096];
 	char ctl[CMSG_SPACE(sizeof(int) * MAX_FDS)];
 	for (;;) {
-		int w = wait_in(g, rfd);
+		int w = wait_fd(g, rfd, POLLIN, -1);
 		if (w <= 0)
-			return w == 0 ? -ECANCELED : fm_error_set(&g->err, w, "the restore sent nothing to criu "
-								 "lazy-pages: %s", strerror(-w));
+			return w == 0 ? -ECANCELED : fm_error_set(&g->err, w, "waiting for the restore's messages to "
+								 "criu lazy-pages: %s", strerror(-w));
 		struct iovec iov = { buf, sizeof(buf) };
 		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
 		ssize_t n = recvmsg(rfd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
@@ -124,9 +134,9 @@ static int copy_stream(fm_lazy_gate *g, int rfd, int lfd)
 			r = fm_error_set(&g->err, -EPROTO, "the restore sent criu lazy-pages more descriptors at once "
 					 "than it can take");
 		else if (nfds == 0)
-			r = send_part(lfd, buf, (size_t)n, NULL, 0);
-		else if ((r = send_part(lfd, buf, (size_t)n - 1, NULL, 0)) == 0)
-			r = send_part(lfd, buf + n - 1, 1, fds, nfds);
+			r = send_part(g, lfd, buf, (size_t)n, NULL, 0);
+		else if ((r = send_part(g, lfd, buf, (size_t)n - 1, NULL, 0)) == 0)
+			r = send_part(g, lfd, buf + n - 1, 1, fds, nfds);
 		for (int i = 0; i < nfds; i++)
 			close(fds[i]);
 		if (r < 0)
@@ -141,8 +151,8 @@ static void *gate_thread(void *opaque)
 	int r, rfd = -1, lfd = -1;
 	char byte;
 
-	/* lazy-pages listens */
-	if ((r = wait_in(g, g->ready_fd)) <= 0) {
+	/* lazy-pages listens: within timeout_ms, or it is broken */
+	if ((r = wait_fd(g, g->ready_fd, POLLIN, g->timeout_ms)) <= 0) {
 		r = r == 0 ? -ECANCELED : fm_error_set(&g->err, r, "criu lazy-pages did not get ready");
 		goto out;
 	}
@@ -150,8 +160,9 @@ static void *gate_thread(void *opaque)
 		r = fm_error_set(&g->err, -EIO, "criu lazy-pages exited before it was ready");
 		goto out;
 	}
-	/* the restore's connection */
-	if ((r = wait_in(g, g->listen_fd)) <= 0) {
+	/* the restore's connection (it comes, or the restore failed and
+	 * fm_lazy_gate_free stops this) */
+	if ((r = wait_fd(g, g->listen_fd, POLLIN, -1)) <= 0) {
 		r = r == 0 ? -ECANCELED : fm_error_set(&g->err, r, "the restore did not connect to criu lazy-pages");
 		goto out;
 	}
@@ -162,7 +173,8 @@ static void *gate_thread(void *opaque)
 	struct sockaddr_un sa;
 	socklen_t len;
 	sock_addr(g->lazy_dir_fd, &sa, &len);
-	if ((lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+	/* lazy-pages listens (its status byte says so): a connect does not wait */
+	if ((lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) < 0 ||
 	    connect(lfd, (struct sockaddr *)&sa, len) < 0) {
 		r = fm_error_set(&g->err, -errno, "cannot reach criu lazy-pages: %m");
 		goto out;

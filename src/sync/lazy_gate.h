@@ -20,7 +20,8 @@ typedef struct fm_lazy_gate fm_lazy_gate;
 
 /* Listens at restore_work/lazy-pages.socket; ready_fd (taken, unless this
  * fails) is lazy-pages' status pipe: one byte once it listens at
- * lazy_work/lazy-pages.socket.  Waits at most timeout_ms for either side. */
+ * lazy_work/lazy-pages.socket.  Waits at most timeout_ms for that byte, and
+ * for lazy-pages to take what it is sent; the restore may take its time. */
 int fm_lazy_gate_start(const char *restore_work, const char *lazy_work, int ready_fd, int timeout_ms,
 		       fm_lazy_gate **out, fm_error *err);
 /* After a successful restore: waits until everything the restore sent has

@@ -102,3 +102,18 @@ def test_tmpfs_with_files_travels_inside_the_checkpoint(cluster):
     with open(f"/proc/{b.containers()['counter']['pid']}/root/dev/notes") as f:
         assert f.read() == "a file with contents in /dev\n"
     assert_runc_like(b)
+
+
+def test_dev_entry_a_destination_refuses_travels_inside_the_checkpoint(cluster):
+    """An empty file with set-id bits: the source lists it, but its own check of
+    the manifest (the destination's) refuses it, so CRIU carries /dev."""
+    a, b = cluster.start().a, cluster.b
+    run_counter(a)
+    fname = f"/proc/{a.containers()['counter']['pid']}/root/dev/flagged"
+    open(fname, "w").close()
+    os.chmod(fname, 0o4644)
+    p, m = migrate(a, "counter", "--to", "hostB")
+    assert p.returncode == 0 and m["state"] == "COMPLETED", p.stdout + p.stderr
+    assert FRESH_DEV not in a.log() and "its tmpfs mounts go inside the checkpoint" in a.log()
+    assert os.stat(f"/proc/{b.containers()['counter']['pid']}/root/dev/flagged").st_mode & 0o7777 == 0o4644
+    assert_runc_like(b)

@@ -113,6 +113,10 @@ static void test_manifest(void **state)
 		"{\"name\":\"fd\",\"type\":\"l\",\"mode\":511,\"uid\":0,\"gid\":0,\"target\":\"\"}",
 		"{\"name\":\"fd\",\"type\":\"l\",\"mode\":511,\"uid\":0,\"gid\":0}",
 		"{\"name\":\"x\",\"type\":\"f\",\"mode\":384,\"uid\":-1,\"gid\":0}",
+		/* the host's console; a mountpoint made a link (CRIU mounts there as root) */
+		"{\"name\":\"console\",\"type\":\"c\",\"mode\":384,\"uid\":0,\"gid\":0,\"major\":5,\"minor\":1}",
+		"{\"name\":\"pts\",\"type\":\"l\",\"mode\":511,\"uid\":0,\"gid\":0,\"target\":\"/etc\"}",
+		"{\"name\":\"shm\",\"type\":\"f\",\"mode\":384,\"uid\":0,\"gid\":0}",
 	};
 	for (size_t i = 0; i < sizeof(entries) / sizeof(entries[0]); i++) {
 		char *doc = fm_xasprintf("%s%s]}]}", head, entries[i]);

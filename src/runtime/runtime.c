@@ -143,11 +143,15 @@ static int criu_restore_conf_write(fm_runtime *rt, fm_error *err)
 	_cleanup_free_ char *yard = rt->cgroup_yard ? fm_xasprintf("cgroup-yard %s\n", rt->cgroup_yard) : fm_xstrdup("");
 	if (r < 0)
 		return r;
-	_cleanup_free_ char *conf = fm_xasprintf("# written by fleximigrated for runc restore (runtime/runtime.c)\n"
-						 "%s%snetwork-lock skip\n", yard, lines);
-	if ((r = fm_write_file_atomic(rt->criu_restore_conf, conf, strlen(conf), 0600)) < 0)
-		fm_error_set(err, r, "cannot write %s: %s", rt->criu_restore_conf, strerror(-r));
-	return r;
+	char *conf = fm_xasprintf("# written by fleximigrated for runc restore (runtime/runtime.c)\n"
+				  "%s%snetwork-lock skip\n", yard, lines);
+	if ((r = fm_write_file_atomic(rt->criu_restore_conf, conf, strlen(conf), 0600)) < 0) {
+		free(conf);
+		return fm_error_set(err, r, "cannot write %s: %s", rt->criu_restore_conf, strerror(-r));
+	}
+	free(rt->criu_restore_text);
+	rt->criu_restore_text = conf;
+	return 0;
 }
 
 int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const char *runc,
@@ -185,6 +189,7 @@ void fm_rt_close(fm_runtime *rt)
 	free(rt->criu);
 	free(rt->runc_root);
 	free(rt->criu_restore_conf);
+	free(rt->criu_restore_text);
 	free(rt->bridge);
 	free(rt->tmp_dir);
 	memset(rt, 0, sizeof(*rt));

@@ -29,6 +29,7 @@ typedef struct fm_runtime {
 	char *criu;         /* CRIU binary (wrapper) handed to runc --criu */
 	char *runc_root;
 	char *criu_restore_conf;    /* CRIU configuration for restores (criu_restore_conf_write) */
+	char *criu_restore_text;    /* ... what it holds (a restore's own configuration starts with it) */
 	const char *cgroup_yard; /* the host's cgroup mounts as CRIU's --cgroup-yard, or NULL (fm_rt_open) */
 	fm_image_store *images;
 	fm_journal *journal;

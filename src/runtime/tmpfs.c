@@ -288,16 +288,17 @@ int fm_tmpfs_dump_args(const char *name, pid_t pid, fm_cmd *c, const char *image
 	for (char *save = NULL, *l = strtok_r(info, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
 		/* every mount at a path of ours counts: a stacked one is not ours */
 		char mp[256];
-		if (sscanf(l, "%*s %*s %*s %*s %255s", mp) == 1 && known_by_path(mp) >= 0)
-			seen[known_by_path(mp)]++;
-		fm_tmpfs_mount m;
-		if (fm_tmpfs_mountinfo_line(l, &m))
-			found[known_by_path(m.path)] = m;
+		int k = sscanf(l, "%*s %*s %*s %*s %255s", mp) == 1 ? known_by_path(mp) : -1;
+		if (k < 0)
+			continue;
+		seen[k]++;
+		if (!fm_tmpfs_mountinfo_line(l, &found[k]))
+			found[k].path = NULL;
 	}
 	json_t *list = json_array();
 	bool fresh[ARRAY_SIZE(known)] = { false };
 	for (size_t i = 0; i < ARRAY_SIZE(known); i++) {
-		fresh[i] = seen[i] == 1 && found[i].path == known[i].path && scan_mount(pid, &found[i], known[i].entries);
+		fresh[i] = seen[i] == 1 && found[i].path && scan_mount(pid, &found[i], known[i].entries);
 		if (fresh[i])
 			json_array_append_new(list, manifest_entry(&found[i]));
 	}

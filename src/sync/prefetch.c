@@ -441,11 +441,12 @@ static int up_send(fm_prefetch *p, uint64_t pid, uint64_t vaddr, uint64_t nr, ui
 	return 0;
 }
 
-/* Sets the window from the arrival rate measured so far. */
+/* Sets the window from the arrival rate measured so far (its range goes to the
+ * stats, which only this thread writes). */
 static void window_update(fm_prefetch *p)
 {
 	p->window = fm_prefetch_window(fm_prefetch_pace_rate(&p->pace));
-	if (p->held)
+	if (p->held || (p->window >= p->st.window_min && p->window <= p->st.window_max))
 		return;
 	pthread_mutex_lock(&p->mu);
 	if (p->st.window_min == 0 || p->window < p->st.window_min)

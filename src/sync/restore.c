@@ -16,18 +16,14 @@
 static int restore_conf(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *tdir,
 			char **conf, fm_error *err)
 {
-	_cleanup_free_ char *lines = NULL, *host = NULL;
+	_cleanup_free_ char *lines = NULL;
 	int r;
 
 	*conf = NULL;
 	if ((r = fm_tmpfs_prepare(images_dir, tdir, &lines, err)) < 0 || !lines)
 		return r;
-	if ((r = fm_read_file(rt->criu_restore_conf, 1u << 20, &host, NULL)) < 0) {
-		fm_tmpfs_release(tdir);
-		return fm_error_set(err, r, "cannot read %s: %s", rt->criu_restore_conf, strerror(-r));
-	}
 	_cleanup_free_ char *path = fm_xasprintf("%s/criu-restore.conf", work_dir);
-	_cleanup_free_ char *text = fm_xasprintf("%s%s", host, lines);
+	_cleanup_free_ char *text = fm_xasprintf("%s%s", rt->criu_restore_text, lines);
 	if ((r = fm_write_file_atomic(path, text, strlen(text), 0600)) < 0) {
 		fm_tmpfs_release(tdir);
 		return fm_error_set(err, r, "cannot write %s: %s", path, strerror(-r));

@@ -294,11 +294,11 @@ class MemoryScenario:
                       ("prefetch_mbit", r"prefetched at ([0-9.]+) Mbit/s"),
                       ("prefetch_window_kib", r"with a window of [0-9.]+-([0-9.]+) KiB"),
                       ("prefetch_all_here_ms", r"every page here ([0-9.]+) ms after the restore began"),
-                      ("prefetch_waits", r"([0-9]+) requests waited"),
+                      ("prefetch_waits", r"([0-9]+) waited for the network"),
                       # the controller's downtime breakdown (coordinator.c, log_downtime)
                       ("transfer_ms", r"^Downtime .* state transfer ([0-9.]+)"),
                       ("prepare_ms", r"^Downtime .* restore preparation ([0-9.]+)"),
-                      ("lazy_start_ms", r"^Downtime .* lazy-pages start ([0-9.]+)"),
+                      ("handler_start_ms", r"^Downtime .* page handler start ([0-9.]+)"),
                       ("network_ms", r"^Downtime .* network handover ([0-9.]+)"),
                       ("criu_restore_ms", r"^Downtime .* CRIU restore ([0-9.]+)"),
                       ("control_ms", r"^Downtime .* control messages (-?[0-9.]+)")):

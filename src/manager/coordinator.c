@@ -532,9 +532,9 @@ static void log_downtime(fm_mig *m, const double src_ms[3], json_t *ph)
 		return;
 	double accounted = src_ms[0] + src_ms[1] + src_ms[2] + PH("agent_ms");
 	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Downtime %" PRId64 " ms: freeze %.0f, dump %.0f, state transfer %.0f, "
-	     "waiting for it %.0f, restore preparation %.0f, lazy-pages start %.0f, network handover %.0f, CRIU restore "
+	     "waiting for it %.0f, restore preparation %.0f, page handler start %.0f, network handover %.0f, CRIU restore "
 	     "%.0f, control messages %.0f", m->downtime_ms, src_ms[0], src_ms[1], src_ms[2], PH("wait_receive_ms"),
-	     PH("prepare_ms"), PH("lazy_pages_ms"), PH("network_ms"), PH("criu_restore_ms"),
+	     PH("prepare_ms"), PH("page_handler_ms"), PH("network_ms"), PH("criu_restore_ms"),
 	     (double)m->downtime_ms - accounted);
 #undef PH
 }
@@ -711,14 +711,13 @@ static int step_verification(fm_mig *m)
 		json_t *pf = json_object_get(pg, "prefetch");
 		char how[256] = "";
 		if (pf) {
-			double lazy = (double)json_integer_value(json_object_get(pf, "lazy_bytes"));
-			double cached = (double)json_integer_value(json_object_get(pf, "served_cached_bytes"));
 			snprintf(how, sizeof(how), "; prefetched at %.0f Mbit/s with a window of %.0f-%.0f KiB, every page "
-				 "here %.0f ms after the restore began, %.0f %% were here before the application asked, "
-				 "%d requests waited (longest %.1f ms)", json_real_value(json_object_get(pf, "link_bps")) / 1e6,
+				 "here %.0f ms after the restore began; %d page faults, %d waited for the network "
+				 "(longest %.1f ms)", json_real_value(json_object_get(pf, "link_bps")) / 1e6,
 				 (double)json_integer_value(json_object_get(pf, "window_min_bytes")) / 1024,
 				 (double)json_integer_value(json_object_get(pf, "window_max_bytes")) / 1024,
-				 json_real_value(json_object_get(pf, "all_here_ms")), lazy > 0 ? 100.0 * cached / lazy : 100.0,
+				 json_real_value(json_object_get(pf, "all_here_ms")),
+				 (int)json_integer_value(json_object_get(pf, "faults")),
 				 (int)json_integer_value(json_object_get(pf, "misses")),
 				 json_real_value(json_object_get(pf, "wait_max_ms")));
 		}

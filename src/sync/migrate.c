@@ -223,10 +223,10 @@ static void prefetch_stats_json(fm_prefetch *p, json_t *obj)
 {
 	fm_prefetch_stats st;
 	fm_prefetch_get_stats(p, &st);
-	json_object_set_new(obj, "prefetch", json_pack("{s:I, s:I, s:I, s:I, s:I, s:i, s:i, s:f, s:f, s:f, s:f, s:I, s:I}",
+	json_object_set_new(obj, "prefetch", json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:I, s:I}",
 		"lazy_bytes", (json_int_t)st.lazy_bytes, "fetched_bytes", (json_int_t)st.fetched_bytes,
-		"served_bytes", (json_int_t)st.served_bytes, "served_cached_bytes", (json_int_t)st.served_cached,
-		"passthrough", (json_int_t)st.passthrough, "requests", (int)st.requests, "misses", (int)st.misses,
+		"served_bytes", (json_int_t)st.served_bytes, "faults", (json_int_t)st.faults,
+		"zero_pages", (json_int_t)st.zero_pages, "misses", (json_int_t)st.misses,
 		"wait_max_ms", st.wait_max_ms, "wait_sum_ms", st.wait_sum_ms, "all_here_ms", st.all_here_ms,
 		"link_bps", st.link_bps, "window_min_bytes", (json_int_t)st.window_min,
 		"window_max_bytes", (json_int_t)st.window_max));
@@ -775,8 +775,12 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	if (ps && (!ps_host || ps_port <= 0 || ps_port > 65535 ||
 		   parse_token(json_string_value(json_object_get(ps, "token")), ps_token) < 0))
 		return fm_error_set(err, -EINVAL, "page_server needs host, port and token");
+	/* the restore's work directory: its lazy-pages.socket is ours (the
+	 * prefetcher's, or the gate's in front of criu lazy-pages) */
+	_cleanup_free_ char *rwork = fm_xasprintf("%s/restore", work);
+	fm_lazy_gate *gate = NULL;
 	if (ps) {
-		/* POST_COPY: criu lazy-pages fetches through our relay from the source's */
+		/* POST_COPY: the pages come through our relay from the source's page server */
 		fm_relay_opts ro;
 		relay_opts_from(a, req, &ro);
 		fm_prefetch_free(in->prefetch);
@@ -785,30 +789,28 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		in->relay = NULL;
 		if ((r = fm_relay_egress(ps_host, ps_port, ps_token, &ro, &in->relay, err)) < 0)
 			return r;
+		if ((r = fm_mkdir_p(rwork, 0700)) < 0)
+			return fm_error_set(err, r, "cannot create %s: %s", rwork, strerror(-r));
 		int lazy_port = fm_relay_port(in->relay);
 		if (!json_is_false(json_object_get(req, "prefetch"))) {
-			/* pages flow once the restore is done (fm_prefetch_release below) */
+			/* we serve the restored processes' page faults; pages flow
+			 * in the background once the restore is done (fm_prefetch_release) */
 			fm_error pe = FM_ERROR_INIT;
-			if (fm_prefetch_start(images, "127.0.0.1", lazy_port, a->io_timeout_ms, &in->prefetch, &pe) == 0)
-				lazy_port = fm_prefetch_port(in->prefetch);
-			else
-				fm_warn(FM_C_DELTA_TRANSFER, "migration %s: no page prefetch (lazy-pages fetches on its own): %s",
-					mid, pe.msg);
+			if (fm_prefetch_start(images, rwork, "127.0.0.1", lazy_port, a->io_timeout_ms, &in->prefetch, &pe) < 0)
+				fm_warn(FM_C_DELTA_TRANSFER, "migration %s: no page prefetch (criu lazy-pages fetches on its "
+					"own): %s", mid, pe.msg);
 			fm_error_clear(&pe);
 		}
-		if ((r = fm_ckpt_lazy_pages_start(a->rt, images, work, "127.0.0.1", lazy_port, &in->lazy, &lazy_ready,
-						   err)) < 0)
+		if (!in->prefetch &&
+		    (r = fm_ckpt_lazy_pages_start(a->rt, images, work, "127.0.0.1", lazy_port, &in->lazy, &lazy_ready,
+						  err)) < 0)
 			return r;
 	}
 	/* the restore starts without waiting for lazy-pages' start: the gate
 	 * holds its connection to lazy-pages until lazy-pages listens */
-	_cleanup_free_ char *rwork = fm_xasprintf("%s/restore", work);
-	fm_lazy_gate *gate = NULL;
 	if (lazy_ready >= 0) {
 		fm_error ge = FM_ERROR_INIT;
-		if ((r = fm_mkdir_p(rwork, 0700)) < 0)
-			fm_error_set(&ge, r, "cannot create %s: %s", rwork, strerror(-r));
-		if (r == 0 && fm_lazy_gate_start(rwork, work, lazy_ready, FM_READY_TIMEOUT_MS, &gate, &ge) == 0)
+		if (fm_lazy_gate_start(rwork, work, lazy_ready, FM_READY_TIMEOUT_MS, &gate, &ge) == 0)
 			lazy_ready = -1;
 		else
 			fm_warn(FM_C_STATE_RESTORATION, "migration %s: the restore waits for criu lazy-pages' start: %s",
@@ -838,7 +840,8 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		return r;
 	}
 	t_lazy = fm_now_mono_us();
-	r = fm_restore(a->rt, in->spec.name, images, gate ? rwork : work, ps != NULL, in->spec.net_ip != NULL, err);
+	r = fm_restore(a->rt, in->spec.name, images, gate || in->prefetch ? rwork : work, ps != NULL,
+		       in->spec.net_ip != NULL, err);
 	if (r == 0 && gate && (r = fm_lazy_gate_finish(gate, err)) < 0) {
 		/* restored, but nobody serves its page faults */
 		fm_error_prefix(err, "criu lazy-pages");
@@ -878,7 +881,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	int64_t t_end = fm_now_mono_us();
 	json_object_set_new(*out, "phases", json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}",
 		"wait_receive_ms", (double)(t_recv - t_in) / 1000.0, "prepare_ms", (double)(t0 - t_recv) / 1000.0,
-		"lazy_pages_ms", (double)(t_spawned - t0 + t_lazy - t_net) / 1000.0,
+		"page_handler_ms", (double)(t_spawned - t0 + t_lazy - t_net) / 1000.0,
 		"network_ms", (double)(t_net - t_spawned + t_end - in->restored_us) / 1000.0,
 		"criu_restore_ms", (double)(in->restored_us - t_lazy) / 1000.0, "agent_ms", (double)(t_end - t_in) / 1000.0));
 	json_object_set_new(*out, "received_payload_bytes", json_integer((json_int_t)in->stats.payload_bytes));
@@ -970,6 +973,11 @@ static int dst_abort_locked(fm_agent *a, const char *mid, fm_error *err)
 	if ((r = check_mid(mid, err)) < 0)
 		return r;
 	in = incoming_take(a, mid);
+	/* a copy restored with pages still in flight dies while its faults
+	 * wait: stopping the prefetcher closes their userfaultfds, after which
+	 * a missing page would read as zeroes */
+	if (in && in->prefetch && in->restored_us > 0)
+		fm_rt_runc_destroy(a->rt, in->spec.name, NULL);
 	if (in)
 		incoming_free(in); /* cancels and joins the receiver */
 	if ((r = discard_incoming(a, mid, err)) < 0)
@@ -1785,18 +1793,22 @@ int fm_sync_dst_pages(fm_agent *a, const char *mid, json_t **out, fm_error *err)
 
 	if ((r = check_mid(mid, err)) < 0)
 		return r;
+	_cleanup_close_ int done_fd = -1;
 	pthread_mutex_lock(&a->lock);
 	fm_incoming *in = incoming_find(a, mid);
 	if (in && in->lazy)
 		pid = fm_cmd_pid(in->lazy);
+	else if (in && in->prefetch)
+		done_fd = fcntl(fm_prefetch_done_fd(in->prefetch), F_DUPFD_CLOEXEC, 0);
 	pthread_mutex_unlock(&a->lock);
 	if (!in)
 		return fm_error_set(err, -ENOENT, "no incoming migration %s on %s", mid, a->rt->host);
-	if (pid > 0) {
-		/* no lock while waiting: an abort must be able to stop the transfer */
-		_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-		struct pollfd p = { pfd, POLLIN, 0 };
-		if (pfd >= 0 && poll(&p, 1, FM_CRIU_TIMEOUT_MS) == 0)
+	if (pid > 0 || done_fd >= 0) {
+		/* no lock while waiting: an abort must be able to stop the transfer
+		 * (the descriptors waited on outlive what an abort frees) */
+		_cleanup_close_ int pfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+		struct pollfd p = { pid > 0 ? pfd : done_fd, POLLIN, 0 };
+		if (p.fd >= 0 && poll(&p, 1, FM_CRIU_TIMEOUT_MS) == 0)
 			return fm_error_set(err, -ETIMEDOUT, "memory pages still arriving after %d s", FM_CRIU_TIMEOUT_MS / 1000);
 		pthread_mutex_lock(&a->dst_ops);
 		pthread_mutex_lock(&a->lock);
@@ -1805,28 +1817,30 @@ int fm_sync_dst_pages(fm_agent *a, const char *mid, json_t **out, fm_error *err)
 		if (in)
 			in->lazy = NULL;
 		pthread_mutex_unlock(&a->lock);
-		if (!c) {
+		_cleanup_free_ char *staging = staging_dir(a, mid);
+		_cleanup_free_ char *work = fm_xasprintf("%s/work", staging);
+		fm_error pe = FM_ERROR_INIT;
+		if (!in || (pid > 0 && !c) || (done_fd >= 0 && !in->prefetch)) {
 			r = fm_error_set(err, -ECANCELED, "migration %s was aborted while its pages arrived", mid);
-		} else {
-			_cleanup_free_ char *staging = staging_dir(a, mid);
-			_cleanup_free_ char *work = fm_xasprintf("%s/work", staging);
+		} else if (c) {
 			r = fm_cmd_wait(c, err);
 			fm_cmd_free(c);
-			fm_error pe = FM_ERROR_INIT;
 			if (r != 0) {
-				if (in->prefetch && fm_prefetch_failed(in->prefetch, &pe) < 0)
-					fm_error_set(err, pe.code, "%s", pe.msg);
 				fm_error_prefix(err, "the memory page transfer failed");
 				fm_ckpt_attach_criu_log(err, work, "lazy-pages.log");
 				r = r > 0 ? -EIO : r;
-			} else {
-				if (in->relay)
-					relay_stats_json(in->relay, pstats, "pages_");
-				if (in->prefetch)
-					prefetch_stats_json(in->prefetch, pstats);
+			} else if (in->relay) {
+				relay_stats_json(in->relay, pstats, "pages_");
 			}
-			fm_error_clear(&pe);
+		} else if ((r = fm_prefetch_failed(in->prefetch, &pe)) < 0) {
+			fm_error_move(err, &pe);
+			fm_error_prefix(err, "the memory page transfer failed");
+		} else {
+			if (in->relay)
+				relay_stats_json(in->relay, pstats, "pages_");
+			prefetch_stats_json(in->prefetch, pstats);
 		}
+		fm_error_clear(&pe);
 		pthread_mutex_unlock(&a->dst_ops);
 		if (r < 0)
 			return r;

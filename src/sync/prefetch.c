@@ -1,20 +1,25 @@
-/* Delta Transfer, post-copy page prefetcher (see prefetch.h).
+/* Delta Transfer, post-copy page prefetcher and userfaultfd handler (see
+ * prefetch.h).
  *
  * CRIU's page-server protocol (criu/page-xfer.c), as lazy-pages uses it: every
  * message starts with
  *
  *   struct page_server_iov { u32 cmd; u64 nr_pages; u64 vaddr; u64 dst_id; }  (32 bytes, host order)
  *
- * PS_IOV_GET asks for nr_pages from vaddr of process dst_id; the answer is the
- * same header with cmd PS_IOV_ADD_F | PE_PRESENT << 16 and nr_pages possibly
- * smaller (CRIU stops at the end of one of its page-pipe buffers), followed by
- * the pages.  Answers come in the order of the requests.  PS_IOV_CLOSE ends it:
- * the server answers with a 4-byte status.
+ * PS_IOV_GET asks for nr_pages from vaddr of process dst_id (its pagemap's
+ * id); the answer is the same header with cmd PS_IOV_ADD_F | PE_PRESENT << 16
+ * and nr_pages possibly smaller (CRIU stops at the end of one of its page-pipe
+ * buffers), followed by the pages.  Answers come in the order of the requests.
+ * PS_IOV_CLOSE ends it: the server answers with a 4-byte status.
  *
- * One thread, one poll loop, three sockets: the upstream connection (read
- * without blocking: pages land straight in the cache), lazy-pages' connection
- * (requests read without blocking, answers written whole) and a control pipe
- * (release, stop).
+ * The restore's side (criu/uffd.c): per process, its pid as an int (negative:
+ * a zombie, nothing follows) and one byte carrying its userfaultfd; at the end
+ * 0x52535446 ("restore finished"); then it hangs up.  The userfaultfds were
+ * opened with UFFD_FEATURE_EVENT_FORK, _REMAP, _REMOVE and _UNMAP.
+ *
+ * One thread, one poll loop: the upstream connection (read without blocking:
+ * pages land straight in the cache), the restore's connection, every
+ * process's userfaultfd and a control pipe (release, stop).
  */
 #include "sync/prefetch.h"
 
@@ -29,9 +34,13 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/userfaultfd.h>
+#include <stdio.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "basic/log.h"
@@ -43,16 +52,11 @@
 #define PS_IOV_ADD_F 6
 #define PS_IOV_GET 7
 #define PS_IOV_CLOSE 0x1023
-#define PS_IOV_FORCE_CLOSE 0x1024
 #define PS_CMD_MASK 0xffffu
 #define PE_LAZY (1u << 1)
-#define PE_PRESENT (1u << 2)
 #define IMG_COMMON_MAGIC 0x54564319u
 #define PAGEMAP_MAGIC 0x56084025u
 #define PAGEMAP_FILE_MAX (256u << 20)
-/* lazy-pages asks for 4 MiB at most; a bigger request is not from CRIU */
-#define CLIENT_REQ_MAX_PAGES 65536
-#define CLIENT_QUEUE 1024
 #define UP_QUEUE 8192
 
 /* ---- pagemap images ---- */
@@ -276,7 +280,10 @@ uint64_t fm_prefetch_readahead_pages(uint64_t window)
 
 /* ---- the prefetcher ---- */
 
-enum { PG_WANT = 0, PG_ASKED, PG_HERE, PG_GONE };
+/* A lazy page: not asked for yet (or wanted again by a forked child), asked
+ * from the source, in the cache waiting to be copied (the copy met pending
+ * events: -EAGAIN), or copied into every task that lacked it. */
+enum { PG_WANT = 0, PG_ASKED, PG_HERE, PG_DONE };
 
 typedef struct pf_range {
 	uint64_t pid, vaddr, nr;
@@ -285,14 +292,37 @@ typedef struct pf_range {
 
 typedef struct up_req {          /* sent to the source, answered in this order */
 	uint64_t pid, vaddr, nr;
-	uint64_t g;              /* first page's index; UINT64_MAX = passed through for lazy-pages */
+	uint64_t g;              /* first page's index */
 } up_req;
 
-typedef struct cl_req {          /* from lazy-pages, answered in this order */
-	uint64_t pid, vaddr, nr;
+/* Where pages g .. g + nr - 1 of a task live now (a remap moves them). */
+typedef struct uf_seg {
+	uint64_t g, nr, rt;
+} uf_seg;
+
+/* A restored process: its userfaultfd and the lazy pages it still lacks. */
+typedef struct uf_task {
+	int fd;                  /* -1: exited */
+	uint64_t pid;            /* its pagemap's (a forked child: its parent's) */
+	uint64_t g0, gn;         /* its pid's pages: [g0, g0 + gn) */
+	uint8_t *need;           /* gn entries, 1 = not copied yet */
+	uint64_t needed;
+	uf_seg *segs;            /* sorted by g */
+	size_t nsegs;
+} uf_task;
+
+typedef struct uf_wait {         /* a fault waiting for the network */
+	size_t task;
+	uint64_t g;
 	int64_t since_us;
-	bool asked, missed;
-} cl_req;
+} uf_wait;
+
+#define MAX_TASKS 4096
+#define MAX_WAITS 4096
+#define UFFD_MSGS 64
+#define LAZY_SOCK_NAME "lazy-pages.socket"
+#define RESTORE_FINISHED 0x52535446u   /* CRIU's "ReSTore Finished" */
+#define RESTORE_MAX_FDS 8
 
 struct fm_prefetch {
 	pf_range *ranges;
@@ -305,29 +335,40 @@ struct fm_prefetch {
 	fm_prefetch_pace pace;
 	uint64_t window;         /* bytes; follows pace (fm_prefetch_window) */
 
-	fm_xfer_listener *l;
-	int up_fd, cl_fd, ctl_rd, ctl_wr; /* control pipe: 'g' releases the background order, 'x' stops */
+	int listen_fd;           /* <restore work>/lazy-pages.socket */
+	int rs_fd;               /* the restore's connection */
+	int up_fd, ctl_rd, ctl_wr, done_fd; /* control pipe: 'g' releases the background order, 'x' stops */
 	pthread_t thread;
 	bool started;
 	bool held;               /* background requests wait for fm_prefetch_release */
+	bool retry;              /* pages wait in the cache for a copy that met pending events */
 	int64_t t0_us;
+
+	/* what the restore sends: (pid, uffd) per task, then RESTORE_FINISHED */
+	uint8_t rs_buf[4];
+	size_t rs_got;
+	bool rs_want_fd;         /* the pid came, its descriptor's byte is next */
+	int rs_pid;
+	int rs_fds[RESTORE_MAX_FDS];
+	size_t rs_nfds;
+	bool restore_finished, restore_gone;
+
+	uf_task *tasks;
+	size_t ntasks;
+	uf_wait waits[MAX_WAITS];
+	size_t nwaits;
+	uf_wait zero[MAX_WAITS]; /* zero pages to map again (g: the address) */
+	size_t nzero;
 
 	up_req *uq;
 	size_t uq_head, uq_len;
-	cl_req cq[CLIENT_QUEUE];
-	size_t cq_head, cq_len;
 
 	/* the answer being read from upstream */
 	uint8_t uhdr[PSI_LEN];
 	size_t uhdr_got;
 	uint64_t udata_len, udata_got;
-	uint8_t pass_buf[65536];
 
-	/* lazy-pages' request being read, and the end of the conversation */
-	uint8_t chdr[PSI_LEN];
-	size_t chdr_got;
-	bool close_pending, close_sent, done;
-	uint8_t close_hdr[PSI_LEN];
+	bool close_sent, done;
 	uint8_t status[4];
 	size_t status_got;
 
@@ -352,27 +393,16 @@ static int fail(fm_prefetch *p, int code, const char *fmt, ...)
 	return code;
 }
 
-static int send_all(int fd, const struct iovec *iov0, int n)
+static int send_all(int fd, const uint8_t *b, size_t n)
 {
-	struct iovec iov[2];
-	memcpy(iov, iov0, (size_t)n * sizeof(*iov));
-	struct msghdr m = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-	while (m.msg_iovlen > 0) {
-		ssize_t k = sendmsg(fd, &m, MSG_NOSIGNAL);
+	while (n > 0) {
+		ssize_t k = send(fd, b, n, MSG_NOSIGNAL);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0)
 			return -errno;
-		while (k > 0 && m.msg_iovlen > 0) {
-			size_t t = (size_t)k < m.msg_iov->iov_len ? (size_t)k : m.msg_iov->iov_len;
-			m.msg_iov->iov_base = (uint8_t *)m.msg_iov->iov_base + t;
-			m.msg_iov->iov_len -= t;
-			k -= (ssize_t)t;
-			if (m.msg_iov->iov_len == 0) {
-				m.msg_iov++;
-				m.msg_iovlen--;
-			}
-		}
+		b += k;
+		n -= (size_t)k;
 	}
 	return 0;
 }
@@ -384,23 +414,6 @@ static void psi(uint8_t *h, uint32_t cmd, uint64_t nr, uint64_t vaddr, uint64_t 
 	fm_put_le64(h + 8, nr);
 	fm_put_le64(h + 16, vaddr);
 	fm_put_le64(h + 24, pid);
-}
-
-/* The range holding pid's page at vaddr, or -1. */
-static long find_range(const fm_prefetch *p, uint64_t pid, uint64_t vaddr)
-{
-	size_t lo = 0, hi = p->nranges;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		const pf_range *r = &p->ranges[mid];
-		if (r->pid < pid || (r->pid == pid && r->vaddr + r->nr * PAGE <= vaddr))
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo < p->nranges && p->ranges[lo].pid == pid && p->ranges[lo].vaddr <= vaddr)
-		return (long)lo;
-	return -1;
 }
 
 /* The range holding page index g. */
@@ -417,29 +430,554 @@ static const pf_range *range_of(const fm_prefetch *p, uint64_t g)
 	return &p->ranges[lo];
 }
 
+static void stat_add(fm_prefetch *p, uint64_t *field, uint64_t n)
+{
+	pthread_mutex_lock(&p->mu);
+	*field += n;
+	pthread_mutex_unlock(&p->mu);
+}
+
 static int up_send(fm_prefetch *p, uint64_t pid, uint64_t vaddr, uint64_t nr, uint64_t g)
 {
 	if (p->uq_len == UP_QUEUE)
 		return fail(p, -EOVERFLOW, "page prefetcher: too many requests in flight");
 	uint8_t h[PSI_LEN];
 	psi(h, PS_IOV_GET, nr, vaddr, pid);
-	struct iovec iov = { h, PSI_LEN };
-	int r = send_all(p->up_fd, &iov, 1);
+	int r = send_all(p->up_fd, h, PSI_LEN);
 	if (r < 0)
 		return fail(p, r, "page prefetcher: cannot ask the source for pages: %s", strerror(-r));
 	if (p->pace.since_us < 0)
 		fm_prefetch_pace_busy(&p->pace, fm_now_mono_us());
 	p->uq[(p->uq_head + p->uq_len++) % UP_QUEUE] = (up_req){ pid, vaddr, nr, g };
-	if (g != UINT64_MAX) {
-		for (uint64_t i = g; i < g + nr; i++) {
-			if (p->state[i] == PG_WANT)
-				p->want--;
-			p->state[i] = PG_ASKED;
+	memset(p->state + g, PG_ASKED, nr);
+	p->want -= nr;
+	p->asked += nr;
+	return 0;
+}
+
+/* ---- the tasks ---- */
+
+static bool task_live(const uf_task *t) { return t->fd >= 0; }
+
+static void need_clear(uf_task *t, uint64_t g, uint64_t n)
+{
+	for (uint64_t i = g; i < g + n; i++)
+		if (t->need[i - t->g0]) {
+			t->need[i - t->g0] = 0;
+			t->needed--;
 		}
-		p->asked += nr;
+}
+
+static bool needed_by_any(const fm_prefetch *p, uint64_t pid, uint64_t g)
+{
+	for (size_t i = 0; i < p->ntasks; i++) {
+		const uf_task *t = &p->tasks[i];
+		if (task_live(t) && t->pid == pid && g >= t->g0 && g < t->g0 + t->gn && t->need[g - t->g0])
+			return true;
+	}
+	return false;
+}
+
+/* Pages of [g0, g0 + n) of pid nobody lacks any more are not fetched. */
+static void settle(fm_prefetch *p, uint64_t pid, uint64_t g0, uint64_t n)
+{
+	for (uint64_t g = g0; g < g0 + n; g++)
+		if (p->state[g] == PG_WANT && !needed_by_any(p, pid, g)) {
+			p->state[g] = PG_DONE;
+			p->want--;
+		}
+}
+
+static void task_exit(fm_prefetch *p, uf_task *t)
+{
+	fm_debug(FM_C_DELTA_TRANSFER, "page prefetcher: a task of pid %llu exited with %llu pages not copied",
+		 (unsigned long long)t->pid, (unsigned long long)t->needed);
+	close(t->fd);
+	t->fd = -1;
+	memset(t->need, 0, t->gn);
+	t->needed = 0;
+	settle(p, t->pid, t->g0, t->gn);
+}
+
+/* Splits the task's segments at run-time addresses a and b, then moves the
+ * pages in [a, b) by delta, or (drop) forgets them. */
+static void seg_cut(fm_prefetch *p, uf_task *t, uint64_t a, uint64_t b, int64_t delta, bool drop)
+{
+	uf_seg *out = fm_xcalloc(t->nsegs * 3 + 1, sizeof(*out));
+	size_t n = 0;
+	for (size_t i = 0; i < t->nsegs; i++) {
+		uf_seg s = t->segs[i];
+		uint64_t end = s.rt + s.nr * PAGE;
+		uint64_t lo = s.rt > a ? s.rt : a, hi = end < b ? end : b;
+		if (lo >= hi) {
+			out[n++] = s;
+			continue;
+		}
+		if (s.rt < lo)
+			out[n++] = (uf_seg){ s.g, (lo - s.rt) / PAGE, s.rt };
+		uint64_t g = s.g + (lo - s.rt) / PAGE, nr = (hi - lo) / PAGE;
+		if (drop) {
+			need_clear(t, g, nr);
+			settle(p, t->pid, g, nr);
+		} else
+			out[n++] = (uf_seg){ g, nr, (uint64_t)((int64_t)lo + delta) };
+		if (hi < end)
+			out[n++] = (uf_seg){ g + nr, (end - hi) / PAGE, hi };
+	}
+	free(t->segs);
+	t->segs = out;
+	t->nsegs = n;
+}
+
+/* The page index at run-time address a, or UINT64_MAX. */
+static uint64_t task_page(const uf_task *t, uint64_t a)
+{
+	for (size_t i = 0; i < t->nsegs; i++)
+		if (a >= t->segs[i].rt && a < t->segs[i].rt + t->segs[i].nr * PAGE)
+			return t->segs[i].g + (a - t->segs[i].rt) / PAGE;
+	return UINT64_MAX;
+}
+
+/* The segment holding page g, or NULL. */
+static const uf_seg *task_seg(const uf_task *t, uint64_t g)
+{
+	for (size_t i = 0; i < t->nsegs; i++)
+		if (g >= t->segs[i].g && g < t->segs[i].g + t->segs[i].nr)
+			return &t->segs[i];
+	return NULL;
+}
+
+static uf_task *task_add(fm_prefetch *p, int fd, uint64_t pid)
+{
+	if (p->ntasks == MAX_TASKS) {
+		close(fd);
+		fail(p, -EOVERFLOW, "page prefetcher: more than %d restored processes", MAX_TASKS);
+		return NULL;
+	}
+	uf_task *v = realloc(p->tasks, (p->ntasks + 1) * sizeof(*v));
+	if (!v) {
+		close(fd);
+		fail(p, -ENOMEM, "page prefetcher: out of memory");
+		return NULL;
+	}
+	p->tasks = v;
+	uf_task *t = &p->tasks[p->ntasks++];
+	*t = (uf_task){ .fd = fd, .pid = pid };
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+	return t;
+}
+
+/* A restored task's userfaultfd arrived: it lacks every lazy page of its pid. */
+static int task_new(fm_prefetch *p, int fd, uint64_t pid)
+{
+	uf_task *t = task_add(p, fd, pid);
+	if (!t)
+		return p->status_code;
+	size_t first = p->nranges;
+	for (size_t i = 0; i < p->nranges; i++)
+		if (p->ranges[i].pid == pid) {
+			if (first == p->nranges)
+				first = i;
+			t->nsegs++;
+		}
+	t->segs = fm_xcalloc(t->nsegs + 1, sizeof(*t->segs));
+	for (size_t i = 0; i < t->nsegs; i++) {
+		const pf_range *r = &p->ranges[first + i];
+		t->segs[i] = (uf_seg){ r->first, r->nr, r->vaddr };
+		t->gn += r->nr;
+	}
+	t->g0 = t->nsegs ? t->segs[0].g : 0;
+	t->need = fm_xcalloc(t->gn + 1, 1);
+	for (uint64_t g = t->g0; g < t->g0 + t->gn; g++)
+		if (p->state[g] != PG_DONE) {   /* another task of this pid got it already: not ours */
+			t->need[g - t->g0] = 1;
+			t->needed++;
+		}
+	fm_debug(FM_C_DELTA_TRANSFER, "page prefetcher: pid %llu restored, %llu lazy pages",
+		 (unsigned long long)pid, (unsigned long long)t->needed);
+	return 0;
+}
+
+/* UFFD_EVENT_FORK: the child lacks what its parent lacks. */
+static int task_fork(fm_prefetch *p, size_t parent, int fd)
+{
+	uf_task *c = task_add(p, fd, p->tasks[parent].pid);
+	if (!c)
+		return p->status_code;
+	const uf_task *t = &p->tasks[parent];   /* after the realloc */
+	c->g0 = t->g0;
+	c->gn = t->gn;
+	c->needed = t->needed;
+	c->need = fm_xcalloc(t->gn + 1, 1);
+	memcpy(c->need, t->need, t->gn);
+	c->nsegs = t->nsegs;
+	c->segs = fm_xcalloc(t->nsegs + 1, sizeof(*c->segs));
+	memcpy(c->segs, t->segs, t->nsegs * sizeof(*t->segs));
+	for (uint64_t g = c->g0; g < c->g0 + c->gn; g++)
+		if (c->need[g - c->g0] && p->state[g] == PG_DONE) {
+			p->state[g] = PG_WANT;   /* copied into the parent and dropped: again */
+			p->want++;
+		}
+	fm_debug(FM_C_DELTA_TRANSFER, "page prefetcher: a task of pid %llu forked, the child lacks %llu pages",
+		 (unsigned long long)c->pid, (unsigned long long)c->needed);
+	return 0;
+}
+
+/* Copies pages [g, g + n) from the cache into task t where it lacks them.
+ * 0, or 1 when a copy met pending events (the rest waits in the cache). */
+static int task_copy(fm_prefetch *p, size_t ti, uint64_t g, uint64_t n)
+{
+	uf_task *t = &p->tasks[ti];
+	bool single = false;   /* a run crossing VMAs: page by page */
+	uint64_t end = g + n;
+	while (g < end && task_live(t)) {
+		if (!t->need[g - t->g0]) {
+			g++;
+			continue;
+		}
+		const uf_seg *s = task_seg(t, g);
+		if (!s) {
+			need_clear(t, g, 1);
+			g++;
+			continue;
+		}
+		uint64_t m = 0, lim = s->g + s->nr < end ? s->g + s->nr : end;
+		while (g + m < lim && t->need[g + m - t->g0] && !(single && m == 1))
+			m++;
+		struct uffdio_copy c = { .dst = s->rt + (g - s->g) * PAGE, .src = (uintptr_t)(p->cache + g * PAGE),
+					 .len = m * PAGE, .mode = 0 };
+		if (ioctl(t->fd, UFFDIO_COPY, &c) == 0) {
+			need_clear(t, g, m);
+			stat_add(p, &p->st.served_bytes, m * PAGE);
+			g += m;
+			continue;
+		}
+		int e = errno;
+		if (c.copy > 0) {   /* part of it */
+			uint64_t k = (uint64_t)c.copy / PAGE;
+			need_clear(t, g, k);
+			stat_add(p, &p->st.served_bytes, k * PAGE);
+			g += k;
+			continue;
+		}
+		if (c.copy < 0)
+			e = (int)-c.copy;
+		switch (e) {
+		case EEXIST:   /* there already */
+			need_clear(t, g, 1);
+			g++;
+			break;
+		case ENOENT:   /* no VMA there (gone, or the run crosses into the next one) */
+			if (m > 1) {
+				single = true;
+			} else {
+				need_clear(t, g, 1);
+				g++;
+			}
+			break;
+		case EAGAIN:   /* the task's mappings are changing: read its events first */
+			return 1;
+		case ESRCH:
+		case ENOSPC:   /* its memory is gone: it exited */
+			task_exit(p, t);
+			return 0;
+		default:
+			return fail(p, -e, "page prefetcher: cannot copy %llu pages to %#llx of pid %llu: %s",
+				    (unsigned long long)m, (unsigned long long)c.dst, (unsigned long long)t->pid,
+				    strerror(e));
+		}
 	}
 	return 0;
 }
+
+/* Faults that waited are over once their page is copied. */
+static void waits_check(fm_prefetch *p)
+{
+	int64_t now = fm_now_mono_us();
+	for (size_t i = 0; i < p->nwaits;) {
+		uf_wait *w = &p->waits[i];
+		const uf_task *t = &p->tasks[w->task];
+		if (task_live(t) && t->need[w->g - t->g0]) {
+			i++;
+			continue;
+		}
+		double ms = (double)(now - w->since_us) / 1000.0;
+		pthread_mutex_lock(&p->mu);
+		p->st.wait_sum_ms += ms;
+		if (ms > p->st.wait_max_ms)
+			p->st.wait_max_ms = ms;
+		pthread_mutex_unlock(&p->mu);
+		*w = p->waits[--p->nwaits];
+	}
+}
+
+/* Pages [g, g + n) of pid are in the cache: into every task that lacks them;
+ * then out of the cache, unless a copy has to be tried again. */
+static int deliver(fm_prefetch *p, uint64_t pid, uint64_t g, uint64_t n)
+{
+	for (size_t i = 0; i < p->ntasks; i++) {
+		uf_task *t = &p->tasks[i];
+		if (!task_live(t) || t->pid != pid)
+			continue;
+		int r = task_copy(p, i, g, n);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			p->retry = true;
+	}
+	bool keep = false;
+	for (uint64_t k = g; k < g + n; k++) {
+		bool still = needed_by_any(p, pid, k);
+		uint8_t s = still ? PG_HERE : PG_DONE;
+		if (p->state[k] == PG_HERE && !still)
+			p->here--;
+		else if (p->state[k] != PG_HERE && still)
+			p->here++;
+		p->state[k] = s;
+		keep |= still;
+	}
+	if (!keep)
+		(void)madvise(p->cache + g * PAGE, n * PAGE, MADV_DONTNEED);
+	waits_check(p);
+	return 0;
+}
+
+static int uffd_zero(fm_prefetch *p, size_t ti, uint64_t a);
+
+/* Copies that met pending events, again (their events have been read). */
+static int redeliver(fm_prefetch *p)
+{
+	p->retry = false;
+	size_t nz = p->nzero;
+	uf_wait z[MAX_WAITS];
+	memcpy(z, p->zero, nz * sizeof(*z));
+	p->nzero = 0;
+	for (size_t i = 0; i < nz; i++)
+		if (task_live(&p->tasks[z[i].task])) {
+			int k = uffd_zero(p, z[i].task, z[i].g);
+			if (k < 0)
+				return k;
+		}
+	for (uint64_t g = 0; g < p->total;) {
+		uint8_t *s = memchr(p->state + g, PG_HERE, p->total - g);
+		if (!s)
+			break;
+		g = (uint64_t)(s - p->state);
+		const pf_range *r = range_of(p, g);
+		uint64_t n = 1;
+		while (g + n < r->first + r->nr && p->state[g + n] == PG_HERE)
+			n++;
+		int k = deliver(p, r->pid, g, n);
+		if (k < 0)
+			return k;
+		g += n;
+	}
+	return 0;
+}
+
+static int uffd_zero(fm_prefetch *p, size_t ti, uint64_t a)
+{
+	uf_task *t = &p->tasks[ti];
+	struct uffdio_zeropage z = { .range = { .start = a, .len = PAGE } };
+	if (ioctl(t->fd, UFFDIO_ZEROPAGE, &z) == 0 || errno == EEXIST || errno == ENOENT)
+		return 0;
+	if (errno == EAGAIN) {   /* pending events: read them, then again */
+		if (p->nzero == MAX_WAITS)
+			return fail(p, -EOVERFLOW, "page prefetcher: too many zero pages waiting");
+		p->zero[p->nzero++] = (uf_wait){ ti, a, 0 };
+		p->retry = true;
+		return 0;
+	}
+	if (errno == ESRCH || errno == ENOSPC) {
+		task_exit(p, t);
+		return 0;
+	}
+	return fail(p, -errno, "page prefetcher: cannot map a zero page at %#llx of pid %llu: %m",
+		    (unsigned long long)a, (unsigned long long)t->pid);
+}
+
+static void uffd_wake(uf_task *t, uint64_t a)
+{
+	struct uffdio_range w = { .start = a, .len = PAGE };
+	(void)ioctl(t->fd, UFFDIO_WAKE, &w);
+}
+
+static int on_fault(fm_prefetch *p, size_t ti, uint64_t addr)
+{
+	uf_task *t = &p->tasks[ti];
+	uint64_t a = addr & ~(PAGE - 1), g = task_page(t, a);
+	stat_add(p, &p->st.faults, 1);
+	if (g == UINT64_MAX) {   /* registered, never dumped: it was never touched */
+		stat_add(p, &p->st.zero_pages, 1);
+		return uffd_zero(p, ti, a);
+	}
+	if (!t->need[g - t->g0]) {   /* copied meanwhile (the copy woke it) */
+		uffd_wake(t, a);
+		return 0;
+	}
+	if (p->state[g] == PG_HERE)
+		return deliver(p, t->pid, g, 1);
+	stat_add(p, &p->st.misses, 1);
+	if (p->nwaits < MAX_WAITS)
+		p->waits[p->nwaits++] = (uf_wait){ ti, g, fm_now_mono_us() };
+	if (p->state[g] == PG_ASKED)
+		return 0;
+	if (p->state[g] == PG_DONE) {   /* not expected: a page some task lacks is wanted */
+		p->state[g] = PG_WANT;
+		p->want++;
+	}
+	/* now, with a readahead of pages nobody has asked for; the background
+	 * order continues right after it (an application walking its memory
+	 * finds the next pages on their way) */
+	const pf_range *r = range_of(p, g);
+	uint64_t n = 1, ra = fm_prefetch_readahead_pages(p->window);
+	while (n < ra && g + n < r->first + r->nr && p->state[g + n] == PG_WANT)
+		n++;
+	p->cursor = g + n;
+	return up_send(p, r->pid, r->vaddr + (g - r->first) * PAGE, n, g);
+}
+
+/* Reads a task's events: faults, forks, remaps, unmaps. */
+static int uffd_read(fm_prefetch *p, size_t ti)
+{
+	struct uffd_msg msgs[UFFD_MSGS];
+	for (;;) {
+		if (!task_live(&p->tasks[ti]))
+			return 0;
+		ssize_t k = read(p->tasks[ti].fd, msgs, sizeof(msgs));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && errno == EAGAIN)
+			return 0;
+		if (k < 0)
+			return fail(p, -errno, "page prefetcher: reading the events of pid %llu: %m",
+				    (unsigned long long)p->tasks[ti].pid);
+		if (k == 0 || k % (ssize_t)sizeof(msgs[0]))
+			return fail(p, -EPROTO, "page prefetcher: a short userfaultfd message from pid %llu",
+				    (unsigned long long)p->tasks[ti].pid);
+		for (size_t i = 0; i < (size_t)k / sizeof(msgs[0]); i++) {
+			const struct uffd_msg *m = &msgs[i];
+			uf_task *t = &p->tasks[ti];
+			int r = 0;
+			switch (m->event) {
+			case UFFD_EVENT_PAGEFAULT:
+				r = on_fault(p, ti, m->arg.pagefault.address);
+				break;
+			case UFFD_EVENT_FORK:
+				r = task_fork(p, ti, (int)m->arg.fork.ufd);
+				break;
+			case UFFD_EVENT_REMAP:
+				seg_cut(p, t, m->arg.remap.from, m->arg.remap.from + m->arg.remap.len,
+					(int64_t)(m->arg.remap.to - m->arg.remap.from), false);
+				break;
+			case UFFD_EVENT_REMOVE:
+			case UFFD_EVENT_UNMAP: {
+				uint64_t a = m->arg.remove.start, b = m->arg.remove.end;
+				/* MADV_DONTNEED keeps the VMA: its pages fault again, as fresh
+				 * zeroes, not ours to serve */
+				struct uffdio_range u = { .start = a, .len = b - a };
+				if (m->event == UFFD_EVENT_REMOVE && ioctl(t->fd, UFFDIO_UNREGISTER, &u) < 0) {
+					if (errno == ENOMEM || errno == ESRCH) {
+						task_exit(p, t);
+						break;
+					}
+					r = fail(p, -errno, "page prefetcher: cannot unregister %#llx-%#llx of pid %llu: %m",
+						 (unsigned long long)a, (unsigned long long)b, (unsigned long long)t->pid);
+					break;
+				}
+				seg_cut(p, t, a, b, 0, true);
+				break;
+			}
+			default:
+				r = fail(p, -EPROTO, "page prefetcher: unexpected userfaultfd event %u from pid %llu",
+					 m->event, (unsigned long long)t->pid);
+			}
+			if (r < 0)
+				return r;
+		}
+	}
+}
+
+/* ---- the restore's connection ---- */
+
+/* Reads what the restore sends: per task its pid (an int; negative: a
+ * zombie, nothing follows) and one byte carrying its userfaultfd; at the end
+ * RESTORE_FINISHED; then it hangs up.  The descriptors come with the read
+ * that reaches their byte. */
+static int rs_read(fm_prefetch *p)
+{
+	for (;;) {
+		uint8_t buf[256];
+		char ctl[CMSG_SPACE(sizeof(int) * RESTORE_MAX_FDS)];
+		struct iovec iov = { buf, sizeof(buf) };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+		ssize_t n = recvmsg(p->rs_fd, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return 0;
+		if (n < 0)
+			return fail(p, -errno, "page prefetcher: reading the restore's messages: %m");
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < k; i++) {
+				int fd;
+				memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				if (p->rs_nfds < RESTORE_MAX_FDS)
+					p->rs_fds[p->rs_nfds++] = fd;
+				else
+					close(fd);
+			}
+		}
+		if (m.msg_flags & MSG_CTRUNC)
+			return fail(p, -EPROTO, "page prefetcher: the restore sent more descriptors at once than expected");
+		if (n == 0) {
+			p->restore_gone = true;
+			if (!p->restore_finished)
+				return fail(p, -ECONNRESET, "page prefetcher: the restore hung up before it finished");
+			return 0;
+		}
+		for (ssize_t i = 0; i < n; i++) {
+			if (p->restore_finished)
+				return fail(p, -EPROTO, "page prefetcher: the restore sent more after it finished");
+			if (p->rs_want_fd) {
+				p->rs_want_fd = false;
+				if (p->rs_nfds == 0)
+					return fail(p, -EPROTO, "page prefetcher: pid %d came without its userfaultfd", p->rs_pid);
+				int fd = p->rs_fds[0];
+				memmove(p->rs_fds, p->rs_fds + 1, --p->rs_nfds * sizeof(int));
+				int r = task_new(p, fd, (uint64_t)p->rs_pid);
+				if (r < 0)
+					return r;
+				continue;
+			}
+			p->rs_buf[p->rs_got++] = buf[i];
+			if (p->rs_got < 4)
+				continue;
+			p->rs_got = 0;
+			int32_t v;
+			memcpy(&v, p->rs_buf, 4);
+			if ((uint32_t)v == RESTORE_FINISHED) {
+				p->restore_finished = true;
+				/* pages of processes that never came (zombies) are not fetched */
+				for (size_t k = 0; k < p->nranges; k++)
+					settle(p, p->ranges[k].pid, p->ranges[k].first, p->ranges[k].nr);
+			} else if (v > 0 && v <= 0x3fffffff) {
+				p->rs_pid = v;
+				p->rs_want_fd = true;
+			} else if (v >= 0 || v < -0x3fffffff) {
+				return fail(p, -EPROTO, "page prefetcher: the restore sent %d for a pid", v);
+			}
+		}
+	}
+}
+
+/* ---- the source's answers ---- */
 
 /* Sets the window from the arrival rate measured so far (its range goes to the
  * stats, which only this thread writes). */
@@ -461,7 +999,7 @@ static int pump(fm_prefetch *p)
 {
 	window_update(p);
 	uint64_t chunk = fm_prefetch_chunk_pages(p->window);
-	while (!p->held && !p->close_pending && p->want > 0 && p->asked * PAGE < p->window &&
+	while (!p->held && !p->close_sent && p->want > 0 && p->asked * PAGE < p->window &&
 	       (p->here + p->asked) * PAGE < FM_PREFETCH_CACHE_MAX) {
 		if (p->cursor >= p->total)
 			p->cursor = 0;
@@ -485,92 +1023,18 @@ static int pump(fm_prefetch *p)
 	return 0;
 }
 
-static void note_served(fm_prefetch *p, cl_req *c, uint64_t bytes)
-{
-	pthread_mutex_lock(&p->mu);
-	p->st.served_bytes += bytes;
-	if (c->missed) {
-		double w = (double)(fm_now_mono_us() - c->since_us) / 1000.0;
-		p->st.wait_sum_ms += w;
-		if (w > p->st.wait_max_ms)
-			p->st.wait_max_ms = w;
-	} else {
-		p->st.served_cached += bytes;
-	}
-	pthread_mutex_unlock(&p->mu);
-}
-
-/* Answers lazy-pages' requests in order, for as long as the pages are here. */
-static int serve(fm_prefetch *p)
-{
-	while (p->cq_len > 0) {
-		cl_req *c = &p->cq[p->cq_head];
-		long ri = find_range(p, c->pid, c->vaddr);
-		if (ri < 0) {
-			/* not a lazy page we know: the source answers it, through us */
-			if (!c->asked) {
-				c->asked = c->missed = true;
-				pthread_mutex_lock(&p->mu);
-				p->st.passthrough++;
-				p->st.misses++;
-				pthread_mutex_unlock(&p->mu);
-				return up_send(p, c->pid, c->vaddr, c->nr, UINT64_MAX);
-			}
-			return 0;
-		}
-		const pf_range *r = &p->ranges[ri];
-		uint64_t g = r->first + (c->vaddr - r->vaddr) / PAGE, end = r->first + r->nr;
-		uint64_t avail = c->nr < end - g ? c->nr : end - g, k = 0;
-		while (k < avail && p->state[g + k] == PG_HERE)
-			k++;
-		if (k > 0) {
-			uint8_t h[PSI_LEN];
-			psi(h, PS_IOV_ADD_F | PE_PRESENT << 16, k, c->vaddr, c->pid);
-			struct iovec iov[2] = { { h, PSI_LEN }, { p->cache + g * PAGE, k * PAGE } };
-			int e = send_all(p->cl_fd, iov, 2);
-			if (e < 0)
-				return fail(p, e, "page prefetcher: cannot answer criu lazy-pages: %s", strerror(-e));
-			memset(p->state + g, PG_GONE, k);
-			p->here -= k;
-			(void)madvise(p->cache + g * PAGE, k * PAGE, MADV_DONTNEED);
-			note_served(p, c, k * PAGE);
-			p->cq_head = (p->cq_head + 1) % CLIENT_QUEUE;
-			p->cq_len--;
-			continue;
-		}
-		if (!c->missed) {
-			c->missed = true;
-			pthread_mutex_lock(&p->mu);
-			p->st.misses++;
-			pthread_mutex_unlock(&p->mu);
-		}
-		if (p->state[g] == PG_ASKED)
-			return 0;
-		/* not asked for (or asked again): now, with a readahead of pages
-		 * nobody has, and the background order continues right after it.
-		 * A large request of lazy-pages' own asks for a chunk at a time
-		 * (it is answered in parts), so that the faults behind it do not
-		 * wait for all of it. */
-		uint64_t n = 0, ra = fm_prefetch_readahead_pages(p->window);
-		uint64_t most = avail > ra ? fm_prefetch_chunk_pages(p->window) : ra;
-		while (n < avail && n < most && (p->state[g + n] == PG_WANT || p->state[g + n] == PG_GONE))
-			n++;
-		while (n < most && g + n < end && p->state[g + n] == PG_WANT)
-			n++;
-		p->cursor = g + n;
-		return up_send(p, c->pid, c->vaddr, n, g);
-	}
-	return 0;
-}
-
-/* lazy-pages has asked to close and everything asked is answered: pass the
- * close on (the source's dump finishes when it gets it). */
+/* Every task has every page, and the restore is over: the source's dump
+ * finishes when it gets PS_IOV_CLOSE (and answers with a status). */
 static int maybe_close(fm_prefetch *p)
 {
-	if (!p->close_pending || p->close_sent || p->cq_len > 0 || p->uq_len > 0)
+	if (p->close_sent || !p->restore_finished || !p->restore_gone || p->asked > 0 || p->here > 0 || p->uq_len > 0)
 		return 0;
-	struct iovec iov = { p->close_hdr, PSI_LEN };
-	int r = send_all(p->up_fd, &iov, 1);
+	for (size_t i = 0; i < p->ntasks; i++)
+		if (p->tasks[i].needed > 0)
+			return 0;
+	uint8_t h[PSI_LEN];
+	psi(h, PS_IOV_CLOSE, 0, 0, 0);
+	int r = send_all(p->up_fd, h, PSI_LEN);
 	if (r < 0)
 		return fail(p, r, "page prefetcher: cannot close the page transfer: %s", strerror(-r));
 	p->close_sent = true;
@@ -591,42 +1055,27 @@ static int up_header(fm_prefetch *p)
 			    (unsigned long long)q->pid);
 	p->udata_len = nr * PAGE;
 	p->udata_got = 0;
-	if (q->g == UINT64_MAX) {
-		struct iovec iov = { p->uhdr, PSI_LEN };
-		int r = send_all(p->cl_fd, &iov, 1);
-		if (r < 0)
-			return fail(p, r, "page prefetcher: cannot answer criu lazy-pages: %s", strerror(-r));
-	}
 	return 0;
 }
 
 static int up_done(fm_prefetch *p)
 {
-	up_req *q = &p->uq[p->uq_head];
+	up_req q = p->uq[p->uq_head];
 	uint64_t nr = p->udata_len / PAGE;
-	if (q->g == UINT64_MAX) {
-		cl_req *c = &p->cq[p->cq_head];
-		note_served(p, c, p->udata_len);
-		p->cq_head = (p->cq_head + 1) % CLIENT_QUEUE;
-		p->cq_len--;
-	} else {
-		memset(p->state + q->g, PG_HERE, nr);
-		memset(p->state + q->g + nr, PG_WANT, q->nr - nr);   /* the rest: asked again later */
-		p->here += nr;
-		p->want += q->nr - nr;
-		p->asked -= q->nr;
-		pthread_mutex_lock(&p->mu);
-		p->st.fetched_bytes += nr * PAGE;
-		if (p->want == 0 && p->asked == 0 && p->st.all_here_ms == 0) {
-			p->st.all_here_ms = (double)(fm_now_mono_us() - p->t0_us) / 1000.0;
-			p->st.link_bps = (double)p->st.fetched_bytes * 8e3 / (p->st.all_here_ms > 0 ? p->st.all_here_ms : 1);
-		}
-		pthread_mutex_unlock(&p->mu);
-	}
 	p->uq_head = (p->uq_head + 1) % UP_QUEUE;
 	p->uq_len--;
 	p->uhdr_got = 0;
-	return 0;
+	memset(p->state + q.g + nr, PG_WANT, q.nr - nr);   /* the rest: asked again later */
+	p->want += q.nr - nr;
+	p->asked -= q.nr;
+	pthread_mutex_lock(&p->mu);
+	p->st.fetched_bytes += nr * PAGE;
+	if (p->want == 0 && p->asked == 0 && p->st.all_here_ms == 0) {
+		p->st.all_here_ms = (double)(fm_now_mono_us() - p->t0_us) / 1000.0;
+		p->st.link_bps = (double)p->st.fetched_bytes * 8e3 / (p->st.all_here_ms > 0 ? p->st.all_here_ms : 1);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return deliver(p, q.pid, q.g, nr);
 }
 
 /* Reads what the source sent without waiting for more. */
@@ -640,17 +1089,8 @@ static int up_read(fm_prefetch *p)
 			k = recv(p->up_fd, p->uhdr + p->uhdr_got, PSI_LEN - p->uhdr_got, MSG_DONTWAIT);
 		} else {
 			up_req *q = &p->uq[p->uq_head];
-			size_t want = (size_t)(p->udata_len - p->udata_got);
-			if (q->g == UINT64_MAX && want > sizeof(p->pass_buf))
-				want = sizeof(p->pass_buf);
-			uint8_t *dst = q->g == UINT64_MAX ? p->pass_buf : p->cache + q->g * PAGE + p->udata_got;
-			k = recv(p->up_fd, dst, want, MSG_DONTWAIT);
-			if (k > 0 && q->g == UINT64_MAX) {
-				struct iovec iov = { p->pass_buf, (size_t)k };
-				int r = send_all(p->cl_fd, &iov, 1);
-				if (r < 0)
-					return fail(p, r, "page prefetcher: cannot answer criu lazy-pages: %s", strerror(-r));
-			}
+			k = recv(p->up_fd, p->cache + q->g * PAGE + p->udata_got, (size_t)(p->udata_len - p->udata_got),
+				 MSG_DONTWAIT);
 		}
 		if (k < 0 && errno == EINTR)
 			continue;
@@ -664,10 +1104,10 @@ static int up_read(fm_prefetch *p)
 		if (p->close_sent) {
 			p->status_got += (size_t)k;
 			if (p->status_got == sizeof(p->status)) {
-				struct iovec iov = { p->status, sizeof(p->status) };
-				int r = send_all(p->cl_fd, &iov, 1);
+				uint32_t st = fm_get_le32(p->status);
 				p->done = true;
-				return r < 0 ? fail(p, r, "page prefetcher: cannot pass the close on: %s", strerror(-r)) : 0;
+				return st == 0 ? 0 : fail(p, -EIO, "page prefetcher: the source's page server ended with "
+							  "status %u", st);
 			}
 		} else if (p->uhdr_got < PSI_LEN) {
 			p->uhdr_got += (size_t)k;
@@ -676,66 +1116,41 @@ static int up_read(fm_prefetch *p)
 				return r;
 		} else {
 			p->udata_got += (uint64_t)k;
-			if (p->udata_got == p->udata_len)
-				up_done(p);
+			if (p->udata_got == p->udata_len) {
+				int r = up_done(p);
+				if (r < 0)
+					return r;
+			}
 		}
 	}
-}
-
-/* Reads lazy-pages' requests without waiting for more. */
-static int cl_read(fm_prefetch *p)
-{
-	for (;;) {
-		ssize_t k = recv(p->cl_fd, p->chdr + p->chdr_got, PSI_LEN - p->chdr_got, MSG_DONTWAIT);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return 0;
-		if (k <= 0)
-			return fail(p, k < 0 ? -errno : -ECONNRESET,
-				    "page prefetcher: criu lazy-pages hung up before the transfer ended");
-		if ((p->chdr_got += (size_t)k) < PSI_LEN)
-			continue;
-		p->chdr_got = 0;
-		uint32_t cmd = fm_get_le32(p->chdr) & PS_CMD_MASK;
-		if (p->close_pending)
-			return fail(p, -EPROTO, "page prefetcher: criu lazy-pages sent %#x after closing", cmd);
-		if (cmd == PS_IOV_CLOSE || cmd == PS_IOV_FORCE_CLOSE) {
-			p->close_pending = true;
-			memcpy(p->close_hdr, p->chdr, PSI_LEN);
-			continue;
-		}
-		uint64_t nr = fm_get_le64(p->chdr + 8), vaddr = fm_get_le64(p->chdr + 16), pid = fm_get_le64(p->chdr + 24);
-		if (cmd != PS_IOV_GET || nr == 0 || nr > CLIENT_REQ_MAX_PAGES || vaddr % PAGE)
-			return fail(p, -EPROTO, "page prefetcher: unexpected request %#x (%llu pages at %#llx) from "
-				    "criu lazy-pages", cmd, (unsigned long long)nr, (unsigned long long)vaddr);
-		if (p->cq_len == CLIENT_QUEUE)
-			return fail(p, -EOVERFLOW, "page prefetcher: criu lazy-pages has too many requests in flight");
-		p->cq[(p->cq_head + p->cq_len++) % CLIENT_QUEUE] =
-			(cl_req){ .pid = pid, .vaddr = vaddr, .nr = nr, .since_us = fm_now_mono_us() };
-		pthread_mutex_lock(&p->mu);
-		p->st.requests++;
-		pthread_mutex_unlock(&p->mu);
-	}
-}
-
-static void set_nodelay(int fd)
-{
-	int one = 1;
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 static void *prefetch_thread(void *opaque)
 {
 	fm_prefetch *p = opaque;
-	int lfd = fm_xfer_listener_fd(p->l);
+	struct pollfd *fds = NULL;
+	size_t cap = 0;
 
 	while (!p->done) {
-		if (pump(p) < 0 || serve(p) < 0 || maybe_close(p) < 0)
+		if ((p->retry && redeliver(p) < 0) || pump(p) < 0 || maybe_close(p) < 0)
 			break;
-		struct pollfd fds[3] = { { p->ctl_rd, POLLIN, 0 }, { p->up_fd, POLLIN, 0 },
-					 { p->cl_fd >= 0 ? p->cl_fd : lfd, POLLIN, 0 } };
-		if (poll(fds, 3, -1) < 0) {
+		size_t n = 3 + p->ntasks;
+		if (n > cap) {
+			cap = n * 2;
+			struct pollfd *v = realloc(fds, cap * sizeof(*fds));
+			if (!v) {
+				fail(p, -ENOMEM, "page prefetcher: out of memory");
+				break;
+			}
+			fds = v;
+		}
+		fds[0] = (struct pollfd){ p->ctl_rd, POLLIN, 0 };
+		fds[1] = (struct pollfd){ p->up_fd, POLLIN, 0 };
+		fds[2] = (struct pollfd){ p->rs_fd >= 0 ? (p->restore_gone ? -1 : p->rs_fd) : p->listen_fd, POLLIN, 0 };
+		for (size_t i = 0; i < p->ntasks; i++)
+			fds[3 + i] = (struct pollfd){ p->tasks[i].fd, POLLIN, 0 };
+		/* a copy that met pending events is tried again soon, whatever else happens */
+		if (poll(fds, (nfds_t)n, p->retry ? 1 : -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			fail(p, -errno, "page prefetcher: poll: %m");
@@ -750,38 +1165,56 @@ static void *prefetch_thread(void *opaque)
 			}
 			break;
 		}
-		if (fds[2].revents && p->cl_fd < 0) {
-			int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd >= 0) {
-				p->cl_fd = fd;
-				set_nodelay(fd);
-			}
-			continue;
+		int r = 0;
+		/* the tasks' events first: a fault waits for them, and so does a copy */
+		for (size_t i = 0; i < n - 3 && r == 0; i++)
+			if (fds[3 + i].revents)
+				r = uffd_read(p, i);
+		if (r == 0 && fds[2].revents && p->rs_fd < 0) {
+			p->rs_fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+			if (p->rs_fd < 0)
+				r = fail(p, -errno, "page prefetcher: accepting the restore's connection: %m");
+		} else if (r == 0 && fds[2].revents) {
+			r = rs_read(p);
 		}
-		if (fds[1].revents && up_read(p) < 0)
-			break;
-		if (fds[2].revents && p->cl_fd >= 0 && !p->done && cl_read(p) < 0)
+		if (r == 0 && fds[1].revents)
+			r = up_read(p);
+		if (r < 0)
 			break;
 	}
-	/* a broken side must break the other: lazy-pages fails instead of waiting,
-	 * and if it has not connected yet, it is refused when it does */
-	(void)shutdown(lfd, SHUT_RDWR);
-	if (p->cl_fd >= 0)
-		(void)shutdown(p->cl_fd, SHUT_RDWR);
+	free(fds);
+	/* a broken side must break the other: the source's dump learns the
+	 * transfer failed; the restore (if it still runs) fails */
 	(void)shutdown(p->up_fd, SHUT_RDWR);
+	if (p->rs_fd >= 0)
+		(void)shutdown(p->rs_fd, SHUT_RDWR);
+	/* closing the userfaultfds ends their registrations: every page is
+	 * there.  After a failure they stay open until fm_prefetch_free (the
+	 * processes wait in their faults; the copy is destroyed before that):
+	 * closed, a missing page would read as zeroes. */
+	for (size_t i = 0; i < p->ntasks && p->done; i++)
+		if (p->tasks[i].fd >= 0) {
+			close(p->tasks[i].fd);
+			p->tasks[i].fd = -1;
+		}
+	if (!p->done)
+		fail(p, -ECANCELED, "page prefetcher: stopped");
+	uint64_t one = 1;
+	(void)!write(p->done_fd, &one, sizeof(one));
 	return NULL;
 }
 
-int fm_prefetch_start(const char *images_dir, const char *up_host, int up_port, int io_timeout_ms,
-		      fm_prefetch **out, fm_error *err)
+int fm_prefetch_start(const char *images_dir, const char *restore_work, const char *up_host, int up_port,
+		      int io_timeout_ms, fm_prefetch **out, fm_error *err)
 {
 	fm_lazy_range *v = NULL;
 	size_t nv = 0;
+	_cleanup_close_ int wdir = -1;
 	int r = fm_pagemap_lazy_ranges(images_dir, &v, &nv, err);
 	if (r < 0)
 		return r;
 	fm_prefetch *p = fm_xcalloc(1, sizeof(*p));
-	p->up_fd = p->cl_fd = p->ctl_rd = p->ctl_wr = -1;
+	p->up_fd = p->ctl_rd = p->ctl_wr = p->done_fd = p->listen_fd = p->rs_fd = -1;
 	pthread_mutex_init(&p->mu, NULL);
 	p->ranges = fm_xcalloc(nv ? nv : 1, sizeof(*p->ranges));
 	p->nranges = nv;
@@ -813,8 +1246,24 @@ int fm_prefetch_start(const char *images_dir, const char *up_host, int up_port, 
 	}
 	p->ctl_rd = sp[0];
 	p->ctl_wr = sp[1];
-	if ((r = fm_xfer_listen("127.0.0.1", 0, &p->l, err)) < 0)
+	if ((p->done_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+		r = fm_error_set(err, -errno, "eventfd: %m");
 		goto fail;
+	}
+	/* the restore's socket: "/proc/self/fd/N/lazy-pages.socket" (a work
+	 * directory's path may be longer than a socket address holds) */
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if ((wdir = open(restore_work, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		r = fm_error_set(err, -errno, "cannot open %s: %m", restore_work);
+		goto fail;
+	}
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", wdir, LAZY_SOCK_NAME);
+	(void)unlinkat(wdir, LAZY_SOCK_NAME, 0);
+	if ((p->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+	    bind(p->listen_fd, (struct sockaddr *)&sa, (socklen_t)sizeof(sa)) < 0 || listen(p->listen_fd, 4) < 0) {
+		r = fm_error_set(err, -errno, "page prefetcher: cannot listen at %s/%s: %m", restore_work, LAZY_SOCK_NAME);
+		goto fail;
+	}
 	if ((r = fm_xfer_connect(up_host, up_port, io_timeout_ms, err)) < 0) {
 		fm_error_prefix(err, "page prefetcher");
 		goto fail;
@@ -823,7 +1272,8 @@ int fm_prefetch_start(const char *images_dir, const char *up_host, int up_port, 
 	int fl = fcntl(p->up_fd, F_GETFL);
 	if (fl >= 0)
 		(void)fcntl(p->up_fd, F_SETFL, fl & ~O_NONBLOCK);
-	set_nodelay(p->up_fd);
+	int one = 1;
+	(void)setsockopt(p->up_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	p->t0_us = fm_now_mono_us();
 	p->held = true;
 	if (pthread_create(&p->thread, NULL, prefetch_thread, p) != 0) {
@@ -840,13 +1290,13 @@ fail:
 	return r;
 }
 
-int fm_prefetch_port(const fm_prefetch *p) { return fm_xfer_listener_port(p->l); }
-
 void fm_prefetch_release(fm_prefetch *p)
 {
 	if (p && p->started)
 		(void)!write(p->ctl_wr, "g", 1);
 }
+
+int fm_prefetch_done_fd(const fm_prefetch *p) { return p->done_fd; }
 
 int fm_prefetch_failed(fm_prefetch *p, fm_error *err)
 {
@@ -873,15 +1323,19 @@ void fm_prefetch_free(fm_prefetch *p)
 		(void)!write(p->ctl_wr, "x", 1);
 		pthread_join(p->thread, NULL);
 	}
-	if (p->cl_fd >= 0)
-		close(p->cl_fd);
-	if (p->up_fd >= 0)
-		close(p->up_fd);
-	if (p->ctl_rd >= 0)
-		close(p->ctl_rd);
-	if (p->ctl_wr >= 0)
-		close(p->ctl_wr);
-	fm_xfer_listener_free(p->l);
+	int *fds[] = { &p->up_fd, &p->ctl_rd, &p->ctl_wr, &p->done_fd, &p->listen_fd, &p->rs_fd };
+	for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+	for (size_t i = 0; i < p->rs_nfds; i++)
+		close(p->rs_fds[i]);
+	for (size_t i = 0; i < p->ntasks; i++) {
+		if (p->tasks[i].fd >= 0)
+			close(p->tasks[i].fd);
+		free(p->tasks[i].need);
+		free(p->tasks[i].segs);
+	}
+	free(p->tasks);
 	if (p->cache)
 		munmap(p->cache, p->total * PAGE);
 	free(p->state);

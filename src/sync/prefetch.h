@@ -1,30 +1,30 @@
-/* Delta Transfer, post-copy page prefetcher: moves the lazy pages at line rate.
+/* Delta Transfer, post-copy: the page prefetcher, which is also the restored
+ * container's userfaultfd handler (in place of `criu lazy-pages`).
  *
- * CRIU's `criu lazy-pages` fetches the memory of a lazily restored container
- * from the source's page server one request at a time: 64 KiB growing by 64 KiB
- * per request, back to 64 KiB at every page fault, each request a round trip
- * across both relays.  That pulls pages at half the link rate at best, and an
- * application rewriting its memory stalls on faults for all that time.
+ * A lazy restore hands every restored process's userfaultfd to whoever listens
+ * at lazy-pages.socket in the restore's work directory; that is us.  The
+ * prefetcher reads the dump's pagemap images to learn every lazy range,
+ * connects to the source's page server (through the egress relay) at once
+ * and, once released (after the restore: on two cores, pages streaming at line
+ * rate slowed the restore down, and with it the frozen time), keeps a window
+ * of PS_IOV_GET requests in flight, in address order; the window follows the
+ * arrival rate (FM_PREFETCH_WINDOW).  Pages land in a cache and are copied into
+ * every process that lacks them (UFFDIO_COPY) as they arrive, then leave it.
+ * A page fault on a page not asked for yet goes to the source at once with a
+ * readahead behind it, and the background order jumps to just after it (an
+ * application walking its memory finds the next pages on their way); a fault
+ * on a page never dumped (never touched) gets a zero page.
  *
- * The prefetcher sits between lazy-pages and the egress page relay on the
- * destination and speaks CRIU's page-server protocol to both:
+ * It follows what the processes do meanwhile, as the kernel reports it: a
+ * fork (the child lacks what its parent lacked: pages already dropped from
+ * the cache are fetched again), a remap (the pages move), an unmap or
+ * MADV_DONTNEED (those pages are not wanted any more).  When every process
+ * has every page and the restore is over, it closes the transfer (the source's
+ * dump then ends) and the userfaultfds.
  *
- *   criu lazy-pages --loopback--> prefetcher --loopback--> egress relay ==> source
- *
- * It reads the dump's pagemap images to learn every lazy range, connects to the
- * source at once and, once released (after the restore: on two cores, pages
- * streaming at line rate slowed the restore down, and with it the frozen time),
- * keeps a window of PS_IOV_GET requests in flight, in address order, into a
- * local cache; the window follows the arrival rate (FM_PREFETCH_WINDOW).  It
- * answers lazy-pages' requests from that cache; a request for a page not here yet
- * goes to the source at once with a readahead behind it, and the background
- * order jumps to just after it (an application walking its memory finds the
- * next pages on their way).  A page handed to lazy-pages leaves the cache; the
- * cache (what arrived and was not asked for yet) is bounded.
- *
- * Requests for anything outside the lazy ranges are passed through unchanged
- * (CRIU's server kills itself when asked for a page it lacks: the prefetcher
- * itself only asks for pages the pagemaps list as lazy).
+ * Compared with `criu lazy-pages` behind it (session 11): no second process
+ * to start inside the freeze, no page copied through a socket twice, no core
+ * spinning while a request is out.
  */
 #pragma once
 #include <stddef.h>
@@ -48,13 +48,12 @@
 #define FM_PREFETCH_RATE_SAMPLE_US 20000
 #define FM_PREFETCH_RATE_SAMPLES 8
 /* One background request (CRIU splices it from its page pipe): half the window,
- * at most this; a request of lazy-pages' own for pages nobody asked yet asks
- * for one such chunk at a time. */
+ * at most this. */
 #define FM_PREFETCH_CHUNK_PAGES 128
 /* A fault's request brings up to this many pages from the faulting one on (no
  * more than a chunk: on a slow link a large readahead is a long wait). */
 #define FM_PREFETCH_READAHEAD_PAGES 64
-/* Arrived pages lazy-pages has not asked for yet, at most. */
+/* Pages asked for and not yet copied, at most. */
 #define FM_PREFETCH_CACHE_MAX (128ull << 20)
 
 /* A lazy range from the pagemap of process pid (CRIU's dst_id is the pid). */
@@ -69,14 +68,13 @@ int fm_pagemap_lazy_ranges(const char *images_dir, fm_lazy_range **out, size_t *
 typedef struct fm_prefetch_stats {
 	uint64_t lazy_bytes;       /* lazy memory the pagemaps list */
 	uint64_t fetched_bytes;    /* arrived from the source */
-	uint64_t served_bytes;     /* handed to lazy-pages */
-	uint64_t served_cached;    /* ... of which had arrived before it asked */
-	uint64_t passthrough;      /* requests outside the lazy ranges */
-	uint32_t requests;         /* lazy-pages' requests */
-	uint32_t misses;           /* ... that had to wait for the network */
+	uint64_t served_bytes;     /* copied into the restored processes */
+	uint64_t faults;           /* page faults the processes raised */
+	uint64_t zero_pages;       /* ... on pages never dumped (zero-filled) */
+	uint64_t misses;           /* ... that had to wait for the network */
 	double wait_max_ms;        /* the longest such wait */
 	double wait_sum_ms;
-	double all_here_ms;        /* from the start until every lazy page had arrived; 0 = not yet */
+	double all_here_ms;        /* from the release until every lazy page had arrived; 0 = not yet */
 	double link_bps;           /* fetched_bytes over that time */
 	uint64_t window_min, window_max; /* the window's range over the transfer, bytes */
 } fm_prefetch_stats;
@@ -108,12 +106,13 @@ uint64_t fm_prefetch_readahead_pages(uint64_t window);
 typedef struct fm_prefetch fm_prefetch;
 
 /* Lists the lazy ranges of images_dir, connects to the page server (the egress
- * relay) at up_host:up_port, and listens on 127.0.0.1 (any port) for
- * lazy-pages' single connection, whose requests it serves at once; the
- * background order starts at fm_prefetch_release. */
-int fm_prefetch_start(const char *images_dir, const char *up_host, int up_port, int io_timeout_ms,
-		      fm_prefetch **out, fm_error *err);
-int fm_prefetch_port(const fm_prefetch *p);
+ * relay) at up_host:up_port, and listens at restore_work/lazy-pages.socket for
+ * the restore, whose processes' faults it serves at once; the background order
+ * starts at fm_prefetch_release. */
+int fm_prefetch_start(const char *images_dir, const char *restore_work, const char *up_host, int up_port,
+		      int io_timeout_ms, fm_prefetch **out, fm_error *err);
+/* Readable (an eventfd) once it has stopped: every page copied, or failed. */
+int fm_prefetch_done_fd(const fm_prefetch *p);
 /* Starts the background order (all_here_ms counts from here). */
 void fm_prefetch_release(fm_prefetch *p);
 /* The failure that stopped it (0 while none). */

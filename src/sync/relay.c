@@ -271,7 +271,13 @@ typedef struct decode_args {
 static void *decode_thread(void *opaque)
 {
 	decode_args *a = opaque;
-	decode_loop(a->r, a->in, a->out, "from the peer to CRIU");
+	/* a broken stream from the peer breaks the other direction too: the
+	 * local side may be waiting for answers without asking anything more,
+	 * and the encoder would wait for it for ever */
+	if (decode_loop(a->r, a->in, a->out, "from the peer to CRIU") < 0) {
+		(void)shutdown(a->in, SHUT_RDWR);
+		(void)shutdown(a->out, SHUT_RDWR);
+	}
 	return NULL;
 }
 

@@ -404,6 +404,17 @@ static int send_content(sender *s, int fd, uint64_t size, fm_error *err)
 
 static int send_walk(sender *s, int dfd, size_t plen, unsigned depth, fm_error *err);
 
+/* A pre-sync reads a running container's layer: an entry listed a moment ago
+ * may be gone (a temporary file renamed into place).  Nothing to send: if
+ * something stands there in the freeze, that transfer sends it. */
+static bool vanished(const sender *s)
+{
+	if (errno != ENOENT || !s->o->record)
+		return false;
+	fm_debug(FM_C_DELTA_TRANSFER, "%s%s vanished while the pre-sync read it", LOCAL(s));
+	return true;
+}
+
 /* Sends the directory `name` below dfd (or the tree root when dfd == AT_FDCWD),
  * whose wire path is s->path[0..plen), then everything below it. */
 static int send_dir(sender *s, int dfd, const char *name, size_t plen, unsigned depth, fm_error *err)
@@ -414,6 +425,8 @@ static int send_dir(sender *s, int dfd, const char *name, size_t plen, unsigned 
 	char v[2];
 	uint8_t ef = 0;
 
+	if (fd < 0 && vanished(s))
+		return 0;
 	if (fd < 0 || fstat(fd, &st) < 0)
 		return SYSERR(err, "opening directory %s%s", LOCAL(s));
 	ssize_t n = fgetxattr(fd, OPAQUE_XATTR, v, sizeof(v));
@@ -431,6 +444,8 @@ static int send_file(sender *s, int dfd, const char *name, size_t plen, fm_error
 	_cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	struct stat st;
 
+	if (fd < 0 && vanished(s))
+		return 0;
 	if (fd < 0 || fstat(fd, &st) < 0)
 		return SYSERR(err, "opening %s%s", LOCAL(s));
 	if (!S_ISREG(st.st_mode))
@@ -469,7 +484,7 @@ static int send_one(sender *s, int dfd, const char *name, size_t plen, unsigned 
 	memcpy(s->path + plen + 1, name, nlen + 1);
 	plen += 1 + nlen;
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return SYSERR(err, "inspecting %s%s", LOCAL(s));
+		return vanished(s) ? 0 : SYSERR(err, "inspecting %s%s", LOCAL(s));
 	switch (st.st_mode & S_IFMT) {
 	case S_IFDIR:
 		return send_dir(s, dfd, name, plen, depth, err);

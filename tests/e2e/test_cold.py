@@ -64,7 +64,7 @@ def test_cold_migration_continues_and_leaves_nothing(cluster):
     line = next(e["message"] for e in m["events"] if e["message"].startswith("Downtime "))
     parts = {x.rsplit(" ", 1)[0]: float(x.rsplit(" ", 1)[1]) for x in line.split(": ", 1)[1].split(", ")}
     assert set(parts) == {"freeze", "dump", "state transfer", "waiting for it", "restore preparation",
-                          "lazy-pages start", "network handover", "CRIU restore", "control messages"}, line
+                          "page handler start", "network handover", "CRIU restore", "control messages"}, line
     assert all(v >= 0 for v in parts.values()), line
     assert parts["dump"] > 0 and parts["CRIU restore"] > 0, line
     assert int(line.split()[1]) == m["downtime_ms"], line

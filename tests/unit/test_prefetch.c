@@ -1,8 +1,11 @@
-/* Post-copy page prefetcher: pagemap images written here byte by byte as CRIU
- * writes them, and a fake CRIU page server (fake_server: answers PS_IOV_GET
- * from a pattern, stops at its own page-pipe boundaries like CRIU, and dies on a
- * request for a page it lacks, like CRIU) in front of which the test plays
- * criu lazy-pages. */
+/* Post-copy page prefetcher and userfaultfd handler: pagemap images written
+ * here byte by byte as CRIU writes them; a fake CRIU page server (fake_server:
+ * answers PS_IOV_GET from a pattern, stops at its own page-pipe boundaries like
+ * CRIU, and dies on a request for a page it lacks, like CRIU); and the test
+ * plays CRIU's restore: it maps memory of its own, registers it with a real
+ * userfaultfd (missing pages; fork, remap, remove and unmap events, as CRIU's
+ * restorer does) and hands that to the prefetcher over lazy-pages.socket.  Its
+ * reads then fault for real, and so do a forked child's. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,7 +19,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "basic/util.h"
@@ -154,6 +166,10 @@ static void test_pagemap_rejects_garbage(void **state)
 
 /* ---- the fake page server ---- */
 
+/* What the source holds: the lazy ranges of the test's images. */
+static struct { uint64_t pid, vaddr, nr; } held_ranges[8];
+static size_t n_held;
+
 typedef struct fake_server {
 	int lfd, port;
 	pthread_t th;
@@ -162,16 +178,14 @@ typedef struct fake_server {
 	uint64_t pages_sent;
 } fake_server;
 
-static uint8_t pattern(uint64_t pid, uint64_t vaddr, size_t i) { return (uint8_t)(pid * 31 + vaddr / PAGE * 7 + i); }
+static uint8_t pattern(uint64_t pid, uint64_t vaddr, size_t i) { return (uint8_t)(pid * 31 + vaddr / PAGE * 7 + i + 1); }
 
-/* The pages this server holds: the lazy ranges of make_images, and pid 99's
- * 0x1000 x 8 that no pagemap lists (a pass-through). */
 static uint64_t holds(uint64_t pid, uint64_t vaddr)
 {
-	static const uint64_t r[][3] = { { 1, 0x10000, 100 }, { 1, 0x400000, 30 }, { 7, 0x7f0000, 50 }, { 99, 0x1000, 8 } };
-	for (size_t i = 0; i < 4; i++)
-		if (r[i][0] == pid && vaddr >= r[i][1] && vaddr < r[i][1] + r[i][2] * PAGE)
-			return r[i][1] + r[i][2] * PAGE - vaddr;  /* bytes to the range's end */
+	for (size_t i = 0; i < n_held; i++)
+		if (held_ranges[i].pid == pid && vaddr >= held_ranges[i].vaddr &&
+		    vaddr < held_ranges[i].vaddr + held_ranges[i].nr * PAGE)
+			return held_ranges[i].vaddr + held_ranges[i].nr * PAGE - vaddr;  /* bytes to the range's end */
 	return 0;
 }
 
@@ -185,8 +199,8 @@ static void *fake_thread(void *opaque)
 		uint32_t cmd = h[0] | h[1] << 8;
 		if (cmd == 0x1023) {
 			uint8_t st[4] = { 0 };
+			f->closed = 1;   /* before the answer: the prefetcher ends on it */
 			send(fd, st, 4, MSG_NOSIGNAL);
-			f->closed = 1;
 			break;
 		}
 		uint64_t nr = fm_get_le64(h + 8), vaddr = fm_get_le64(h + 16), pid = fm_get_le64(h + 24);
@@ -236,225 +250,291 @@ static void fake_stop(fake_server *f)
 	close(f->lfd);
 }
 
-/* ---- lazy-pages' side ---- */
+/* ---- the restore's side ---- */
 
-static int lazy_connect(fm_prefetch *p)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-				  .sin_port = htons((uint16_t)fm_prefetch_port(p)) };
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	struct timeval tv = { 10, 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	return fd;
-}
-
-static void ask(int fd, uint64_t pid, uint64_t vaddr, uint64_t nr)
-{
-	uint8_t h[32] = { 0 };
-	fm_put_le32(h, 7);
-	fm_put_le64(h + 8, nr);
-	fm_put_le64(h + 16, vaddr);
-	fm_put_le64(h + 24, pid);
-	assert_int_equal(send(fd, h, 32, 0), 32);
-}
-
-/* Ends the conversation as lazy-pages does (PS_IOV_CLOSE), closes fd and
- * returns the 4-byte status the source sent back through the prefetcher. */
-static uint32_t close_lazy(int fd)
-{
-	uint8_t h[32] = { 0 }, st[4] = { 1, 1, 1, 1 };
-	fm_put_le32(h, 0x1023);
-	assert_int_equal(send(fd, h, 32, 0), 32);
-	assert_int_equal(recv(fd, st, 4, MSG_WAITALL), 4);
-	close(fd);
-	return fm_get_le32(st);
-}
-
-/* Reads one answer to (pid, vaddr, <= nr) and checks every page; returns its pages. */
-static uint64_t answer(int fd, uint64_t pid, uint64_t vaddr, uint64_t nr)
-{
-	static uint8_t data[1024 * PAGE];
-	uint8_t h[32];
-	assert_int_equal(recv(fd, h, 32, MSG_WAITALL), 32);
-	uint64_t got = fm_get_le64(h + 8);
-	assert_int_equal(h[0], 6);
-	assert_int_equal(fm_get_le64(h + 16), vaddr);
-	assert_int_equal(fm_get_le64(h + 24), pid);
-	assert_true(got >= 1 && got <= nr);
-	assert_int_equal(recv(fd, data, got * PAGE, MSG_WAITALL), (ssize_t)(got * PAGE));
-	for (uint64_t p = 0; p < got; p++)
-		for (size_t i = 0; i < PAGE; i += 512)
-			assert_int_equal(data[p * PAGE + i], pattern(pid, vaddr + p * PAGE, i));
-	return got;
-}
-
-/* Takes a whole range, the way lazy-pages' background transfer does: ask, take
- * what came, ask for the rest. */
-static void take_range(int fd, uint64_t pid, uint64_t vaddr, uint64_t nr, uint64_t chunk)
-{
-	while (nr > 0) {
-		uint64_t want = nr < chunk ? nr : chunk;
-		ask(fd, pid, vaddr, want);
-		uint64_t got = answer(fd, pid, vaddr, want);
-		vaddr += got * PAGE;
-		nr -= got;
-	}
-}
-
-/* Images, a fake source holding their pages, and a prefetcher in front of it
- * (held: its background order not yet released). */
-static fm_prefetch *start_held(char **dir, fake_server *f, int die_after)
-{
-	fm_prefetch *p = NULL;
-	fm_error err = FM_ERROR_INIT;
-	*dir = make_images();
-	fake_start(f, die_after);
-	assert_int_equal(fm_prefetch_start(*dir, "127.0.0.1", f->port, 5000, &p, &err), 0);
-	return p;
-}
-
-static fm_prefetch *start(char **dir, fake_server *f, int die_after)
-{
-	fm_prefetch *p = start_held(dir, f, die_after);
-	fm_prefetch_release(p);
-	return p;
-}
-
-/* The prefetcher failed, saying why; frees it (and the images, when given). */
-static void stopped_by(fm_prefetch *p, char *dir, const char *why)
-{
-	fm_error err = FM_ERROR_INIT;
-	assert_true(fm_prefetch_failed(p, &err) < 0);
-	assert_non_null(strstr(err.msg, why));
-	fm_error_clear(&err);
-	fm_prefetch_free(p);
-	if (dir)
-		rm_images(dir);
-}
-
-static void test_prefetch_serves_every_page_once(void **state)
-{
-	(void)state;
+/* The restored process (the test itself, pid 1 in the images): MEM_PAGES of
+ * memory registered with a userfaultfd.  Lazy: [0, 100), [105, 135) and
+ * [135, 160) (two pagemap entries side by side); [100, 105) was never dumped
+ * (a fault there gets zeroes). */
+#define MEM_PAGES 160
+typedef struct restored {
+	uint8_t *mem;
+	int uffd;
 	char *dir;
 	fake_server f;
-	fm_prefetch *p = start(&dir, &f, 0);
-	int fd = lazy_connect(p);
+	fm_prefetch *p;
+} restored;
 
-	/* faults first, out of order, two of them pipelined; then a pass-through */
-	ask(fd, 7, 0x7f0000 + 40 * PAGE, 1);
-	ask(fd, 1, 0x10000 + 99 * PAGE, 1);
-	assert_int_equal(answer(fd, 7, 0x7f0000 + 40 * PAGE, 1), 1);
-	assert_int_equal(answer(fd, 1, 0x10000 + 99 * PAGE, 1), 1);
-	ask(fd, 99, 0x1000, 8);
-	assert_int_equal(answer(fd, 99, 0x1000, 8), 8);
-	/* the background transfer, in pieces around what was already taken */
-	take_range(fd, 1, 0x10000, 99, 16);
-	take_range(fd, 1, 0x400000, 30, 64);
-	take_range(fd, 7, 0x7f0000, 40, 1024);
-	take_range(fd, 7, 0x7f0000 + 41 * PAGE, 9, 3);
-	/* close: the status comes back from the source */
-	assert_int_equal(close_lazy(fd), 0);
-	fake_stop(&f);
+static uint8_t *pg(restored *r, size_t i) { return r->mem + i * PAGE; }
 
-	fm_prefetch_stats s;
-	fm_prefetch_get_stats(p, &s);
-	assert_int_equal(f.bad_requests, 0);
-	assert_int_equal(f.closed, 1);
-	assert_int_equal(s.lazy_bytes, 180 * PAGE);
-	assert_int_equal(s.fetched_bytes, 180 * PAGE);       /* each lazy page crossed once */
-	assert_int_equal(f.pages_sent, 180 + 8);            /* ... and the pass-through */
-	assert_int_equal(s.served_bytes, (180 + 8) * PAGE);
-	assert_int_equal(s.passthrough, 1);
-	assert_true(s.all_here_ms > 0);
-	assert_int_equal(fm_prefetch_failed(p, NULL), 0);
-	fm_prefetch_free(p);
-	rm_images(dir);
+static void check_page(const uint8_t *at, uint64_t vaddr)
+{
+	for (size_t i = 0; i < PAGE; i += 512)
+		assert_int_equal(at[i], pattern(1, vaddr, i));
 }
 
-/* Until released (the restore is done) only lazy-pages' own requests cross. */
-static void test_prefetch_holds_background_until_released(void **state)
+static void check_pages(restored *r, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		check_page(pg(r, i), (uintptr_t)pg(r, i));
+}
+
+static void check_zero(restored *r, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		for (size_t k = 0; k < PAGE; k += 512)
+			assert_int_equal(pg(r, i)[k], 0);
+}
+
+static void send_int(int sk, int32_t v)
+{
+	assert_int_equal(send(sk, &v, 4, MSG_NOSIGNAL), 4);
+}
+
+static void send_fd(int sk, int fd)
+{
+	char ctl[CMSG_SPACE(sizeof(int))] = { 0 };
+	char byte = 0;
+	struct iovec iov = { &byte, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	assert_int_equal(sendmsg(sk, &m, MSG_NOSIGNAL), 1);
+}
+
+static int restore_connect(restored *r)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/lazy-pages.socket", r->dir);
+	int sk = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(connect(sk, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return sk;
+}
+
+/* Maps and registers the memory, writes its images, starts the source and
+ * the prefetcher (held) in front of it. */
+static void restored_setup(restored *r, int die_after)
+{
+	memset(r, 0, sizeof(*r));
+	r->mem = mmap(NULL, MEM_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(r->mem != MAP_FAILED);
+	r->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (r->uffd < 0)
+		fail_msg("userfaultfd: %s (run the unit tests as root, as make check does)", strerror(errno));
+	struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP |
+				  UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP };
+	if (ioctl(r->uffd, UFFDIO_API, &api) < 0)
+		fail_msg("UFFDIO_API with fork/remap/remove/unmap events: %s (needs root)", strerror(errno));
+	struct uffdio_register reg = { .range = { (uintptr_t)r->mem, MEM_PAGES * PAGE }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+	assert_int_equal(ioctl(r->uffd, UFFDIO_REGISTER, &reg), 0);
+
+	r->dir = fm_xstrdup("/tmp/fm-test-prefetch-XXXXXX");
+	assert_non_null(mkdtemp(r->dir));
+	img a = pagemap_start();
+	entry(&a, (uintptr_t)pg(r, 0), 100, 2, false);
+	entry(&a, (uintptr_t)pg(r, 105), 30, 2, true);
+	entry(&a, (uintptr_t)pg(r, 135), 25, 2, false);
+	write_img(r->dir, "pagemap-1.img", &a);
+	n_held = 3;
+	held_ranges[0].pid = held_ranges[1].pid = held_ranges[2].pid = 1;
+	held_ranges[0].vaddr = (uintptr_t)pg(r, 0), held_ranges[0].nr = 100;
+	held_ranges[1].vaddr = (uintptr_t)pg(r, 105), held_ranges[1].nr = 30;
+	held_ranges[2].vaddr = (uintptr_t)pg(r, 135), held_ranges[2].nr = 25;
+
+	fm_error err = FM_ERROR_INIT;
+	fake_start(&r->f, die_after);
+	if (fm_prefetch_start(r->dir, r->dir, "127.0.0.1", r->f.port, 5000, &r->p, &err) < 0)
+		fail_msg("fm_prefetch_start: %s", err.msg);
+}
+
+/* What CRIU's restore sends: the pid, its userfaultfd, a zombie, the end;
+ * then, as CRIU's restorer does, the process closes its own userfaultfd (the
+ * handler's is the last: when it closes it, the registration ends). */
+static void restore_sends_all(restored *r)
+{
+	int sk = restore_connect(r);
+	send_int(sk, 1);
+	send_fd(sk, r->uffd);
+	send_int(sk, -3);
+	send_int(sk, 0x52535446);
+	close(sk);
+	close(r->uffd);
+	r->uffd = -1;
+}
+
+/* 0 once the prefetcher stopped (within 10 s), with its verdict in *why. */
+static int wait_done(restored *r, fm_error *why)
+{
+	struct pollfd p = { fm_prefetch_done_fd(r->p), POLLIN, 0 };
+	assert_int_equal(poll(&p, 1, 10000), 1);
+	return fm_prefetch_failed(r->p, why);
+}
+
+static void restored_teardown(restored *r)
+{
+	fm_prefetch_free(r->p);
+	fake_stop(&r->f);
+	if (r->uffd >= 0)
+		close(r->uffd);
+	munmap(r->mem, MEM_PAGES * PAGE);
+	fm_rm_rf(r->dir);
+	free(r->dir);
+}
+
+static void test_prefetch_serves_faults_then_every_page(void **state)
 {
 	(void)state;
-	char *dir;
-	fake_server f;
-	fm_prefetch *p = start_held(&dir, &f, 0);
-	int fd = lazy_connect(p);
+	restored r;
 	fm_prefetch_stats s;
+	restored_setup(&r, 0);
+	restore_sends_all(&r);
 
-	ask(fd, 7, 0x7f0000 + 40 * PAGE, 1);
-	assert_int_equal(answer(fd, 7, 0x7f0000 + 40 * PAGE, 1), 1);
-	usleep(100 * 1000); /* room for background requests that must not come */
-	fm_prefetch_get_stats(p, &s);
-	/* the fault and its readahead (the window's least before anything was
-	 * measured), not beyond the range's end */
+	/* held (the restore runs): faults are served, nothing else moves */
+	check_page(pg(&r, 40), (uintptr_t)pg(&r, 40));
+	check_zero(&r, 102, 103);
+	check_page(pg(&r, 110), (uintptr_t)pg(&r, 110));
+	usleep(50 * 1000);
+	fm_prefetch_get_stats(r.p, &s);
 	uint64_t ra = fm_prefetch_readahead_pages(FM_PREFETCH_WINDOW_MIN);
-	assert_int_equal(s.fetched_bytes, (ra < 10 ? ra : 10) * PAGE);
+	/* two faults and their readahead (the source may answer with less: its
+	 * page pipe ends) */
+	assert_in_range(s.fetched_bytes, 2 * PAGE, 2 * ra * PAGE);
+	assert_int_equal(s.faults, 3);
+	assert_int_equal(s.zero_pages, 1);
+	assert_int_equal(s.misses, 2);
 	assert_true(s.all_here_ms == 0);
-	fm_prefetch_release(p);
-	take_range(fd, 1, 0x10000, 100, 100);
-	take_range(fd, 1, 0x400000, 30, 64);
-	take_range(fd, 7, 0x7f0000, 40, 1024);
-	take_range(fd, 7, 0x7f0000 + 41 * PAGE, 9, 9);
-	/* close, so that the prefetcher's counts are final */
-	close_lazy(fd);
-	fake_stop(&f);
-	fm_prefetch_get_stats(p, &s);
-	assert_int_equal(s.fetched_bytes, 180 * PAGE);
-	assert_int_equal(s.served_bytes, 180 * PAGE);
-	assert_int_equal(f.bad_requests, 0);
-	fm_prefetch_free(p);
-	rm_images(dir);
+
+	/* released: every page, each fetched once, then the transfer closes */
+	fm_prefetch_release(r.p);
+	assert_int_equal(wait_done(&r, NULL), 0);
+	fm_prefetch_get_stats(r.p, &s);
+	assert_int_equal(s.lazy_bytes, 155 * PAGE);
+	assert_int_equal(s.fetched_bytes, 155 * PAGE);
+	assert_int_equal(s.served_bytes, 155 * PAGE);
+	assert_true(s.all_here_ms > 0);
+	assert_int_equal(r.f.closed, 1);
+	assert_int_equal(r.f.bad_requests, 0);
+	assert_int_equal(r.f.pages_sent, 155);
+	check_pages(&r, 0, 100);
+	check_zero(&r, 100, 105);
+	check_pages(&r, 105, MEM_PAGES);
+	restored_teardown(&r);
 }
 
-static void test_prefetch_source_gone_breaks_lazy_pages(void **state)
+/* The process moves, unmaps and drops memory while its pages are on their
+ * way: moved pages land where they are now, dropped ones are not fetched. */
+static void test_prefetch_follows_remap_unmap_and_remove(void **state)
 {
 	(void)state;
-	char *dir;
-	fake_server f;
-	fm_prefetch *p = start(&dir, &f, 2);
-	/* the source dies after two answers, maybe before lazy-pages connects:
-	 * then it is refused; if it got in, its requests end in a hang-up; never a
-	 * wait for ever */
-	int64_t t0 = fm_now_mono_ms();
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
-				  .sin_port = htons((uint16_t)fm_prefetch_port(p)) };
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct timeval tv = { 10, 0 };
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-		static uint8_t page[PAGE];
-		for (uint64_t a = 0x400000; a < 0x400000 + 30 * PAGE; a += PAGE) {
-			uint8_t h[32];
-			ask(fd, 1, a, 1);
-			if (recv(fd, h, 32, MSG_WAITALL) != 32)
-				break;
-			assert_int_equal(recv(fd, page, PAGE, MSG_WAITALL), PAGE);
-		}
+	restored r;
+	fm_prefetch_stats s;
+	restored_setup(&r, 0);
+	restore_sends_all(&r);
+	uint64_t old = (uintptr_t)pg(&r, 135);
+	uint8_t *to = mmap(NULL, 10 * PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(to != MAP_FAILED);
+	assert_ptr_equal(mremap(pg(&r, 135), 10 * PAGE, 10 * PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, to), to);
+	assert_int_equal(munmap(pg(&r, 145), 5 * PAGE), 0);
+	assert_int_equal(madvise(pg(&r, 150), 5 * PAGE, MADV_DONTNEED), 0);
+
+	fm_prefetch_release(r.p);
+	assert_int_equal(wait_done(&r, NULL), 0);
+	fm_prefetch_get_stats(r.p, &s);
+	assert_int_equal(s.fetched_bytes, 145 * PAGE);   /* 155 less 5 unmapped, 5 dropped */
+	assert_int_equal(r.f.bad_requests, 0);
+	for (size_t i = 0; i < 10; i++)
+		check_page(to + i * PAGE, old + i * PAGE);
+	check_zero(&r, 150, 155);                        /* dropped: zeroes, as the process asked */
+	check_pages(&r, 155, MEM_PAGES);
+	check_pages(&r, 0, 100);
+	munmap(to, 10 * PAGE);
+	assert_int_equal(mmap(pg(&r, 135), 15 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+			      -1, 0), pg(&r, 135));   /* whole again for the teardown */
+	restored_teardown(&r);
+}
+
+/* A child forked while pages are missing lacks them too: it gets them
+ * through its own userfaultfd, even those its parent already had copied. */
+static void test_prefetch_serves_a_forked_child(void **state)
+{
+	(void)state;
+	restored r;
+	restored_setup(&r, 0);
+	restore_sends_all(&r);
+	check_page(pg(&r, 0), (uintptr_t)pg(&r, 0));   /* the parent has page 0 (and its readahead) */
+	pid_t c = fork();
+	assert_true(c >= 0);
+	if (c == 0) {
+		/* the child: its faults go to the parent's prefetcher */
+		bool ok = true;
+		size_t want[] = { 0, 50, 99, 120, 159 };
+		for (size_t k = 0; k < ARRAY_SIZE(want); k++)
+			for (size_t i = 0; i < PAGE; i += 512)
+				ok &= pg(&r, want[k])[i] == pattern(1, (uintptr_t)pg(&r, want[k]), i);
+		_exit(ok ? 0 : 1);
 	}
-	assert_true(fm_now_mono_ms() - t0 < 5000);
-	close(fd);
-	fake_stop(&f);
-	stopped_by(p, dir, "source");
+	int st = -1;
+	for (int i = 0; i < 1000 && waitpid(c, &st, WNOHANG) == 0; i++)
+		usleep(10 * 1000);
+	if (!WIFEXITED(st)) {
+		kill(c, SIGKILL);
+		waitpid(c, &st, 0);
+		fail_msg("the forked child's faults were not served");
+	}
+	assert_int_equal(WEXITSTATUS(st), 0);
+	/* the child is gone: its copies fail (ESRCH) and the rest is the parent's */
+	fm_prefetch_release(r.p);
+	assert_int_equal(wait_done(&r, NULL), 0);
+	check_pages(&r, 0, 100);
+	check_pages(&r, 105, MEM_PAGES);
+	restored_teardown(&r);
 }
 
-static void test_prefetch_refuses_garbage_from_lazy_pages(void **state)
+static void test_prefetch_source_gone_fails_it(void **state)
 {
 	(void)state;
-	char *dir;
-	fake_server f;
-	fm_prefetch *p = start(&dir, &f, 0);
-	int fd = lazy_connect(p);
-	uint8_t junk[32];
-	memset(junk, 0xab, sizeof(junk));
-	assert_int_equal(send(fd, junk, 32, 0), 32);
-	uint8_t h[32];
-	assert_true(recv(fd, h, 32, 0) <= 0);   /* hung up on */
-	close(fd);
-	stopped_by(p, NULL, "unexpected request");
-	fake_stop(&f);
-	assert_int_equal(f.bad_requests, 0);   /* the garbage never reached the source */
-	rm_images(dir);
+	restored r;
+	fm_error why = FM_ERROR_INIT;
+	restored_setup(&r, 2);
+	restore_sends_all(&r);
+	fm_prefetch_release(r.p);
+	/* (no page touched here: after a failure the faults wait, for good) */
+	assert_true(wait_done(&r, &why) < 0);
+	assert_non_null(strstr(why.msg, "source"));
+	fm_error_clear(&why);
+	restored_teardown(&r);
+}
+
+static void test_prefetch_refuses_garbage_from_the_restore(void **state)
+{
+	(void)state;
+	for (int k = 0; k < 3; k++) {
+		restored r;
+		fm_error why = FM_ERROR_INIT;
+		restored_setup(&r, 0);
+		int sk = restore_connect(&r);
+		if (k == 0) {
+			send_int(sk, 0);                 /* no such pid */
+		} else if (k == 1) {
+			send_int(sk, 1);
+			send_int(sk, 7);                 /* the fd's byte, but no fd */
+		} else {
+			send_int(sk, 1);
+			send_fd(sk, r.uffd);             /* and then it hangs up, unfinished */
+			close(r.uffd);
+			r.uffd = -1;
+		}
+		close(sk);
+		assert_true(wait_done(&r, &why) < 0);
+		const char *expect[] = { "for a pid", "without its userfaultfd", "hung up before it finished" };
+		if (!strstr(why.msg, expect[k]))
+			fail_msg("case %d: %s", k, why.msg);
+		fm_error_clear(&why);
+		restored_teardown(&r);
+	}
 }
 
 static bool near(double a, double b) { return a - b < 1 && b - a < 1; }
@@ -518,10 +598,11 @@ int main(void)
 		cmocka_unit_test(test_prefetch_window_follows_the_rate),
 		cmocka_unit_test(test_pagemap_lists_lazy_ranges),
 		cmocka_unit_test(test_pagemap_rejects_garbage),
-		cmocka_unit_test(test_prefetch_serves_every_page_once),
-		cmocka_unit_test(test_prefetch_holds_background_until_released),
-		cmocka_unit_test(test_prefetch_source_gone_breaks_lazy_pages),
-		cmocka_unit_test(test_prefetch_refuses_garbage_from_lazy_pages),
+		cmocka_unit_test(test_prefetch_serves_faults_then_every_page),
+		cmocka_unit_test(test_prefetch_follows_remap_unmap_and_remove),
+		cmocka_unit_test(test_prefetch_serves_a_forked_child),
+		cmocka_unit_test(test_prefetch_source_gone_fails_it),
+		cmocka_unit_test(test_prefetch_refuses_garbage_from_the_restore),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -96,22 +96,22 @@ def _timeline(results, timelines, path, work):
             "set logscale y", "set grid", "set key outside right top", f"plot {plots}"]
 
 
-def write(doc, timelines, out_dir, work):
-    """Writes the PNGs into out_dir; returns their paths.  work: a scratch
-    directory for the data and the script."""
+def write(doc, timelines, out_dir, work, prefix=""):
+    """Writes the PNGs into out_dir (their names after prefix); returns their
+    paths.  work: a scratch directory for the data and the script."""
     gnuplot = shutil.which("gnuplot")
     if not gnuplot:
         raise BenchError("gnuplot not found (scripts/setup.sh installs gnuplot-nox)")
     os.makedirs(work, exist_ok=True)
     res = doc["results"]
-    jobs = [(os.path.join(out_dir, "downtime.png"),
+    png = {k: os.path.join(out_dir, f"{prefix}{k}.png") for k in ("downtime", "total", "timeline")}
+    jobs = [(png["downtime"],
              _bars(res, "downtime_ms", "Downtime (largest gap at the probe), median", "ms",
-                   os.path.join(out_dir, "downtime.png"), work, False)),
-            (os.path.join(out_dir, "total.png"),
+                   png["downtime"], work, False)),
+            (png["total"],
              _bars(res, "total_ms", "Total migration time, median (bound: M / B; D: (M + R) / B)", "ms",
-                   os.path.join(out_dir, "total.png"), work, True)),
-            (os.path.join(out_dir, "timeline.png"),
-             _timeline(res, timelines, os.path.join(out_dir, "timeline.png"), work))]
+                   png["total"], work, True)),
+            (png["timeline"], _timeline(res, timelines, png["timeline"], work))]
     written = []
     for path, script in jobs:
         if not script:

@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 
-from .util import (BUILD_CLI, BUILD_DAEMON, CRIU, HOSTS_SH, BenchError, alive, git_state, mounts_under, read, run,
+from .util import (BUILD_CLI, BUILD_DAEMON, BUILD_SHIM, CRIU, HOSTS_SH, BenchError, alive, git_state, mounts_under, read, run,
                    tcp_listening, wait_for, write_secret)
 
 PREFIX = "fmb"
@@ -271,7 +271,8 @@ class Testbed:
         """Fresh hosts, link shaped to rate, the binaries copied, the meter's groups."""
         self.teardown(quiet=True)  # leftovers of an earlier --keep or killed run
         os.makedirs(os.path.join(WORK, "bin"))
-        for src, dst in ((BUILD_DAEMON, DAEMON), (BUILD_CLI, CLI)):
+        for src, dst in ((BUILD_DAEMON, DAEMON), (BUILD_CLI, CLI),
+                         (BUILD_SHIM, os.path.join(os.path.dirname(DAEMON), "fm-criu-shim"))):
             shutil.copy2(src, dst)
         self.build = {"fleximigrate_version": run([DAEMON, "--version"], check=False).stdout.strip(),
                       "git": git_state(BUILD_DAEMON)}

@@ -17,6 +17,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD_DAEMON = os.path.join(ROOT, "build", "src", "fleximigrated")
 BUILD_CLI = os.path.join(ROOT, "build", "src", "fleximigrate")
+BUILD_SHIM = os.path.join(ROOT, "build", "src", "fm-criu-shim")  # runc's CRIU, found beside the daemon
 BUILD_MEMLOAD = os.path.join(ROOT, "build", "fm-memload")
 CRIU = "/opt/fleximigrate/criu/bin/criu"
 HOSTS_SH = os.path.join(ROOT, "scripts", "hosts.sh")

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <linux/magic.h>
@@ -154,6 +155,61 @@ static int criu_restore_conf_write(fm_runtime *rt, fm_error *err)
 	return 0;
 }
 
+/* runc asks CRIU for its version and features before every restore: the shim
+ * beside our binary answers what CRIU answered the first time.  Without it
+ * (a test binary elsewhere) runc runs CRIU itself. */
+static void criu_shim_find(fm_runtime *rt)
+{
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n <= 0 || !rt->criu || !*rt->criu)
+		return;
+	self[n] = 0;
+	char *slash = strrchr(self, '/');
+	if (!slash)
+		return;
+	*slash = 0;
+	_cleanup_free_ char *shim = fm_xasprintf("%s/fm-criu-shim", self);
+	/* emptied at every start: CRIU or the kernel may have changed meanwhile */
+	_cleanup_free_ char *cache = fm_xasprintf("%s/criu-rpc", rt->state_dir);
+	fm_rm_rf(cache);
+	if (access(shim, X_OK) < 0 || fm_mkdir_p(cache, 0700) < 0) {
+		fm_debug(FM_C_RUNTIME_CONTROLLER, "no %s: runc runs CRIU for its version and feature checks", shim);
+		return;
+	}
+	rt->criu_shim = fm_xstrdup(shim);
+	rt->criu_rpc_cache = fm_xstrdup(cache);
+	/* CRIU's version, asked once now: the first restore need not ask it */
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+		return;
+	fm_cmd *c = fm_cmd_new(rt->criu_shim);
+	fm_cmd_arg(c, "swrk");
+	fm_cmd_arg(c, "3");
+	fm_cmd_env(c, "FM_CRIU", rt->criu);
+	fm_cmd_env(c, "FM_CRIU_RPC_CACHE", rt->criu_rpc_cache);
+	fm_cmd_pass_fd(c, sp[1], 3);
+	fm_cmd_set_stdio_null(c);
+	fm_cmd_set_timeout_ms(c, RUNC_TIMEOUT_MS);
+	static const uint8_t version_req[] = { 0x08, 0x0a };   /* criu_req { type: VERSION } */
+	uint8_t resp[256];
+	struct timeval tv = { 10, 0 };   /* CRIU answers in ~20 ms */
+	(void)setsockopt(sp[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (fm_cmd_start(c, NULL) == 0) {
+		close(sp[1]);
+		sp[1] = -1;
+		if (send(sp[0], version_req, sizeof(version_req), MSG_NOSIGNAL) < 0 || recv(sp[0], resp, sizeof(resp), 0) <= 0)
+			fm_debug(FM_C_RUNTIME_CONTROLLER, "CRIU's version not recorded at start: %m");
+		close(sp[0]);
+		sp[0] = -1;
+		(void)fm_cmd_wait(c, NULL);
+	}
+	fm_cmd_free(c);
+	for (int i = 0; i < 2; i++)
+		if (sp[i] >= 0)
+			close(sp[i]);
+}
+
 int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const char *runc,
 	       const char *criu, fm_journal *journal, fm_error *err)
 {
@@ -177,6 +233,7 @@ int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const ch
 		return fm_error_set(err, r, "cannot create %s: %s", state_dir, strerror(-r));
 	if ((r = criu_restore_conf_write(rt, err)) < 0)
 		return r;
+	criu_shim_find(rt);
 	return fm_image_store_open(idir, &rt->images, err);
 }
 
@@ -187,6 +244,8 @@ void fm_rt_close(fm_runtime *rt)
 	free(rt->state_dir);
 	free(rt->runc);
 	free(rt->criu);
+	free(rt->criu_shim);
+	free(rt->criu_rpc_cache);
 	free(rt->runc_root);
 	free(rt->criu_restore_conf);
 	free(rt->criu_restore_text);
@@ -400,7 +459,12 @@ struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt)
 	fm_cmd *c = fm_cmd_new(rt->runc);
 	fm_cmd_arg(c, "--root");
 	fm_cmd_arg(c, rt->runc_root);
-	if (rt->criu && *rt->criu) {
+	if (rt->criu_shim) {
+		fm_cmd_arg(c, "--criu");
+		fm_cmd_arg(c, rt->criu_shim);
+		fm_cmd_env(c, "FM_CRIU", rt->criu);
+		fm_cmd_env(c, "FM_CRIU_RPC_CACHE", rt->criu_rpc_cache);
+	} else if (rt->criu && *rt->criu) {
 		fm_cmd_arg(c, "--criu");
 		fm_cmd_arg(c, rt->criu);
 	}

@@ -26,7 +26,9 @@ typedef struct fm_runtime {
 	char *host;         /* this daemon's host name */
 	char *state_dir;
 	char *runc;         /* runc binary */
-	char *criu;         /* CRIU binary (wrapper) handed to runc --criu */
+	char *criu;         /* CRIU binary (wrapper) */
+	char *criu_shim;    /* fm-criu-shim beside the daemon, handed to runc --criu (src/sync/criu_shim.c); NULL: criu */
+	char *criu_rpc_cache; /* ... its recorded answers: <state>/criu-rpc, emptied at start */
 	char *runc_root;
 	char *criu_restore_conf;    /* CRIU configuration for restores (criu_restore_conf_write) */
 	char *criu_restore_text;    /* ... what it holds (a restore's own configuration starts with it) */

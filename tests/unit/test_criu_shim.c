@@ -1,0 +1,171 @@
+/* fm-criu-shim (src/sync/criu_shim.c), run for real as runc runs it: `SHIM
+ * swrk 3` with a SOCK_SEQPACKET socket as descriptor 3.  Its CRIU is this
+ * test program again (FM_FAKE_CRIU set: fake_criu), which counts its runs in
+ * a file and answers like CRIU's RPC. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "basic/util.h"
+
+static const uint8_t VERSION_REQ[] = { 0x08, 0x0a };
+/* criu_resp { type VERSION, success, version { major 4, minor 2, sublevel 1 } } */
+static const uint8_t VERSION_RESP[] = { 0x08, 0x0a, 0x10, 0x01, 0x52, 0x06, 0x08, 0x04, 0x10, 0x02, 0x20, 0x01 };
+static const uint8_t FEATURE_REQ[] = { 0x08, 0x09, 0x2a, 0x02, 0x10, 0x01 };   /* features { lazy_pages } */
+static const uint8_t RESTORE_REQ[] = { 0x08, 0x02, 0x12, 0x00 };
+static const uint8_t RESTORE_RESP[] = { 0x08, 0x02, 0x10, 0x01 };
+
+static char self[4096], dir[64], counter[128];
+
+/* The fake CRIU: counts itself, answers one request (none when asked to
+ * fail), exits. */
+static int fake_criu(int argc, char **argv)
+{
+	int fd = open(getenv("FM_FAKE_COUNT"), O_WRONLY | O_APPEND | O_CREAT, 0600);
+	if (fd < 0 || write(fd, "x", 1) != 1 || argc != 3 || strcmp(argv[1], "swrk") || strcmp(argv[2], "3"))
+		return 2;
+	close(fd);
+	if (getenv("FM_FAKE_FAIL"))
+		return 1;
+	uint8_t req[256];
+	ssize_t n = recv(3, req, sizeof(req), 0);
+	if (n == sizeof(VERSION_REQ) && !memcmp(req, VERSION_REQ, (size_t)n))
+		return send(3, VERSION_RESP, sizeof(VERSION_RESP), 0) < 0;
+	if (n == sizeof(RESTORE_REQ) && !memcmp(req, RESTORE_REQ, (size_t)n))
+		return send(3, RESTORE_RESP, sizeof(RESTORE_RESP), 0) < 0;
+	return 3;
+}
+
+static int runs(void)
+{
+	struct stat st;
+	return stat(counter, &st) == 0 ? (int)st.st_size : 0;
+}
+
+/* Runs the shim on one request; returns its exit status, the answer in resp. */
+static int ask(const uint8_t *req, size_t n, uint8_t *resp, ssize_t *rn, bool with_criu, bool fail)
+{
+	int sp[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sp), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(sp[1], 3);
+		setenv("FM_FAKE_CRIU", "1", 1);
+		setenv("FM_FAKE_COUNT", counter, 1);
+		setenv("FM_CRIU_RPC_CACHE", dir, 1);
+		if (with_criu)
+			setenv("FM_CRIU", self, 1);
+		else
+			unsetenv("FM_CRIU");
+		if (fail)
+			setenv("FM_FAKE_FAIL", "1", 1);
+		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "swrk", "3", (char *)NULL);
+		_exit(126);
+	}
+	close(sp[1]);
+	assert_int_equal(send(sp[0], req, n, 0), (ssize_t)n);
+	struct timeval tv = { 10, 0 };
+	setsockopt(sp[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	*rn = recv(sp[0], resp, 256, 0);
+	close(sp[0]);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void test_shim_records_and_replays_the_version(void **state)
+{
+	(void)state;
+	uint8_t resp[256];
+	ssize_t n;
+	/* first: CRIU answers, through the shim, and the answer is kept */
+	assert_int_equal(ask(VERSION_REQ, sizeof(VERSION_REQ), resp, &n, true, false), 0);
+	assert_int_equal(n, sizeof(VERSION_RESP));
+	assert_memory_equal(resp, VERSION_RESP, sizeof(VERSION_RESP));
+	assert_int_equal(runs(), 1);
+	char path[256];
+	snprintf(path, sizeof(path), "%s/080a", dir);
+	assert_int_equal(access(path, R_OK), 0);
+	/* then: the same answer, without CRIU */
+	for (int i = 0; i < 3; i++) {
+		memset(resp, 0, sizeof(resp));
+		assert_int_equal(ask(VERSION_REQ, sizeof(VERSION_REQ), resp, &n, true, false), 0);
+		assert_int_equal(n, sizeof(VERSION_RESP));
+		assert_memory_equal(resp, VERSION_RESP, sizeof(VERSION_RESP));
+	}
+	assert_int_equal(runs(), 1);
+}
+
+static void test_shim_hands_everything_else_to_criu(void **state)
+{
+	(void)state;
+	uint8_t resp[256];
+	ssize_t n;
+	int before = runs();
+	/* a restore: CRIU gets the request unread, and answers it itself */
+	assert_int_equal(ask(RESTORE_REQ, sizeof(RESTORE_REQ), resp, &n, true, false), 0);
+	assert_int_equal(n, sizeof(RESTORE_RESP));
+	assert_memory_equal(resp, RESTORE_RESP, sizeof(RESTORE_RESP));
+	assert_int_equal(runs(), before + 1);
+	/* nor is it recorded */
+	char path[256];
+	snprintf(path, sizeof(path), "%s/08021200", dir);
+	assert_int_equal(access(path, F_OK), -1);
+}
+
+static void test_shim_keeps_no_failed_answer(void **state)
+{
+	(void)state;
+	uint8_t resp[256];
+	ssize_t n;
+	int before = runs();
+	/* CRIU fails without answering: so does the shim, and nothing is kept */
+	assert_int_not_equal(ask(FEATURE_REQ, sizeof(FEATURE_REQ), resp, &n, true, true), 0);
+	assert_true(n <= 0);
+	assert_int_equal(runs(), before + 1);
+	char path[256];
+	snprintf(path, sizeof(path), "%s/08092a021001", dir);
+	assert_int_equal(access(path, F_OK), -1);
+	/* without FM_CRIU it refuses outright */
+	assert_int_equal(ask(VERSION_REQ, sizeof(VERSION_REQ), resp, &n, false, false), 127);
+}
+
+int main(int argc, char **argv)
+{
+	if (getenv("FM_FAKE_CRIU"))
+		return fake_criu(argc, argv);
+	if (!getenv("FM_CRIU_SHIM")) {
+		fprintf(stderr, "FM_CRIU_SHIM (the built fm-criu-shim) is not set: run through meson test\n");
+		return 1;
+	}
+	ssize_t k = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (k <= 0)
+		return 1;
+	self[k] = 0;
+	snprintf(dir, sizeof(dir), "/tmp/fm-test-shim-XXXXXX");
+	if (!mkdtemp(dir))
+		return 1;
+	snprintf(counter, sizeof(counter), "%s.count", dir);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_shim_records_and_replays_the_version),
+		cmocka_unit_test(test_shim_hands_everything_else_to_criu),
+		cmocka_unit_test(test_shim_keeps_no_failed_answer),
+	};
+	int r = cmocka_run_group_tests(tests, NULL, NULL);
+	fm_rm_rf(dir);
+	unlink(counter);
+	return r;
+}

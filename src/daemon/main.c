@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <net/if.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "basic/log.h"
 #include "basic/util.h"
 #include "fm-config.h"
+#include "runtime/image.h"
 #include "sync/checkpoint.h"
 
 /* above this, the daemon says what the conntrack hash costs each dump */
@@ -89,6 +91,9 @@ int main(int argc, char **argv)
 	char host[256];
 	int port;
 
+	/* a child of ours packing or unpacking an image archive (runtime/image.h) */
+	if (argc >= 2 && !strcmp(argv[1], "--image-helper"))
+		return fm_image_helper_main(argc, argv);
 	while ((c = getopt_long(argc, argv, "hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'n': d.name = optarg; break;
@@ -202,6 +207,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	d.started_ms = fm_now_wall_ms();
+	char self[PATH_MAX];
+	ssize_t self_len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (self_len > 0) {
+		self[self_len] = 0;
+		fm_image_store_set_helper(d.rt.images, self);
+	}
 	if (bridge) {
 		if (if_nametoindex(bridge) == 0) {
 			fm_err(FM_C_DAEMON, "--bridge %s: no such interface in this network namespace", bridge);

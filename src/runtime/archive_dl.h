@@ -2,7 +2,9 @@
  *
  * libarchive pulls in libxml2, ICU and libstdc++: several MiB of resident memory
  * that an idle daemon has no use for.  As systemd does for its optional heavy
- * libraries, we dlopen() it for the duration of an import and dlclose() it after.
+ * libraries, we dlopen() it for the duration of an import and dlclose() it after
+ * (libstdc++ stays mapped regardless: the daemon itself packs and unpacks in a
+ * child process, `fleximigrated --image-helper`, runtime/image.h).
  * Include this header *instead of* <archive.h>: calls to archive_*() below it go
  * through function pointers filled by fm_archive_acquire().
  */

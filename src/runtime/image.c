@@ -22,6 +22,7 @@
 
 #include "basic/log.h"
 #include "basic/util.h"
+#include "basic/cmd.h"
 #include "runtime/archive_dl.h"
 
 #define DIGEST_PREFIX "sha256:"
@@ -31,6 +32,7 @@
 
 struct fm_image_store {
 	char *root, *blobs, *rootfs, *refs, *tmp;
+	char *helper;   /* the daemon's own binary: archives are packed and unpacked there */
 	/* Serialises publishing and deleting blobs, trees and refs, so a remove cannot
 	 * delete a digest that a concurrent import is about to point a ref at. */
 	pthread_mutex_t lock;
@@ -380,7 +382,7 @@ static int walk_dir(struct walker *w, int dfd, const char *path)
 /* Writes a pax archive of the directory src to dst, hashing as it goes.  Names are
  * "./…" in strcmp order with numeric ids and on-disk modes and mtimes, so the same
  * tree always gives the same bytes. */
-static int archive_tree(const char *src, const char *dst, char digest[FM_DIGEST_LEN], fm_error *err)
+static int archive_tree_here(const char *src, const char *dst, char digest[FM_DIGEST_LEN], fm_error *err)
 {
 	struct blob_sink k = { .fd = -1 };
 	struct walker w = { .src = src, .err = err };
@@ -500,7 +502,7 @@ out:
 	return NULL;
 }
 
-static int unpack(const char *blob, const char *dest, const char *digest, fm_error *err)
+static int unpack_here(const char *blob, const char *dest, const char *digest, fm_error *err)
 {
 	struct unpack_job j = { .blob = blob, .destfd = -1 };
 	pthread_t t;
@@ -538,6 +540,91 @@ static int unpack(const char *blob, const char *dest, const char *digest, fm_err
 				    "rebuild it or fetch it again",
 				    digest, j.msg);
 	}
+	return 0;
+}
+
+/* ---- the helper process ----
+ *
+ * libarchive (with libxml2, ICU and libstdc++ behind it) parses archives,
+ * some from peers: in the daemon, the libraries stay mapped after dlclose
+ * (~1.2 MiB of an idle daemon's 10), and a parser's crash would be the
+ * daemon's.  So the daemon packs and unpacks in a child: its own binary run
+ * as `fleximigrated --image-helper archive SRC DST` (prints the digest) or
+ * `... unpack BLOB DEST DIGEST`; an error's message on stderr, its errno as
+ * the exit status.  Without a helper (unit tests) the work is done here. */
+
+#define IMAGE_HELPER_TIMEOUT_MS (30 * 60 * 1000)
+
+void fm_image_store_set_helper(fm_image_store *s, const char *exe)
+{
+	free(s->helper);
+	s->helper = exe ? fm_xstrdup(exe) : NULL;
+}
+
+static int run_helper(fm_image_store *s, const char *op, const char *a, const char *b, const char *digest,
+		      char digest_out[FM_DIGEST_LEN], fm_error *err)
+{
+	fm_cmd *c = fm_cmd_new(s->helper);
+	fm_cmd_arg(c, "--image-helper");
+	fm_cmd_arg(c, op);
+	fm_cmd_arg(c, a);
+	fm_cmd_arg(c, b);
+	if (digest)
+		fm_cmd_arg(c, digest);
+	fm_cmd_set_timeout_ms(c, IMAGE_HELPER_TIMEOUT_MS);
+	int r = fm_cmd_run(c, NULL);
+	if (r != 0) {
+		/* its message is its last line */
+		const char *e = fm_cmd_stderr(c) ?: "";
+		size_t n = strlen(e);
+		while (n > 0 && e[n - 1] == '\n')
+			n--;
+		const char *line = e;
+		for (size_t i = 0; i < n; i++)
+			if (e[i] == '\n')
+				line = e + i + 1;
+		r = fm_error_set(err, r > 0 ? -r : r, "%.*s", (int)(n - (size_t)(line - e)),
+				 n ? line : "the image helper failed without a word");
+	} else if (digest_out) {
+		const char *o = fm_cmd_stdout(c) ?: "";
+		size_t n = strcspn(o, "\n");
+		if (n >= FM_DIGEST_LEN || (memcpy(digest_out, o, n), digest_out[n] = 0, !fm_digest_valid(digest_out)))
+			r = fm_error_set(err, -EPROTO, "the image helper printed no digest");
+	}
+	fm_cmd_free(c);
+	return r;
+}
+
+static int archive_tree(fm_image_store *s, const char *src, const char *dst, char digest[FM_DIGEST_LEN],
+			fm_error *err)
+{
+	return s->helper ? run_helper(s, "archive", src, dst, NULL, digest, err) : archive_tree_here(src, dst, digest, err);
+}
+
+static int unpack(fm_image_store *s, const char *blob, const char *dest, const char *digest, fm_error *err)
+{
+	return s->helper ? run_helper(s, "unpack", blob, dest, digest, NULL, err) : unpack_here(blob, dest, digest, err);
+}
+
+int fm_image_helper_main(int argc, char **argv)
+{
+	fm_error err = FM_ERROR_INIT;
+	char digest[FM_DIGEST_LEN];
+	int r;
+
+	if (argc == 5 && !strcmp(argv[2], "archive"))
+		r = archive_tree_here(argv[3], argv[4], digest, &err);
+	else if (argc == 6 && !strcmp(argv[2], "unpack") && fm_digest_valid(argv[5]))
+		r = unpack_here(argv[3], argv[4], argv[5], &err);
+	else
+		r = fm_error_set(&err, -EINVAL, "usage: fleximigrated --image-helper archive SRC DST | unpack BLOB DEST DIGEST");
+	if (r < 0) {
+		fprintf(stderr, "%s\n", err.msg);
+		fm_error_clear(&err);
+		return -r > 0 && -r < 256 ? -r : EIO;
+	}
+	if (!strcmp(argv[2], "archive"))
+		printf("%s\n", digest);
 	return 0;
 }
 
@@ -748,6 +835,7 @@ void fm_image_store_free(fm_image_store *s)
 	if (!s)
 		return;
 	pthread_mutex_destroy(&s->lock);
+	free(s->helper);
 	free(s->root);
 	free(s->blobs);
 	free(s->rootfs);
@@ -769,7 +857,7 @@ static int adopt(fm_image_store *s, const char *name, const char *tmp, const cha
 
 	pthread_mutex_lock(&s->lock);
 	if (lstat(root, &st) < 0) {
-		r = unpack(tmp, root_tmp, digest, err);
+		r = unpack(s, tmp, root_tmp, digest, err);
 		if (r < 0)
 			goto fail;
 		if (rename(root_tmp, root) < 0) {
@@ -836,7 +924,7 @@ int fm_image_import(fm_image_store *s, const char *name, const char *path, fm_im
 		src = realpath(path, NULL);
 		if (!src)
 			return fm_error_set(err, -errno, "cannot resolve image source %s: %m", path);
-		r = archive_tree(src, tmp, digest, err);
+		r = archive_tree(s, src, tmp, digest, err);
 	} else if (S_ISREG(st.st_mode)) {
 		r = copy_into(path, tmp, digest, err);
 	} else {

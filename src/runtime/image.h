@@ -57,3 +57,10 @@ char *fm_image_tmp_path(fm_image_store *s);
 bool fm_digest_valid(const char *digest);
 /* SHA-256 of a file as "sha256:<hex>". */
 int fm_sha256_file(const char *path, char out[FM_DIGEST_LEN], fm_error *err);
+
+/* Packs and unpacks image archives in a child process: exe (the daemon's own
+ * binary) run with --image-helper; NULL (the default): in this process. */
+void fm_image_store_set_helper(fm_image_store *s, const char *exe);
+/* The child's side: `exe --image-helper archive SRC DST` | `unpack BLOB DEST
+ * DIGEST`; returns the exit status. */
+int fm_image_helper_main(int argc, char **argv);

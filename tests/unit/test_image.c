@@ -40,6 +40,19 @@ static int setup(void **state)
 	return 0;
 }
 
+/* The same store, packing and unpacking in the daemon's helper process. */
+static int setup_helper(void **state)
+{
+	const char *daemon = getenv("FM_DAEMON");
+	if (!daemon) {
+		fprintf(stderr, "FM_DAEMON (the built fleximigrated) is not set: run through meson test\n");
+		return -1;
+	}
+	setup(state);
+	fm_image_store_set_helper(((struct fx *)*state)->s, daemon);
+	return 0;
+}
+
 static int teardown(void **state)
 {
 	struct fx *f = *state;
@@ -735,6 +748,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_import_blob, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remove, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_import_directory, setup_helper, teardown),
+		cmocka_unit_test_setup_teardown(test_import_deterministic, setup_helper, teardown),
+		cmocka_unit_test_setup_teardown(test_import_tarball, setup_helper, teardown),
+		cmocka_unit_test_setup_teardown(test_import_hostile, setup_helper, teardown),
+		cmocka_unit_test_setup_teardown(test_import_blob, setup_helper, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

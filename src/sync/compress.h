@@ -29,7 +29,11 @@ typedef struct fm_compressor {
 	int mode;              /* OFF, AUTO or a level */
 	void *cctx;            /* ZSTD_CCtx, made on first use */
 	double ratio;          /* compressed / raw of compressible-looking frames, smoothed */
-	double zstd_Bps;       /* compression speed, smoothed; 0 = not measured yet */
+	double zstd_Bps;       /* compression speed, smoothed; 0 = not measured yet (the first
+	                        * compression is not a measure: a cold context and first-touch
+	                        * page faults made it 3.5x slower here, and turned AUTO off;
+	                        * nor is a small frame's) */
+	uint32_t runs;         /* compressions done */
 	unsigned since_probe;
 	uint32_t frames, compressed;
 	int level;             /* the level of the last compressed frame (0 = none yet) */

@@ -1090,11 +1090,24 @@ static void wait_for_orphaned_criu(fm_agent *a)
 			continue;
 		buf[n] = '\0';
 		bool ours = false, busy = false;
+		const char *server = NULL;
 		for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
 			if (!strncmp(p, a->rt->state_dir, statelen) && p[statelen] == '/')
 				ours = true;
 			if (!strcmp(p, "dump") || !strcmp(p, "pre-dump") || !strcmp(p, "restore"))
 				busy = true;
+			if (!strcmp(p, "page-server"))
+				server = "page server";
+			else if (!strcmp(p, "lazy-pages"))
+				server = "lazy-pages daemon";
+		}
+		if (ours && server) {
+			/* a page server or lazy-pages daemon of ours waits for a peer
+			 * that went with the previous run: it would wait for ever */
+			fm_info(FM_C_STATE_SYNC, "Stopping CRIU's %s (pid %d) left by the previous run", server, (int)pid);
+			pid_t pg = getpgid(pid);
+			kill(pg == pid ? -pg : pid, SIGKILL);
+			continue;
 		}
 		if (!ours || !busy)
 			continue;

@@ -293,8 +293,25 @@ def wait_finished(d, mid, timeout=90):
                     f"migration {mid} to finish")
 
 
+def leftover_processes(d):
+    """Processes other than the daemon working in d's state directory (CRIU,
+    runc): after a migration ends there must be none."""
+    own = d.proc.pid if d.proc else None
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if int(pid) != own and any(a.startswith(d.state.encode() + b"/") for a in argv):
+            found.append(b" ".join(argv).decode(errors="replace")[:200])
+    return found
+
+
 def assert_clean_destination(dst, name):
     assert name not in dst.containers(), f"{name} left on {dst.name}"
+    wait_for(lambda: not leftover_processes(dst), 10, f"processes of {dst.name} to end: {leftover_processes(dst)}")
     assert dst.runc_list() == [], f"runc containers left on {dst.name}: {dst.runc_list()}"
     assert dst.staging() == [], f"staging left on {dst.name}: {dst.staging()}"
     assert dst.mounts() == [], f"mounts left on {dst.name}: {dst.mounts()}"

@@ -2,12 +2,13 @@
 #   make demo   set up, build, migrate a running container between two namespace hosts
 #   make check  set up, build with -Werror, unit tests (also under ASan+UBSan), e2e tests
 #   make vm-check  the VM harness's smoke test (Debian 12 kernel under QEMU: soft-dirty)
+#   make fuzz   libFuzzer on the policy CONDITIONS parser (10 minutes; needs clang)
 # Each runs scripts/setup.sh first (idempotent; root required).
 
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all setup build demo check unit e2e vm-check bench clean
+.PHONY: all setup build demo check unit e2e vm-check bench fuzz clean
 
 all: build
 
@@ -37,6 +38,10 @@ vm-check: setup build
 
 bench: setup build
 	bench/run
+
+# libFuzzer on the policy CONDITIONS parser for 10 minutes (FUZZ_SECONDS=N)
+fuzz:
+	tests/fuzz/run $(or $(FUZZ_SECONDS),600)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "api/http.h"
+#include "manager/policy.h"
 #include "basic/log.h"
 #include "basic/util.h"
 #include "fm-config.h"
@@ -107,6 +108,8 @@ static const char main_help[] =
 "  migration list               migrations this host's controller ran\n"
 "  migration show ID [--json]   one migration: states, timings, bytes, error, log\n"
 "  migration cancel ID          stop a migration before its point of no return\n"
+"  policy check FILE            validate a policy file, offline (no daemon needed)\n"
+"  policy vars                  the variables a policy's CONTEXT may name\n"
 "\n"
 "Global options:\n"
 "  -s, --socket PATH   daemon socket (default $FM_SOCKET or " DEFAULT_SOCKET ")\n"
@@ -762,6 +765,66 @@ static int cmd_migration(int argc, char **argv)
 	return r;
 }
 
+static const char policy_help[] =
+"Usage: fleximigrate policy check FILE\n"
+"       fleximigrate policy vars\n"
+"\n"
+"check: reads a policy file (JSON, the seed's format: a list of policies with\n"
+"policy_name, CONTEXT, CONDITIONS, ACTIONS, CONSTRAINTS, PRIORITY) and says\n"
+"whether the daemon would accept it, or what is wrong and where (for a\n"
+"condition, its line and column).  Exit status 0 when valid.\n"
+"vars: the variables CONTEXT may name, their types and meaning.\n"
+"\n"
+"Example:\n"
+"  fleximigrate policy check /etc/fleximigrate/policies.json\n";
+
+static int cmd_policy(int argc, char **argv)
+{
+	if (argc < 2 || want_help(argc, argv)) {
+		fputs(policy_help, argc < 2 ? stderr : stdout);
+		return argc < 2 ? EXIT_USAGE : EXIT_OK;
+	}
+	if (!strcmp(argv[1], "vars")) {
+		size_t n;
+		const fm_policy_var_info *v = fm_policy_vars(&n);
+		for (size_t i = 0; i < n; i++)
+			printf("%-32s %-7s %s\n", v[i].name,
+			       v[i].type == FM_COND_NUMBER ? "number" : v[i].type == FM_COND_STRING ? "string" : "boolean",
+			       v[i].meaning);
+		return EXIT_OK;
+	}
+	if (strcmp(argv[1], "check") != 0 || argc != 3)
+		return die_usage("policy: check FILE or vars");
+	fm_policy_set *set = NULL;
+	fm_error err = FM_ERROR_INIT;
+	if (fm_policy_set_load_file(argv[2], &set, &err) < 0) {
+		int r = report(&err);
+		fm_error_clear(&err);
+		return r;
+	}
+	printf("%s: %zu polic%s, valid\n", argv[2], set->n, set->n == 1 ? "y" : "ies");
+	for (size_t i = 0; i < set->n; i++) {
+		const fm_policy *p = &set->v[i];
+		printf("  %s: priority %d, reads", p->name, p->priority);
+		for (size_t k = 0, any = 0; k < p->ncontext; k++)
+			if (fm_cond_reads(p->cond, k))
+				printf("%s %s", any++ ? "," : "", p->context[k]);
+		printf("; actions");
+		for (size_t k = 0; k < p->nactions; k++) {
+			char a[96];
+			fm_policy_action_format(&p->actions[k], a, sizeof(a));
+			printf("%s %s", k ? "," : "", a);
+		}
+		if (p->max_concurrent)
+			printf("; at most %d migrations at once", p->max_concurrent);
+		if (p->duration_s)
+			printf("; a migration may take %d s", p->duration_s);
+		printf("\n");
+	}
+	fm_policy_set_free(set);
+	return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	const char *sock = getenv("FM_SOCKET");
@@ -819,6 +882,8 @@ int main(int argc, char **argv)
 		return cmd_migrate(sub_argc, sub_argv);
 	if (!strcmp(cmd, "migration") || !strcmp(cmd, "migrations"))
 		return cmd_migration(sub_argc, sub_argv);
+	if (!strcmp(cmd, "policy") || !strcmp(cmd, "policies"))
+		return cmd_policy(sub_argc, sub_argv);
 	if (!strcmp(cmd, "help")) {
 		fputs(main_help, stdout);
 		return EXIT_OK;

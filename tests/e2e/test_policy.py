@@ -1,0 +1,49 @@
+"""`fleximigrate policy check`: the seed's example policy file is valid as it
+stands, and a broken one is refused with where and why (offline: no daemon)."""
+import json
+import os
+import subprocess
+
+from conftest import CLI
+
+SEED = [{
+    "policy_name": "adaptive_load_balancing",
+    "CONTEXT": ["source_cpu_utilization", "destination_cpu_utilization", "time_of_day",
+                "network_congestion_prob", "service_type"],
+    "CONDITIONS": "(source_cpu_utilization > 80 and destination_cpu_utilization < 50) or "
+                  "(time_of_day >= 18 and time_of_day <= 22 and service_type == \"critical\") or "
+                  "(network_congestion_prob < 0.2)",
+    "ACTIONS": ["allow_migration", "set_priority(\"high\")", "trigger_load_balancer_reconfiguration"],
+    "CONSTRAINTS": {"max_concurrent_migrations": 5, "migration_duration": 300},
+    "PRIORITY": 2,
+}]
+
+
+def check(tmp_path, doc):
+    path = os.path.join(tmp_path, "policies.json")
+    with open(path, "w") as f:
+        f.write(doc if isinstance(doc, str) else json.dumps(doc))
+    return subprocess.run([CLI, "policy", "check", path], capture_output=True, text=True)
+
+
+def test_seed_policy_is_valid(tmp_path):
+    p = check(tmp_path, SEED)
+    assert p.returncode == 0, p.stderr
+    assert "1 policy, valid" in p.stdout
+    assert 'set_priority("high")' in p.stdout and "at most 5 migrations at once" in p.stdout
+
+
+def test_broken_policies_are_refused_with_where_and_why(tmp_path):
+    bad = json.loads(json.dumps(SEED))
+    bad[0]["CONDITIONS"] = "source_cpu_utilization > 80 and __import__('os')"
+    p = check(tmp_path, bad)
+    assert p.returncode == 1
+    assert "policy 1 (adaptive_load_balancing): CONDITIONS: line 1, column 33: \"__import__\" is not among" in p.stderr, p.stderr
+    bad = json.loads(json.dumps(SEED))
+    bad[0]["ACTIONS"].append("shutdown_host")
+    p = check(tmp_path, bad)
+    assert p.returncode == 1 and '"shutdown_host" is not an action' in p.stderr, p.stderr
+    p = check(tmp_path, "[{\"policy_name\": ")
+    assert p.returncode == 1 and "line 1" in p.stderr, p.stderr
+    p = subprocess.run([CLI, "policy", "vars"], capture_output=True, text=True)
+    assert p.returncode == 0 and "network_congestion_prob" in p.stdout

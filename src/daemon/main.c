@@ -17,6 +17,7 @@
 #include "basic/log.h"
 #include "basic/util.h"
 #include "fm-config.h"
+#include "manager/policy.h"
 #include "runtime/image.h"
 #include "sync/checkpoint.h"
 
@@ -46,6 +47,9 @@ static void usage(FILE *f)
 "  --log-json FILE        also write the log as JSON lines to FILE\n"
 "  --data-timeout MS      data channel inactivity limit (default 10000)\n"
 "  --cordoned             start refusing incoming migrations (maintenance)\n"
+"  --policies FILE        migration policies (JSON, the seed's format; check one with\n"
+"                         `fleximigrate policy check FILE`): PLANNING denies what they\n"
+"                         do not allow.  Without it every migration is allowed\n"
 "  --bridge BRIDGE        attach containers started with an address (container run\n"
 "                         --ip) to this bridge; the hosts' bridges must share one\n"
 "                         layer-2 segment so that addresses and TCP connections\n"
@@ -74,6 +78,7 @@ int main(int argc, char **argv)
 		{ "log-json", required_argument, NULL, 'J' },
 		{ "data-timeout", required_argument, NULL, 'T' },
 		{ "cordoned", no_argument, NULL, 'C' },
+		{ "policies", required_argument, NULL, 'P' },
 		{ "bridge", required_argument, NULL, 'B' },
 		{ "fault", required_argument, NULL, 'F' },
 		{ "secret-file", required_argument, NULL, 'S' },
@@ -83,6 +88,8 @@ int main(int argc, char **argv)
 	};
 	fm_daemon d = { 0 };
 	const char *criu = NULL, *runc = "runc", *log_json = NULL, *secret_file = NULL, *bridge = NULL;
+	const char *policies_file = NULL;
+	fm_policy_set *policies = NULL;
 	fm_log_level level = FM_LOG_INFO;
 	bool cordoned = false, fault_corrupt = false;
 	int data_timeout = 10000, json_fd = -1, c;
@@ -117,6 +124,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'C': cordoned = true; break;
+		case 'P': policies_file = optarg; break;
 		case 'B':
 			if (!*optarg || strlen(optarg) > 15 || strchr(optarg, '/') || optarg[0] == '-') {
 				fprintf(stderr, "fleximigrated: --bridge needs an interface name (up to 15 characters)\n");
@@ -255,6 +263,15 @@ int main(int argc, char **argv)
 	fm_agent_recover(&d.agent);
 
 	fm_ctl_init(&d.ctl, d.journal, d.name, d.listen, fm_http_call);
+	if (policies_file) {
+		if (fm_policy_set_load_file(policies_file, &policies, &err) < 0) {
+			fm_err(FM_C_POLICY_ENFORCER, "%s", err.msg);
+			return 1;
+		}
+		d.ctl.policies = policies;
+		fm_info(FM_C_POLICY_ENFORCER, "%zu migration polic%s loaded from %s", policies->n,
+			policies->n == 1 ? "y" : "ies", policies_file);
+	}
 	fm_http_global_init();
 	if (fm_http_server_start(fm_api_routes, &d, d.socket_path, d.listen, &srv, &err) < 0) {
 		fm_err(FM_C_DAEMON, "%s", err.msg);
@@ -276,6 +293,7 @@ int main(int argc, char **argv)
 	}
 	fm_http_server_stop(srv);
 	fm_ctl_fini(&d.ctl);
+	fm_policy_set_free(policies);
 	fm_agent_fini(&d.agent);
 	fm_rt_close(&d.rt);
 	fm_journal_close(d.journal);

@@ -1,4 +1,5 @@
 #include "manager/coordinator.h"
+#include "manager/policy.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -243,6 +244,62 @@ static int step_pending(fm_mig *m)
 /* A transfer smaller than this says little about the link's rate. */
 #define FM_LINK_SAMPLE_MIN (8 << 20)
 
+/* A policy CONTEXT variable's value for this migration (manager/policy.h):
+ * what the controller knows in PLANNING; the rest is unknown (its policies
+ * then deny). */
+static bool policy_lookup(void *opaque, const char *var, fm_cond_value *v)
+{
+	fm_mig *m = opaque;
+	json_t *j;
+	*v = (fm_cond_value){ .known = true };
+	if (!strcmp(var, "container")) {
+		v->str = m->container;
+	} else if (!strcmp(var, "source_host")) {
+		v->str = m->source;
+	} else if (!strcmp(var, "destination_host")) {
+		v->str = m->dest;
+	} else if (!strcmp(var, "strategy")) {
+		v->str = fm_strategy_name(m->requested);
+	} else if (!strcmp(var, "time_of_day") || !strcmp(var, "day_of_week")) {
+		time_t now = time(NULL);
+		struct tm tm;
+		localtime_r(&now, &tm);
+		v->num = !strcmp(var, "time_of_day") ? tm.tm_hour + tm.tm_min / 60.0 + tm.tm_sec / 3600.0
+						     : (tm.tm_wday == 0 ? 7 : tm.tm_wday);
+	} else if (!strcmp(var, "container_memory_mib") &&
+		   json_is_integer(j = json_object_get(m->cinfo, "memory_usage_bytes"))) {
+		v->num = (double)json_integer_value(j) / (1 << 20);
+	} else if (!strcmp(var, "destination_cordoned") && json_is_boolean(j = json_object_get(m->dst_info, "cordoned"))) {
+		v->b = json_is_true(j);
+	} else {
+		v->known = false;
+	}
+	return v->known;
+}
+
+static int enforce_policies(fm_mig *m)
+{
+	const fm_policy_set *ps = m->ctl->policies;
+	if (!ps || ps->n == 0) {
+		mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "No migration policies loaded: migration allowed by default");
+		return 0;
+	}
+	fm_policy_decision d;
+	fm_policy_decide(ps, policy_lookup, m, &d);
+	if (!d.allowed)
+		return fm_error_set(&m->err, -EPERM, "migration policy: %s", d.why);
+	mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "Migration allowed: %s", d.why);
+	for (size_t i = 0; i < d.by->nactions; i++) {
+		const fm_policy_action *a = &d.by->actions[i];
+		if (a->kind == FM_ACTION_ALLOW)
+			continue;
+		char txt[96];
+		fm_policy_action_format(a, txt, sizeof(txt));
+		mlog(m, FM_LOG_WARN, FM_C_POLICY_ENFORCER, "Policy %s's action %s is not carried out yet", d.by->name, txt);
+	}
+	return 0;
+}
+
 /* PLANNING: policies, strategy, resources reserved on the destination. */
 static int step_planning(fm_mig *m)
 {
@@ -251,7 +308,8 @@ static int step_planning(fm_mig *m)
 	char memtxt[32];
 	int r;
 
-	mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "No migration policies loaded: migration allowed by default");
+	if ((r = enforce_policies(m)) < 0)
+		return r;
 	fm_strategy_inputs in = { .src_caps = json_object_get(m->src_info, "capabilities") };
 	json_auto_t *ws = NULL, *link = NULL;
 	char origin[128] = "";

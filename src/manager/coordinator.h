@@ -29,6 +29,7 @@ typedef struct fm_controller {
 	pthread_cond_t changed;
 	struct fm_mig *running;
 	bool stopping;
+	const struct fm_policy_set *policies; /* --policies (the daemon's); NULL: none, every migration allowed */
 } fm_controller;
 
 void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *self_endpoint,

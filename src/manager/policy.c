@@ -292,3 +292,74 @@ int fm_policy_set_load_file(const char *path, fm_policy_set **out, fm_error *err
 				    strerror(-r));
 	return fm_policy_set_parse(text, len, path, out, err);
 }
+
+static int by_priority(const void *a, const void *b)
+{
+	const fm_policy *const *x = a, *const *y = b;
+	if ((*x)->priority != (*y)->priority)
+		return (*x)->priority > (*y)->priority ? -1 : 1;
+	return *x < *y ? -1 : *x > *y;   /* file order */
+}
+
+/* "var=value, ..." of what the condition reads. */
+static void seen(const fm_policy *p, const fm_cond_value *v, char *buf, size_t len)
+{
+	size_t k = 0;
+	buf[0] = 0;
+	for (size_t i = 0; i < p->ncontext && k + 1 < len; i++) {
+		if (!fm_cond_reads(p->cond, i))
+			continue;
+		const char *sep = k ? ", " : "";
+		if (!v[i].known)
+			k += (size_t)snprintf(buf + k, len - k, "%s%s unknown", sep, p->context[i]);
+		else if (p->vars[i].type == FM_COND_NUMBER)
+			k += (size_t)snprintf(buf + k, len - k, "%s%s=%g", sep, p->context[i], v[i].num);
+		else if (p->vars[i].type == FM_COND_STRING)
+			k += (size_t)snprintf(buf + k, len - k, "%s%s=\"%.64s\"", sep, p->context[i], v[i].str ? v[i].str : "");
+		else
+			k += (size_t)snprintf(buf + k, len - k, "%s%s=%s", sep, p->context[i], v[i].b ? "true" : "false");
+	}
+}
+
+void fm_policy_decide(const fm_policy_set *s, fm_policy_lookup_fn lookup, void *opaque, fm_policy_decision *d)
+{
+	memset(d, 0, sizeof(*d));
+	const fm_policy **order = fm_xcalloc(s->n + 1, sizeof(*order));
+	for (size_t i = 0; i < s->n; i++)
+		order[i] = &s->v[i];
+	qsort(order, s->n, sizeof(*order), by_priority);
+	for (size_t i = 0; i < s->n; i++) {
+		const fm_policy *p = order[i];
+		fm_cond_value *v = fm_xcalloc(p->ncontext + 1, sizeof(*v));
+		for (size_t k = 0; k < p->ncontext; k++)
+			if (!lookup(opaque, p->context[k], &v[k]))
+				v[k] = (fm_cond_value){ .known = false };
+		char vals[512];
+		seen(p, v, vals, sizeof(vals));
+		bool holds = false;
+		fm_error err = FM_ERROR_INIT;
+		int r = fm_cond_eval(p->cond, v, &holds, &err);
+		free(v);
+		if (r < 0) {
+			d->by = p;
+			snprintf(d->why, sizeof(d->why), "policy %s (priority %d) cannot be evaluated: %.200s (%.400s): denied, as "
+				 "policies fail closed", p->name, p->priority, err.msg, vals);
+			fm_error_clear(&err);
+			break;
+		}
+		if (!holds)
+			continue;
+		d->by = p;
+		d->allowed = true;
+		for (size_t k = 0; k < p->nactions; k++)
+			if (p->actions[k].kind == FM_ACTION_DENY)
+				d->allowed = false;
+		snprintf(d->why, sizeof(d->why), "policy %s (priority %d) %s: its condition holds (%.500s)", p->name,
+			 p->priority, d->allowed ? "allows the migration" : "denies the migration", vals);
+		break;
+	}
+	if (!d->by)
+		snprintf(d->why, sizeof(d->why), "no policy allows the migration: none of the %zu policies' conditions "
+			 "holds", s->n);
+	free(order);
+}

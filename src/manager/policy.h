@@ -72,3 +72,18 @@ int fm_policy_set_load_file(const char *path, fm_policy_set **out, fm_error *err
 void fm_policy_set_free(fm_policy_set *s);
 /* "allow_migration", "set_priority(\"high\")": as written in a file. */
 void fm_policy_action_format(const fm_policy_action *a, char *buf, size_t len);
+
+/* Which policy decides (the rule, documented in docs/architecture.md):
+ * policies are taken by PRIORITY, highest first, equal ones in file order;
+ * the first whose condition holds decides: denied if it has deny_migration,
+ * allowed otherwise.  A condition that cannot be evaluated (a variable without
+ * a value) denies at once: policies fail closed.  When policies are loaded
+ * and no condition holds, the migration is denied ("no policy allows it").
+ * lookup gives a CONTEXT variable's value (false: unknown). */
+typedef bool (*fm_policy_lookup_fn)(void *opaque, const char *var, fm_cond_value *out);
+typedef struct fm_policy_decision {
+	bool allowed;
+	const fm_policy *by;        /* NULL: no condition held */
+	char why[1024];             /* which policy, and the values it saw */
+} fm_policy_decision;
+void fm_policy_decide(const fm_policy_set *s, fm_policy_lookup_fn lookup, void *opaque, fm_policy_decision *d);

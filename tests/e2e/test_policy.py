@@ -4,7 +4,8 @@ import json
 import os
 import subprocess
 
-from conftest import CLI
+from conftest import (CLI, COUNTER_CMD, assert_clean_destination, assert_failed_with_rollback,
+                      assert_running_and_advancing, migration, wait_for)
 
 SEED = [{
     "policy_name": "adaptive_load_balancing",
@@ -47,3 +48,45 @@ def test_broken_policies_are_refused_with_where_and_why(tmp_path):
     assert p.returncode == 1 and "line 1" in p.stderr, p.stderr
     p = subprocess.run([CLI, "policy", "vars"], capture_output=True, text=True)
     assert p.returncode == 0 and "network_congestion_prob" in p.stdout
+
+
+def write_policies(d, doc):
+    path = os.path.join(os.path.dirname(d.state), f"{d.name}-policies.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return path
+
+
+def test_policy_blocks_in_planning(cluster):
+    """The seed's scenario 3: a policy denies the migration in PLANNING; it
+    ends FAILED with the policy and the values it saw, nothing was reserved or
+    frozen, the container runs on where it was.  Another migration the
+    policies allow goes through."""
+    policies = [
+        {"policy_name": "keep_off_hostB", "CONTEXT": ["destination_host", "container"],
+         "CONDITIONS": "destination_host == \"hostB\" and container != \"mobile\"",
+         "ACTIONS": ["deny_migration"], "PRIORITY": 10},
+        {"policy_name": "otherwise", "CONTEXT": ["time_of_day"], "CONDITIONS": "time_of_day >= 0",
+         "ACTIONS": ["allow_migration"], "PRIORITY": -1},
+    ]
+    a, b = cluster.start(a_extra=["--policies", write_policies(cluster.a, policies)]).a, cluster.b
+    assert any("2 migration policies loaded" in line for line in a.log().splitlines())
+    a.cli("run", "counter", "--image", "busybox", "--", *COUNTER_CMD)
+    wait_for(lambda: os.path.exists(os.path.join(a.state, "containers/counter/rootfs/tmp/counter")), 20, "start")
+    p = a.cli("migrate", "-v", "counter", "--to", "hostB", check=False)
+    assert p.returncode == 1
+    mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+    m = migration(a, mid)
+    assert_failed_with_rollback(m, "PLANNING", "policy keep_off_hostB (priority 10) denies the migration")
+    assert 'destination_host="hostB", container="counter"' in m["error"], m["error"]
+    assert not any(e["component"] in ("ResourceAllocator", "CheckpointingModule") for e in m["events"]), m["events"]
+    assert_running_and_advancing(a, "counter")
+    assert_clean_destination(b, "counter")
+
+    # the lower policy allows this one (its condition reads the clock)
+    a.cli("run", "mobile", "--image", "busybox", "--", *COUNTER_CMD)
+    wait_for(lambda: os.path.exists(os.path.join(a.state, "containers/mobile/rootfs/tmp/counter")), 20, "start")
+    p = a.cli("migrate", "-v", "mobile", "--to", "hostB", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Migration allowed: policy otherwise (priority -1) allows the migration: its condition holds (time_of_day=" \
+        in p.stdout, p.stdout

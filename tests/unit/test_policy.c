@@ -156,12 +156,72 @@ static void test_policy_file(void **state)
 		assert_non_null(v[i].meaning);
 }
 
+/* A fake CONTEXT for the decision tests (unit tests only): time_of_day is
+ * 20, destination_host "edge1", the rest unknown. */
+static bool fake_lookup(void *opaque, const char *var, fm_cond_value *v)
+{
+	(void)opaque;
+	*v = (fm_cond_value){ .known = true };
+	if (!strcmp(var, "time_of_day"))
+		v->num = 20;
+	else if (!strcmp(var, "destination_host"))
+		v->str = "edge1";
+	else
+		v->known = false;
+	return v->known;
+}
+
+static void test_which_policy_decides(void **state)
+{
+	(void)state;
+	fm_policy_decision d;
+	/* highest PRIORITY first; equal ones in file order */
+	fm_policy_set *s = load_ok(
+		"[{\"policy_name\": \"evening_ok\", \"CONTEXT\": [\"time_of_day\"], \"CONDITIONS\": \"time_of_day >= 18\", "
+		"\"ACTIONS\": [\"allow_migration\"], \"PRIORITY\": 1},"
+		" {\"policy_name\": \"no_edge\", \"CONTEXT\": [\"destination_host\"], "
+		"\"CONDITIONS\": \"destination_host == \\\"edge1\\\"\", \"ACTIONS\": [\"deny_migration\"], \"PRIORITY\": 5},"
+		" {\"policy_name\": \"first_of_equals\", \"CONTEXT\": [], \"CONDITIONS\": \"false\", "
+		"\"ACTIONS\": [\"allow_migration\"], \"PRIORITY\": 5}]");
+	fm_policy_decide(s, fake_lookup, NULL, &d);
+	assert_false(d.allowed);
+	assert_string_equal(d.by->name, "no_edge");
+	assert_non_null(strstr(d.why, "policy no_edge (priority 5) denies the migration: its condition holds "
+				  "(destination_host=\"edge1\")"));
+	/* without the deny, the evening policy allows */
+	s->v[1].priority = -5;
+	fm_policy_decide(s, fake_lookup, NULL, &d);
+	assert_true(d.allowed);
+	assert_string_equal(d.by->name, "evening_ok");
+	assert_non_null(strstr(d.why, "time_of_day=20"));
+	fm_policy_set_free(s);
+
+	/* nothing holds: denied */
+	s = load_ok("[{\"policy_name\": \"morning\", \"CONTEXT\": [\"time_of_day\"], \"CONDITIONS\": \"time_of_day < 12\", "
+		    "\"ACTIONS\": [\"allow_migration\"]}]");
+	fm_policy_decide(s, fake_lookup, NULL, &d);
+	assert_false(d.allowed);
+	assert_null(d.by);
+	assert_non_null(strstr(d.why, "no policy allows the migration"));
+	fm_policy_set_free(s);
+
+	/* a variable without a value: denied at once (fail closed), saying which */
+	s = load_ok("[{\"policy_name\": \"busy\", \"CONTEXT\": [\"source_cpu_utilization\", \"time_of_day\"], "
+		    "\"CONDITIONS\": \"source_cpu_utilization > 80 or time_of_day > 0\", \"ACTIONS\": [\"allow_migration\"]}]");
+	fm_policy_decide(s, fake_lookup, NULL, &d);
+	assert_false(d.allowed);
+	assert_non_null(strstr(d.why, "cannot be evaluated: source_cpu_utilization has no value yet"));
+	assert_non_null(strstr(d.why, "source_cpu_utilization unknown, time_of_day=20"));
+	fm_policy_set_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_seed_policy_loads_unchanged),
 		cmocka_unit_test(test_bad_policies_say_which_and_why),
 		cmocka_unit_test(test_policy_file),
+		cmocka_unit_test(test_which_policy_decides),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -65,6 +67,83 @@ static void usage(FILE *f)
 "  nsenter --net=/run/netns/hostA fleximigrated --name hostA --listen 10.77.0.1:7070\n");
 }
 
+/* --policies FILE: loaded now (an invalid file stops the daemon) and again
+ * whenever it is replaced or rewritten (inotify on its directory: editors
+ * write a new file and rename it over the old).  A reload that fails keeps
+ * the policies in force and says why. */
+typedef struct policies_watcher {
+	fm_controller *ctl;
+	char *path, *dir, *base;
+	int fd;
+} policies_watcher;
+
+static int policies_load(policies_watcher *w, bool first)
+{
+	fm_policy_set *set = NULL;
+	fm_error err = FM_ERROR_INIT;
+	if (fm_policy_set_load_file(w->path, &set, &err) < 0) {
+		if (first)
+			fm_err(FM_C_POLICY_ENFORCER, "%s", err.msg);
+		else
+			fm_err(FM_C_POLICY_ENFORCER, "Policies not reloaded, the ones in force stay: %s", err.msg);
+		fm_error_clear(&err);
+		return -EINVAL;
+	}
+	size_t n = set->n;
+	fm_ctl_set_policies(w->ctl, set);
+	fm_info(FM_C_POLICY_ENFORCER, "%zu migration polic%s %s from %s", n, n == 1 ? "y" : "ies",
+		first ? "loaded" : "reloaded", w->path);
+	return 0;
+}
+
+static void *policies_thread(void *opaque)
+{
+	policies_watcher *w = opaque;
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	for (;;) {
+		ssize_t n = read(w->fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return NULL;
+		bool ours = false;
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *e = (struct inotify_event *)p;
+			if (e->len && !strcmp(e->name, w->base))
+				ours = true;
+			p += sizeof(*e) + e->len;
+		}
+		if (ours)
+			(void)policies_load(w, false);
+	}
+}
+
+static int policies_watch(fm_controller *ctl, const char *path)
+{
+	static policies_watcher w;   /* for the daemon's lifetime */
+	w.ctl = ctl;
+	w.path = realpath(path, NULL);
+	if (!w.path) {
+		fm_err(FM_C_POLICY_ENFORCER, "--policies %s: %m", path);
+		return -errno;
+	}
+	if (policies_load(&w, true) < 0)
+		return -EINVAL;
+	w.dir = fm_xstrdup(w.path);
+	char *slash = strrchr(w.dir, '/');
+	w.base = fm_xstrdup(slash + 1);
+	slash[slash == w.dir ? 1 : 0] = 0;
+	pthread_t t;
+	if ((w.fd = inotify_init1(IN_CLOEXEC)) < 0 ||
+	    inotify_add_watch(w.fd, w.dir, IN_CLOSE_WRITE | IN_MOVED_TO) < 0 ||
+	    pthread_create(&t, NULL, policies_thread, &w) != 0) {
+		fm_warn(FM_C_POLICY_ENFORCER, "Policies in %s will not be reloaded when it changes: %m", w.path);
+		return 0;
+	}
+	pthread_detach(t);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -89,7 +168,6 @@ int main(int argc, char **argv)
 	fm_daemon d = { 0 };
 	const char *criu = NULL, *runc = "runc", *log_json = NULL, *secret_file = NULL, *bridge = NULL;
 	const char *policies_file = NULL;
-	fm_policy_set *policies = NULL;
 	fm_log_level level = FM_LOG_INFO;
 	bool cordoned = false, fault_corrupt = false;
 	int data_timeout = 10000, json_fd = -1, c;
@@ -263,15 +341,8 @@ int main(int argc, char **argv)
 	fm_agent_recover(&d.agent);
 
 	fm_ctl_init(&d.ctl, d.journal, d.name, d.listen, fm_http_call);
-	if (policies_file) {
-		if (fm_policy_set_load_file(policies_file, &policies, &err) < 0) {
-			fm_err(FM_C_POLICY_ENFORCER, "%s", err.msg);
-			return 1;
-		}
-		d.ctl.policies = policies;
-		fm_info(FM_C_POLICY_ENFORCER, "%zu migration polic%s loaded from %s", policies->n,
-			policies->n == 1 ? "y" : "ies", policies_file);
-	}
+	if (policies_file && policies_watch(&d.ctl, policies_file) < 0)
+		return 1;
 	fm_http_global_init();
 	if (fm_http_server_start(fm_api_routes, &d, d.socket_path, d.listen, &srv, &err) < 0) {
 		fm_err(FM_C_DAEMON, "%s", err.msg);
@@ -293,7 +364,6 @@ int main(int argc, char **argv)
 	}
 	fm_http_server_stop(srv);
 	fm_ctl_fini(&d.ctl);
-	fm_policy_set_free(policies);
 	fm_agent_fini(&d.agent);
 	fm_rt_close(&d.rt);
 	fm_journal_close(d.journal);

@@ -279,15 +279,20 @@ static bool policy_lookup(void *opaque, const char *var, fm_cond_value *v)
 
 static int enforce_policies(fm_mig *m)
 {
+	int r = 0;
+	/* the set in force stays whole while it decides (a reload waits) */
+	pthread_mutex_lock(&m->ctl->policy_lock);
 	const fm_policy_set *ps = m->ctl->policies;
 	if (!ps || ps->n == 0) {
 		mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "No migration policies loaded: migration allowed by default");
-		return 0;
+		goto out;
 	}
 	fm_policy_decision d;
 	fm_policy_decide(ps, policy_lookup, m, &d);
-	if (!d.allowed)
-		return fm_error_set(&m->err, -EPERM, "migration policy: %s", d.why);
+	if (!d.allowed) {
+		r = fm_error_set(&m->err, -EPERM, "migration policy: %s", d.why);
+		goto out;
+	}
 	mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "Migration allowed: %s", d.why);
 	for (size_t i = 0; i < d.by->nactions; i++) {
 		const fm_policy_action *a = &d.by->actions[i];
@@ -297,7 +302,18 @@ static int enforce_policies(fm_mig *m)
 		fm_policy_action_format(a, txt, sizeof(txt));
 		mlog(m, FM_LOG_WARN, FM_C_POLICY_ENFORCER, "Policy %s's action %s is not carried out yet", d.by->name, txt);
 	}
-	return 0;
+out:
+	pthread_mutex_unlock(&m->ctl->policy_lock);
+	return r;
+}
+
+void fm_ctl_set_policies(fm_controller *c, fm_policy_set *set)
+{
+	pthread_mutex_lock(&c->policy_lock);
+	fm_policy_set *old = c->policies;
+	c->policies = set;
+	pthread_mutex_unlock(&c->policy_lock);
+	fm_policy_set_free(old);
 }
 
 /* PLANNING: policies, strategy, resources reserved on the destination. */
@@ -1065,6 +1081,7 @@ void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *
 	c->long_timeout_ms = 60 * 60 * 1000;
 	pthread_condattr_t ca;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->policy_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&c->changed, &ca);
@@ -1081,6 +1098,8 @@ void fm_ctl_fini(fm_controller *c)
 	pthread_mutex_unlock(&c->lock);
 	free(c->host);
 	free(c->self_endpoint);
+	fm_ctl_set_policies(c, NULL);
+	pthread_mutex_destroy(&c->policy_lock);
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->changed);
 }

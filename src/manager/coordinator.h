@@ -29,13 +29,18 @@ typedef struct fm_controller {
 	pthread_cond_t changed;
 	struct fm_mig *running;
 	bool stopping;
-	const struct fm_policy_set *policies; /* --policies (the daemon's); NULL: none, every migration allowed */
+	pthread_mutex_t policy_lock;
+	struct fm_policy_set *policies; /* --policies (fm_ctl_set_policies); NULL: none, every migration allowed */
 } fm_controller;
 
 void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *self_endpoint,
 		 fm_agent_call_fn call);
 /* Waits for running migrations to reach a safe point, then frees. */
 void fm_ctl_fini(fm_controller *c);
+
+/* Takes set (NULL: none) in place of the policies in force, which it frees;
+ * migrations in PLANNING decide with one or the other, whole. */
+void fm_ctl_set_policies(fm_controller *c, struct fm_policy_set *set);
 
 /* Resolves migrations a previous run left unfinished (rollback, or roll forward
  * past the point of no return).  Runs them in background threads. */

@@ -90,3 +90,32 @@ def test_policy_blocks_in_planning(cluster):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Migration allowed: policy otherwise (priority -1) allows the migration: its condition holds (time_of_day=" \
         in p.stdout, p.stdout
+
+
+def test_policies_reload_when_the_file_changes(cluster):
+    """A replaced policy file is in force for the next migration; a broken
+    one is refused and the policies in force stay."""
+    deny = [{"policy_name": "not_now", "CONTEXT": ["destination_host"], "CONDITIONS": "destination_host == \"hostB\"",
+             "ACTIONS": ["deny_migration"]}]
+    allow = [{"policy_name": "now_yes", "CONTEXT": [], "CONDITIONS": "true", "ACTIONS": ["allow_migration"]}]
+    path = write_policies(cluster.a, deny)
+    a, b = cluster.start(a_extra=["--policies", path]).a, cluster.b
+    for name in ("one", "two"):
+        a.cli("run", name, "--image", "busybox", "--", *COUNTER_CMD)
+        wait_for(lambda: os.path.exists(os.path.join(a.state, f"containers/{name}/rootfs/tmp/counter")), 20, "start")
+    assert a.cli("migrate", "one", "--to", "hostB", check=False).returncode == 1
+
+    # as editors do: a new file renamed over the old one
+    with open(path + ".new", "w") as f:
+        json.dump(allow, f)
+    os.rename(path + ".new", path)
+    wait_for(lambda: "1 migration policy reloaded from" in a.log(), 10, "the reload")
+    p = a.cli("migrate", "-v", "one", "--to", "hostB", check=False)
+    assert p.returncode == 0 and "policy now_yes (priority 0) allows" in p.stdout, p.stdout + p.stderr
+
+    # a broken file: refused, the allowing policy stays in force
+    with open(path, "w") as f:
+        f.write('[{"policy_name": "oops", "CONDITIONS": "true and"}]')
+    wait_for(lambda: "Policies not reloaded, the ones in force stay" in a.log(), 10, "the refusal")
+    p = a.cli("migrate", "-v", "two", "--to", "hostB", check=False)
+    assert p.returncode == 0 and "policy now_yes" in p.stdout, p.stdout + p.stderr

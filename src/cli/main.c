@@ -109,6 +109,8 @@ static const char main_help[] =
 "  migration show ID [--json]   one migration: states, timings, bytes, error, log\n"
 "  migration cancel ID          stop a migration before its point of no return\n"
 "  policy check FILE            validate a policy file, offline (no daemon needed)\n"
+"  policy explain FILE [VAR=VALUE...] | policy explain MIGRATION-ID\n"
+"                               which policy decides, and the values it saw\n"
 "  policy vars                  the variables a policy's CONTEXT may name\n"
 "\n"
 "Global options:\n"
@@ -767,16 +769,87 @@ static int cmd_migration(int argc, char **argv)
 
 static const char policy_help[] =
 "Usage: fleximigrate policy check FILE\n"
+"       fleximigrate policy explain FILE [VAR=VALUE...]\n"
+"       fleximigrate policy explain MIGRATION-ID\n"
 "       fleximigrate policy vars\n"
 "\n"
 "check: reads a policy file (JSON, the seed's format: a list of policies with\n"
 "policy_name, CONTEXT, CONDITIONS, ACTIONS, CONSTRAINTS, PRIORITY) and says\n"
 "whether the daemon would accept it, or what is wrong and where (for a\n"
 "condition, its line and column).  Exit status 0 when valid.\n"
+"explain FILE: which of FILE's policies would decide a migration with these\n"
+"values (offline; variables not given have no value, and a condition reading\n"
+"one denies), and the values it saw; exit status 0 allowed, 1 denied.\n"
+"explain MIGRATION-ID: what the daemon's policies decided for that migration.\n"
 "vars: the variables CONTEXT may name, their types and meaning.\n"
 "\n"
-"Example:\n"
-"  fleximigrate policy check /etc/fleximigrate/policies.json\n";
+"Examples:\n"
+"  fleximigrate policy check /etc/fleximigrate/policies.json\n"
+"  fleximigrate policy explain policies.json source_cpu_utilization=91 \\\n"
+"      destination_cpu_utilization=30 time_of_day=14 network_congestion_prob=0.4 \\\n"
+"      service_type=batch\n";
+
+/* explain FILE VAR=VALUE...: the values given, typed by the registry */
+typedef struct given {
+	int argc;
+	char **argv;
+} given;
+
+static bool given_lookup(void *opaque, const char *var, fm_cond_value *v)
+{
+	const given *g = opaque;
+	size_t n, len = strlen(var);
+	const fm_policy_var_info *info = fm_policy_vars(&n);
+	*v = (fm_cond_value){ .known = false };
+	for (int i = 0; i < g->argc; i++) {
+		if (strncmp(g->argv[i], var, len) != 0 || g->argv[i][len] != '=')
+			continue;
+		const char *val = g->argv[i] + len + 1;
+		for (size_t k = 0; k < n; k++) {
+			if (strcmp(info[k].name, var) != 0)
+				continue;
+			char *end;
+			if (info[k].type == FM_COND_NUMBER) {
+				v->num = strtod(val, &end);
+				v->known = *val && !*end;
+			} else if (info[k].type == FM_COND_BOOL) {
+				v->b = !strcmp(val, "true");
+				v->known = v->b || !strcmp(val, "false");
+			} else {
+				v->str = val;
+				v->known = true;
+			}
+		}
+	}
+	return v->known;
+}
+
+static int policy_explain_migration(const char *id)
+{
+	json_t *m = NULL;
+	char path[128];
+	snprintf(path, sizeof(path), "/v1/migrations/%s", id);
+	int r = call("GET", path, NULL, &m);
+	if (r != EXIT_OK)
+		return r;
+	size_t i;
+	json_t *e;
+	bool any = false;
+	json_array_foreach(json_object_get(m, "events"), i, e)
+		if (!strcmp(json_string_value(json_object_get(e, "component")) ?: "", "PolicyEnforcer")) {
+			printf("%s\n", json_string_value(json_object_get(e, "message")) ?: "");
+			any = true;
+		}
+	const char *err = json_string_value(json_object_get(m, "error"));
+	if (err && strstr(err, "migration policy: ")) {
+		printf("Denied: %s\n", strstr(err, "migration policy: ") + strlen("migration policy: "));
+		any = true;
+	}
+	if (!any)
+		printf("migration %s: no policy decision recorded (it ended before PLANNING)\n", id);
+	json_decref(m);
+	return EXIT_OK;
+}
 
 static int cmd_policy(int argc, char **argv)
 {
@@ -793,8 +866,48 @@ static int cmd_policy(int argc, char **argv)
 			       v[i].meaning);
 		return EXIT_OK;
 	}
+	if (!strcmp(argv[1], "explain") && argc >= 3) {
+		if (access(argv[2], F_OK) != 0 && argc == 3 && fm_name_valid(argv[2]))
+			return policy_explain_migration(argv[2]);
+		fm_policy_set *set = NULL;
+		fm_error err = FM_ERROR_INIT;
+		if (fm_policy_set_load_file(argv[2], &set, &err) < 0) {
+			int r = report(&err);
+			fm_error_clear(&err);
+			return r;
+		}
+		size_t n;
+		const fm_policy_var_info *info = fm_policy_vars(&n);
+		for (int i = 3; i < argc; i++) {
+			size_t k, len = strcspn(argv[i], "=");
+			for (k = 0; k < n; k++)
+				if (strlen(info[k].name) == len && !strncmp(info[k].name, argv[i], len))
+					break;
+			if (!argv[i][len] || k == n) {
+				fm_policy_set_free(set);
+				return die_usage("policy explain: %s is not VAR=VALUE with a VAR of `fleximigrate policy vars`",
+						 argv[i]);
+			}
+			const char *val = argv[i] + len + 1;
+			char *end;
+			bool ok = info[k].type == FM_COND_STRING ||
+				  (info[k].type == FM_COND_BOOL && (!strcmp(val, "true") || !strcmp(val, "false"))) ||
+				  (info[k].type == FM_COND_NUMBER && *val && (strtod(val, &end), !*end));
+			if (!ok) {
+				fm_policy_set_free(set);
+				return die_usage("policy explain: %s: %s takes %s", argv[i], info[k].name,
+						 info[k].type == FM_COND_NUMBER ? "a number" : "true or false");
+			}
+		}
+		given g = { argc - 3, argv + 3 };
+		fm_policy_decision d;
+		fm_policy_decide(set, given_lookup, &g, &d);
+		printf("%s: %s\n", d.allowed ? "Allowed" : "Denied", d.why);
+		fm_policy_set_free(set);
+		return d.allowed ? EXIT_OK : EXIT_FAIL;
+	}
 	if (strcmp(argv[1], "check") != 0 || argc != 3)
-		return die_usage("policy: check FILE or vars");
+		return die_usage("policy: check FILE, explain FILE [VAR=VALUE...], explain MIGRATION-ID or vars");
 	fm_policy_set *set = NULL;
 	fm_error err = FM_ERROR_INIT;
 	if (fm_policy_set_load_file(argv[2], &set, &err) < 0) {

@@ -50,6 +50,26 @@ def test_broken_policies_are_refused_with_where_and_why(tmp_path):
     assert p.returncode == 0 and "network_congestion_prob" in p.stdout
 
 
+def test_explain_a_hypothetical_migration(tmp_path):
+    assert check(tmp_path, SEED).returncode == 0
+    path = os.path.join(tmp_path, "policies.json")
+    values = ["source_cpu_utilization=91", "destination_cpu_utilization=30", "time_of_day=14",
+              "network_congestion_prob=0.4", "service_type=batch"]
+    p = subprocess.run([CLI, "policy", "explain", path, *values], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("Allowed: policy adaptive_load_balancing (priority 2) allows the migration")
+    assert "source_cpu_utilization=91" in p.stdout and 'service_type="batch"' in p.stdout
+    # a busy destination and no other reason: no policy allows it
+    p = subprocess.run([CLI, "policy", "explain", path, *values[:1], "destination_cpu_utilization=70", *values[2:]],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and p.stdout.startswith("Denied: no policy allows the migration"), p.stdout
+    # a value left out: fail closed, saying which
+    p = subprocess.run([CLI, "policy", "explain", path, *values[:-1]], capture_output=True, text=True)
+    assert p.returncode == 1 and "service_type has no value yet" in p.stdout, p.stdout
+    p = subprocess.run([CLI, "policy", "explain", path, "time_of_day=noon"], capture_output=True, text=True)
+    assert p.returncode == 2 and "time_of_day takes a number" in p.stderr, p.stderr
+
+
 def write_policies(d, doc):
     path = os.path.join(os.path.dirname(d.state), f"{d.name}-policies.json")
     with open(path, "w") as f:
@@ -82,6 +102,8 @@ def test_policy_blocks_in_planning(cluster):
     assert not any(e["component"] in ("ResourceAllocator", "CheckpointingModule") for e in m["events"]), m["events"]
     assert_running_and_advancing(a, "counter")
     assert_clean_destination(b, "counter")
+    p = a.cli("policy", "explain", mid)
+    assert "Denied: policy keep_off_hostB (priority 10) denies the migration" in p.stdout, p.stdout
 
     # the lower policy allows this one (its condition reads the clock)
     a.cli("run", "mobile", "--image", "busybox", "--", *COUNTER_CMD)

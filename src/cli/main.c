@@ -790,38 +790,66 @@ static const char policy_help[] =
 "      service_type=batch\n";
 
 /* explain FILE VAR=VALUE...: the values given, typed by the registry */
+typedef struct given_var {
+	const char *name;      /* in argv: up to its '=' */
+	size_t len;
+	fm_cond_value v;
+} given_var;
+
 typedef struct given {
-	int argc;
-	char **argv;
+	int n;
+	given_var *vars;
 } given;
+
+/* Reads VAR=VALUE arguments, each VAR one of the registry's, its VALUE of
+ * the VAR's type; EXIT_OK or a usage error. */
+static int given_parse(int argc, char **argv, given *g)
+{
+	size_t n;
+	const fm_policy_var_info *info = fm_policy_vars(&n);
+	g->n = 0;
+	g->vars = fm_xcalloc((size_t)argc + 1, sizeof(*g->vars));
+	for (int i = 0; i < argc; i++) {
+		size_t k, len = strcspn(argv[i], "=");
+		for (k = 0; k < n; k++)
+			if (strlen(info[k].name) == len && !strncmp(info[k].name, argv[i], len))
+				break;
+		if (!argv[i][len] || k == n)
+			return die_usage("policy explain: %s is not VAR=VALUE with a VAR of `fleximigrate policy vars`",
+					 argv[i]);
+		const char *val = argv[i] + len + 1;
+		char *end = NULL;
+		fm_cond_value v = { .known = true, .str = val, .b = !strcmp(val, "true") };
+		if (info[k].type == FM_COND_NUMBER)
+			v.num = strtod(val, &end);
+		if ((info[k].type == FM_COND_BOOL && !v.b && strcmp(val, "false")) ||
+		    (info[k].type == FM_COND_NUMBER && (!*val || *end)))
+			return die_usage("policy explain: %s: %s takes %s", argv[i], info[k].name,
+					 info[k].type == FM_COND_NUMBER ? "a number" : "true or false");
+		g->vars[g->n++] = (given_var){ argv[i], len, v };
+	}
+	return EXIT_OK;
+}
 
 static bool given_lookup(void *opaque, const char *var, fm_cond_value *v)
 {
 	const given *g = opaque;
-	size_t n, len = strlen(var);
-	const fm_policy_var_info *info = fm_policy_vars(&n);
 	*v = (fm_cond_value){ .known = false };
-	for (int i = 0; i < g->argc; i++) {
-		if (strncmp(g->argv[i], var, len) != 0 || g->argv[i][len] != '=')
-			continue;
-		const char *val = g->argv[i] + len + 1;
-		for (size_t k = 0; k < n; k++) {
-			if (strcmp(info[k].name, var) != 0)
-				continue;
-			char *end;
-			if (info[k].type == FM_COND_NUMBER) {
-				v->num = strtod(val, &end);
-				v->known = *val && !*end;
-			} else if (info[k].type == FM_COND_BOOL) {
-				v->b = !strcmp(val, "true");
-				v->known = v->b || !strcmp(val, "false");
-			} else {
-				v->str = val;
-				v->known = true;
-			}
-		}
-	}
+	for (int i = 0; i < g->n; i++)
+		if (strlen(var) == g->vars[i].len && !strncmp(g->vars[i].name, var, g->vars[i].len))
+			*v = g->vars[i].v;   /* the last one given wins */
 	return v->known;
+}
+
+/* Loads a policy file for check and explain; EXIT_OK or the error reported. */
+static int policies_load(const char *path, fm_policy_set **set)
+{
+	fm_error err = FM_ERROR_INIT;
+	if (fm_policy_set_load_file(path, set, &err) == 0)
+		return EXIT_OK;
+	int r = report(&err);
+	fm_error_clear(&err);
+	return r;
 }
 
 static int policy_explain_migration(const char *id)
@@ -869,52 +897,28 @@ static int cmd_policy(int argc, char **argv)
 	if (!strcmp(argv[1], "explain") && argc >= 3) {
 		if (access(argv[2], F_OK) != 0 && argc == 3 && fm_name_valid(argv[2]))
 			return policy_explain_migration(argv[2]);
+		given g;
 		fm_policy_set *set = NULL;
-		fm_error err = FM_ERROR_INIT;
-		if (fm_policy_set_load_file(argv[2], &set, &err) < 0) {
-			int r = report(&err);
-			fm_error_clear(&err);
+		int r = given_parse(argc - 3, argv + 3, &g);
+		if (r == EXIT_OK)
+			r = policies_load(argv[2], &set);
+		if (r != EXIT_OK) {
+			free(g.vars);
 			return r;
 		}
-		size_t n;
-		const fm_policy_var_info *info = fm_policy_vars(&n);
-		for (int i = 3; i < argc; i++) {
-			size_t k, len = strcspn(argv[i], "=");
-			for (k = 0; k < n; k++)
-				if (strlen(info[k].name) == len && !strncmp(info[k].name, argv[i], len))
-					break;
-			if (!argv[i][len] || k == n) {
-				fm_policy_set_free(set);
-				return die_usage("policy explain: %s is not VAR=VALUE with a VAR of `fleximigrate policy vars`",
-						 argv[i]);
-			}
-			const char *val = argv[i] + len + 1;
-			char *end;
-			bool ok = info[k].type == FM_COND_STRING ||
-				  (info[k].type == FM_COND_BOOL && (!strcmp(val, "true") || !strcmp(val, "false"))) ||
-				  (info[k].type == FM_COND_NUMBER && *val && (strtod(val, &end), !*end));
-			if (!ok) {
-				fm_policy_set_free(set);
-				return die_usage("policy explain: %s: %s takes %s", argv[i], info[k].name,
-						 info[k].type == FM_COND_NUMBER ? "a number" : "true or false");
-			}
-		}
-		given g = { argc - 3, argv + 3 };
 		fm_policy_decision d;
 		fm_policy_decide(set, given_lookup, &g, &d);
 		printf("%s: %s\n", d.allowed ? "Allowed" : "Denied", d.why);
 		fm_policy_set_free(set);
+		free(g.vars);
 		return d.allowed ? EXIT_OK : EXIT_FAIL;
 	}
 	if (strcmp(argv[1], "check") != 0 || argc != 3)
 		return die_usage("policy: check FILE, explain FILE [VAR=VALUE...], explain MIGRATION-ID or vars");
 	fm_policy_set *set = NULL;
-	fm_error err = FM_ERROR_INIT;
-	if (fm_policy_set_load_file(argv[2], &set, &err) < 0) {
-		int r = report(&err);
-		fm_error_clear(&err);
+	int r = policies_load(argv[2], &set);
+	if (r != EXIT_OK)
 		return r;
-	}
 	printf("%s: %zu polic%s, valid\n", argv[2], set->n, set->n == 1 ? "y" : "ies");
 	for (size_t i = 0; i < set->n; i++) {
 		const fm_policy *p = &set->v[i];

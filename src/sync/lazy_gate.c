@@ -47,6 +47,25 @@ static void sock_addr(int dir_fd, struct sockaddr_un *sa, socklen_t *len)
 	*len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(sa->sun_path) + 1);
 }
 
+int fm_lazy_socket_listen(const char *work_dir, fm_error *err)
+{
+	_cleanup_close_ int dir = open(work_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	struct sockaddr_un sa;
+	socklen_t len;
+	if (dir < 0)
+		return fm_error_set(err, -errno, "cannot open %s: %m", work_dir);
+	sock_addr(dir, &sa, &len);
+	(void)unlinkat(dir, SOCK_NAME, 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, len) < 0 || listen(fd, 4) < 0) {
+		int r = fm_error_set(err, -errno, "cannot listen at %s/%s: %m", work_dir, SOCK_NAME);
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	return fd;
+}
+
 /* 1 when fd is ready for events, 0 when stopped, -ETIMEDOUT after
  * timeout_ms (-1: none). */
 static int wait_fd(fm_lazy_gate *g, int fd, short events, int timeout_ms)
@@ -203,26 +222,18 @@ int fm_lazy_gate_start(const char *restore_work, const char *lazy_work, int read
 		       fm_lazy_gate **out, fm_error *err)
 {
 	fm_lazy_gate *g = fm_xcalloc(1, sizeof(*g));
-	_cleanup_close_ int rdir = open(restore_work, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	struct sockaddr_un sa;
-	socklen_t len;
 	int r;
 
 	g->ready_fd = ready_fd;
 	g->timeout_ms = timeout_ms;
 	g->listen_fd = g->stop_fd = -1;
 	g->lazy_dir_fd = open(lazy_work, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (rdir < 0 || g->lazy_dir_fd < 0) {
-		r = fm_error_set(err, -errno, "cannot open %s: %m", rdir < 0 ? restore_work : lazy_work);
+	if (g->lazy_dir_fd < 0) {
+		r = fm_error_set(err, -errno, "cannot open %s: %m", lazy_work);
 		goto fail;
 	}
-	sock_addr(rdir, &sa, &len);
-	(void)unlinkat(rdir, SOCK_NAME, 0);
-	if ((g->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    bind(g->listen_fd, (struct sockaddr *)&sa, len) < 0 || listen(g->listen_fd, 4) < 0) {
-		r = fm_error_set(err, -errno, "cannot listen at %s/%s: %m", restore_work, SOCK_NAME);
+	if ((r = g->listen_fd = fm_lazy_socket_listen(restore_work, err)) < 0)
 		goto fail;
-	}
 	if ((g->stop_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
 		r = fm_error_set(err, -errno, "eventfd: %m");
 		goto fail;

@@ -18,6 +18,11 @@
 
 typedef struct fm_lazy_gate fm_lazy_gate;
 
+/* Listens at work_dir/lazy-pages.socket, where a lazy restore connects to hand
+ * over its userfaultfds (a stale socket there is replaced).  The listening
+ * descriptor, or -errno with err filled. */
+int fm_lazy_socket_listen(const char *work_dir, fm_error *err);
+
 /* Listens at restore_work/lazy-pages.socket; ready_fd (taken, unless this
  * fails) is lazy-pages' status pipe: one byte once it listens at
  * lazy_work/lazy-pages.socket.  Waits at most timeout_ms for that byte, and

@@ -40,11 +40,11 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "basic/log.h"
 #include "basic/util.h"
+#include "sync/lazy_gate.h"
 #include "sync/transfer.h"
 
 #define PAGE 4096ull
@@ -320,7 +320,6 @@ typedef struct uf_wait {         /* a fault waiting for the network */
 #define MAX_TASKS 4096
 #define MAX_WAITS 4096
 #define UFFD_MSGS 64
-#define LAZY_SOCK_NAME "lazy-pages.socket"
 #define RESTORE_FINISHED 0x52535446u   /* CRIU's "ReSTore Finished" */
 #define RESTORE_MAX_FDS 8
 
@@ -751,16 +750,18 @@ static int uffd_zero(fm_prefetch *p, size_t ti, uint64_t a);
 static int redeliver(fm_prefetch *p)
 {
 	p->retry = false;
+	/* a zero page that meets pending events again goes back on the list, at
+	 * an index already read */
 	size_t nz = p->nzero;
-	uf_wait z[MAX_WAITS];
-	memcpy(z, p->zero, nz * sizeof(*z));
 	p->nzero = 0;
-	for (size_t i = 0; i < nz; i++)
-		if (task_live(&p->tasks[z[i].task])) {
-			int k = uffd_zero(p, z[i].task, z[i].g);
+	for (size_t i = 0; i < nz; i++) {
+		uf_wait z = p->zero[i];
+		if (task_live(&p->tasks[z.task])) {
+			int k = uffd_zero(p, z.task, z.g);
 			if (k < 0)
 				return k;
 		}
+	}
 	for (uint64_t g = 0; g < p->total;) {
 		uint8_t *s = memchr(p->state + g, PG_HERE, p->total - g);
 		if (!s)
@@ -1209,7 +1210,6 @@ int fm_prefetch_start(const char *images_dir, const char *restore_work, const ch
 {
 	fm_lazy_range *v = NULL;
 	size_t nv = 0;
-	_cleanup_close_ int wdir = -1;
 	int r = fm_pagemap_lazy_ranges(images_dir, &v, &nv, err);
 	if (r < 0)
 		return r;
@@ -1250,18 +1250,8 @@ int fm_prefetch_start(const char *images_dir, const char *restore_work, const ch
 		r = fm_error_set(err, -errno, "eventfd: %m");
 		goto fail;
 	}
-	/* the restore's socket: "/proc/self/fd/N/lazy-pages.socket" (a work
-	 * directory's path may be longer than a socket address holds) */
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if ((wdir = open(restore_work, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
-		r = fm_error_set(err, -errno, "cannot open %s: %m", restore_work);
-		goto fail;
-	}
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", wdir, LAZY_SOCK_NAME);
-	(void)unlinkat(wdir, LAZY_SOCK_NAME, 0);
-	if ((p->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    bind(p->listen_fd, (struct sockaddr *)&sa, (socklen_t)sizeof(sa)) < 0 || listen(p->listen_fd, 4) < 0) {
-		r = fm_error_set(err, -errno, "page prefetcher: cannot listen at %s/%s: %m", restore_work, LAZY_SOCK_NAME);
+	if ((r = p->listen_fd = fm_lazy_socket_listen(restore_work, err)) < 0) {
+		fm_error_prefix(err, "page prefetcher");
 		goto fail;
 	}
 	if ((r = fm_xfer_connect(up_host, up_port, io_timeout_ms, err)) < 0) {

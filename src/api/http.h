@@ -65,6 +65,11 @@ void fm_http_fail(fm_http_resp *resp, const fm_error *err);
  * caller's. */
 int fm_http_call(const char *endpoint, const char *method, const char *path, json_t *body,
 		 int timeout_ms, json_t **out, fm_error *err);
+/* POSTs body as JSON to a service that is not a FlexiMigrate daemon (no
+ * cluster secret): url is http://HOST:PORT/PATH.  0 with the HTTP status in
+ * *status, or -errno when the service cannot be reached or does not answer
+ * within timeout_ms. */
+int fm_http_post_url(const char *url, json_t *body, int timeout_ms, long *status, fm_error *err);
 /* GET into a file, no faster than bandwidth_bps (0 = no cap); 0 or -errno. */
 int fm_http_download(const char *endpoint, const char *path, const char *file, int timeout_ms,
 		     uint64_t bandwidth_bps, fm_error *err);

@@ -260,9 +260,11 @@ static int status_errno(long status)
 	}
 }
 
-/* One exchange; the response body is returned in *body unless out_fd >= 0. */
+/* One exchange; the response body is returned in *body unless out_fd >= 0.
+ * peer: a FlexiMigrate daemon (TCP ones get the cluster secret). */
 static int exchange(const char *endpoint, const char *method, const char *path, const char *payload,
-		    int timeout_ms, long *status, char **body, size_t *blen, int out_fd, fm_pacer *pacer, fm_error *err)
+		    int timeout_ms, long *status, char **body, size_t *blen, int out_fd, fm_pacer *pacer, bool peer,
+		    fm_error *err)
 {
 	int64_t deadline = fm_now_mono_ms() + timeout_ms;
 	size_t plen = payload ? strlen(payload) : 0;
@@ -273,7 +275,7 @@ static int exchange(const char *endpoint, const char *method, const char *path, 
 	if (fd < 0)
 		return fd;
 	bool tcp = strncmp(endpoint, "unix:", 5) != 0;
-	_cleanup_free_ char *auth = tcp && secret[0] ? fm_xasprintf("Authorization: Bearer %s\r\n", secret) : NULL;
+	_cleanup_free_ char *auth = peer && tcp && secret[0] ? fm_xasprintf("Authorization: Bearer %s\r\n", secret) : NULL;
 	head = fm_xasprintf("%s %s HTTP/1.1\r\nHost: fleximigrate\r\nConnection: close\r\n%s"
 			    "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", method, path, auth ? auth : "",
 			    plen);
@@ -306,7 +308,7 @@ int fm_http_call(const char *endpoint, const char *method, const char *path, jso
 
 	if (out)
 		*out = NULL;
-	if ((r = exchange(endpoint, method, path, payload, timeout_ms, &status, &resp, &rlen, -1, NULL, err)) < 0)
+	if ((r = exchange(endpoint, method, path, payload, timeout_ms, &status, &resp, &rlen, -1, NULL, true, err)) < 0)
 		return r;
 	j = rlen ? json_loadb(resp, rlen, 0, NULL) : json_object();
 	if (status >= 400) {
@@ -340,7 +342,7 @@ int fm_http_download(const char *endpoint, const char *path, const char *file, i
 
 	if (fd < 0)
 		return fm_error_set(err, -errno, "cannot create %s: %m", file);
-	r = exchange(endpoint, "GET", path, NULL, timeout_ms, &status, NULL, NULL, fd, &pacer, err);
+	r = exchange(endpoint, "GET", path, NULL, timeout_ms, &status, NULL, NULL, fd, &pacer, true, err);
 	if (r == 0 && status != 200)
 		r = fm_error_set(err, status_errno(status), "%s answered HTTP %ld for %s", endpoint, status, path);
 	if (r == 0 && fsync(fd) < 0)
@@ -348,4 +350,32 @@ int fm_http_download(const char *endpoint, const char *path, const char *file, i
 	if (r < 0)
 		unlink(file);
 	return r;
+}
+
+int fm_http_post_url(const char *url, json_t *body, int timeout_ms, long *status, fm_error *err)
+{
+	char endpoint[300];
+	const char *hp, *path;
+	size_t n;
+
+	if (strncmp(url, "http://", 7) != 0)
+		return fm_error_set(err, -EINVAL, "%s: only http://HOST:PORT/PATH URLs are supported", url);
+	hp = url + 7;
+	path = strchr(hp, '/');
+	n = path ? (size_t)(path - hp) : strlen(hp);
+	char host[256];
+	int port;
+	if (n == 0 || n >= sizeof(endpoint) || (snprintf(endpoint, sizeof(endpoint), "%.*s", (int)n, hp),
+						 fm_split_hostport(endpoint, host, sizeof(host), &port) < 0) || port == 0)
+		return fm_error_set(err, -EINVAL, "%s: expected http://HOST:PORT/PATH", url);
+	if (!path)
+		path = "/";
+	for (const char *p = path; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			return fm_error_set(err, -EINVAL, "%s: the path holds a space or a control character", url);
+	_cleanup_free_ char *payload = json_dumps(body, JSON_COMPACT);
+	_cleanup_free_ char *resp = NULL;
+	size_t rlen = 0;
+	*status = 0;
+	return exchange(endpoint, "POST", path, payload, timeout_ms, status, &resp, &rlen, -1, NULL, false, err);
 }

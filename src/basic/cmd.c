@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@ struct fm_cmd {
 	bool stdio_null;
 	int pass_fd[CMD_MAX_PASS_FDS], pass_child_fd[CMD_MAX_PASS_FDS];
 	int npass;
+	int in_fd;          /* stdin: a memfd (fm_cmd_set_input) or -1 */
 	pid_t pid;
 	char *out, *errbuf;
 	char *desc;
@@ -48,6 +50,7 @@ fm_cmd *fm_cmd_new(const char *program)
 	c->envp[c->envc++] = fm_xstrdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 	c->timeout_ms = 120000;
 	c->pid = -1;
+	c->in_fd = -1;
 	fm_cmd_arg(c, program);
 	return c;
 }
@@ -60,6 +63,8 @@ void fm_cmd_free(fm_cmd *c)
 		kill(-c->pid, SIGKILL);
 		waitpid(c->pid, NULL, 0);
 	}
+	if (c->in_fd >= 0)
+		close(c->in_fd);
 	for (size_t i = 0; i < c->argc; i++)
 		free(c->argv[i]);
 	for (size_t i = 0; i < c->envc; i++)
@@ -117,6 +122,32 @@ void fm_cmd_pass_fd(fm_cmd *c, int fd, int child_fd)
 	c->npass++;
 }
 
+int fm_cmd_set_input(fm_cmd *c, const void *data, size_t len, fm_error *err)
+{
+	/* a file in memory, not a pipe: the child reads at its pace, and
+	 * nothing here waits for it to */
+	_cleanup_close_ int fd = memfd_create("fm-cmd-input", MFD_CLOEXEC);
+	const char *p = data;
+	if (fd < 0)
+		return fm_error_set(err, -errno, "cannot prepare the input of %s: memfd_create: %m", c->argv[0]);
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return fm_error_set(err, -errno, "cannot prepare the input of %s: %m", c->argv[0]);
+		p += w;
+		len -= (size_t)w;
+	}
+	if (lseek(fd, 0, SEEK_SET) < 0)
+		return fm_error_set(err, -errno, "cannot prepare the input of %s: %m", c->argv[0]);
+	if (c->in_fd >= 0)
+		close(c->in_fd);
+	c->in_fd = fd;
+	fd = -1;
+	return 0;
+}
+
 pid_t fm_cmd_pid(const fm_cmd *c) { return c->pid; }
 const char *fm_cmd_stdout(const fm_cmd *c) { return c->out ? c->out : ""; }
 const char *fm_cmd_stderr(const fm_cmd *c) { return c->errbuf ? c->errbuf : ""; }
@@ -160,7 +191,7 @@ static void __attribute__((noreturn)) child_exec(fm_cmd *c, int out_fd, int err_
 		if (moved[i] < 0)
 			_exit(127);
 	}
-	if (dup2(nullfd, 0) < 0 || dup2(out_fd >= 0 ? out_fd : nullfd, 1) < 0 ||
+	if (dup2(c->in_fd >= 0 ? c->in_fd : nullfd, 0) < 0 || dup2(out_fd >= 0 ? out_fd : nullfd, 1) < 0 ||
 	    dup2(err_fd >= 0 ? err_fd : nullfd, 2) < 0)
 		_exit(127);
 	for (int i = 0; i < c->npass; i++)

@@ -29,6 +29,8 @@ void fm_cmd_set_timeout_ms(fm_cmd *c, int ms);
  * container's stdio, which CRIU cannot checkpoint and which would keep our read
  * end waiting. */
 void fm_cmd_set_stdio_null(fm_cmd *c);
+/* The child reads these bytes on stdin (copied now; default /dev/null). */
+int fm_cmd_set_input(fm_cmd *c, const void *data, size_t len, fm_error *err);
 /* Hands the child `fd` as descriptor `child_fd` (e.g. runc --status-fd). */
 void fm_cmd_pass_fd(fm_cmd *c, int fd, int child_fd);
 

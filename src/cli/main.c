@@ -140,6 +140,10 @@ static const char migrate_help[] =
 "                       demand), LIVE_MIGRATION (the best live strategy the hosts\n"
 "                       support), PRE_COPY or HYBRID (need dirty-memory tracking;\n"
 "                       refused in PLANNING where the kernel lacks it)\n"
+"  --priority P         high, normal (default) or low: the order in which\n"
+"                       requests that wait in PENDING (a policy's\n"
+"                       max_concurrent_migrations) are taken; a policy's\n"
+"                       set_priority overrides it\n"
 "  --health-timeout MS  limit for the health command (default 10000)\n"
 "  --bandwidth RATE     cap every transfer of this migration (state, pages) at\n"
 "                       RATE bits per second: 200M, 1G, 50000k (default: none)\n"
@@ -591,7 +595,7 @@ static int follow(const char *id, bool verbose)
 
 static int cmd_migrate(int argc, char **argv)
 {
-	const char *to = NULL, *from = NULL, *strategy = NULL;
+	const char *to = NULL, *from = NULL, *strategy = NULL, *priority = NULL;
 	bool detach = false, verbose = false, no_diskless = false, no_prefetch = false, auto_converge = false;
 	bool no_presync = false;
 	int health_timeout = 0, i, compress = -1;
@@ -648,7 +652,11 @@ static int cmd_migrate(int argc, char **argv)
 			from = argv[++i];
 		else if (!strcmp(argv[i], "--strategy"))
 			strategy = argv[++i];
-		else if (!strcmp(argv[i], "--health-timeout"))
+		else if (!strcmp(argv[i], "--priority")) {
+			priority = argv[++i];
+			if (strcmp(priority, "high") && strcmp(priority, "normal") && strcmp(priority, "low"))
+				return die_usage("--priority %s: use high, normal or low", priority);
+		} else if (!strcmp(argv[i], "--health-timeout"))
 			health_timeout = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--bandwidth")) {
 			if (fm_parse_rate(argv[++i], &bandwidth) < 0 || bandwidth < 1000000)
@@ -676,6 +684,8 @@ static int cmd_migrate(int argc, char **argv)
 		json_object_set_new(req, "from", json_string(from));
 	if (strategy)
 		json_object_set_new(req, "strategy", json_string(strategy));
+	if (priority)
+		json_object_set_new(req, "priority", json_string(priority));
 	if (health)
 		json_object_set_new(req, "health_cmd", health);
 	if (health_timeout > 0)

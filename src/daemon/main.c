@@ -19,6 +19,7 @@
 #include "basic/log.h"
 #include "basic/util.h"
 #include "fm-config.h"
+#include "manager/lb_hook.h"
 #include "manager/policy.h"
 #include "runtime/image.h"
 #include "sync/checkpoint.h"
@@ -52,6 +53,13 @@ static void usage(FILE *f)
 "  --policies FILE        migration policies (JSON, the seed's format; check one with\n"
 "                         `fleximigrate policy check FILE`): PLANNING denies what they\n"
 "                         do not allow.  Without it every migration is allowed\n"
+"  --lb-hook PROGRAM|URL  what policies' trigger_load_balancer_reconfiguration runs\n"
+"                         when a migration switches over and when one that did is\n"
+"                         rolled back: an absolute path, run (no shell) as `PROGRAM\n"
+"                         switchover|rollback MIGRATION-ID` with the migration as\n"
+"                         JSON on stdin, or http://HOST:PORT/PATH, POSTed that JSON.\n"
+"                         Its outcome is logged; it never fails a migration\n"
+"  --lb-hook-timeout S    kill or give up on the hook after S seconds (default 10)\n"
 "  --bridge BRIDGE        attach containers started with an address (container run\n"
 "                         --ip) to this bridge; the hosts' bridges must share one\n"
 "                         layer-2 segment so that addresses and TCP connections\n"
@@ -158,6 +166,8 @@ int main(int argc, char **argv)
 		{ "data-timeout", required_argument, NULL, 'T' },
 		{ "cordoned", no_argument, NULL, 'C' },
 		{ "policies", required_argument, NULL, 'P' },
+		{ "lb-hook", required_argument, NULL, 'H' },
+		{ "lb-hook-timeout", required_argument, NULL, 'W' },
 		{ "bridge", required_argument, NULL, 'B' },
 		{ "fault", required_argument, NULL, 'F' },
 		{ "secret-file", required_argument, NULL, 'S' },
@@ -167,7 +177,8 @@ int main(int argc, char **argv)
 	};
 	fm_daemon d = { 0 };
 	const char *criu = NULL, *runc = "runc", *log_json = NULL, *secret_file = NULL, *bridge = NULL;
-	const char *policies_file = NULL;
+	const char *policies_file = NULL, *lb_hook = NULL;
+	double lb_timeout_s = FM_LB_HOOK_TIMEOUT_MS / 1000.0;
 	fm_log_level level = FM_LOG_INFO;
 	bool cordoned = false, fault_corrupt = false;
 	int data_timeout = 10000, json_fd = -1, c;
@@ -203,6 +214,16 @@ int main(int argc, char **argv)
 			break;
 		case 'C': cordoned = true; break;
 		case 'P': policies_file = optarg; break;
+		case 'H': lb_hook = optarg; break;
+		case 'W': {
+			char *end;
+			lb_timeout_s = strtod(optarg, &end);
+			if (*end || !(lb_timeout_s >= 0.1 && lb_timeout_s <= 600)) {
+				fprintf(stderr, "fleximigrated: --lb-hook-timeout must be 0.1..600 seconds\n");
+				return 2;
+			}
+			break;
+		}
 		case 'B':
 			if (!*optarg || strlen(optarg) > 15 || strchr(optarg, '/') || optarg[0] == '-') {
 				fprintf(stderr, "fleximigrated: --bridge needs an interface name (up to 15 characters)\n");
@@ -341,6 +362,14 @@ int main(int argc, char **argv)
 	fm_agent_recover(&d.agent);
 
 	fm_ctl_init(&d.ctl, d.journal, d.name, d.listen, fm_http_call);
+	if (lb_hook) {
+		fm_lb_hook *h;
+		if (fm_lb_hook_new(lb_hook, (int)(lb_timeout_s * 1000), fm_http_post_url, &h, &err) < 0) {
+			fm_err(FM_C_DAEMON, "%s", err.msg);
+			return 1;
+		}
+		fm_ctl_set_lb_hook(&d.ctl, h);
+	}
 	if (policies_file && policies_watch(&d.ctl, policies_file) < 0)
 		return 1;
 	fm_http_global_init();

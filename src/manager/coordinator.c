@@ -1,4 +1,5 @@
 #include "manager/coordinator.h"
+#include "manager/lb_hook.h"
 #include "manager/policy.h"
 
 #include <errno.h>
@@ -37,13 +38,46 @@ typedef struct fm_mig {
 	int64_t downtime_ms;
 	int64_t bytes;
 	bool recovering;    /* resolving after a controller restart */
-	bool cancelled;     /* `migration cancel` (under ctl->lock) */
+	bool cancelled;     /* `migration cancel` or the deadline (under ctl->lock) ... */
+	char stop_reason[320]; /* ... and why, for the error */
 	bool committing;    /* past the point of no return: cancel refused (under ctl->lock) */
 	int precopy_rounds; /* PRE_COPY/HYBRID: rounds done (the last one is the final dump's parent) */
 	bool converged;     /* ... and whether they converged */
+	/* the admission queue (CONSTRAINTS max_concurrent_migrations), under ctl->lock */
+	int prio;           /* FM_PRIO_*: the queue's order, then seq */
+	uint64_t seq;
+	int limit;          /* the admitting policy's max_concurrent_migrations (0: none) */
+	bool waiting;       /* in PENDING's queue */
+	bool admitted;      /* past PENDING: counts against the limits */
+	int64_t deadline_us; /* CONSTRAINTS migration_duration's end, monotonic (0: none; under ctl->lock) */
+	int duration_s;
+	char policy[65];    /* the policy that allowed it (PLANNING) */
+	bool hinted;        /* its prefer_strategy ... */
+	fm_strategy hint;
+	bool lb_wanted;     /* its trigger_load_balancer_reconfiguration */
+	struct lb_run {
+		pthread_t thread;
+		bool started;
+		json_t *event;
+		int rc;
+		char outcome[600];
+	} lb;
 	pthread_t thread;
 	struct fm_mig *next;
 } fm_mig;
+
+/* A migration's priority (request "priority", policy action set_priority):
+ * orders the admission queue. */
+enum { FM_PRIO_LOW, FM_PRIO_NORMAL, FM_PRIO_HIGH };
+static const char *const prio_names[] = { "low", "normal", "high" };
+
+static int prio_from_name(const char *s)
+{
+	for (int i = 0; s && i < (int)ARRAY_SIZE(prio_names); i++)
+		if (!strcmp(s, prio_names[i]))
+			return i;
+	return -1;
+}
 
 /* ------------------------------------------------------------ journal + log */
 
@@ -159,7 +193,10 @@ static int agent(fm_mig *m, const char *ep, const char *method, int timeout_ms, 
 
 /* ------------------------------------------------------------ the steps */
 
-/* PENDING: the request is valid, both hosts answer, the container exists and runs. */
+static int admit(fm_mig *m);
+
+/* PENDING: the request is valid, both hosts answer, the container exists and
+ * runs; then it waits its turn in the admission queue. */
 static int step_pending(fm_mig *m)
 {
 	fm_controller *c = m->ctl;
@@ -236,7 +273,7 @@ static int step_pending(fm_mig *m)
 		fm_error_prefix(err, "destination host %s is unreachable", m->dest);
 		return r;
 	}
-	return 0;
+	return admit(m);
 }
 
 /* The Strategy Selector's window for measuring what a container touches. */
@@ -277,12 +314,15 @@ static bool policy_lookup(void *opaque, const char *var, fm_cond_value *v)
 	return v->known;
 }
 
+/* PLANNING's decision, with the values of this moment; the deciding policy's
+ * actions and constraints become the migration's. */
 static int enforce_policies(fm_mig *m)
 {
+	fm_controller *c = m->ctl;
 	int r = 0;
 	/* the set in force stays whole while it decides (a reload waits) */
-	pthread_mutex_lock(&m->ctl->policy_lock);
-	const fm_policy_set *ps = m->ctl->policies;
+	pthread_mutex_lock(&c->policy_lock);
+	const fm_policy_set *ps = c->policies;
 	if (!ps || ps->n == 0) {
 		mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "No migration policies loaded: migration allowed by default");
 		goto out;
@@ -294,17 +334,129 @@ static int enforce_policies(fm_mig *m)
 		goto out;
 	}
 	mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "Migration allowed: %s", d.why);
+	snprintf(m->policy, sizeof(m->policy), "%s", d.by->name);
 	for (size_t i = 0; i < d.by->nactions; i++) {
 		const fm_policy_action *a = &d.by->actions[i];
-		if (a->kind == FM_ACTION_ALLOW)
-			continue;
-		char txt[96];
-		fm_policy_action_format(a, txt, sizeof(txt));
-		mlog(m, FM_LOG_WARN, FM_C_POLICY_ENFORCER, "Policy %s's action %s is not carried out yet", d.by->name, txt);
+		switch (a->kind) {
+		case FM_ACTION_SET_PRIORITY:
+			m->prio = prio_from_name(a->arg); /* applied in the queue already; kept for the record */
+			break;
+		case FM_ACTION_PREFER_STRATEGY:
+			m->hint = fm_strategy_from_name(a->arg);
+			m->hinted = m->hint != _FM_STRATEGY_INVALID;
+			break;
+		case FM_ACTION_LB_RECONFIGURE:
+			m->lb_wanted = true;
+			if (!c->lb_hook)
+				mlog(m, FM_LOG_WARN, FM_C_POLICY_ENFORCER, "Policy %s asks to reconfigure the load balancer, "
+				     "but this controller has no --lb-hook: nothing will run", d.by->name);
+			break;
+		default:
+			break;
+		}
+	}
+	if (d.by->duration_s > 0) {
+		pthread_mutex_lock(&c->lock);
+		m->duration_s = d.by->duration_s;
+		m->deadline_us = fm_now_mono_us() + (int64_t)d.by->duration_s * 1000000;
+		pthread_cond_broadcast(&c->changed); /* the watchdog takes the new deadline */
+		pthread_mutex_unlock(&c->lock);
+		mlog(m, FM_LOG_INFO, FM_C_POLICY_ENFORCER, "Policy %s allows this migration %d s (migration_duration): "
+		     "aborted and rolled back if it is not past its point of no return by then", d.by->name, d.by->duration_s);
 	}
 out:
-	pthread_mutex_unlock(&m->ctl->policy_lock);
+	pthread_mutex_unlock(&c->policy_lock);
 	return r;
+}
+
+/* ------------------------------------------------------------ admission queue */
+
+/* The queue's order: higher priority first, then earlier requests. */
+static bool ahead(const fm_mig *a, const fm_mig *b)
+{
+	return a->prio != b->prio ? a->prio > b->prio : a->seq < b->seq;
+}
+
+/* Under ctl->lock.  The rule (docs/architecture.md, Policies): a request
+ * leaves PENDING when fewer migrations than the limit of the policy that
+ * allows it are past PENDING, and no request ahead of it that could leave now
+ * waits.  *active and *before report what it waits for. */
+static bool admissible_locked(fm_controller *c, const fm_mig *m, int *active, int *before)
+{
+	int n = 0, k = 0;
+	bool yield = false;
+	for (fm_mig *o = c->running; o; o = o->next)
+		n += o->admitted;
+	for (fm_mig *o = c->running; o; o = o->next)
+		if (o != m && o->waiting && ahead(o, m)) {
+			k++;
+			yield |= o->limit == 0 || n < o->limit;
+		}
+	*active = n;
+	*before = k;
+	return !(m->limit > 0 && n >= m->limit) && !yield;
+}
+
+/* The end of PENDING: the policy that would allow the migration now gives the
+ * queue its limit (max_concurrent_migrations) and priority (set_priority);
+ * PLANNING decides again with the values of its moment.  -ESHUTDOWN when the
+ * controller stops meanwhile: the request stays PENDING for its next start. */
+static int admit(fm_mig *m)
+{
+	fm_controller *c = m->ctl;
+	int prio = m->prio, limit = 0;
+	char by[160] = "";
+
+	pthread_mutex_lock(&c->policy_lock);
+	if (c->policies && c->policies->n) {
+		fm_policy_decision d;
+		fm_policy_decide(c->policies, policy_lookup, m, &d);
+		if (d.allowed && d.by) {
+			limit = d.by->max_concurrent;
+			for (size_t i = 0; i < d.by->nactions; i++)
+				if (d.by->actions[i].kind == FM_ACTION_SET_PRIORITY) {
+					prio = prio_from_name(d.by->actions[i].arg);
+					snprintf(by, sizeof(by), ", set by policy %s", d.by->name);
+				}
+			if (limit)
+				snprintf(by + strlen(by), sizeof(by) - strlen(by), "; policy %s allows %d at a time",
+					 d.by->name, limit);
+		}
+	}
+	pthread_mutex_unlock(&c->policy_lock);
+
+	int64_t t0 = fm_now_mono_us();
+	int active, before;
+	bool queued = false;
+	pthread_mutex_lock(&c->lock);
+	m->prio = prio;
+	m->limit = limit;
+	m->waiting = true;
+	while (!m->cancelled && !c->stopping && !admissible_locked(c, m, &active, &before)) {
+		if (!queued) {
+			queued = true;
+			pthread_mutex_unlock(&c->lock);
+			mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Queued in PENDING (priority %s%s): %d migration%s "
+			     "under way, %d request%s ahead of this one", prio_names[prio], by, active, active == 1 ? "" : "s",
+			     before, before == 1 ? "" : "s");
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
+		pthread_cond_wait(&c->changed, &c->lock);
+	}
+	m->waiting = false;
+	bool cancelled = m->cancelled, stopping = c->stopping;
+	m->admitted = !cancelled && !stopping;
+	pthread_cond_broadcast(&c->changed); /* the next in the queue may go */
+	pthread_mutex_unlock(&c->lock);
+	if (cancelled)
+		return -ECANCELED;
+	if (stopping)
+		return -ESHUTDOWN;
+	if (queued)
+		mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Leaves the queue after %.1f s",
+		     (double)(fm_now_mono_us() - t0) / 1e6);
+	return 0;
 }
 
 void fm_ctl_set_policies(fm_controller *c, fm_policy_set *set)
@@ -314,6 +466,31 @@ void fm_ctl_set_policies(fm_controller *c, fm_policy_set *set)
 	c->policies = set;
 	pthread_mutex_unlock(&c->policy_lock);
 	fm_policy_set_free(old);
+}
+
+/* The strategy to select from: the request's, or the deciding policy's
+ * prefer_strategy when the request left the choice open (no strategy, or
+ * LIVE_MIGRATION) and the source can do it. */
+static fm_strategy strategy_wanted(fm_mig *m, json_t *src_caps)
+{
+	fm_error e = FM_ERROR_INIT;
+	const char *asked = fm_strategy_name(m->requested);
+	if (!m->hinted || m->hint == m->requested)
+		return m->requested;
+	if (json_is_string(json_object_get(m->req, "strategy")) && m->requested != FM_STRATEGY_LIVE) {
+		mlog(m, FM_LOG_INFO, FM_C_STRATEGY_SELECTOR, "Policy %s prefers %s, but the request names %s: the "
+		     "request's choice stands", m->policy, fm_strategy_name(m->hint), asked);
+		return m->requested;
+	}
+	if (fm_strategy_host_ready(m->hint, src_caps, "source", m->source, &e) < 0) {
+		mlog(m, FM_LOG_INFO, FM_C_STRATEGY_SELECTOR, "Policy %s prefers %s, but %s: selecting from %s instead",
+		     m->policy, fm_strategy_name(m->hint), e.msg, asked);
+		fm_error_clear(&e);
+		return m->requested;
+	}
+	mlog(m, FM_LOG_INFO, FM_C_STRATEGY_SELECTOR, "Policy %s prefers %s: taken in place of %s%s", m->policy,
+	     fm_strategy_name(m->hint), asked, json_is_string(json_object_get(m->req, "strategy")) ? "" : " (the default)");
+	return m->hint;
 }
 
 /* PLANNING: policies, strategy, resources reserved on the destination. */
@@ -349,7 +526,7 @@ static int step_planning(fm_mig *m)
 		snprintf(origin, sizeof(origin), "measured by migration %s", json_string_value(json_object_get(link, "mid")) ?: "?");
 		in.link_origin = origin;
 	}
-	r = fm_strategy_select(m->requested, &in, &m->strategy, reason, sizeof(reason), &m->err);
+	r = fm_strategy_select(strategy_wanted(m, in.src_caps), &in, &m->strategy, reason, sizeof(reason), &m->err);
 	if (r < 0)
 		return r;
 	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET strategy = ? WHERE id = ?", "ss",
@@ -392,6 +569,50 @@ static json_t *with_transfer_opts(fm_mig *m, json_t *body)
 	json_object_set_new(body, "compress", json_integer(json_is_integer(cz) ? json_integer_value(cz) : -1));
 	json_object_set_new(body, "prefetch", json_boolean(!json_is_false(json_object_get(m->req, "prefetch"))));
 	return body;
+}
+
+/* ------------------------------------------------------------ load-balancer hook */
+
+static void *lb_thread(void *opaque)
+{
+	fm_mig *m = opaque;
+	m->lb.rc = fm_lb_hook_run(m->ctl->lb_hook, m->lb.event, m->lb.outcome, sizeof(m->lb.outcome));
+	return NULL;
+}
+
+/* Starts the hook for event ("switchover", "rollback") beside the migration,
+ * when the deciding policy asked for it. */
+static void lb_start(fm_mig *m, const char *event)
+{
+	const fm_lb_hook *h = m->ctl->lb_hook;
+	if (!m->lb_wanted || !h || m->lb.started)
+		return;
+	json_decref(m->lb.event);
+	m->lb.event = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s?, s:s?, s:O?}", "event", event, "migration", m->id,
+				"container", m->container, "source", m->source, "destination", m->dest, "strategy",
+				fm_strategy_name(m->strategy), "policy", m->policy, "source_address", m->src_ep,
+				"destination_address", m->dst_ep, "network", json_object_get(m->cinfo, "network"));
+	mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH, "Reconfiguring the load balancer for the %s (policy %s's "
+	     "trigger_load_balancer_reconfiguration): %s", event, m->policy, h->program ? h->program : h->url);
+	m->lb.started = pthread_create(&m->lb.thread, NULL, lb_thread, m) == 0;
+	if (!m->lb.started)
+		mlog(m, FM_LOG_WARN, FM_C_NETWORK_ORCH, "Cannot start the load-balancer hook: no thread");
+}
+
+/* Waits for the hook (bounded by its timeout) and logs what it did; its
+ * failure is reported, never the migration's. */
+static void lb_join(fm_mig *m)
+{
+	if (!m->lb.started)
+		return;
+	pthread_join(m->lb.thread, NULL);
+	m->lb.started = false;
+	const char *event = json_string_value(json_object_get(m->lb.event, "event"));
+	if (m->lb.rc == 0)
+		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH, "Load balancer reconfigured for the %s: %s", event, m->lb.outcome);
+	else
+		mlog(m, FM_LOG_WARN, FM_C_NETWORK_ORCH, "The load-balancer hook failed for the %s (the migration goes on "
+		     "regardless): %s", event, m->lb.outcome);
 }
 
 /* Rootfs pre-sync (request "presync", default on). */
@@ -743,6 +964,8 @@ static int step_execution(fm_mig *m)
 			     "retransmit them after their back-off", m->source);
 	}
 	json_decref(rs);
+	/* the container serves from the destination now: traffic may follow */
+	lb_start(m, "switchover");
 	return 0;
 }
 
@@ -807,7 +1030,7 @@ static int step_verification(fm_mig *m)
 	m->committing = !cancelled;
 	pthread_mutex_unlock(&m->ctl->lock);
 	if (cancelled)
-		return fm_error_set(&m->err, -ECANCELED, "cancelled by the user before the point of no return");
+		return fm_error_set(&m->err, -ECANCELED, "%s before the point of no return", m->stop_reason);
 	if ((r = step_mark(m, "commit", "started")) < 0)
 		return r;
 	if ((r = fm_journal_exec(m->ctl->journal, "UPDATE migrations SET point_of_no_return = 1 WHERE id = ?", "s",
@@ -949,6 +1172,12 @@ static void fail_and_rollback(fm_mig *m)
 	transition(m, FM_MS_ROLLBACK, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Initiating rollback");
 	if (!rollback_until_done(m))
 		return; /* resolved at the next start */
+	if (m->lb.event) {
+		/* a switchover was announced: the source serves again */
+		lb_join(m);
+		lb_start(m, "rollback");
+		lb_join(m);
+	}
 	transition(m, FM_MS_FAILED, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Rollback finished");
 	mlog(m, FM_LOG_ERROR, FM_C_MIGRATION_MANAGER, "Migration %s of %s failed: %s. Final State: FAILED", m->id,
 	     m->container, m->err.msg);
@@ -963,12 +1192,21 @@ static void run_fsm(fm_mig *m)
 		pthread_mutex_lock(&m->ctl->lock);
 		bool cancelled = m->cancelled;
 		pthread_mutex_unlock(&m->ctl->lock);
-		if (cancelled || steps[i].run(m) < 0) {
+		int r = cancelled ? -ECANCELED : steps[i].run(m);
+		if (r == -ESHUTDOWN && m->state == FM_MS_PENDING) {
+			mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "The controller stops: the request stays PENDING and "
+			     "is taken up again at its next start");
+			return;
+		}
+		if (r < 0) {
 			/* a cancel also breaks the step it interrupted: that error is the
-			 * symptom, the cancel is the reason */
-			if (cancelled || m->cancelled) {
+			 * symptom, the cancel (or the deadline) is the reason */
+			pthread_mutex_lock(&m->ctl->lock);
+			cancelled = m->cancelled;
+			pthread_mutex_unlock(&m->ctl->lock);
+			if (cancelled) {
 				fm_error_clear(&m->err);
-				fm_error_set(&m->err, -ECANCELED, "cancelled by the user in %s", fm_mstate_name(m->state));
+				fm_error_set(&m->err, -ECANCELED, "%s in %s", m->stop_reason, fm_mstate_name(m->state));
 			}
 			fail_and_rollback(m);
 			return;
@@ -983,6 +1221,11 @@ static void run_fsm(fm_mig *m)
 			   FM_LOG_INFO, steps[i].component, steps[i].done);
 	}
 	if (m->state == FM_MS_COMPLETED) {
+		lb_join(m);
+		int64_t late = m->deadline_us ? fm_now_mono_us() - m->deadline_us : 0;
+		if (late > 0)
+			mlog(m, FM_LOG_WARN, FM_C_POLICY_ENFORCER, "The migration ran %.1f s past the %d s policy %s allows: "
+			     "it was past its point of no return, so it completed", (double)late / 1e6, m->duration_s, m->policy);
 		mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER,
 		     "Migration %s of %s from %s to %s completed (downtime %" PRId64 " ms). Final State: COMPLETED",
 		     m->id, m->container, m->source, m->dest, m->downtime_ms);
@@ -994,6 +1237,9 @@ static void run_fsm(fm_mig *m)
 
 static void mig_free(fm_mig *m)
 {
+	if (m->lb.started)
+		pthread_join(m->lb.thread, NULL);
+	json_decref(m->lb.event);
 	free(m->src_ep);
 	free(m->dst_ep);
 	json_decref(m->req);
@@ -1058,6 +1304,9 @@ out:
 static int start(fm_controller *c, fm_mig *m, fm_error *err)
 {
 	pthread_mutex_lock(&c->lock);
+	m->seq = c->next_seq++;
+	/* a migration resolved after a restart is past PENDING: it counts */
+	m->admitted = m->recovering;
 	m->next = c->running;
 	c->running = m;
 	if (pthread_create(&m->thread, NULL, mig_thread, m) != 0) {
@@ -1067,6 +1316,74 @@ static int start(fm_controller *c, fm_mig *m, fm_error *err)
 	}
 	pthread_mutex_unlock(&c->lock);
 	return 0;
+}
+
+/* Stops m before its point of no return (under ctl->lock): the step in
+ * progress breaks and the migration rolls back; reason becomes its error.
+ * Returns the destination to abort (the caller frees it), or NULL when
+ * nothing was asked of it yet. */
+static char *interrupt_locked(fm_mig *m, const char *reason)
+{
+	m->cancelled = true;
+	snprintf(m->stop_reason, sizeof(m->stop_reason), "%s", reason);
+	pthread_cond_broadcast(&m->ctl->changed); /* a request waiting in the queue */
+	return m->admitted && m->dst_ep ? fm_xstrdup(m->dst_ep) : NULL;
+}
+
+/* Breaks a long step (transfer, restore, page wait) at once: aborting the
+ * destination makes it fail; the migration thread then rolls back as usual.
+ * The abort is idempotent and waits for a restore in progress. */
+static void abort_destination(fm_controller *c, const char *id, char *dst_ep)
+{
+	char path[128];
+	if (!dst_ep)
+		return;
+	snprintf(path, sizeof(path), "/v1/agent/migrations/%s/abort", id);
+	json_t *body = json_object();
+	c->call(dst_ep, "POST", path, body, 30000, NULL, NULL);
+	json_decref(body);
+	free(dst_ep);
+}
+
+/* CONSTRAINTS migration_duration: a migration still short of its point of no
+ * return at its deadline is stopped like a cancel. */
+static void *watchdog_thread(void *opaque)
+{
+	fm_controller *c = opaque;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->stopping || c->running) {
+		int64_t now = fm_now_mono_us(), next = 0;
+		fm_mig *late = NULL;
+		for (fm_mig *m = c->running; m && !late; m = m->next) {
+			if (!m->deadline_us || m->cancelled || m->committing)
+				continue;
+			if (m->deadline_us <= now)
+				late = m;
+			else if (!next || m->deadline_us < next)
+				next = m->deadline_us;
+		}
+		if (late) {
+			char reason[256], id[32];
+			snprintf(reason, sizeof(reason), "migration_duration exceeded: policy %s allows %d s", late->policy,
+				 late->duration_s);
+			snprintf(id, sizeof(id), "%s", late->id);
+			char *ep = interrupt_locked(late, reason);
+			pthread_mutex_unlock(&c->lock);
+			fm_log(FM_LOG_WARN, FM_C_POLICY_ENFORCER, id, "Migration %s: %s; aborting it", id, reason);
+			abort_destination(c, id, ep);
+			pthread_mutex_lock(&c->lock);
+			continue;
+		}
+		if (!next) {
+			pthread_cond_wait(&c->changed, &c->lock);
+			continue;
+		}
+		struct timespec until = { .tv_sec = next / 1000000, .tv_nsec = (next % 1000000) * 1000 };
+		pthread_cond_timedwait(&c->changed, &c->lock, &until);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
 }
 
 void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *self_endpoint,
@@ -1086,6 +1403,14 @@ void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&c->changed, &ca);
 	pthread_condattr_destroy(&ca);
+	if (pthread_create(&c->watchdog, NULL, watchdog_thread, c) != 0)
+		abort(); /* as an allocation failure: no way to run without it */
+}
+
+void fm_ctl_set_lb_hook(fm_controller *c, fm_lb_hook *hook)
+{
+	fm_lb_hook_free(c->lb_hook);
+	c->lb_hook = hook;
 }
 
 void fm_ctl_fini(fm_controller *c)
@@ -1095,7 +1420,10 @@ void fm_ctl_fini(fm_controller *c)
 	pthread_cond_broadcast(&c->changed); /* wakes retry_wait() */
 	while (c->running)
 		pthread_cond_wait(&c->changed, &c->lock);
+	pthread_cond_broadcast(&c->changed);
 	pthread_mutex_unlock(&c->lock);
+	pthread_join(c->watchdog, NULL);
+	fm_lb_hook_free(c->lb_hook);
 	free(c->host);
 	free(c->self_endpoint);
 	fm_ctl_set_policies(c, NULL);
@@ -1144,6 +1472,9 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	json_t *cz = json_object_get(req, "compress");
 	if (cz && !json_is_null(cz) && (!json_is_integer(cz) || json_integer_value(cz) < -1 || json_integer_value(cz) > 19))
 		return fm_error_set(err, -EINVAL, "\"compress\" must be -1 (auto), 0 (off) or a zstd level 1..19");
+	json_t *prio = json_object_get(req, "priority");
+	if (prio && !json_is_null(prio) && prio_from_name(json_string_value(prio)) < 0)
+		return fm_error_set(err, -EINVAL, "\"priority\" must be \"high\", \"normal\" or \"low\"");
 	static const char *const flags[] = { "diskless", "prefetch", "auto_converge", "presync" };
 	for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
 		json_t *f = json_object_get(req, flags[i]);
@@ -1167,6 +1498,7 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	snprintf(m->source, sizeof(m->source), "%s", from ? from : "");
 	m->requested = m->strategy = s;
 	m->state = FM_MS_PENDING;
+	m->prio = prio && json_is_string(prio) ? prio_from_name(json_string_value(prio)) : FM_PRIO_NORMAL;
 	m->req = json_deep_copy(req);
 	m->t0_us = fm_now_mono_us();
 
@@ -1221,6 +1553,23 @@ void fm_ctl_recover(fm_controller *c)
 		m->dst_ep = fm_ctl_endpoint(c, m->dest);
 		/* durations restart from here: the record keeps the original timestamps */
 		m->t0_us = fm_now_mono_us() - (fm_now_wall_ms() - json_integer_value(json_object_get(row, "created_ms"))) * 1000;
+		if (m->state == FM_MS_PENDING) {
+			/* nothing was done for it yet: it queues again, in its order */
+			m->recovering = false;
+			m->requested = m->strategy;
+			free(m->src_ep); /* PENDING finds them again */
+			free(m->dst_ep);
+			m->src_ep = m->dst_ep = NULL;
+			json_t *p = json_object_get(m->req, "priority");
+			m->prio = json_is_string(p) ? prio_from_name(json_string_value(p)) : FM_PRIO_NORMAL;
+			if (m->prio < 0)
+				m->prio = FM_PRIO_NORMAL;
+			fm_log(FM_LOG_INFO, FM_C_MIGRATION_MANAGER, m->id, "Request %s for %s was PENDING when the "
+			       "controller stopped: taking it up again", m->id, m->container);
+			if (start(c, m, NULL) < 0)
+				mig_free(m);
+			continue;
+		}
 		fm_log(FM_LOG_WARN, FM_C_MIGRATION_MANAGER, m->id,
 		       "Found unfinished migration %s of %s in %s after a restart: resolving it", m->id, m->container,
 		       fm_mstate_name(m->state));
@@ -1276,22 +1625,10 @@ int fm_ctl_cancel(fm_controller *c, const char *id, fm_error *err)
 		pthread_mutex_unlock(&c->lock);
 		return fm_error_set(err, -EBUSY, "migration %s is past the point of no return: it can only complete", id);
 	}
-	m->cancelled = true;
-	if (m->dst_ep)
-		dst_ep = fm_xstrdup(m->dst_ep);
+	dst_ep = interrupt_locked(m, "cancelled by the user");
 	pthread_mutex_unlock(&c->lock);
 	fm_log(FM_LOG_WARN, FM_C_MIGRATION_MANAGER, id, "Cancel requested for migration %s", id);
-	/* Break a long step (transfer, restore, page wait) at once: aborting the
-	 * destination makes it fail; the migration thread then rolls back as usual.
-	 * The abort is idempotent and waits for a restore in progress. */
-	if (dst_ep) {
-		char path[128];
-		snprintf(path, sizeof(path), "/v1/agent/migrations/%s/abort", id);
-		json_t *body = json_object();
-		c->call(dst_ep, "POST", path, body, 30000, NULL, NULL);
-		json_decref(body);
-		free(dst_ep);
-	}
+	abort_destination(c, id, dst_ep);
 	return 0;
 }
 

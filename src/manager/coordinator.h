@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "basic/error.h"
 #include "store/journal.h"
@@ -31,6 +32,9 @@ typedef struct fm_controller {
 	bool stopping;
 	pthread_mutex_t policy_lock;
 	struct fm_policy_set *policies; /* --policies (fm_ctl_set_policies); NULL: none, every migration allowed */
+	struct fm_lb_hook *lb_hook;     /* --lb-hook (fm_ctl_set_lb_hook); NULL: none */
+	uint64_t next_seq;              /* submission order, for the admission queue (under lock) */
+	pthread_t watchdog;             /* ends migrations that overrun their migration_duration */
 } fm_controller;
 
 void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *self_endpoint,
@@ -42,19 +46,23 @@ void fm_ctl_fini(fm_controller *c);
  * migrations in PLANNING decide with one or the other, whole. */
 void fm_ctl_set_policies(fm_controller *c, struct fm_policy_set *set);
 
+/* Takes the load-balancer hook (manager/lb_hook.h) that policies with
+ * trigger_load_balancer_reconfiguration run; set before the first migration. */
+void fm_ctl_set_lb_hook(fm_controller *c, struct fm_lb_hook *hook);
+
 /* Resolves migrations a previous run left unfinished (rollback, or roll forward
  * past the point of no return).  Runs them in background threads. */
 void fm_ctl_recover(fm_controller *c);
 
-/* Accepts a request {container, to, from?, strategy?, health_cmd?, health_timeout_ms?}
+/* Accepts a request {container, to, from?, strategy?, priority?, health_cmd?, health_timeout_ms?, ...}
  * and starts it; the id is written to id (>= 32 bytes).  Errors here are about the
  * request's shape; everything else happens in the FSM and is recorded there. */
 int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_error *err);
 /* The migration record with transitions and events after `since` (-1 = none). */
 json_t *fm_ctl_get(fm_controller *c, const char *id, int since);
 json_t *fm_ctl_list(fm_controller *c);
-/* Cancels a running migration before its point of no return; it then rolls back
- * (FAILED, error "cancelled by the user").  -EBUSY past that point or finished. */
+/* Cancels a migration before its point of no return (also one waiting in
+ * PENDING's queue); it then rolls back (FAILED, error "cancelled by the user").  -EBUSY past that point or finished. */
 int fm_ctl_cancel(fm_controller *c, const char *id, fm_error *err);
 
 /* Known hosts. */

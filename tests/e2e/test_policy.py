@@ -5,7 +5,7 @@ import os
 import subprocess
 
 from conftest import (CLI, COUNTER_CMD, assert_clean_destination, assert_failed_with_rollback,
-                      assert_running_and_advancing, migration, wait_for)
+                      assert_running_and_advancing, migration, wait_finished, wait_for)
 
 SEED = [{
     "policy_name": "adaptive_load_balancing",
@@ -141,3 +141,96 @@ def test_policies_reload_when_the_file_changes(cluster):
     wait_for(lambda: "Policies not reloaded, the ones in force stay" in a.log(), 10, "the refusal")
     p = a.cli("migrate", "-v", "two", "--to", "hostB", check=False)
     assert p.returncode == 0 and "policy now_yes" in p.stdout, p.stdout + p.stderr
+
+
+LB_SERVER = r"""
+import http.server, sys
+out = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(out, "ab") as f:
+            f.write(self.path.encode() + b" " + body + b"\n")
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", 18080), H).serve_forever()
+"""
+
+
+def test_queue_priority_and_lb_hook_url(cluster):
+    """max_concurrent_migrations 1: a second request waits in PENDING until the
+    first is over, saying why; set_priority is applied; each switchover is
+    POSTed to the load balancer's URL with the migration as JSON."""
+    work = os.path.dirname(cluster.a.state)
+    posted = os.path.join(work, "lb-posted")
+    lb = subprocess.Popen(["nsenter", f"--net=/run/netns/{cluster.a.netns}", "/usr/bin/python3", "-c", LB_SERVER,
+                           posted])
+    try:
+        policies = [{"policy_name": "steady", "CONTEXT": ["destination_host"],
+                     "CONDITIONS": "destination_host == \"hostB\"",
+                     "ACTIONS": ["allow_migration", "set_priority(\"low\")", "trigger_load_balancer_reconfiguration"],
+                     "CONSTRAINTS": {"max_concurrent_migrations": 1}}]
+        a = cluster.start(a_extra=["--policies", write_policies(cluster.a, policies),
+                                   "--lb-hook", "http://127.0.0.1:18080/backends"]).a
+        for name in ("one", "two"):
+            a.cli("run", name, "--image", "busybox", "--", *COUNTER_CMD)
+            wait_for(lambda: os.path.exists(os.path.join(a.state, f"containers/{name}/rootfs/tmp/counter")), 20, "start")
+        # the first holds its slot a while: its health command sleeps on the destination
+        m1 = a.cli("migrate", "--detach", "one", "--to", "hostB", "--", "/bin/sleep", "2").stdout.strip()
+        m2 = a.cli("migrate", "--detach", "two", "--to", "hostB", "--priority", "high").stdout.strip()
+        r1, r2 = wait_finished(a, m1), wait_finished(a, m2)
+        assert r1["state"] == "COMPLETED" and r2["state"] == "COMPLETED", (r1["error"], r2["error"])
+        msgs = [e["message"] for e in r2["events"]]
+        assert any("Queued in PENDING (priority low, set by policy steady; policy steady allows 1 at a time): "
+                   "1 migration under way, 0 requests ahead of this one" in x for x in msgs), msgs
+        assert any(x.startswith("Leaves the queue after ") for x in msgs), msgs
+        planning2 = next(t for t in r2["transitions"] if t["to"] == "PLANNING")
+        assert planning2["at_ms"] >= r1["finished_ms"], (planning2, r1["finished_ms"])
+        for r, name in ((r1, "one"), (r2, "two")):
+            assert any("Load balancer reconfigured for the switchover: http://127.0.0.1:18080/backends answered "
+                       "HTTP 204" in e["message"] for e in r["events"]), [e["message"] for e in r["events"]]
+        with open(posted) as f:
+            lines = f.read().splitlines()
+        assert len(lines) == 2, lines
+        for line, name, mid in zip(lines, ("one", "two"), (m1, m2)):
+            path, body = line.split(" ", 1)
+            ev = json.loads(body)
+            assert path == "/backends" and ev["event"] == "switchover" and ev["container"] == name, line
+            assert ev["migration"] == mid and ev["source"] == "hostA" and ev["destination"] == "hostB", ev
+            assert ev["destination_address"] == cluster.b.addr and ev["policy"] == "steady", ev
+    finally:
+        lb.kill()
+        lb.wait()
+
+
+def test_migration_duration_aborts_and_rolls_back(cluster):
+    """migration_duration 1 s against a health command of 5 s: the migration
+    is aborted at its deadline and rolled back, the container runs on the
+    source, the destination is clean; the load-balancer hook program saw the
+    switchover and then the rollback."""
+    work = os.path.dirname(cluster.a.state)
+    hook, seen = os.path.join(work, "lb-hook"), os.path.join(work, "lb-seen")
+    with open(hook, "w") as f:
+        f.write(f"#!/bin/sh\nprintf '%s ' \"$1\" >>{seen}\ncat >>{seen}\necho >>{seen}\n")
+    os.chmod(hook, 0o700)
+    policies = [{"policy_name": "hurry", "CONTEXT": [], "CONDITIONS": "true",
+                 "ACTIONS": ["allow_migration", "trigger_load_balancer_reconfiguration"],
+                 "CONSTRAINTS": {"migration_duration": 1}}]
+    a, b = cluster.start(a_extra=["--policies", write_policies(cluster.a, policies), "--lb-hook", hook]).a, cluster.b
+    a.cli("run", "counter", "--image", "busybox", "--", *COUNTER_CMD)
+    wait_for(lambda: os.path.exists(os.path.join(a.state, "containers/counter/rootfs/tmp/counter")), 20, "start")
+    p = a.cli("migrate", "-v", "counter", "--to", "hostB", "--", "/bin/sleep", "5", check=False)
+    assert p.returncode == 1, p.stdout
+    mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+    m = migration(a, mid)
+    assert_failed_with_rollback(m, "VERIFICATION", "migration_duration exceeded: policy hurry allows 1 s")
+    assert_running_and_advancing(a, "counter")
+    assert_clean_destination(b, "counter")
+    with open(seen) as f:
+        events = [json.loads(l.split(" ", 1)[1]) | {"arg": l.split(" ", 1)[0]} for l in f.read().splitlines()]
+    assert [(e["arg"], e["event"]) for e in events] == [("switchover", "switchover"), ("rollback", "rollback")], events
+    assert all(e["migration"] == mid and e["container"] == "counter" for e in events), events
+    msgs = [e["message"] for e in m["events"]]
+    assert any("Load balancer reconfigured for the rollback: " + hook + " exited 0" in x for x in msgs), msgs

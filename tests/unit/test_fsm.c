@@ -1,6 +1,8 @@
 /* Unit tests: the FSM table (manager/fsm.c) and the coordinator driving it against
  * a fake agent (no processes, no network): the happy path, a failure in every
- * state with its rollback calls, and transitions journaled in order. */
+ * state with its rollback calls, and transitions journaled in order; the
+ * policies' ACTIONS and CONSTRAINTS (admission queue, migration_duration,
+ * prefer_strategy, the load-balancer hook). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -8,13 +10,18 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "basic/log.h"
 #include "basic/util.h"
 #include "manager/coordinator.h"
 #include "manager/fsm.h"
+#include "manager/lb_hook.h"
+#include "manager/policy.h"
 
 static void test_table(void **state)
 {
@@ -60,14 +67,28 @@ static void test_strategy_names(void **state)
 static struct {
 	char fail_path[64];     /* a path suffix that fails, e.g. "/prepare" */
 	int fail_errno;
-	char calls[8192];       /* "METHOD path;" in order */
+	char calls[32768];      /* "METHOD path;" in order */
 	bool dirty_track;       /* the source kernel tracks dirty memory (PRE_COPY/HYBRID) */
 	json_int_t predump_bytes[8]; /* what each pre-copy round sends */
 	int rounds;             /* pre-copy rounds seen */
 	json_t *checkpoint;     /* the last checkpoint request */
 	char throttles[128];    /* cpu_percent of each throttle call */
+	bool gate;              /* /restore waits for a release or an abort of its migration */
+	int releases;
+	char aborted[8][32];    /* migrations whose destination was aborted */
+	int naborted;
 	pthread_mutex_t lock;
-} fake = { .lock = PTHREAD_MUTEX_INITIALIZER };
+	pthread_cond_t cond;
+} fake = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+/* "/v1/agent/migrations/ID/STEP": is ID among the aborted ones?  (under fake.lock) */
+static bool fake_aborted(const char *path)
+{
+	for (int i = 0; i < fake.naborted; i++)
+		if (strstr(path, fake.aborted[i]))
+			return true;
+	return false;
+}
 
 static int fake_agent_call(const char *ep, const char *method, const char *path, json_t *body, int timeout_ms,
 			   json_t **out, fm_error *err)
@@ -77,6 +98,19 @@ static int fake_agent_call(const char *ep, const char *method, const char *path,
 		 path);
 	bool fail = fake.fail_path[0] && strstr(path, fake.fail_path) &&
 		    strlen(strstr(path, fake.fail_path)) == strlen(fake.fail_path);
+	const char *tail = strrchr(path, '/');
+	if (!strncmp(path, "/v1/agent/migrations/", 21) && !strcmp(tail, "/abort") && fake.naborted < 8) {
+		snprintf(fake.aborted[fake.naborted++], sizeof(fake.aborted[0]), "%.*s", (int)(tail - path - 21), path + 21);
+		pthread_cond_broadcast(&fake.cond);
+	}
+	if (fake.gate && !strcmp(tail, "/restore")) {
+		while (!fake.releases && !fake_aborted(path))
+			pthread_cond_wait(&fake.cond, &fake.lock);
+		if (fake_aborted(path))
+			fail = true;
+		else
+			fake.releases--;
+	}
 	pthread_mutex_unlock(&fake.lock);
 	if (out)
 		*out = NULL;
@@ -126,6 +160,9 @@ static fm_journal *open_tmp_journal(char *path)
 }
 
 static json_t *run_req(const char *fail_path, int fail_errno, json_t *extra, char *calls, size_t calls_len);
+typedef struct { fm_controller *c; const char *id; const char *text; } event_probe;
+static void wait_until(bool (*cond)(void *), void *opaque, const char *what);
+static bool finished(void *opaque);
 
 /* Runs one migration hostA -> hostB with the fake agent, failing at fail_path. */
 static json_t *run_one(const char *fail_path, int fail_errno, char *calls, size_t calls_len)
@@ -153,7 +190,10 @@ static json_t *run_req(const char *fail_path, int fail_errno, json_t *extra, cha
 	fake.throttles[0] = '\0';
 	assert_int_equal(fm_ctl_submit(&c, req, id, sizeof(id), NULL), 0);
 	json_decref(req); /* submit keeps its own copy */
-	fm_ctl_fini(&c); /* waits for the migration thread */
+	/* (a controller stopping meanwhile would keep it PENDING for its next start) */
+	event_probe fin = { &c, id, NULL };
+	wait_until(finished, &fin, "the migration");
+	fm_ctl_fini(&c);
 	fm_ctl_init(&c, j, "hostA", "A:1", fake_agent_call);
 	m = fm_ctl_get(&c, id, 0);
 	fm_ctl_fini(&c);
@@ -322,6 +362,357 @@ static void test_failures(void **state)
 	}
 }
 
+/* ---------------------------------------------------------------- policies' effects */
+
+static void wait_until(bool (*cond)(void *), void *opaque, const char *what)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (cond(opaque))
+			return;
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	}
+	fail_msg("timed out waiting for %s", what);
+}
+
+static bool called(void *what)
+{
+	pthread_mutex_lock(&fake.lock);
+	bool r = strstr(fake.calls, what) != NULL;
+	pthread_mutex_unlock(&fake.lock);
+	return r;
+}
+
+static bool has_event(void *opaque)
+{
+	event_probe *p = opaque;
+	json_t *m = fm_ctl_get(p->c, p->id, 0);
+	size_t i;
+	json_t *e;
+	bool r = false;
+	json_array_foreach(json_object_get(m, "events"), i, e)
+		r |= strstr(json_string_value(json_object_get(e, "message")), p->text) != NULL;
+	json_decref(m);
+	return r;
+}
+
+static bool finished(void *opaque)
+{
+	event_probe *p = opaque;
+	json_t *m = fm_ctl_get(p->c, p->id, -1);
+	bool r = json_is_true(json_object_get(m, "finished"));
+	json_decref(m);
+	return r;
+}
+
+static void release_one(void)
+{
+	pthread_mutex_lock(&fake.lock);
+	fake.releases++;
+	pthread_cond_broadcast(&fake.cond);
+	pthread_mutex_unlock(&fake.lock);
+}
+
+/* A controller with these policies (JSON) and the fake agent. */
+static void ctl_open(fm_controller *c, fm_journal **j, char *path, const char *policies)
+{
+	fm_policy_set *ps = NULL;
+	fm_error e = FM_ERROR_INIT;
+	*j = open_tmp_journal(path);
+	memset(&fake.calls, 0, sizeof(fake.calls));
+	fake.fail_path[0] = '\0';
+	fake.releases = fake.naborted = 0;
+	fm_ctl_init(c, *j, "hostA", "A:1", fake_agent_call);
+	assert_int_equal(fm_ctl_host_add(c, "hostB", "B:1", NULL), 0);
+	if (policies) {
+		if (fm_policy_set_parse(policies, strlen(policies), "test", &ps, &e) < 0)
+			fail_msg("%s", e.msg);
+		fm_ctl_set_policies(c, ps);
+	}
+}
+
+static void ctl_close(fm_controller *c, fm_journal *j, const char *path)
+{
+	fm_ctl_fini(c);
+	fm_journal_close(j);
+	unlink(path);
+	fake.gate = false;
+}
+
+static void submit(fm_controller *c, const char *container, const char *priority, const char *strategy, char *id)
+{
+	json_t *req = json_pack("{s:s, s:s, s:s}", "container", container, "to", "hostB", "from", "hostA");
+	if (priority)
+		json_object_set_new(req, "priority", json_string(priority));
+	if (strategy)
+		json_object_set_new(req, "strategy", json_string(strategy));
+	assert_int_equal(fm_ctl_submit(c, req, id, 32, NULL), 0);
+	json_decref(req);
+}
+
+static json_t *get(fm_controller *c, const char *id)
+{
+	return fm_ctl_get(c, id, 0);
+}
+
+/* A controller whose policy allows one migration at a time, and a first
+ * migration (c1) holding that slot: it waits in its restore. */
+static void one_at_a_time(fm_controller *c, fm_journal **j, char *path, char *id1)
+{
+	char restore[64];
+	ctl_open(c, j, path, "[{\"policy_name\": \"one_at_a_time\", \"CONTEXT\": [], \"CONDITIONS\": \"true\","
+			     " \"ACTIONS\": [\"allow_migration\"], \"CONSTRAINTS\": {\"max_concurrent_migrations\": 1}}]");
+	fake.gate = true;
+	submit(c, "c1", NULL, NULL, id1);
+	snprintf(restore, sizeof(restore), "%s/restore", id1);
+	wait_until(called, restore, "the first migration's restore");
+}
+
+/* max_concurrent_migrations 1: the second and third requests wait in
+ * PENDING and leave it in priority order, not arrival order; a waiting one
+ * can be cancelled with nothing to roll back. */
+static void test_admission_queue(void **state)
+{
+	fm_controller c;
+	fm_journal *j;
+	char path[64], id1[32], id2[32], id3[32], id4[32];
+	one_at_a_time(&c, &j, path, id1);
+	submit(&c, "c2", "low", NULL, id2);
+	submit(&c, "c3", "high", NULL, id3);
+	submit(&c, "c4", NULL, NULL, id4);
+	event_probe q2 = { &c, id2, "Queued in PENDING (priority low; policy one_at_a_time allows 1 at a time): "
+			   "1 migration under way" };
+	event_probe q3 = { &c, id3, "Queued in PENDING (priority high" };
+	event_probe q4 = { &c, id4, "Queued in PENDING (priority normal" };
+	wait_until(has_event, &q2, "c2 queued");
+	wait_until(has_event, &q3, "c3 queued");
+	wait_until(has_event, &q4, "c4 queued");
+	/* cancelled while waiting: FAILED in PENDING, nothing asked of the destination */
+	assert_int_equal(fm_ctl_cancel(&c, id4, NULL), 0);
+	event_probe f4 = { &c, id4, NULL };
+	wait_until(finished, &f4, "c4 to fail");
+	json_t *m4 = get(&c, id4);
+	assert_string_equal(json_string_value(json_object_get(m4, "error")), "cancelled by the user in PENDING");
+	assert_string_equal(states_of(m4), "PENDING FAILED ROLLBACK FAILED ");
+	json_decref(m4);
+	char p4[64];
+	snprintf(p4, sizeof(p4), "%s/", id4);
+	assert_false(called(p4));
+
+	for (int i = 0; i < 3; i++)
+		release_one();
+	event_probe f2 = { &c, id2, NULL };
+	wait_until(finished, &f2, "c2 to finish");
+	/* c3 (high) reserved before c2 (low), though c2 asked first */
+	char r2[64], r3[64];
+	snprintf(r2, sizeof(r2), "%s/reserve", id2);
+	snprintf(r3, sizeof(r3), "%s/reserve", id3);
+	pthread_mutex_lock(&fake.lock);
+	const char *a3 = strstr(fake.calls, r3), *a2 = strstr(fake.calls, r2);
+	assert_non_null(a3);
+	assert_non_null(a2);
+	assert_true(a3 < a2);
+	/* and never two at once: c1's commit before c3's reserve, c3's before c2's */
+	char c1[64], c3[64];
+	snprintf(c1, sizeof(c1), "%s/commit", id1);
+	snprintf(c3, sizeof(c3), "%s/commit", id3);
+	assert_true(strstr(fake.calls, c1) < a3);
+	assert_true(strstr(fake.calls, c3) < a2);
+	pthread_mutex_unlock(&fake.lock);
+	const char *ids[] = { id1, id2, id3 };
+	for (int i = 0; i < 3; i++) {
+		json_t *m = get(&c, ids[i]);
+		assert_string_equal(json_string_value(json_object_get(m, "state")), "COMPLETED");
+		json_decref(m);
+	}
+	ctl_close(&c, j, path);
+}
+
+static void *fini_thread(void *c)
+{
+	fm_ctl_fini(c);
+	return NULL;
+}
+
+static bool stopping(void *opaque)
+{
+	fm_controller *c = opaque;
+	pthread_mutex_lock(&c->lock);
+	bool r = c->stopping;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* A controller that stops keeps a waiting request PENDING; its next start
+ * takes it up again. */
+static void test_queued_request_survives_a_restart(void **state)
+{
+	fm_controller c;
+	fm_journal *j;
+	pthread_t t;
+	char path[64], id1[32], id2[32];
+	one_at_a_time(&c, &j, path, id1);
+	submit(&c, "c2", NULL, NULL, id2);
+	event_probe q2 = { &c, id2, "Queued in PENDING" };
+	wait_until(has_event, &q2, "c2 queued");
+	assert_int_equal(pthread_create(&t, NULL, fini_thread, &c), 0);
+	wait_until(stopping, &c, "the controller to stop");
+	release_one();
+	pthread_join(t, NULL);
+	fm_ctl_init(&c, j, "hostA", "A:1", fake_agent_call);
+	json_t *m = get(&c, id2);
+	assert_string_equal(json_string_value(json_object_get(m, "state")), "PENDING");
+	assert_false(json_is_true(json_object_get(m, "finished")));
+	json_decref(m);
+	release_one();
+	fm_ctl_recover(&c);
+	event_probe f2 = { &c, id2, NULL };
+	wait_until(finished, &f2, "c2 after the restart");
+	m = get(&c, id2);
+	assert_string_equal(json_string_value(json_object_get(m, "state")), "COMPLETED");
+	json_decref(m);
+	ctl_close(&c, j, path);
+}
+
+/* migration_duration: a migration stuck before its point of no return is
+ * aborted at its deadline and rolled back, saying which policy's limit. */
+static void test_migration_duration(void **state)
+{
+	fm_controller c;
+	fm_journal *j;
+	char path[64], id[32];
+	ctl_open(&c, &j, path, "[{\"policy_name\": \"quick\", \"CONTEXT\": [], \"CONDITIONS\": \"true\","
+				" \"ACTIONS\": [\"allow_migration\"], \"CONSTRAINTS\": {\"migration_duration\": 1}}]");
+	fake.gate = true; /* the restore never ends by itself */
+	int64_t t0 = fm_now_mono_us();
+	submit(&c, "c1", NULL, NULL, id);
+	event_probe f = { &c, id, NULL };
+	wait_until(finished, &f, "the deadline");
+	double s = (double)(fm_now_mono_us() - t0) / 1e6;
+	assert_true(s >= 1.0 && s < 5.0);
+	json_t *m = get(&c, id);
+	assert_string_equal(json_string_value(json_object_get(m, "error")),
+			    "migration_duration exceeded: policy quick allows 1 s in EXECUTION");
+	assert_string_equal(json_string_value(json_object_get(m, "state")), "FAILED");
+	json_decref(m);
+	assert_true(called("/abort"));
+	assert_true(called("/resume"));
+	assert_false(called("/cleanup"));
+	ctl_close(&c, j, path);
+}
+
+/* prefer_strategy: taken when the request leaves the strategy open, not when
+ * it names one. */
+static void test_prefer_strategy(void **state)
+{
+	static const struct {
+		const char *asked;
+		bool lazy;
+	} cases[] = { { NULL, true }, { "LIVE_MIGRATION", true }, { "COLD_MIGRATION", false } };
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		fm_controller c;
+		fm_journal *j;
+		char path[64], id[32];
+		ctl_open(&c, &j, path, "[{\"policy_name\": \"lazy\", \"CONTEXT\": [], \"CONDITIONS\": \"true\","
+					" \"ACTIONS\": [\"allow_migration\", \"prefer_strategy(\\\"POST_COPY\\\")\"]}]");
+		submit(&c, "c1", NULL, cases[i].asked, id);
+		event_probe f = { &c, id, NULL };
+		wait_until(finished, &f, "the migration");
+		json_t *m = get(&c, id);
+		assert_string_equal(json_string_value(json_object_get(m, "state")), "COMPLETED");
+		assert_string_equal(json_string_value(json_object_get(m, "strategy")), cases[i].lazy ? "POST_COPY" : "COLD_MIGRATION");
+		json_decref(m);
+		assert_int_equal(json_is_true(json_object_get(fake.checkpoint, "lazy")), cases[i].lazy);
+		event_probe said = { &c, id, cases[i].lazy ? "Policy lazy prefers POST_COPY: taken in place of"
+							   : "Policy lazy prefers POST_COPY, but the request names COLD_MIGRATION" };
+		assert_true(has_event(&said));
+		ctl_close(&c, j, path);
+	}
+}
+
+/* trigger_load_balancer_reconfiguration: the hook program gets the event on
+ * its command line and the migration as JSON on stdin; at switchover, and
+ * again at a rollback after it; a failing or hanging hook never changes
+ * the migration's result. */
+static void test_lb_hook(void **state)
+{
+	char dir[] = "/tmp/fm-test-lb.XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char *script = fm_xasprintf("%s/hook", dir), *out = fm_xasprintf("%s/out", dir);
+	static const struct {
+		const char *body;  /* the hook's shell, after it saved its input */
+		const char *fail;  /* fake agent failure */
+		const char *state, *events, *said;
+	} cases[] = {
+		{ "echo routed", NULL, "COMPLETED", "switchover ", "Load balancer reconfigured for the switchover: " },
+		{ "echo no backend >&2; exit 3", NULL, "COMPLETED", "switchover ",
+		  "The load-balancer hook failed for the switchover (the migration goes on regardless): " },
+		{ "sleep 30", NULL, "COMPLETED", "switchover ", "timed out after 500 ms and was killed" },
+		{ "true", "/verify", "FAILED", "switchover rollback ", "Load balancer reconfigured for the rollback" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		FILE *f = fopen(script, "w");
+		fprintf(f, "#!/bin/sh\nprintf '%%s ' \"$1\" >>%s/events\ncat >%s\n%s\n", dir, out, cases[i].body);
+		fclose(f);
+		chmod(script, 0700);
+		char *events = fm_xasprintf("%s/events", dir);
+		unlink(events);
+		fm_controller c;
+		fm_journal *j;
+		fm_lb_hook *h;
+		char path[64], id[32];
+		ctl_open(&c, &j, path, "[{\"policy_name\": \"lb\", \"CONTEXT\": [], \"CONDITIONS\": \"true\","
+					" \"ACTIONS\": [\"allow_migration\", \"trigger_load_balancer_reconfiguration\"]}]");
+		assert_int_equal(fm_lb_hook_new(script, 500, NULL, &h, NULL), 0);
+		fm_ctl_set_lb_hook(&c, h);
+		if (cases[i].fail) {
+			snprintf(fake.fail_path, sizeof(fake.fail_path), "%s", cases[i].fail);
+			fake.fail_errno = EIO;
+		}
+		int64_t t0 = fm_now_mono_us();
+		submit(&c, "c1", NULL, NULL, id);
+		event_probe fin = { &c, id, NULL };
+		wait_until(finished, &fin, "the migration");
+		assert_true(fm_now_mono_us() - t0 < 5000000); /* the sleeping hook was cut short */
+		json_t *m = get(&c, id);
+		assert_string_equal(json_string_value(json_object_get(m, "state")), cases[i].state);
+		json_decref(m);
+		event_probe said = { &c, id, cases[i].said };
+		if (!has_event(&said))
+			fail_msg("case %zu: no event with \"%s\"", i, cases[i].said);
+		char got[128] = "";
+		f = fopen(events, "r");
+		assert_non_null(f);
+		assert_non_null(fgets(got, sizeof(got), f));
+		fclose(f);
+		assert_string_equal(got, cases[i].events);
+		json_t *in = json_load_file(out, 0, NULL);
+		assert_non_null(in);
+		assert_string_equal(json_string_value(json_object_get(in, "migration")), id);
+		assert_string_equal(json_string_value(json_object_get(in, "container")), "c1");
+		assert_string_equal(json_string_value(json_object_get(in, "destination")), "hostB");
+		assert_string_equal(json_string_value(json_object_get(in, "destination_address")), "B:1");
+		assert_string_equal(json_string_value(json_object_get(in, "policy")), "lb");
+		json_decref(in);
+		free(events);
+		ctl_close(&c, j, path);
+	}
+	/* what the daemon refuses at start */
+	fm_lb_hook *h;
+	fm_error e = FM_ERROR_INIT;
+	assert_int_equal(fm_lb_hook_new("hook.sh", 1000, NULL, &h, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "absolute path"));
+	fm_error_clear(&e);
+	assert_int_equal(fm_lb_hook_new("/nonexistent/hook", 1000, NULL, &h, &e), -ENOENT);
+	fm_error_clear(&e);
+	assert_int_equal(fm_lb_hook_new("http://lb/x", 1000, NULL, &h, &e), -EINVAL);
+	fm_error_clear(&e);
+	unlink(script);
+	unlink(out);
+	rmdir(dir);
+	free(script);
+	free(out);
+}
+
 int main(void)
 {
 	fm_log_setup("test", FM_LOG_ERROR + 1, -1, -1);
@@ -334,6 +725,11 @@ int main(void)
 		cmocka_unit_test(test_hybrid_plateau_is_converged),
 		cmocka_unit_test(test_auto_converge_steps),
 		cmocka_unit_test(test_failures),
+		cmocka_unit_test(test_admission_queue),
+		cmocka_unit_test(test_queued_request_survives_a_restart),
+		cmocka_unit_test(test_migration_duration),
+		cmocka_unit_test(test_prefer_strategy),
+		cmocka_unit_test(test_lb_hook),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,9 @@
 #
 #   1. Debian packages (build tools, libraries, runc, iptables, iproute2, busybox,
 #      QEMU and xz for the tests in a VM, tests/vm…; podman and gnuplot for
-#      bench/run)
+#      bench/run; GSL for the Decision Engine's forecasts; prometheus for the
+#      promtool that checks our metrics exposition in a test — its server is
+#      not started)
 #   2. a working CRIU >= 4.2 at $FM_CRIU_PREFIX/bin/criu: the system's criu when it
 #      passes `criu check` and can dump a process holding a TCP socket, otherwise
 #      CRIU from Debian's unstable suite unpacked into a private prefix (the system's
@@ -34,11 +36,12 @@ command -v apt-get >/dev/null || die "needs a Debian system (apt-get not found)"
 # ---------------------------------------------------------------- 1. packages
 PKGS="build-essential meson ninja-build pkg-config git
 libsqlite3-dev libmicrohttpd-dev libjansson-dev libxxhash-dev libzstd-dev
-nettle-dev libcmocka-dev libarchive-dev libnftables-dev
+nettle-dev libcmocka-dev libarchive-dev libnftables-dev libgsl-dev
 runc iptables iproute2 busybox-static socat iperf3 procps
 python3-pytest kmod qemu-system-x86 xz-utils
 podman gnuplot-nox
-redis-server redis-tools nginx wrk"
+redis-server redis-tools nginx wrk
+prometheus"
 
 missing=""
 for p in $PKGS; do

@@ -11,6 +11,7 @@
 #include "basic/util.h"
 #include "manager/allocator.h"
 #include "monitor/metrics.h"
+#include "monitor/monitor.h"
 #include "sync/checkpoint.h"
 
 #define BLOB_TIMEOUT_MS (30 * 60 * 1000)
@@ -27,6 +28,8 @@ void fm_api_info(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 		      "resources", fm_metrics_host_json(&m), "allocation", fm_alloc_usage(d->journal, d->agent.cpu_overcommit),
 		      "cordoned", d->agent.cordoned, "started_ms", (json_int_t)d->started_ms,
 		      "rss_kib", (json_int_t)fm_metrics_self_rss_kib());
+	if (d->monitor)
+		json_object_set_new(o, "monitor", fm_monitor_host_json(d->monitor));
 	fm_http_ok(resp, 200, o);
 }
 
@@ -150,6 +153,9 @@ void fm_api_container_get(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 	json_t *o = fm_name_valid(req->params[0]) ? fm_rt_get(&d->rt, req->params[0]) : NULL;
 	if (!o)
 		return fm_http_error(resp, 404, "not_found", "no container %s on %s", req->params[0], d->name);
+	json_t *usage = d->monitor ? fm_monitor_container_json(d->monitor, req->params[0]) : NULL;
+	if (usage)
+		json_object_set_new(o, "usage", usage);
 	fm_http_ok(resp, 200, o);
 }
 

@@ -17,7 +17,15 @@ typedef struct fm_daemon {
 	fm_runtime rt;
 	fm_agent agent;
 	fm_controller ctl;
+	struct fm_monitor *monitor; /* Resource Monitor (monitor_api.c) */
+	char *uplink;               /* the interface to the other hosts, or NULL */
+	uint64_t uplink_rate_bps;   /* --uplink-rate, 0 = not stated */
 } fm_daemon;
+
+/* Resource Monitor (monitor_api.c) */
+int fm_daemon_monitor_start(fm_daemon *d);
+void fm_daemon_monitor_stop(fm_daemon *d);
+void fm_api_metrics(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 
 /* NULL-method-terminated. */
 extern const fm_http_route fm_api_routes[];

@@ -125,6 +125,7 @@ void fm_api_migration_cancel(void *ctx, const fm_http_req *req, fm_http_resp *re
 
 const fm_http_route fm_api_routes[] = {
 	{ "GET", "/v1/info", fm_api_info, false },
+	{ "GET", "/metrics", fm_api_metrics, false },
 	{ "POST", "/v1/cordon", fm_api_cordon, true },
 	{ "GET", "/v1/images", fm_api_image_list, false },
 	{ "POST", "/v1/images", fm_api_image_import, true },

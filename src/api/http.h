@@ -30,6 +30,8 @@ typedef struct fm_http_resp {
 	int status;
 	json_t *body;      /* owned */
 	char *file_path;   /* or: stream this file (owned) */
+	char *text;        /* or: this text (owned), with ... */
+	const char *content_type; /* ... this type */
 } fm_http_resp;
 
 typedef void (*fm_http_handler)(void *ctx, const fm_http_req *req, fm_http_resp *resp);

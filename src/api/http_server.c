@@ -120,6 +120,11 @@ static enum MHD_Result send_response(struct MHD_Connection *c, fm_http_resp *res
 			fm_http_error(resp, 404, "not_found", "file vanished");
 		}
 	}
+	if (!r && resp->text) {
+		r = MHD_create_response_from_buffer(strlen(resp->text), resp->text, MHD_RESPMEM_MUST_FREE);
+		resp->text = NULL;
+		MHD_add_response_header(r, "Content-Type", resp->content_type ? resp->content_type : "text/plain");
+	}
 	if (!r) {
 		char *s = json_dumps(resp->body ? resp->body : json_object(), JSON_COMPACT);
 		size_t n = strlen(s);
@@ -215,6 +220,7 @@ send:
 	json_decref(resp.body);
 	json_decref(req.body);
 	free(resp.file_path);
+	free(resp.text);
 	return ret;
 }
 

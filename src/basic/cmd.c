@@ -93,10 +93,8 @@ void fm_cmd_arg(fm_cmd *c, const char *arg)
 void fm_cmd_argf(fm_cmd *c, const char *fmt, ...)
 {
 	va_list ap;
-	char *s;
 	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		abort();
+	char *s = fm_xvasprintf(fmt, ap);
 	va_end(ap);
 	fm_cmd_arg(c, s);
 	free(s);

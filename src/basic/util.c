@@ -64,14 +64,19 @@ char *fm_xstrdup(const char *s)
 	return p;
 }
 
+char *fm_xvasprintf(const char *fmt, va_list ap)
+{
+	char *p;
+	if (vasprintf(&p, fmt, ap) < 0)
+		abort();
+	return p;
+}
+
 char *fm_xasprintf(const char *fmt, ...)
 {
 	va_list ap;
-	char *p;
-
 	va_start(ap, fmt);
-	if (vasprintf(&p, fmt, ap) < 0)
-		abort();
+	char *p = fm_xvasprintf(fmt, ap);
 	va_end(ap);
 	return p;
 }

@@ -1,5 +1,6 @@
 /* Small utilities shared by every layer: cleanup attributes, time, files, ids. */
 #pragma once
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,6 +43,7 @@ void *fm_xmalloc(size_t n);
 void *fm_xcalloc(size_t n, size_t m);
 char *fm_xstrdup(const char *s);
 char *fm_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *fm_xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /* mkdir -p with mode; 0 or -errno. */
 int fm_mkdir_p(const char *path, unsigned mode);

@@ -100,7 +100,7 @@ static const char main_help[] =
 "  image import NAME PATH       import a rootfs directory or tarball into the store\n"
 "  image list | image rm NAME\n"
 "  container run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] [--ip CIDR]\n"
-"                [--volume SRC:DST[:ro]] -- CMD [ARG...]\n"
+"                [--volume SRC:DST[:ro]] [--label K=V] -- CMD [ARG...]\n"
 "  container list | show NAME | stop NAME | rm NAME [--force]\n"
 "  run ...                      same as `container run`\n"
 "  migrate CONTAINER --to HOST [--strategy S] [-- HEALTH-CMD...]\n"
@@ -193,6 +193,9 @@ static const char run_help[] =
 "                   bridge (fleximigrated --bridge); the address and the\n"
 "                   container's TCP connections move with it on migration\n"
 "  --mac MAC        its MAC address (default 02:fd: and the four bytes of --ip)\n"
+"  --label K=V      a label (repeatable, up to 32); it moves with the container.\n"
+"                   Policies read service_type (CONTEXT service_type), e.g.\n"
+"                   --label service_type=critical\n"
 "  --volume SRC[:DST][:ro|:rw]\n"
 "                   bind the host path SRC (absolute) at DST in the container\n"
 "                   (default DST = SRC, read-write; repeatable).  Volumes are not\n"
@@ -347,7 +350,7 @@ static json_t *volume_from_arg(const char *arg)
 static int container_run(int argc, char **argv)
 {
 	const char *image = NULL, *ip = NULL, *mac = NULL;
-	json_t *env = json_array(), *args = json_array(), *volumes = json_array(), *out = NULL;
+	json_t *env = json_array(), *args = json_array(), *volumes = json_array(), *labels = json_object(), *out = NULL;
 	int64_t cpu = 0;
 	uint64_t mem = 0;
 	int i, r;
@@ -384,6 +387,13 @@ static int container_run(int argc, char **argv)
 			if (!strchr(argv[++i], '='))
 				return die_usage("--env must be NAME=VALUE");
 			json_array_append_new(env, json_string(argv[i]));
+		} else if (!strcmp(argv[i], "--label")) {
+			char *eq = strchr(argv[++i], '=');
+			if (!eq || eq == argv[i])
+				return die_usage("--label must be NAME=VALUE, e.g. service_type=critical");
+			char key[128];
+			snprintf(key, sizeof(key), "%.*s", (int)(eq - argv[i]), argv[i]);
+			json_object_set_new(labels, key, json_string(eq + 1));
 		} else if (!strcmp(argv[i], "--volume")) {
 			json_t *vol = volume_from_arg(argv[++i]);
 			if (!vol)
@@ -403,6 +413,9 @@ static int container_run(int argc, char **argv)
 	json_t *spec = json_pack("{s:s, s:s, s:o, s:o, s:I, s:I}", "name", argv[1], "image", image, "args", args,
 				 "env", env, "cpu_milli", (json_int_t)cpu, "memory_bytes", (json_int_t)mem);
 	json_object_set_new(spec, "volumes", volumes);
+	if (json_object_size(labels))
+		json_object_set(spec, "labels", labels);
+	json_decref(labels);
 	if (ip) {
 		json_t *net = json_pack("{s:s}", "ip", ip);
 		if (mac)

@@ -64,6 +64,11 @@ static void usage(FILE *f)
 "                         --ip) to this bridge; the hosts' bridges must share one\n"
 "                         layer-2 segment so that addresses and TCP connections\n"
 "                         can move with their containers\n"
+"  --uplink-rate RATE     capacity of this host's link to the other hosts, in bits\n"
+"                         per second (200M, 1G): the Resource Monitor's link\n"
+"                         utilisation and congestion estimate use it (default: the\n"
+"                         fastest rate a migration from here measured, else the\n"
+"                         interface's speed)\n"
 "  --secret-file FILE     cluster secret shared by all daemons (mode 0600): peers must\n"
 "                         present it; without it the peer API is open to the network\n"
 "  --fault NAME           inject a fault, for tests only: corrupt-transfer\n"
@@ -171,6 +176,7 @@ int main(int argc, char **argv)
 		{ "bridge", required_argument, NULL, 'B' },
 		{ "fault", required_argument, NULL, 'F' },
 		{ "secret-file", required_argument, NULL, 'S' },
+		{ "uplink-rate", required_argument, NULL, 'U' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -232,6 +238,13 @@ int main(int argc, char **argv)
 			bridge = optarg;
 			break;
 		case 'S': secret_file = optarg; break;
+		case 'U':
+			if (fm_parse_rate(optarg, &d.uplink_rate_bps) < 0 || d.uplink_rate_bps < 1000000) {
+				fprintf(stderr, "fleximigrated: --uplink-rate %s: give bits per second of at least 1M, e.g. 1G\n",
+					optarg);
+				return 2;
+			}
+			break;
 		case 'F':
 			if (strcmp(optarg, "corrupt-transfer") != 0) {
 				fprintf(stderr, "fleximigrated: unknown fault %s (known: corrupt-transfer)\n", optarg);
@@ -372,6 +385,8 @@ int main(int argc, char **argv)
 	}
 	if (policies_file && policies_watch(&d.ctl, policies_file) < 0)
 		return 1;
+	if (fm_daemon_monitor_start(&d) < 0)
+		return 1;
 	fm_http_global_init();
 	if (fm_http_server_start(fm_api_routes, &d, d.socket_path, d.listen, &srv, &err) < 0) {
 		fm_err(FM_C_DAEMON, "%s", err.msg);
@@ -392,6 +407,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	fm_http_server_stop(srv);
+	fm_daemon_monitor_stop(&d);
 	fm_ctl_fini(&d.ctl);
 	fm_agent_fini(&d.agent);
 	fm_rt_close(&d.rt);

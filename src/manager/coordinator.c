@@ -281,6 +281,35 @@ static int step_pending(fm_mig *m)
 /* A transfer smaller than this says little about the link's rate. */
 #define FM_LINK_SAMPLE_MIN (8 << 20)
 
+/* A CONTEXT variable the Resource Monitors measure: its window figures
+ * ({last, mean, ...}) from the hosts' /v1/info or the container's usage,
+ * NULL when not measured (yet). */
+static json_t *monitored(fm_mig *m, const char *var)
+{
+	static const struct {
+		const char *var;
+		int from;           /* 0 source, 1 destination, 2 container */
+		const char *field;
+	} map[] = {
+		{ "source_cpu_utilization", 0, "cpu_utilization_percent" },
+		{ "destination_cpu_utilization", 1, "cpu_utilization_percent" },
+		{ "source_memory_utilization", 0, "memory_utilization_percent" },
+		{ "destination_memory_utilization", 1, "memory_utilization_percent" },
+		{ "network_congestion_prob", 0, "network_congestion_prob" },
+		{ "container_cpu_utilization", 2, "cpu_utilization_percent" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(map); i++) {
+		if (strcmp(var, map[i].var) != 0)
+			continue;
+		json_t *o = map[i].from == 0 ? json_object_get(m->src_info, "monitor")
+			  : map[i].from == 1 ? json_object_get(m->dst_info, "monitor")
+					     : json_object_get(m->cinfo, "usage");
+		json_t *w = json_object_get(o, map[i].field);
+		return json_is_number(json_object_get(w, "mean")) ? w : NULL;
+	}
+	return NULL;
+}
+
 /* A policy CONTEXT variable's value for this migration (manager/policy.h):
  * what the controller knows in PLANNING; the rest is unknown (its policies
  * then deny). */
@@ -308,6 +337,18 @@ static bool policy_lookup(void *opaque, const char *var, fm_cond_value *v)
 		v->num = (double)json_integer_value(j) / (1 << 20);
 	} else if (!strcmp(var, "destination_cordoned") && json_is_boolean(j = json_object_get(m->dst_info, "cordoned"))) {
 		v->b = json_is_true(j);
+	} else if (!strcmp(var, "service_type") &&
+		   json_is_string(j = json_object_get(json_object_get(m->cinfo, "labels"), "service_type"))) {
+		v->str = json_string_value(j);
+	} else if (!strcmp(var, "link_bandwidth_mbit")) {
+		json_t *row = fm_journal_query_one(m->ctl->journal, "SELECT bps FROM links WHERE source = ? AND destination = ?",
+						   "ss", m->source, m->dest);
+		v->known = row != NULL;
+		v->num = json_real_value(json_object_get(row, "bps")) / 1e6;
+		json_decref(row);
+	} else if ((j = monitored(m, var))) {
+		/* the Resource Monitor's mean over its window (docs/architecture.md) */
+		v->num = json_real_value(json_object_get(j, "mean"));
 	} else {
 		v->known = false;
 	}
@@ -453,9 +494,31 @@ static int admit(fm_mig *m)
 		return -ECANCELED;
 	if (stopping)
 		return -ESHUTDOWN;
-	if (queued)
+	if (queued) {
 		mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Leaves the queue after %.1f s",
 		     (double)(fm_now_mono_us() - t0) / 1e6);
+		/* PLANNING decides on the hosts and the container as they are now */
+		json_t *src = NULL, *dst = NULL, *ci = NULL;
+		fm_error e = FM_ERROR_INIT;
+		if (agent(m, m->src_ep, "GET", 0, NULL, &src, &e, "/v1/info") == 0 &&
+		    agent(m, m->dst_ep, "GET", 0, NULL, &dst, &e, "/v1/info") == 0 &&
+		    agent(m, m->src_ep, "GET", 0, NULL, &ci, &e, "/v1/containers/%s", m->container) == 0) {
+			json_decref(m->src_info);
+			json_decref(m->dst_info);
+			json_decref(m->cinfo);
+			m->src_info = TAKE_PTR(src);
+			m->dst_info = TAKE_PTR(dst);
+			m->cinfo = TAKE_PTR(ci);
+		} else {
+			json_decref(src);
+			json_decref(dst);
+			json_decref(ci);
+			int r = e.code ? e.code : -EIO;
+			fm_error_move(&m->err, &e);
+			fm_error_prefix(&m->err, "after waiting in the queue");
+			return r;
+		}
+	}
 	return 0;
 }
 

@@ -264,6 +264,7 @@ void fm_container_spec_clear(fm_container_spec *spec)
 	free(spec->net_ip);
 	free(spec->net_mac);
 	json_decref(spec->volumes);
+	json_decref(spec->labels);
 	memset(spec, 0, sizeof(*spec));
 }
 
@@ -419,6 +420,24 @@ int fm_container_spec_from_json(json_t *o, fm_container_spec *spec, fm_error *er
 	v = json_object_get(o, "volumes");
 	if (v && !json_is_null(v) && volumes_from_json(v, &spec->volumes, err) < 0)
 		return -EINVAL;
+	v = json_object_get(o, "labels");
+	if (v && !json_is_null(v)) {
+		const char *k;
+		json_t *x;
+		if (!json_is_object(v) || json_object_size(v) > FM_LABELS_MAX)
+			return fm_error_set(err, -EINVAL, "\"labels\" must be an object of at most %d NAME: \"VALUE\" pairs",
+					    FM_LABELS_MAX);
+		json_object_foreach(v, k, x) {
+			if (!fm_name_valid(k))
+				return fm_error_set(err, -EINVAL, "label name \"%.64s\" must be [A-Za-z0-9][A-Za-z0-9_.-], up to "
+						    "63 characters", k);
+			if (!json_is_string(x) || json_string_length(x) > FM_LABEL_VALUE_MAX ||
+			    strlen(json_string_value(x)) != json_string_length(x))
+				return fm_error_set(err, -EINVAL, "label %s must be a string of at most %d bytes", k,
+						    FM_LABEL_VALUE_MAX);
+		}
+		spec->labels = json_incref(v);
+	}
 	return 0;
 }
 
@@ -435,6 +454,8 @@ json_t *fm_container_spec_to_json(const fm_container_spec *spec)
 		json_object_set_new(o, "network", json_pack("{s:s, s:s}", "ip", spec->net_ip, "mac", spec->net_mac));
 	if (spec->volumes && json_array_size(spec->volumes) > 0)
 		json_object_set(o, "volumes", spec->volumes);
+	if (spec->labels && json_object_size(spec->labels) > 0)
+		json_object_set(o, "labels", spec->labels);
 	return o;
 }
 
@@ -909,6 +930,22 @@ static size_t pids_of(const struct runc_state *st, pid_t *pids, size_t max)
 	if (n == 0 && max > 0)
 		pids[n++] = st->pid;
 	return n;
+}
+
+int fm_rt_cgroups(fm_runtime *rt, const char *name, json_t **paths, pid_t *pid)
+{
+	struct runc_state st;
+	json_t *whole = NULL;
+	if (runc_state_read_whole(rt, name, &st, &whole) < 0)
+		return -ESRCH;
+	if (!init_alive(&st)) {
+		json_decref(whole);
+		return -ESRCH;
+	}
+	*paths = json_incref(json_object_get(whole, "cgroup_paths"));
+	*pid = st.pid;
+	json_decref(whole);
+	return *paths ? 0 : -ESRCH;
 }
 
 int fm_rt_pids(fm_runtime *rt, const char *name, pid_t *pids, size_t max)

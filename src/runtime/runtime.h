@@ -51,7 +51,12 @@ typedef struct fm_container_spec {
 	char *net_ip;       /* "A.B.C.D/P": its own network namespace on the bridge; NULL = none */
 	char *net_mac;      /* with net_ip; derived from it when not given */
 	json_t *volumes;    /* array of {"source", "destination", "readonly"}, may be NULL */
+	json_t *labels;     /* object of name -> string (service_type, ...), may be NULL: for
+			     * policies (CONTEXT service_type) and people; they move with it */
 } fm_container_spec;
+
+#define FM_LABELS_MAX 32
+#define FM_LABEL_VALUE_MAX 256
 
 int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const char *runc,
 	       const char *criu, fm_journal *journal, fm_error *err);
@@ -88,6 +93,11 @@ int fm_rt_resume(fm_runtime *rt, const char *name, fm_error *err);
 /* The processes of a running container (its cgroup), at most max; -ESRCH if
  * it does not run. */
 int fm_rt_pids(fm_runtime *rt, const char *name, pid_t *pids, size_t max);
+/* The running container's cgroup directories as runc placed them (its
+ * state.json's cgroup_paths: controller name -> directory, "" for the
+ * unified hierarchy; the caller's reference) and its init's pid, for the
+ * Resource Monitor.  -ESRCH if it does not run. */
+int fm_rt_cgroups(fm_runtime *rt, const char *name, json_t **paths, pid_t *pid);
 /* Runs argv inside the container (runc exec), bounded by timeout_ms. */
 int fm_rt_exec(fm_runtime *rt, const char *name, json_t *argv, int timeout_ms, fm_error *err);
 

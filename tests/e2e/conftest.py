@@ -284,6 +284,28 @@ def wait_for(pred, timeout=30, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+# the seed's example policy, as the seed writes it
+SEED_POLICIES = [{
+    "policy_name": "adaptive_load_balancing",
+    "CONTEXT": ["source_cpu_utilization", "destination_cpu_utilization", "time_of_day",
+                "network_congestion_prob", "service_type"],
+    "CONDITIONS": "(source_cpu_utilization > 80 and destination_cpu_utilization < 50) or "
+                  "(time_of_day >= 18 and time_of_day <= 22 and service_type == \"critical\") or "
+                  "(network_congestion_prob < 0.2)",
+    "ACTIONS": ["allow_migration", "set_priority(\"high\")", "trigger_load_balancer_reconfiguration"],
+    "CONSTRAINTS": {"max_concurrent_migrations": 5, "migration_duration": 300},
+    "PRIORITY": 2,
+}]
+
+
+def write_policies_file(d, doc):
+    """A policy file for daemon d (its --policies), beside its state."""
+    path = os.path.join(os.path.dirname(d.state), f"{d.name}-policies.json")
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return path
+
+
 def migration(d, mid):
     return d.api("GET", f"/v1/migrations/{mid}?events_since=0")[1]
 

@@ -4,20 +4,10 @@ import json
 import os
 import subprocess
 
-from conftest import (CLI, COUNTER_CMD, assert_clean_destination, assert_failed_with_rollback,
-                      assert_running_and_advancing, migration, wait_finished, wait_for)
+from conftest import (CLI, COUNTER_CMD, SEED_POLICIES, assert_clean_destination, assert_failed_with_rollback,
+                      assert_running_and_advancing, migration, wait_finished, wait_for, write_policies_file)
 
-SEED = [{
-    "policy_name": "adaptive_load_balancing",
-    "CONTEXT": ["source_cpu_utilization", "destination_cpu_utilization", "time_of_day",
-                "network_congestion_prob", "service_type"],
-    "CONDITIONS": "(source_cpu_utilization > 80 and destination_cpu_utilization < 50) or "
-                  "(time_of_day >= 18 and time_of_day <= 22 and service_type == \"critical\") or "
-                  "(network_congestion_prob < 0.2)",
-    "ACTIONS": ["allow_migration", "set_priority(\"high\")", "trigger_load_balancer_reconfiguration"],
-    "CONSTRAINTS": {"max_concurrent_migrations": 5, "migration_duration": 300},
-    "PRIORITY": 2,
-}]
+SEED = SEED_POLICIES
 
 
 def check(tmp_path, doc):
@@ -70,13 +60,6 @@ def test_explain_a_hypothetical_migration(tmp_path):
     assert p.returncode == 2 and "time_of_day takes a number" in p.stderr, p.stderr
 
 
-def write_policies(d, doc):
-    path = os.path.join(os.path.dirname(d.state), f"{d.name}-policies.json")
-    with open(path, "w") as f:
-        json.dump(doc, f)
-    return path
-
-
 def test_policy_blocks_in_planning(cluster):
     """The seed's scenario 3: a policy denies the migration in PLANNING; it
     ends FAILED with the policy and the values it saw, nothing was reserved or
@@ -89,7 +72,7 @@ def test_policy_blocks_in_planning(cluster):
         {"policy_name": "otherwise", "CONTEXT": ["time_of_day"], "CONDITIONS": "time_of_day >= 0",
          "ACTIONS": ["allow_migration"], "PRIORITY": -1},
     ]
-    a, b = cluster.start(a_extra=["--policies", write_policies(cluster.a, policies)]).a, cluster.b
+    a, b = cluster.start(a_extra=["--policies", write_policies_file(cluster.a, policies)]).a, cluster.b
     assert any("2 migration policies loaded" in line for line in a.log().splitlines())
     a.cli("run", "counter", "--image", "busybox", "--", *COUNTER_CMD)
     wait_for(lambda: os.path.exists(os.path.join(a.state, "containers/counter/rootfs/tmp/counter")), 20, "start")
@@ -120,7 +103,7 @@ def test_policies_reload_when_the_file_changes(cluster):
     deny = [{"policy_name": "not_now", "CONTEXT": ["destination_host"], "CONDITIONS": "destination_host == \"hostB\"",
              "ACTIONS": ["deny_migration"]}]
     allow = [{"policy_name": "now_yes", "CONTEXT": [], "CONDITIONS": "true", "ACTIONS": ["allow_migration"]}]
-    path = write_policies(cluster.a, deny)
+    path = write_policies_file(cluster.a, deny)
     a, b = cluster.start(a_extra=["--policies", path]).a, cluster.b
     for name in ("one", "two"):
         a.cli("run", name, "--image", "busybox", "--", *COUNTER_CMD)
@@ -172,7 +155,7 @@ def test_queue_priority_and_lb_hook_url(cluster):
                      "CONDITIONS": "destination_host == \"hostB\"",
                      "ACTIONS": ["allow_migration", "set_priority(\"low\")", "trigger_load_balancer_reconfiguration"],
                      "CONSTRAINTS": {"max_concurrent_migrations": 1}}]
-        a = cluster.start(a_extra=["--policies", write_policies(cluster.a, policies),
+        a = cluster.start(a_extra=["--policies", write_policies_file(cluster.a, policies),
                                    "--lb-hook", "http://127.0.0.1:18080/backends"]).a
         for name in ("one", "two"):
             a.cli("run", name, "--image", "busybox", "--", *COUNTER_CMD)
@@ -218,7 +201,7 @@ def test_migration_duration_aborts_and_rolls_back(cluster):
     policies = [{"policy_name": "hurry", "CONTEXT": [], "CONDITIONS": "true",
                  "ACTIONS": ["allow_migration", "trigger_load_balancer_reconfiguration"],
                  "CONSTRAINTS": {"migration_duration": 1}}]
-    a, b = cluster.start(a_extra=["--policies", write_policies(cluster.a, policies), "--lb-hook", hook]).a, cluster.b
+    a, b = cluster.start(a_extra=["--policies", write_policies_file(cluster.a, policies), "--lb-hook", hook]).a, cluster.b
     a.cli("run", "counter", "--image", "busybox", "--", *COUNTER_CMD)
     wait_for(lambda: os.path.exists(os.path.join(a.state, "containers/counter/rootfs/tmp/counter")), 20, "start")
     p = a.cli("migrate", "-v", "counter", "--to", "hostB", "--", "/bin/sleep", "5", check=False)

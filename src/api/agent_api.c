@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -30,6 +31,10 @@ void fm_api_info(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 		      "rss_kib", (json_int_t)fm_metrics_self_rss_kib());
 	if (d->monitor)
 		json_object_set_new(o, "monitor", fm_monitor_host_json(d->monitor));
+	struct statvfs sv;
+	if (statvfs(d->state_dir, &sv) == 0)
+		json_object_set_new(json_object_get(o, "resources"), "disk_free_bytes",
+				    json_integer((json_int_t)sv.f_bavail * (json_int_t)sv.f_frsize));
 	fm_http_ok(resp, 200, o);
 }
 
@@ -144,7 +149,19 @@ void fm_api_container_run(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 void fm_api_container_list(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 {
 	fm_daemon *d = ctx;
-	fm_http_ok(resp, 200, fm_rt_list(&d->rt));
+	json_t *list = fm_rt_list(&d->rt), *c;
+	const char *disk = fm_http_query(req, "disk");
+	size_t i;
+	json_array_foreach(list, i, c) {
+		if (disk && !strcmp(disk, "1"))
+			json_object_set_new(c, "rootfs_bytes",
+					    json_integer(fm_rt_upper_bytes(&d->rt, json_string_value(json_object_get(c, "name")))));
+		json_t *usage = d->monitor ? fm_monitor_container_json(d->monitor, json_string_value(json_object_get(c, "name")),
+								       false) : NULL;
+		if (usage)
+			json_object_set_new(c, "usage", usage);
+	}
+	fm_http_ok(resp, 200, list);
 }
 
 void fm_api_container_get(void *ctx, const fm_http_req *req, fm_http_resp *resp)
@@ -153,7 +170,9 @@ void fm_api_container_get(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 	json_t *o = fm_name_valid(req->params[0]) ? fm_rt_get(&d->rt, req->params[0]) : NULL;
 	if (!o)
 		return fm_http_error(resp, 404, "not_found", "no container %s on %s", req->params[0], d->name);
-	json_t *usage = d->monitor ? fm_monitor_container_json(d->monitor, req->params[0]) : NULL;
+	const char *series = fm_http_query(req, "series");
+	json_t *usage = d->monitor ? fm_monitor_container_json(d->monitor, req->params[0], series && !strcmp(series, "1"))
+				   : NULL;
 	if (usage)
 		json_object_set_new(o, "usage", usage);
 	fm_http_ok(resp, 200, o);

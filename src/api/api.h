@@ -20,12 +20,14 @@ typedef struct fm_daemon {
 	struct fm_monitor *monitor; /* Resource Monitor (monitor_api.c) */
 	char *uplink;               /* the interface to the other hosts, or NULL */
 	uint64_t uplink_rate_bps;   /* --uplink-rate, 0 = not stated */
+	struct fm_planner *planner; /* Decision Engine's Migration Planner */
 } fm_daemon;
 
 /* Resource Monitor (monitor_api.c) */
 int fm_daemon_monitor_start(fm_daemon *d);
 void fm_daemon_monitor_stop(fm_daemon *d);
 void fm_api_metrics(void *ctx, const fm_http_req *req, fm_http_resp *resp);
+void fm_api_plan(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 
 /* NULL-method-terminated. */
 extern const fm_http_route fm_api_routes[];
@@ -53,6 +55,7 @@ void fm_api_agent_status(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_host_list(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_host_add(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_host_remove(void *ctx, const fm_http_req *req, fm_http_resp *resp);
+void fm_api_host_proxy(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_migration_submit(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_migration_list(void *ctx, const fm_http_req *req, fm_http_resp *resp);
 void fm_api_migration_get(void *ctx, const fm_http_req *req, fm_http_resp *resp);

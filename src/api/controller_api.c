@@ -12,6 +12,34 @@ void fm_api_host_list(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 	fm_http_ok(resp, 200, fm_ctl_host_list(&d->ctl));
 }
 
+/* GET /v1/hosts/:name/info and /v1/hosts/:name/containers/:container: a
+ * known host's answer, asked by this controller (with the cluster secret),
+ * so that local clients (the C API) need only the local socket. */
+void fm_api_host_proxy(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_error err = FM_ERROR_INIT;
+	json_t *out = NULL;
+	char path[160];
+
+	if (!fm_name_valid(req->params[0]) || (req->params[1] && !fm_name_valid(req->params[1])))
+		return fm_http_error(resp, 400, "invalid", "host and container names are [A-Za-z0-9_.-]");
+	_cleanup_free_ char *ep = fm_ctl_endpoint(&d->ctl, req->params[0]);
+	if (!ep)
+		return fm_http_error(resp, 404, "not_found", "unknown host %s (add it with `fleximigrate host add`)",
+				     req->params[0]);
+	if (req->params[1])
+		snprintf(path, sizeof(path), "/v1/containers/%s", req->params[1]);
+	else
+		snprintf(path, sizeof(path), "/v1/info");
+	if (d->ctl.call(ep, "GET", path, NULL, d->ctl.rpc_timeout_ms, &out, &err) < 0) {
+		fm_http_fail(resp, &err);
+		fm_error_clear(&err);
+		return;
+	}
+	fm_http_ok(resp, 200, out);
+}
+
 void fm_api_host_add(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 {
 	fm_daemon *d = ctx;
@@ -126,6 +154,7 @@ void fm_api_migration_cancel(void *ctx, const fm_http_req *req, fm_http_resp *re
 const fm_http_route fm_api_routes[] = {
 	{ "GET", "/v1/info", fm_api_info, false },
 	{ "GET", "/metrics", fm_api_metrics, false },
+	{ "GET", "/v1/plan", fm_api_plan, true },
 	{ "POST", "/v1/cordon", fm_api_cordon, true },
 	{ "GET", "/v1/images", fm_api_image_list, false },
 	{ "POST", "/v1/images", fm_api_image_import, true },
@@ -145,6 +174,8 @@ const fm_http_route fm_api_routes[] = {
 	{ "GET", "/v1/hosts", fm_api_host_list, false },
 	{ "POST", "/v1/hosts", fm_api_host_add, true },
 	{ "DELETE", "/v1/hosts/:name", fm_api_host_remove, true },
+	{ "GET", "/v1/hosts/:name/info", fm_api_host_proxy, true },
+	{ "GET", "/v1/hosts/:name/containers/:container", fm_api_host_proxy, true },
 	{ "GET", "/v1/migrations", fm_api_migration_list, false },
 	{ "POST", "/v1/migrations", fm_api_migration_submit, true },
 	{ "GET", "/v1/migrations/:id", fm_api_migration_get, false },

@@ -11,6 +11,7 @@
 #include "api/api.h"
 #include "basic/log.h"
 #include "basic/util.h"
+#include "manager/planner.h"
 #include "monitor/metrics.h"
 #include "monitor/monitor.h"
 
@@ -130,6 +131,13 @@ void fm_daemon_monitor_stop(fm_daemon *d)
 	d->monitor = NULL;
 	free(d->uplink);
 	d->uplink = NULL;
+}
+
+/* GET /v1/plan: what the Decision Engine would do now. */
+void fm_api_plan(void *ctx, const fm_http_req *req, fm_http_resp *resp)
+{
+	fm_daemon *d = ctx;
+	fm_http_ok(resp, 200, fm_planner_plan(d->planner));
 }
 
 /* GET /metrics: the Prometheus text exposition (version 0.0.4). */

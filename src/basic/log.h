@@ -34,6 +34,7 @@ typedef enum fm_log_level {
 #define FM_C_DELTA_TRANSFER      "DeltaTransfer"
 #define FM_C_STATE_RESTORATION   "StateRestorationModule"
 #define FM_C_RESOURCE_MONITOR    "ResourceMonitor"
+#define FM_C_DECISION_ENGINE     "DecisionEngine"
 #define FM_C_API                 "API"
 #define FM_C_DAEMON              "Daemon"
 

@@ -112,6 +112,8 @@ static const char main_help[] =
 "  policy explain FILE [VAR=VALUE...] | policy explain MIGRATION-ID\n"
 "                               which policy decides, and the values it saw\n"
 "  policy vars                  the variables a policy's CONTEXT may name\n"
+"  plan                         the Decision Engine's view: hosts, containers (class,\n"
+"                               forecast), whether this host is overloaded, the move\n"
 "\n"
 "Global options:\n"
 "  -s, --socket PATH   daemon socket (default $FM_SOCKET or " DEFAULT_SOCKET ")\n"
@@ -902,6 +904,80 @@ static int policy_explain_migration(const char *id)
 	return EXIT_OK;
 }
 
+/* ------------------------------------------------------------------ plan */
+
+static double num(json_t *o, const char *k)
+{
+	return json_number_value(json_object_get(o, k));
+}
+
+static int cmd_plan(int argc, char **argv)
+{
+	json_t *out = NULL, *x;
+	size_t i;
+	int r;
+
+	if (want_help(argc, argv)) {
+		printf("Usage: fleximigrate plan [--json]\n"
+		       "\n"
+		       "What this host's Decision Engine sees and would do now: every known host's\n"
+		       "cores, memory and what its containers use; this host's containers with their\n"
+		       "class (CPU-, memory-, I/O-bound or idle) and their CPU and memory now and\n"
+		       "forecast; whether this host is overloaded (its containers above the\n"
+		       "threshold, sustained and forecast) and the move that would help most.\n"
+		       "fleximigrated --auto-migrate makes such moves itself; without it, make one\n"
+		       "with `fleximigrate migrate`.\n");
+		return EXIT_OK;
+	}
+	if ((r = call("GET", "/v1/plan", NULL, &out)) != EXIT_OK)
+		return r;
+	if (opt_json) {
+		print_json(out);
+		json_decref(out);
+		return EXIT_OK;
+	}
+	json_t *th = json_object_get(out, "thresholds");
+	printf("Host %s: %s: %s\n", str(out, "host"),
+	       json_is_true(json_object_get(out, "overloaded")) ? "OVERLOADED" : "not overloaded", str(out, "why"));
+	printf("Thresholds: CPU %.0f %%, memory %.0f %%, sustained %d s and forecast %d s ahead (CPU %s, memory %s); "
+	       "automatic mode %s\n", num(th, "cpu_percent"), num(th, "memory_percent"), (int)num(th, "sustain_s"),
+	       (int)num(th, "horizon_s"), str(th, "cpu_model"), str(th, "memory_model"),
+	       json_is_true(json_object_get(out, "automatic")) ? "on" : "off");
+	printf("\n%-16s %5s %10s %10s %10s %6s  %s\n", "HOST", "CORES", "CPU-LOAD", "MEMORY", "MEM-LOAD", "UTIL", "ARCH");
+	json_array_foreach(json_object_get(out, "hosts"), i, x) {
+		if (json_object_get(x, "unreachable")) {
+			printf("%-16s unreachable: %s\n", str(x, "name"), str(x, "unreachable"));
+			continue;
+		}
+		char mem[32], load[32];
+		fm_format_bytes((uint64_t)num(x, "memory_bytes"), mem, sizeof(mem));
+		fm_format_bytes((uint64_t)num(x, "memory_load_bytes"), load, sizeof(load));
+		printf("%-16s %5.0f %10.2f %10s %10s %5.0f%%  %s%s\n", str(x, "name"), num(x, "cpus"), num(x, "cpu_load_cores"),
+		       mem, load, 100 * num(x, "utilization"), str(x, "arch"),
+		       json_is_true(json_object_get(x, "cordoned")) ? " (cordoned)" : "");
+	}
+	printf("\n%-20s %-13s %16s %22s  %s\n", "CONTAINER", "CLASS", "CPU now->fcst", "MEMORY now->fcst", "MOVABLE");
+	json_array_foreach(json_object_get(out, "containers"), i, x) {
+		char m0[32], m1[32], cpu[32], mem[72];
+		fm_format_bytes((uint64_t)num(x, "memory_bytes"), m0, sizeof(m0));
+		fm_format_bytes((uint64_t)num(x, "memory_bytes_forecast"), m1, sizeof(m1));
+		snprintf(cpu, sizeof(cpu), "%.2f->%.2f", num(x, "cpu_cores"), num(x, "cpu_cores_forecast"));
+		snprintf(mem, sizeof(mem), "%s->%s", m0, m1);
+		printf("%-20s %-13s %16s %22s  %s\n", str(x, "name"), str(x, "class"), cpu, mem,
+		       json_is_true(json_object_get(x, "movable")) ? "yes" : "no (moving or resting)");
+	}
+	json_t *mv = json_object_get(out, "move");
+	if (mv)
+		printf("\nProposed move: %s (%s) to %s, %s: utilisation %.0f %% -> %.0f %% here, %.0f %% -> %.0f %% there\n",
+		       str(mv, "container"), str(mv, "class"), str(mv, "to"), str(mv, "strategy"),
+		       100 * num(mv, "utilization_before"), 100 * num(mv, "source_utilization_after"),
+		       100 * num(mv, "destination_utilization_before"), 100 * num(mv, "destination_utilization_after"));
+	else if (json_object_get(out, "no_move"))
+		printf("\nNo move: %s\n", str(out, "no_move"));
+	json_decref(out);
+	return EXIT_OK;
+}
+
 static int cmd_policy(int argc, char **argv)
 {
 	if (argc < 2 || want_help(argc, argv)) {
@@ -1024,6 +1100,8 @@ int main(int argc, char **argv)
 		return cmd_migration(sub_argc, sub_argv);
 	if (!strcmp(cmd, "policy") || !strcmp(cmd, "policies"))
 		return cmd_policy(sub_argc, sub_argv);
+	if (!strcmp(cmd, "plan"))
+		return cmd_plan(sub_argc, sub_argv);
 	if (!strcmp(cmd, "help")) {
 		fputs(main_help, stdout);
 		return EXIT_OK;

@@ -20,6 +20,7 @@
 #include "basic/util.h"
 #include "fm-config.h"
 #include "manager/lb_hook.h"
+#include "manager/planner.h"
 #include "manager/policy.h"
 #include "runtime/image.h"
 #include "sync/checkpoint.h"
@@ -64,6 +65,16 @@ static void usage(FILE *f)
 "                         --ip) to this bridge; the hosts' bridges must share one\n"
 "                         layer-2 segment so that addresses and TCP connections\n"
 "                         can move with their containers\n"
+"  --auto-migrate         Decision Engine in automatic mode: when this host stays\n"
+"                         overloaded (and its forecast says it will stay so), move\n"
+"                         the container whose move helps most to the host that\n"
+"                         fits it best (`fleximigrate plan` shows what it would do;\n"
+"                         policies still decide each move).  Off by default\n"
+"  --overload-cpu PCT     CPU share of this host's cores its containers may use\n"
+"                         before it counts as overloaded (default 85)\n"
+"  --overload-memory PCT  the same for memory (default 90)\n"
+"  --overload-sustain S   ... for this long, on average (default 30)\n"
+"  --plan-interval S      how often automatic mode plans (default 30)\n"
 "  --uplink-rate RATE     capacity of this host's link to the other hosts, in bits\n"
 "                         per second (200M, 1G): the Resource Monitor's link\n"
 "                         utilisation and congestion estimate use it (default: the\n"
@@ -177,6 +188,11 @@ int main(int argc, char **argv)
 		{ "fault", required_argument, NULL, 'F' },
 		{ "secret-file", required_argument, NULL, 'S' },
 		{ "uplink-rate", required_argument, NULL, 'U' },
+		{ "auto-migrate", no_argument, NULL, 'A' },
+		{ "overload-cpu", required_argument, NULL, 1001 },
+		{ "overload-memory", required_argument, NULL, 1002 },
+		{ "overload-sustain", required_argument, NULL, 1003 },
+		{ "plan-interval", required_argument, NULL, 1004 },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -184,6 +200,7 @@ int main(int argc, char **argv)
 	fm_daemon d = { 0 };
 	const char *criu = NULL, *runc = "runc", *log_json = NULL, *secret_file = NULL, *bridge = NULL;
 	const char *policies_file = NULL, *lb_hook = NULL;
+	fm_planner_config plan_cfg = FM_PLANNER_CONFIG_DEFAULT;
 	double lb_timeout_s = FM_LB_HOOK_TIMEOUT_MS / 1000.0;
 	fm_log_level level = FM_LOG_INFO;
 	bool cordoned = false, fault_corrupt = false;
@@ -238,6 +255,28 @@ int main(int argc, char **argv)
 			bridge = optarg;
 			break;
 		case 'S': secret_file = optarg; break;
+		case 'A': plan_cfg.automatic = true; break;
+		case 1001: case 1002: case 1003: case 1004: {
+			static const struct { const char *opt; double lo, hi; } lim[] = {
+				{ "--overload-cpu", 1, 100 }, { "--overload-memory", 1, 100 },
+				{ "--overload-sustain", 1, 3600 }, { "--plan-interval", 1, 3600 } };
+			char *end;
+			double v = strtod(optarg, &end);
+			if (*end || !(v >= lim[c - 1001].lo && v <= lim[c - 1001].hi)) {
+				fprintf(stderr, "fleximigrated: %s must be %g..%g\n", lim[c - 1001].opt, lim[c - 1001].lo,
+					lim[c - 1001].hi);
+				return 2;
+			}
+			if (c == 1001)
+				plan_cfg.cpu_pct = v;
+			else if (c == 1002)
+				plan_cfg.mem_pct = v;
+			else if (c == 1003)
+				plan_cfg.sustain_s = (int)v;
+			else
+				plan_cfg.interval_s = (int)v;
+			break;
+		}
 		case 'U':
 			if (fm_parse_rate(optarg, &d.uplink_rate_bps) < 0 || d.uplink_rate_bps < 1000000) {
 				fprintf(stderr, "fleximigrated: --uplink-rate %s: give bits per second of at least 1M, e.g. 1G\n",
@@ -387,12 +426,15 @@ int main(int argc, char **argv)
 		return 1;
 	if (fm_daemon_monitor_start(&d) < 0)
 		return 1;
+	d.planner = fm_planner_new(&d.ctl, d.monitor, &plan_cfg);
 	fm_http_global_init();
 	if (fm_http_server_start(fm_api_routes, &d, d.socket_path, d.listen, &srv, &err) < 0) {
 		fm_err(FM_C_DAEMON, "%s", err.msg);
 		return 1;
 	}
 	fm_ctl_recover(&d.ctl);
+	if (fm_planner_start(d.planner) < 0)
+		return 1;
 	fm_info(FM_C_DAEMON, "fleximigrated %s ready: host %s, peers on %s, CLI on %s, CRIU %s, state in %s", FM_VERSION,
 		d.name, d.listen, d.socket_path,
 		json_string_value(json_object_get(d.agent.caps, "criu_version")) ?: "unavailable", d.state_dir);
@@ -407,6 +449,7 @@ int main(int argc, char **argv)
 		break;
 	}
 	fm_http_server_stop(srv);
+	fm_planner_free(d.planner);
 	fm_daemon_monitor_stop(&d);
 	fm_ctl_fini(&d.ctl);
 	fm_agent_fini(&d.agent);

@@ -207,6 +207,9 @@ static int step_pending(fm_mig *m)
 
 	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Migration request %s received: container %s to %s, strategy %s",
 	     m->id, m->container, m->dest, fm_strategy_name(m->requested));
+	if (json_is_string(json_object_get(m->req, "reason")))
+		mlog(m, FM_LOG_INFO, FM_C_DECISION_ENGINE, "Requested by the Decision Engine: %s",
+		     json_string_value(json_object_get(m->req, "reason")));
 	m->dst_ep = fm_ctl_endpoint(c, m->dest);
 	if (!m->dst_ep)
 		return fm_error_set(err, -ENOENT, "unknown destination host %s (add it with `fleximigrate host add`)", m->dest);
@@ -281,78 +284,22 @@ static int step_pending(fm_mig *m)
 /* A transfer smaller than this says little about the link's rate. */
 #define FM_LINK_SAMPLE_MIN (8 << 20)
 
-/* A CONTEXT variable the Resource Monitors measure: its window figures
- * ({last, mean, ...}) from the hosts' /v1/info or the container's usage,
- * NULL when not measured (yet). */
-static json_t *monitored(fm_mig *m, const char *var)
-{
-	static const struct {
-		const char *var;
-		int from;           /* 0 source, 1 destination, 2 container */
-		const char *field;
-	} map[] = {
-		{ "source_cpu_utilization", 0, "cpu_utilization_percent" },
-		{ "destination_cpu_utilization", 1, "cpu_utilization_percent" },
-		{ "source_memory_utilization", 0, "memory_utilization_percent" },
-		{ "destination_memory_utilization", 1, "memory_utilization_percent" },
-		{ "network_congestion_prob", 0, "network_congestion_prob" },
-		{ "container_cpu_utilization", 2, "cpu_utilization_percent" },
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(map); i++) {
-		if (strcmp(var, map[i].var) != 0)
-			continue;
-		json_t *o = map[i].from == 0 ? json_object_get(m->src_info, "monitor")
-			  : map[i].from == 1 ? json_object_get(m->dst_info, "monitor")
-					     : json_object_get(m->cinfo, "usage");
-		json_t *w = json_object_get(o, map[i].field);
-		return json_is_number(json_object_get(w, "mean")) ? w : NULL;
-	}
-	return NULL;
-}
-
-/* A policy CONTEXT variable's value for this migration (manager/policy.h):
- * what the controller knows in PLANNING; the rest is unknown (its policies
- * then deny). */
+/* A policy CONTEXT variable's value for this migration: the facts the
+ * controller gathered in PENDING (manager/policy.h). */
 static bool policy_lookup(void *opaque, const char *var, fm_cond_value *v)
 {
 	fm_mig *m = opaque;
-	json_t *j;
-	*v = (fm_cond_value){ .known = true };
-	if (!strcmp(var, "container")) {
-		v->str = m->container;
-	} else if (!strcmp(var, "source_host")) {
-		v->str = m->source;
-	} else if (!strcmp(var, "destination_host")) {
-		v->str = m->dest;
-	} else if (!strcmp(var, "strategy")) {
-		v->str = fm_strategy_name(m->requested);
-	} else if (!strcmp(var, "time_of_day") || !strcmp(var, "day_of_week")) {
-		time_t now = time(NULL);
-		struct tm tm;
-		localtime_r(&now, &tm);
-		v->num = !strcmp(var, "time_of_day") ? tm.tm_hour + tm.tm_min / 60.0 + tm.tm_sec / 3600.0
-						     : (tm.tm_wday == 0 ? 7 : tm.tm_wday);
-	} else if (!strcmp(var, "container_memory_mib") &&
-		   json_is_integer(j = json_object_get(m->cinfo, "memory_usage_bytes"))) {
-		v->num = (double)json_integer_value(j) / (1 << 20);
-	} else if (!strcmp(var, "destination_cordoned") && json_is_boolean(j = json_object_get(m->dst_info, "cordoned"))) {
-		v->b = json_is_true(j);
-	} else if (!strcmp(var, "service_type") &&
-		   json_is_string(j = json_object_get(json_object_get(m->cinfo, "labels"), "service_type"))) {
-		v->str = json_string_value(j);
-	} else if (!strcmp(var, "link_bandwidth_mbit")) {
+	fm_policy_facts f = { .container = m->container, .source = m->source, .destination = m->dest,
+			      .strategy = fm_strategy_name(m->requested), .cinfo = m->cinfo, .src_info = m->src_info,
+			      .dst_info = m->dst_info, .link_bps = -1 };
+	if (!strcmp(var, "link_bandwidth_mbit")) {
 		json_t *row = fm_journal_query_one(m->ctl->journal, "SELECT bps FROM links WHERE source = ? AND destination = ?",
 						   "ss", m->source, m->dest);
-		v->known = row != NULL;
-		v->num = json_real_value(json_object_get(row, "bps")) / 1e6;
+		if (row)
+			f.link_bps = json_real_value(json_object_get(row, "bps"));
 		json_decref(row);
-	} else if ((j = monitored(m, var))) {
-		/* the Resource Monitor's mean over its window (docs/architecture.md) */
-		v->num = json_real_value(json_object_get(j, "mean"));
-	} else {
-		v->known = false;
 	}
-	return v->known;
+	return fm_policy_facts_lookup(&f, var, v);
 }
 
 /* PLANNING's decision, with the values of this moment; the deciding policy's
@@ -1535,6 +1482,10 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	json_t *cz = json_object_get(req, "compress");
 	if (cz && !json_is_null(cz) && (!json_is_integer(cz) || json_integer_value(cz) < -1 || json_integer_value(cz) > 19))
 		return fm_error_set(err, -EINVAL, "\"compress\" must be -1 (auto), 0 (off) or a zstd level 1..19");
+	json_t *why = json_object_get(req, "reason");
+	if (why && !json_is_null(why) && (!json_is_string(why) || json_string_length(why) > 1024 ||
+					  strlen(json_string_value(why)) != json_string_length(why)))
+		return fm_error_set(err, -EINVAL, "\"reason\" must be a string of at most 1024 bytes");
 	json_t *prio = json_object_get(req, "priority");
 	if (prio && !json_is_null(prio) && prio_from_name(json_string_value(prio)) < 0)
 		return fm_error_set(err, -EINVAL, "\"priority\" must be \"high\", \"normal\" or \"low\"");

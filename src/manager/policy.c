@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "basic/util.h"
 
@@ -362,4 +363,71 @@ void fm_policy_decide(const fm_policy_set *s, fm_policy_lookup_fn lookup, void *
 		snprintf(d->why, sizeof(d->why), "no policy allows the migration: none of the %zu policies' conditions "
 			 "holds", s->n);
 	free(order);
+}
+
+/* A CONTEXT variable the Resource Monitors measure: its window figures
+ * ({last, mean, ...}) from the hosts' /v1/info or the container's usage,
+ * NULL when not measured (yet). */
+static json_t *monitored(const fm_policy_facts *f, const char *var)
+{
+	static const struct {
+		const char *var;
+		int from;           /* 0 source, 1 destination, 2 container */
+		const char *field;
+	} map[] = {
+		{ "source_cpu_utilization", 0, "cpu_utilization_percent" },
+		{ "destination_cpu_utilization", 1, "cpu_utilization_percent" },
+		{ "source_memory_utilization", 0, "memory_utilization_percent" },
+		{ "destination_memory_utilization", 1, "memory_utilization_percent" },
+		{ "network_congestion_prob", 0, "network_congestion_prob" },
+		{ "container_cpu_utilization", 2, "cpu_utilization_percent" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(map); i++) {
+		if (strcmp(var, map[i].var) != 0)
+			continue;
+		json_t *o = map[i].from == 0 ? json_object_get(f->src_info, "monitor")
+			  : map[i].from == 1 ? json_object_get(f->dst_info, "monitor")
+					     : json_object_get(f->cinfo, "usage");
+		json_t *w = json_object_get(o, map[i].field);
+		return json_is_number(json_object_get(w, "mean")) ? w : NULL;
+	}
+	return NULL;
+}
+
+bool fm_policy_facts_lookup(void *opaque, const char *var, fm_cond_value *v)
+{
+	const fm_policy_facts *f = opaque;
+	json_t *j;
+	*v = (fm_cond_value){ .known = true };
+	if (!strcmp(var, "container")) {
+		v->str = f->container;
+	} else if (!strcmp(var, "source_host")) {
+		v->str = f->source;
+	} else if (!strcmp(var, "destination_host")) {
+		v->str = f->destination;
+	} else if (!strcmp(var, "strategy")) {
+		v->str = f->strategy;
+	} else if (!strcmp(var, "time_of_day") || !strcmp(var, "day_of_week")) {
+		time_t now = time(NULL);
+		struct tm tm;
+		localtime_r(&now, &tm);
+		v->num = !strcmp(var, "time_of_day") ? tm.tm_hour + tm.tm_min / 60.0 + tm.tm_sec / 3600.0
+						     : (tm.tm_wday == 0 ? 7 : tm.tm_wday);
+	} else if (!strcmp(var, "container_memory_mib") &&
+		   json_is_integer(j = json_object_get(f->cinfo, "memory_usage_bytes"))) {
+		v->num = (double)json_integer_value(j) / (1 << 20);
+	} else if (!strcmp(var, "destination_cordoned") && json_is_boolean(j = json_object_get(f->dst_info, "cordoned"))) {
+		v->b = json_is_true(j);
+	} else if (!strcmp(var, "service_type") &&
+		   json_is_string(j = json_object_get(json_object_get(f->cinfo, "labels"), "service_type"))) {
+		v->str = json_string_value(j);
+	} else if (!strcmp(var, "link_bandwidth_mbit") && f->link_bps >= 0) {
+		v->num = f->link_bps / 1e6;
+	} else if ((j = monitored(f, var))) {
+		/* the Resource Monitor's mean over its window (docs/architecture.md) */
+		v->num = json_real_value(json_object_get(j, "mean"));
+	} else {
+		v->known = false;
+	}
+	return v->known;
 }

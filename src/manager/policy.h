@@ -23,6 +23,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <jansson.h>
+
 #include "basic/error.h"
 #include "manager/policy_cond.h"
 
@@ -81,6 +83,19 @@ void fm_policy_action_format(const fm_policy_action *a, char *buf, size_t len);
  * and no condition holds, the migration is denied ("no policy allows it").
  * lookup gives a CONTEXT variable's value (false: unknown). */
 typedef bool (*fm_policy_lookup_fn)(void *opaque, const char *var, fm_cond_value *out);
+
+/* What a migration's CONTEXT values come from: the request, the source's
+ * description of the container (GET /v1/containers/NAME: labels, usage), both
+ * hosts' GET /v1/info (monitor, cordoned), the link's measured rate (< 0:
+ * unknown).  fm_policy_facts_lookup is an fm_policy_lookup_fn over them: the
+ * controller's and the C API's one rule (fm_policy_vars() lists the
+ * variables). */
+typedef struct fm_policy_facts {
+	const char *container, *source, *destination, *strategy;
+	json_t *cinfo, *src_info, *dst_info;
+	double link_bps;
+} fm_policy_facts;
+bool fm_policy_facts_lookup(void *facts, const char *var, fm_cond_value *out);
 typedef struct fm_policy_decision {
 	bool allowed;
 	const fm_policy *by;        /* NULL: no condition held */

@@ -1,7 +1,20 @@
 #include "monitor/analyzer.h"
 
+#include <gsl/gsl_errno.h>
 #include <gsl/gsl_fit.h>
 #include <math.h>
+#include <pthread.h>
+
+static void quiet(void)
+{
+	gsl_set_error_handler_off();
+}
+
+void fm_gsl_quiet(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, quiet);
+}
 
 static size_t cap_of(const fm_window *w)
 {
@@ -51,6 +64,7 @@ void fm_window_stats_get(const fm_window *w, fm_window_stats *s)
 	s->mean = sum / (double)w->n;
 	s->span_s = x[w->n - 1] * 60.0;
 	if (w->n >= 3 && x[w->n - 1] > 0) {
+		fm_gsl_quiet();
 		double c0, c1, cov00, cov01, cov11, sumsq;
 		if (gsl_fit_linear(x, 1, y, 1, w->n, &c0, &c1, &cov00, &cov01, &cov11, &sumsq) == 0 && isfinite(c1))
 			s->slope_per_min = c1;

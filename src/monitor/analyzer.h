@@ -23,6 +23,10 @@ typedef struct fm_window_stats {
 	double span_s;          /* time the window covers */
 } fm_window_stats;
 
+/* GSL's default on an error is abort(): every user of GSL calls this first
+ * (once per process; errors are then only return codes). */
+void fm_gsl_quiet(void);
+
 void fm_window_push(fm_window *w, int64_t t_us, double v);
 /* i-th point, 0 = oldest. */
 void fm_window_at(const fm_window *w, size_t i, int64_t *t_us, double *v);

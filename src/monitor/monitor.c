@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "basic/log.h"
+#include "basic/periodic.h"
 #include "basic/util.h"
 
 /* Fewer TCP segments than this in an interval say nothing about loss. */
@@ -26,10 +27,8 @@ typedef struct container_state {
 struct fm_monitor {
 	char *procfs, *uplink;
 	fm_monitor_source src;
-	pthread_mutex_t lock;
-	pthread_cond_t wake;
-	pthread_t thread;
-	bool running, stop;
+	pthread_mutex_t lock;       /* the figures */
+	fm_periodic sampler;
 	/* host */
 	fm_host_sample prev, last;
 	bool have_prev;
@@ -63,11 +62,6 @@ fm_monitor *fm_monitor_new(const char *procfs, const char *uplink, const fm_moni
 	m->uplink = uplink ? fm_xstrdup(uplink) : NULL;
 	m->src = *src;
 	pthread_mutex_init(&m->lock, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&m->wake, &ca);
-	pthread_condattr_destroy(&ca);
 	fm_window *ws[] = { &m->cpu_pct, &m->mem_pct, &m->up_rx_bps, &m->up_tx_bps, &m->up_util, &m->loss, &m->congestion };
 	for (size_t i = 0; i < ARRAY_SIZE(ws); i++)
 		window_init(ws[i]);
@@ -226,45 +220,22 @@ void fm_monitor_tick(fm_monitor *m)
 	free(net_ok);
 }
 
-static void *monitor_thread(void *opaque)
+static void tick(void *opaque)
 {
-	fm_monitor *m = opaque;
-	pthread_mutex_lock(&m->lock);
-	while (!m->stop) {
-		pthread_mutex_unlock(&m->lock);
-		fm_monitor_tick(m);
-		pthread_mutex_lock(&m->lock);
-		/* every interval; the wait is the sampling period, and a stop ends it */
-		int64_t next = fm_now_mono_us() + FM_MONITOR_INTERVAL_MS * 1000;
-		struct timespec until = { .tv_sec = next / 1000000, .tv_nsec = (next % 1000000) * 1000 };
-		while (!m->stop && pthread_cond_timedwait(&m->wake, &m->lock, &until) == 0)
-			;
-	}
-	pthread_mutex_unlock(&m->lock);
-	return NULL;
+	fm_monitor_tick(opaque);
 }
 
 int fm_monitor_start(fm_monitor *m)
 {
-	if (pthread_create(&m->thread, NULL, monitor_thread, m) != 0)
-		return -EAGAIN;
-	m->running = true;
-	return 0;
+	return fm_periodic_start(&m->sampler, (int64_t)FM_MONITOR_INTERVAL_MS * 1000, true, tick, m);
 }
 
 void fm_monitor_free(fm_monitor *m)
 {
 	if (!m)
 		return;
-	if (m->running) {
-		pthread_mutex_lock(&m->lock);
-		m->stop = true;
-		pthread_cond_broadcast(&m->wake);
-		pthread_mutex_unlock(&m->lock);
-		pthread_join(m->thread, NULL);
-	}
+	fm_periodic_stop(&m->sampler);
 	pthread_mutex_destroy(&m->lock);
-	pthread_cond_destroy(&m->wake);
 	free(m->cs);
 	free(m->procfs);
 	free(m->uplink);
@@ -308,18 +279,50 @@ json_t *fm_monitor_host_json(fm_monitor *m)
 	return o;
 }
 
-json_t *fm_monitor_container_json(fm_monitor *m, const char *name)
+static json_t *series_json(const fm_window *w)
+{
+	json_t *t = json_array(), *v = json_array();
+	for (size_t i = 0; i < w->n; i++) {
+		int64_t at;
+		double x;
+		fm_window_at(w, i, &at, &x);
+		json_array_append_new(t, json_integer(at / 1000));
+		json_array_append_new(v, json_real(x));
+	}
+	return json_pack("{s:o, s:o}", "t_ms", t, "v", v);
+}
+
+json_t *fm_monitor_container_json(fm_monitor *m, const char *name, bool series)
 {
 	json_t *o = NULL;
 	pthread_mutex_lock(&m->lock);
 	container_state *c = container_find(m, name);
+	if (c && series)
+		o = json_pack("{s:{s:o, s:o}}", "series", "cpu_percent", series_json(&c->cpu_pct), "memory_bytes",
+			      series_json(&c->mem_bytes));
+	if (c && !o)
+		o = json_object();
 	if (c)
-		o = json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "cgroup_version", c->last.version,
+		json_object_update_new(o, json_pack("{s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "cgroup_version", c->last.version,
 			      "cpu_utilization_percent", window_json(&c->cpu_pct), "memory_bytes", window_json(&c->mem_bytes),
 			      "io_read_bps", window_json(&c->io_read_bps), "io_write_bps", window_json(&c->io_write_bps),
-			      "net_rx_bps", window_json(&c->net_rx_bps), "net_tx_bps", window_json(&c->net_tx_bps));
+			      "net_rx_bps", window_json(&c->net_rx_bps), "net_tx_bps", window_json(&c->net_tx_bps)));
 	pthread_mutex_unlock(&m->lock);
 	return o;
+}
+
+size_t fm_monitor_container_series(fm_monitor *m, const char *name, fm_series_kind kind, double *v, size_t max)
+{
+	size_t k = 0;
+	pthread_mutex_lock(&m->lock);
+	container_state *c = container_find(m, name);
+	const fm_window *w = !c ? NULL : kind == FM_SERIES_CPU ? &c->cpu_pct : &c->mem_bytes;
+	for (size_t i = w && w->n > max ? w->n - max : 0; w && i < w->n; i++) {
+		int64_t t;
+		fm_window_at(w, i, &t, &v[k++]);
+	}
+	pthread_mutex_unlock(&m->lock);
+	return k;
 }
 
 /* ------------------------------------------------------------ Prometheus */

@@ -48,8 +48,15 @@ void fm_monitor_tick(fm_monitor *m);
 /* {"cpu_utilization_percent": {last, mean, max, min, trend_per_min, samples}, ...}:
  * the host's figures (docs/api.md, GET /v1/info "monitor"). */
 json_t *fm_monitor_host_json(fm_monitor *m);
-/* The container's figures, or NULL when it was not sampled (yet). */
-json_t *fm_monitor_container_json(fm_monitor *m, const char *name);
+/* The container's figures, or NULL when it was not sampled (yet).  With
+ * series, also every point of the windows: "series": {"cpu_percent":
+ * {"t_ms": [...], "v": [...]}, "memory_bytes": {...}} (t_ms: monotonic). */
+json_t *fm_monitor_container_json(fm_monitor *m, const char *name, bool series);
+/* The container's series (oldest first, at most max points, one per
+ * interval): FM_SERIES_CPU in percent of one core, FM_SERIES_MEM in bytes.
+ * 0 when it has none. */
+typedef enum { FM_SERIES_CPU, FM_SERIES_MEM } fm_series_kind;
+size_t fm_monitor_container_series(fm_monitor *m, const char *name, fm_series_kind kind, double *v, size_t max);
 /* Every figure in the Prometheus text exposition format (0.0.4), appended to
  * a malloc'ed string. */
 char *fm_monitor_prometheus(fm_monitor *m);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <fts.h>
 #include <time.h>
 #include <unistd.h>
 #include <inttypes.h>
@@ -1188,6 +1189,25 @@ int fm_rt_exec(fm_runtime *rt, const char *name, json_t *argv, int timeout_ms, f
 	}
 	fm_cmd_free(c);
 	return r;
+}
+
+int64_t fm_rt_upper_bytes(fm_runtime *rt, const char *name)
+{
+	_cleanup_free_ char *dir = fm_rt_container_dir(rt, name);
+	_cleanup_free_ char *upper = fm_xasprintf("%s/upper", dir);
+	char *paths[] = { upper, NULL };
+	FTS *f = fts_open(paths, FTS_PHYSICAL | FTS_XDEV | FTS_NOCHDIR, NULL);
+	int64_t bytes = 0, n = 0;
+	FTSENT *e;
+	if (!f)
+		return -1;
+	errno = 0;
+	while ((e = fts_read(f)) && n++ < FM_UPPER_WALK_MAX)
+		if (e->fts_info == FTS_F || e->fts_info == FTS_D || e->fts_info == FTS_SL)
+			bytes += (int64_t)e->fts_statp->st_blocks * 512;
+	bool failed = !e && errno != 0;
+	fts_close(f);
+	return failed ? -1 : bytes;
 }
 
 int fm_rt_memory_usage(fm_runtime *rt, const char *name, uint64_t *bytes)

@@ -133,5 +133,11 @@ struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt);
 int fm_rt_record(fm_runtime *rt, const fm_container_spec *spec, const char *migration, bool committed);
 /* runc kill KILL + delete -f, ignoring "does not exist". */
 int fm_rt_runc_destroy(fm_runtime *rt, const char *name, fm_error *err);
+/* Bytes its writable layer (what it changed in its root filesystem: what a
+ * migration must carry besides memory) takes on disk; -1 if unknown.  Walks
+ * at most FM_UPPER_WALK_MAX entries (beyond them: what they hold, a lower
+ * bound). */
+#define FM_UPPER_WALK_MAX 200000
+int64_t fm_rt_upper_bytes(fm_runtime *rt, const char *name);
 /* Reads the container's memory usage (bytes) from its cgroup; -errno if unknown. */
 int fm_rt_memory_usage(fm_runtime *rt, const char *name, uint64_t *bytes);

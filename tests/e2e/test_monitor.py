@@ -39,6 +39,9 @@ def test_host_and_container_figures_and_prometheus(cluster):
     a = cluster.start(a_extra=["--uplink-rate", "1G"]).a
     a.cli("run", "busy", "--image", "busybox", "--label", "service_type=critical", "--", *BUSY_CMD)
     a.cli("run", "writer", "--image", "busybox", "--", *WRITER_CMD)
+    # its own network namespace: its traffic is counted there
+    ip = f"10.77.{cluster.n}.50"
+    a.cli("run", "netc", "--image", "busybox", "--ip", f"{ip}/24", "--", "/bin/sleep", "3600")
 
     def usage(name):
         u = a.api("GET", f"/v1/containers/{name}")[1].get("usage")
@@ -80,12 +83,20 @@ def test_host_and_container_figures_and_prometheus(cluster):
         a.api("GET", "/v1/info")[1]["monitor"]["uplink"]), 10, "iperf3's bytes in the uplink's rate")
     assert before < 100e6 and up["rx_bps"]["max"] < 300e6 and 0.1 < up["utilization"]["max"] < 0.3, up
 
+    subprocess.run(["ip", "netns", "exec", cluster.b.netns, "iperf3", "-c", ip, "-p", "1", "-t", "1"],
+                   capture_output=True)  # nothing listens: SYN and RST, a few packets each way
+    net = wait_for(lambda: (lambda u: u if u and u["net_rx_bps"] and u["net_rx_bps"]["max"] > 0 else None)(
+        a.api("GET", "/v1/containers/netc")[1].get("usage")), 10, "netc's packets in its namespace's counters")
+    assert net["net_rx_bps"]["max"] < 1e6, net
+
     ctype, text = metrics(a)
     assert ctype.startswith("text/plain; version=0.0.4"), ctype
     p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == "" and p.stderr.strip() == "", p.stdout + p.stderr + text
     assert sample_value(text, "fleximigrate_container_cpu_seconds_total", container="busy") > 1
     assert sample_value(text, "fleximigrate_container_memory_bytes", container="writer") > 4 << 20
+    assert sample_value(text, "fleximigrate_container_network_receive_bytes_total", container="netc",
+                        interface="eth0") > 0
     assert sample_value(text, "fleximigrate_host_network_receive_bytes_total",
                         interface=mon["uplink"]["interface"]) > 50e6
     assert 0 < sample_value(text, "fleximigrate_host_cpu_utilization_ratio", stat="mean") <= 1

@@ -240,14 +240,17 @@ static void test_monitor_rates_and_exposition(void **state)
 	assert_true(cong >= 0.5 && cong <= 1);
 	json_decref(h);
 
-	json_t *c = fm_monitor_container_json(m, "c1");
+	json_t *c = fm_monitor_container_json(m, "c1", true);
 	assert_non_null(c);
 	assert_int_equal(json_integer_value(json_object_get(c, "cgroup_version")), 2);
 	double cpct = json_real_value(json_object_get(json_object_get(c, "cpu_utilization_percent"), "last"));
 	assert_true(cpct > 10 && cpct <= 50.0 + 1e-9); /* 0.1 s of CPU in >= 0.2 s */
 	assert_true(json_real_value(json_object_get(json_object_get(c, "memory_bytes"), "last")) == 3000);
+	json_t *ser = json_object_get(json_object_get(json_object_get(c, "series"), "memory_bytes"), "v");
+	assert_int_equal(json_array_size(ser), 2);
+	assert_true(json_real_value(json_array_get(ser, 0)) == 1000 && json_real_value(json_array_get(ser, 1)) == 3000);
 	json_decref(c);
-	assert_null(fm_monitor_container_json(m, "c2"));
+	assert_null(fm_monitor_container_json(m, "c2", false));
 
 	char *t = fm_monitor_prometheus(m);
 	assert_non_null(strstr(t, "# TYPE fleximigrate_host_cpu_utilization_ratio gauge\n"));

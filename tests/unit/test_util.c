@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "basic/error.h"
+#include "basic/periodic.h"
 #include "basic/util.h"
 
 static void test_name_valid(void **state)
@@ -204,12 +205,42 @@ static void test_files(void **state)
 	free(f);
 }
 
+static int g_calls;
+
+static void count_call(void *opaque)
+{
+	__atomic_add_fetch((int *)opaque, 1, __ATOMIC_SEQ_CST);
+}
+
+/* fm_periodic: calls at its interval, the first at once when asked, and a
+ * stop ends the wait at once. */
+static void test_periodic(void **state)
+{
+	fm_periodic p;
+	g_calls = 0;
+	assert_int_equal(fm_periodic_start(&p, 20000, true, count_call, &g_calls), 0);
+	while (__atomic_load_n(&g_calls, __ATOMIC_SEQ_CST) < 3)
+		fm_sleep_us(1000, NULL);
+	fm_periodic_stop(&p);
+	int n = g_calls;
+	fm_sleep_us(50000, NULL);
+	assert_int_equal(g_calls, n); /* stopped: no more calls */
+	/* a long interval, not at once: stopped before the first call, promptly */
+	g_calls = 0;
+	int64_t t0 = fm_now_mono_us();
+	assert_int_equal(fm_periodic_start(&p, 3600LL * 1000000, false, count_call, &g_calls), 0);
+	fm_periodic_stop(&p);
+	assert_int_equal(g_calls, 0);
+	assert_true(fm_now_mono_us() - t0 < 1000000);
+	fm_periodic_stop(&p); /* twice: harmless */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_name_valid), cmocka_unit_test(test_abs_path_clean), cmocka_unit_test(test_parse_size), cmocka_unit_test(test_parse_rate),
 		cmocka_unit_test(test_hostport),   cmocka_unit_test(test_base64),
-		cmocka_unit_test(test_error_first_wins), cmocka_unit_test(test_files),
+		cmocka_unit_test(test_error_first_wins), cmocka_unit_test(test_files), cmocka_unit_test(test_periodic),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

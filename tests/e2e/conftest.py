@@ -298,6 +298,15 @@ SEED_POLICIES = [{
 }]
 
 
+def wait_monitored(*daemons):
+    """Until each daemon's Resource Monitor has its first figures: before,
+    a policy reading them cannot be evaluated (and fails closed)."""
+    for d in daemons:
+        for figure in ("network_congestion_prob", "cpu_utilization_percent", "memory_utilization_percent"):
+            wait_for(lambda: (d.api("GET", "/v1/info")[1]["monitor"][figure] or {}).get("samples", 0) >= 2,
+                     20, f"{d.name}'s Resource Monitor's first samples")
+
+
 def write_policies_file(d, doc):
     """A policy file for daemon d (its --policies), beside its state."""
     path = os.path.join(os.path.dirname(d.state), f"{d.name}-policies.json")

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 
-from conftest import SEED_POLICIES, UnixHTTPConnection, wait_for, write_policies_file
+from conftest import SEED_POLICIES, UnixHTTPConnection, wait_for, wait_monitored, write_policies_file
 
 BUSY_CMD = ["/bin/sh", "-c", "while :; do :; done"]
 # writes 4 MiB to its root filesystem every half second (page cache: the
@@ -121,6 +121,7 @@ def test_policies_read_measured_values(cluster):
     a.cli("run", "busy", "--image", "busybox", "--label", "service_type=critical", "--", *BUSY_CMD)
     wait_for(lambda: (a.api("GET", "/v1/containers/idle")[1].get("usage") or {}).get("cpu_utilization_percent"),
              20, "samples of idle")
+    wait_monitored(a, cluster.b)
     p = a.cli("migrate", "-v", "idle", "--to", "hostB", check=False)
     assert p.returncode == 1 and "policy busy_only (priority 5) denies the migration" in p.stderr + p.stdout, \
         p.stdout + p.stderr

@@ -6,7 +6,7 @@ refused with clear errors."""
 import os
 import subprocess
 
-from conftest import ROOT, assert_clean_destination, wait_for
+from conftest import ROOT, assert_clean_destination, wait_for, wait_monitored
 
 EXAMPLE = os.path.join(ROOT, "build", "examples", "seed-example")
 
@@ -17,9 +17,7 @@ def example(cluster, *args):
 
 def test_seed_example_migrates(cluster):
     a, b = cluster.start().a, cluster.b
-    # the monitors need a few samples before the policy's values are known
-    wait_for(lambda: (a.api("GET", "/v1/info")[1]["monitor"]["network_congestion_prob"] or {}).get("samples", 0) >= 2,
-             20, "the Resource Monitor's first samples")
+    wait_monitored(a, b)
     p = example(cluster, "hostA", "hostB", cluster.b.addr, "busybox")
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout

@@ -2,7 +2,7 @@
 #   make demo   set up, build, migrate a running container between two namespace hosts
 #   make check  set up, build with -Werror, unit tests (also under ASan+UBSan), e2e tests
 #   make vm-check  the VM harness's smoke test (Debian 12 kernel under QEMU: soft-dirty)
-#   make fuzz   libFuzzer on the policy parsers, CONDITIONS and whole files (10 minutes each; needs clang)
+#   make fuzz   libFuzzer on the policy parsers (CONDITIONS, whole files) and the OpenFlow decoder (10 minutes each; needs clang)
 # Each runs scripts/setup.sh first (idempotent; root required).
 
 BUILD ?= build

@@ -7,7 +7,9 @@
 #      QEMU and xz for the tests in a VM, tests/vm…; podman and gnuplot for
 #      bench/run; GSL for the Decision Engine's forecasts; prometheus for the
 #      promtool that checks our metrics exposition in a test — its server is
-#      not started)
+#      not started; Open vSwitch for the Network Manager's fabric
+#      (scripts/fabric.sh starts its own, no service) and os-ken, the seed's
+#      SDN controller, whose parser checks our OpenFlow encoder)
 #   2. a working CRIU >= 4.2 at $FM_CRIU_PREFIX/bin/criu: the system's criu when it
 #      passes `criu check` and can dump a process holding a TCP socket, otherwise
 #      CRIU from Debian's unstable suite unpacked into a private prefix (the system's
@@ -41,7 +43,7 @@ runc iptables iproute2 busybox-static socat iperf3 procps
 python3-pytest kmod qemu-system-x86 xz-utils
 podman gnuplot-nox
 redis-server redis-tools nginx wrk
-prometheus"
+prometheus openvswitch-switch python3-os-ken"
 
 missing=""
 for p in $PKGS; do

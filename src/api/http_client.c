@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "api/http.h"
+#include "basic/dial.h"
 #include "basic/util.h"
 
 #define RESP_MAX (64u << 20)      /* a JSON reply larger than this is an attack */
@@ -65,79 +66,13 @@ bool fm_http_secret_ok(const char *authorization)
 	return diff == 0;
 }
 
-/* Waits until fd is ready for `events` or the deadline passes. */
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-	for (;;) {
-		int64_t left = deadline - fm_now_mono_ms();
-		if (left <= 0)
-			return -ETIMEDOUT;
-		struct pollfd p = { fd, events, 0 };
-		int r = poll(&p, 1, (int)left);
-		if (r > 0)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-	}
-}
-
-static int connect_endpoint(const char *endpoint, int64_t deadline, fm_error *err)
-{
-	_cleanup_close_ int fd = -1;
-	int r;
-
-	if (!strncmp(endpoint, "unix:", 5)) {
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		if (strlen(endpoint + 5) >= sizeof(sa.sun_path))
-			return fm_error_set(err, -ENAMETOOLONG, "socket path too long: %s", endpoint + 5);
-		strcpy(sa.sun_path, endpoint + 5);
-		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0)
-			return fm_error_set(err, -errno, "socket: %m");
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			return fm_error_set(err, errno == ENOENT ? -ECONNREFUSED : -errno, "cannot reach %s: %m", endpoint);
-		return TAKE_FD(fd);
-	}
-
-	char host[256], port[16];
-	int p;
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
-	if (fm_split_hostport(endpoint, host, sizeof(host), &p) < 0)
-		return fm_error_set(err, -EINVAL, "invalid address \"%s\": expected HOST:PORT or unix:PATH", endpoint);
-	snprintf(port, sizeof(port), "%d", p);
-	if ((r = getaddrinfo(host, port, &hints, &ai)) != 0)
-		return fm_error_set(err, -EHOSTUNREACH, "cannot reach %s: %s", endpoint, gai_strerror(r));
-	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		freeaddrinfo(ai);
-		return fm_error_set(err, -errno, "socket: %m");
-	}
-	r = connect(fd, ai->ai_addr, ai->ai_addrlen);
-	freeaddrinfo(ai);
-	if (r < 0 && errno != EINPROGRESS)
-		return fm_error_set(err, errno == ECONNREFUSED ? -ECONNREFUSED : -EHOSTUNREACH, "cannot reach %s: %m",
-				    endpoint);
-	if (r < 0) {
-		int soerr = 0;
-		socklen_t sl = sizeof(soerr);
-		if ((r = wait_fd(fd, POLLOUT, deadline)) < 0)
-			return fm_error_set(err, r, "cannot reach %s: %s", endpoint,
-					    r == -ETIMEDOUT ? "connection timed out" : strerror(-r));
-		getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-		if (soerr)
-			return fm_error_set(err, soerr == ECONNREFUSED ? -ECONNREFUSED : -EHOSTUNREACH,
-					    "cannot reach %s: %s", endpoint, strerror(soerr));
-	}
-	return TAKE_FD(fd);
-}
-
 static int send_all(int fd, const char *p, size_t n, int64_t deadline)
 {
 	while (n > 0) {
 		ssize_t k = send(fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (k < 0) {
 			if (errno == EAGAIN || errno == EINTR) {
-				int r = wait_fd(fd, POLLOUT, deadline);
+				int r = fm_wait_fd(fd, POLLOUT, deadline);
 				if (r < 0)
 					return r;
 				continue;
@@ -176,7 +111,7 @@ static int read_response(int fd, int64_t deadline, long *status, char **body, si
 		ssize_t k = recv(fd, buf + n, cap - n, MSG_DONTWAIT);
 		if (k < 0) {
 			if (errno == EAGAIN || errno == EINTR) {
-				if ((r = wait_fd(fd, POLLIN, deadline)) < 0)
+				if ((r = fm_wait_fd(fd, POLLIN, deadline)) < 0)
 					break;
 				continue;
 			}
@@ -269,7 +204,7 @@ static int exchange(const char *endpoint, const char *method, const char *path, 
 	int64_t deadline = fm_now_mono_ms() + timeout_ms;
 	size_t plen = payload ? strlen(payload) : 0;
 	_cleanup_free_ char *head = NULL;
-	_cleanup_close_ int fd = connect_endpoint(endpoint, deadline, err);
+	_cleanup_close_ int fd = fm_dial(endpoint, deadline, err);
 	int r;
 
 	if (fd < 0)

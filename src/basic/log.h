@@ -35,6 +35,8 @@ typedef enum fm_log_level {
 #define FM_C_STATE_RESTORATION   "StateRestorationModule"
 #define FM_C_RESOURCE_MONITOR    "ResourceMonitor"
 #define FM_C_DECISION_ENGINE     "DecisionEngine"
+#define FM_C_NETWORK_MANAGER     "NetworkManager"
+#define FM_C_SDN                 "SDNControllerInterface"
 #define FM_C_API                 "API"
 #define FM_C_DAEMON              "Daemon"
 

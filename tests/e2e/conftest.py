@@ -274,6 +274,47 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+class Fabric:
+    """scripts/fabric.sh: Open vSwitch in userspace in its own namespace, hosts
+    PREFIX-a/-b/-e (10.77.N.1/.2/.4, switch ports 1/2/3) and a client PREFIX-c
+    (10.77.N.3, port 10)."""
+
+    def __init__(self):
+        self.n = next(_net)
+        self.prefix = f"fmf{self.n}"
+        self.run_dir = f"/run/fleximigrate/fabric-{self.prefix}"
+        self.env = dict(os.environ, FM_NET=str(self.n), FM_FABRIC_RUN=self.run_dir, OVS_RUNDIR=self.run_dir)
+        self.mgmt = f"unix:{self.run_dir}/fmsw.mgmt"
+        self.script = os.path.join(ROOT, "scripts", "fabric.sh")
+        subprocess.run([self.script, "up", self.prefix], check=True, env=self.env, capture_output=True)
+
+    def ip(self, host):
+        return f"10.77.{self.n}.{ {'a': 1, 'b': 2, 'c': 3, 'e': 4}[host] }"
+
+    def ns(self, host):
+        return f"{self.prefix}-{host}"
+
+    def ofctl(self, *args):
+        return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", *args], check=True, env=self.env,
+                              capture_output=True, text=True).stdout
+
+    def flows(self):
+        return [l.strip() for l in self.ofctl("dump-flows", self.mgmt).splitlines() if "cookie=" in l]
+
+    def switch_restart(self):
+        subprocess.run([self.script, "switch-restart", self.prefix], check=True, env=self.env, capture_output=True)
+
+    def teardown(self):
+        subprocess.run([self.script, "down", self.prefix], env=self.env, capture_output=True)
+
+
+@pytest.fixture
+def fabric():
+    f = Fabric()
+    yield f
+    f.teardown()
+
+
 def wait_for(pred, timeout=30, what="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:

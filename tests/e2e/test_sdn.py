@@ -1,0 +1,103 @@
+"""The SDN Controller Interface against a real Open vSwitch (scripts/fabric.sh:
+OVS 3.1 in userspace in its own namespace): flows installed and removed by
+cookie, another controller's flows untouched, a refused flow named, flows
+replayed after ovs-vswitchd restarts, the dataplane following the flows, and
+a switch that sends garbage or never answers failing cleanly in bounded time."""
+import os
+import socket
+import subprocess
+import threading
+import time
+
+from conftest import ROOT
+
+PROBE = os.path.join(ROOT, "build", "tests", "unit", "sdn-probe")
+
+
+def probe(target, *args, **kw):
+    return subprocess.run([PROBE, target, *args], capture_output=True, text=True, timeout=30, **kw)
+
+
+def ping(fabric, src, dst):
+    return subprocess.run(["nsenter", f"--net=/run/netns/{fabric.ns(src)}", "busybox", "ping", "-c1", "-W1",
+                           fabric.ip(dst)], capture_output=True).returncode == 0
+
+
+def test_flows_by_cookie_and_the_dataplane(fabric):
+    assert ping(fabric, "c", "b")
+    # another controller's flow, in its own cookie space
+    fabric.ofctl("add-flow", fabric.mgmt, "cookie=0x77,priority=100,ip,nw_dst=10.9.9.9,actions=drop")
+    # steer what the client sends to B's address to E's port instead
+    p = probe(fabric.mgmt, "install", fabric.ip("b"), "3")
+    assert p.returncode == 0 and p.stdout.startswith("connected: datapath ") and "ok" in p.stdout, p.stdout
+    flows = fabric.flows()
+    ours = [f for f in flows if "cookie=0x464d000000000001" in f]
+    assert len(ours) == 1 and f"nw_dst={fabric.ip('b')}" in ours[0] and "actions=output:3" in ours[0], flows
+    assert any("actions=NORMAL" in f for f in flows), "the switch's own NORMAL flow must stay"
+    assert not ping(fabric, "c", "b"), "traffic for B now goes to E's port"
+    p = probe(fabric.mgmt, "delete")
+    assert p.returncode == 0, p.stdout
+    flows = fabric.flows()
+    assert not any("0x464d" in f for f in flows), flows
+    assert any("cookie=0x77" in f for f in flows), "another controller's flow was deleted"
+    assert ping(fabric, "c", "b")
+
+
+def test_refused_and_foreign(fabric):
+    p = probe(fabric.mgmt, "refused")
+    assert p.returncode == 1 and "refused it: BAD_MATCH/BAD_PREREQ" in p.stdout, p.stdout
+    p = probe(fabric.mgmt, "foreign")
+    assert p.returncode == 1 and "outside FlexiMigrate's space" in p.stdout, p.stdout
+
+
+def test_flows_replayed_after_switch_restart(fabric):
+    p = subprocess.Popen([PROBE, fabric.mgmt, "replay", fabric.ip("b"), "3"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("connected")
+        assert p.stdout.readline().strip() == "installed"
+        assert sum("0x464d" in f for f in fabric.flows()) == 2
+        fabric.switch_restart()
+        assert not any("0x464d" in f for f in fabric.flows()), "a restarted ovs-vswitchd keeps no flows"
+        t0 = time.monotonic()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        rest = p.communicate(timeout=30)[0]
+        assert p.returncode == 0 and "replayed" in rest, rest
+        assert time.monotonic() - t0 < 10
+    finally:
+        if p.poll() is None:
+            p.kill()
+    flows = fabric.flows()
+    assert sum("0x464d" in f for f in flows) == 2, flows
+    assert any("in_port=10" in f for f in flows), flows
+
+
+def fake_switch(behaviour):
+    """A TCP listener that plays a broken switch: 'garbage' answers HELLO with
+    a message whose length field is 2; 'silent' accepts and never answers."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve():
+        c, _ = srv.accept()
+        c.recv(64)
+        if behaviour == "garbage":
+            c.sendall(bytes([4, 0, 0, 2, 0, 0, 0, 1]) + os.urandom(32))
+        time.sleep(6)
+        c.close()
+        srv.close()
+    threading.Thread(target=serve, daemon=True).start()
+    return f"tcp:127.0.0.1:{srv.getsockname()[1]}"
+
+
+def test_garbage_and_silence_fail_in_bounded_time():
+    t0 = time.monotonic()
+    p = probe(fake_switch("garbage"), "delete")
+    assert p.returncode == 1 and "sent a malformed message" in p.stdout, p.stdout
+    assert time.monotonic() - t0 < 2
+    t0 = time.monotonic()
+    p = probe(fake_switch("silent"), "delete")
+    assert p.returncode == 1 and "did not answer within 3000 ms" in p.stdout, p.stdout
+    assert 2.5 < time.monotonic() - t0 < 5

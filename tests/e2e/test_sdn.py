@@ -101,3 +101,21 @@ def test_garbage_and_silence_fail_in_bounded_time():
     p = probe(fake_switch("silent"), "delete")
     assert p.returncode == 1 and "did not answer within 3000 ms" in p.stdout, p.stdout
     assert 2.5 < time.monotonic() - t0 < 5
+
+
+def test_ports_and_macs_from_ovsdb(fabric):
+    db = f"unix:{fabric.run_dir}/db.sock"
+    p = probe(db, "ports")
+    assert p.returncode == 0, p.stdout
+    ports = {l.split()[0]: l.split()[1:] for l in p.stdout.splitlines()}
+    for host, ofport in (("a", "1"), ("b", "2"), ("e", "3"), ("c", "10")):
+        name = f"{fabric.prefix}{host}"
+        assert ports[name][0] == ofport, ports
+        # the MAC OVSDB reports is the switch-side end's, as the kernel has it
+        link = subprocess.run(["ip", "-n", fabric.ns("sw"), "-o", "link", "show", name], capture_output=True,
+                              text=True, check=True).stdout
+        assert f"link/ether {ports[name][1]} " in link, (ports[name], link)
+    p = probe(db, "ports", "nope")
+    assert p.returncode == 1 and "the switch has no interface nope" in p.stdout, p.stdout
+    p = probe("unix:/nonexistent/db.sock", "ports")
+    assert p.returncode == 1 and "Open vSwitch's database" in p.stdout, p.stdout

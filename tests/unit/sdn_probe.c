@@ -7,6 +7,8 @@
  *   sdn-probe TARGET foreign                        try to delete a cookie not ours
  *   sdn-probe TARGET replay IP PORT                 install, say "installed", wait for
  *                                                   a line on stdin, replay, say "replayed"
+ *   sdn-probe DB ports [IFACE]                      OVSDB: every interface (or one) with its
+ *                                                   OpenFlow port and MAC
  *
  * Prints what happened; exit 0 on success, 1 on the error (printed). */
 #include <arpa/inet.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "network/ovsdb.h"
 #include "network/sdn.h"
 
 static void redirect(fm_of_flow *f, const char *ip, uint32_t port, uint64_t low)
@@ -39,6 +42,22 @@ int main(int argc, char **argv)
 
 	if (argc < 3)
 		return 2;
+	if (!strcmp(argv[2], "ports")) {
+		fm_ovs_port *ports, one;
+		size_t n = 1;
+		r = argc > 3 ? fm_ovsdb_port(argv[1], argv[3], 3000, &one, &e) : fm_ovsdb_ports(argv[1], 3000, &ports, &n, &e);
+		if (r < 0) {
+			printf("error: %s\n", e.msg);
+			return 1;
+		}
+		for (size_t i = 0; i < n; i++) {
+			const fm_ovs_port *p = argc > 3 ? &one : &ports[i];
+			printf("%s %lld %s\n", p->name, (long long)p->ofport, p->mac);
+		}
+		if (argc <= 3)
+			free(ports);
+		return 0;
+	}
 	if (fm_sdn_connect(argv[1], 0, &s, &e) < 0) {
 		printf("error: %s\n", e.msg);
 		return 1;

@@ -668,7 +668,7 @@ static int step_preparation(fm_mig *m)
 
 	/* the container spec (fm_container_spec_from_json's keys) from the source's record of it */
 	spec = json_pack("{s:s}", "name", m->container);
-	for (const char *key = "image\0digest\0args\0env\0cpu_milli\0memory_bytes\0network\0volumes\0"; *key;
+	for (const char *key = "image\0digest\0args\0env\0cpu_milli\0memory_bytes\0network\0volumes\0labels\0"; *key;
 	     key += strlen(key) + 1)
 		if (json_object_get(m->cinfo, key))
 			json_object_set(spec, key, json_object_get(m->cinfo, key));

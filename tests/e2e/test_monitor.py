@@ -132,3 +132,5 @@ def test_policies_read_measured_values(cluster):
     for var in ("source_cpu_utilization=", "destination_cpu_utilization=", "network_congestion_prob=",
                 'service_type="critical"'):
         assert var in line, line
+    # its labels moved with it
+    assert cluster.b.api("GET", "/v1/containers/busy")[1]["labels"] == {"service_type": "critical"}

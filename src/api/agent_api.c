@@ -31,6 +31,7 @@ void fm_api_info(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 		      "rss_kib", (json_int_t)fm_metrics_self_rss_kib());
 	if (d->monitor)
 		json_object_set_new(o, "monitor", fm_monitor_host_json(d->monitor));
+	json_object_set_new(o, "network", json_pack("{s:s?}", "switch_port", d->switch_port));
 	struct statvfs sv;
 	if (statvfs(d->state_dir, &sv) == 0)
 		json_object_set_new(json_object_get(o, "resources"), "disk_free_bytes",

@@ -21,6 +21,7 @@ typedef struct fm_daemon {
 	char *uplink;               /* the interface to the other hosts, or NULL */
 	uint64_t uplink_rate_bps;   /* --uplink-rate, 0 = not stated */
 	struct fm_planner *planner; /* Decision Engine's Migration Planner */
+	const char *switch_port;    /* --switch-port: this host's port on the fabric's switch */
 } fm_daemon;
 
 /* Resource Monitor (monitor_api.c) */

@@ -21,6 +21,7 @@
 #include "fm-config.h"
 #include "manager/lb_hook.h"
 #include "manager/planner.h"
+#include "network/redirect.h"
 #include "manager/policy.h"
 #include "runtime/image.h"
 #include "sync/checkpoint.h"
@@ -75,6 +76,12 @@ static void usage(FILE *f)
 "  --overload-memory PCT  the same for memory (default 90)\n"
 "  --overload-sustain S   ... for this long, on average (default 30)\n"
 "  --plan-interval S      how often automatic mode plans (default 30)\n"
+"  --sdn TARGET           the switch between the hosts (OpenFlow 1.3: unix:PATH of the\n"
+"                         bridge's .mgmt socket, or tcp:HOST:PORT of a passive\n"
+"                         listener); with --ovsdb, this controller's migrations move\n"
+"                         their container's address through it (Traffic Redirector)\n"
+"  --ovsdb DB             that switch's database (unix:PATH or HOST:PORT)\n"
+"  --switch-port IFACE    this host's interface on that switch, as OVSDB names it\n"
 "  --uplink-rate RATE     capacity of this host's link to the other hosts, in bits\n"
 "                         per second (200M, 1G): the Resource Monitor's link\n"
 "                         utilisation and congestion estimate use it (default: the\n"
@@ -188,6 +195,9 @@ int main(int argc, char **argv)
 		{ "fault", required_argument, NULL, 'F' },
 		{ "secret-file", required_argument, NULL, 'S' },
 		{ "uplink-rate", required_argument, NULL, 'U' },
+		{ "sdn", required_argument, NULL, 1010 },
+		{ "ovsdb", required_argument, NULL, 1011 },
+		{ "switch-port", required_argument, NULL, 1012 },
 		{ "auto-migrate", no_argument, NULL, 'A' },
 		{ "overload-cpu", required_argument, NULL, 1001 },
 		{ "overload-memory", required_argument, NULL, 1002 },
@@ -199,7 +209,7 @@ int main(int argc, char **argv)
 	};
 	fm_daemon d = { 0 };
 	const char *criu = NULL, *runc = "runc", *log_json = NULL, *secret_file = NULL, *bridge = NULL;
-	const char *policies_file = NULL, *lb_hook = NULL;
+	const char *policies_file = NULL, *lb_hook = NULL, *sdn = NULL, *ovsdb = NULL;
 	fm_planner_config plan_cfg = FM_PLANNER_CONFIG_DEFAULT;
 	double lb_timeout_s = FM_LB_HOOK_TIMEOUT_MS / 1000.0;
 	fm_log_level level = FM_LOG_INFO;
@@ -256,6 +266,15 @@ int main(int argc, char **argv)
 			break;
 		case 'S': secret_file = optarg; break;
 		case 'A': plan_cfg.automatic = true; break;
+		case 1010: sdn = optarg; break;
+		case 1011: ovsdb = optarg; break;
+		case 1012:
+			if (!*optarg || strlen(optarg) > 63 || strpbrk(optarg, "/ \t\n")) {
+				fprintf(stderr, "fleximigrated: --switch-port needs an interface name\n");
+				return 2;
+			}
+			d.switch_port = optarg;
+			break;
 		case 1001: case 1002: case 1003: case 1004: {
 			static const struct { const char *opt; double lo, hi; } lim[] = {
 				{ "--overload-cpu", 1, 100 }, { "--overload-memory", 1, 100 },
@@ -295,6 +314,14 @@ int main(int argc, char **argv)
 		case 'V': printf("fleximigrated %s\n", FM_VERSION); return 0;
 		default: usage(stderr); return 2;
 		}
+	}
+	if (!sdn != !ovsdb) {
+		fprintf(stderr, "fleximigrated: --sdn and --ovsdb go together (the switch and its database)\n");
+		return 2;
+	}
+	if (sdn && strncmp(sdn, "unix:", 5) != 0 && strncmp(sdn, "tcp:", 4) != 0) {
+		fprintf(stderr, "fleximigrated: --sdn %s: use unix:PATH or tcp:HOST:PORT\n", sdn);
+		return 2;
 	}
 	if (!d.name || !d.listen) {
 		fprintf(stderr, "fleximigrated: --name and --listen are required (see --help)\n");
@@ -414,6 +441,11 @@ int main(int argc, char **argv)
 	fm_agent_recover(&d.agent);
 
 	fm_ctl_init(&d.ctl, d.journal, d.name, d.listen, fm_http_call);
+	if (sdn) {
+		fm_ctl_set_redirector(&d.ctl, fm_redirector_new(sdn, ovsdb));
+		fm_info(FM_C_NETWORK_MANAGER, "Migrations steer their containers' addresses through the switch at %s "
+			"(database %s)", sdn, ovsdb);
+	}
 	if (lb_hook) {
 		fm_lb_hook *h;
 		if (fm_lb_hook_new(lb_hook, (int)(lb_timeout_s * 1000), fm_http_post_url, &h, &err) < 0) {

@@ -1,6 +1,7 @@
 #include "manager/coordinator.h"
 #include "manager/lb_hook.h"
 #include "manager/policy.h"
+#include "network/redirect.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -62,6 +63,9 @@ typedef struct fm_mig {
 		int rc;
 		char outcome[600];
 	} lb;
+	/* the Network Orchestrator's part: the container's address, its MAC and
+	 * the switch ports of both hosts (empty: nothing to steer) */
+	char net_ip[20], net_mac[18], net_src_port[64], net_dst_port[64];
 	pthread_t thread;
 	struct fm_mig *next;
 } fm_mig;
@@ -636,6 +640,60 @@ static bool diskless(fm_mig *m)
 	return m->strategy == FM_STRATEGY_COLD && !json_is_false(json_object_get(m->req, "diskless"));
 }
 
+/* ------------------------------------------------------------ Network Orchestrator */
+
+/* Points the switch's flows for the container's address at one host's port. */
+static int network_point(fm_mig *m, const char *host, const char *port, const char *why)
+{
+	double ms;
+	fm_error e = FM_ERROR_INIT;
+	int r = fm_redirector_point(m->ctl->redirector, m->net_ip, m->net_mac, port, &ms, &e);
+	if (r < 0) {
+		r = fm_error_set(&m->err, r, "the switch could not be programmed: %s", e.msg);
+		fm_error_clear(&e);
+		return r;
+	}
+	mlog(m, FM_LOG_INFO, FM_C_TRAFFIC_REDIRECTOR, "Traffic for %s goes to %s's switch port %s%s (flows confirmed in "
+	     "%.1f ms)", m->net_ip, host, port, why, ms);
+	return 0;
+}
+
+/* PREPARATION's network part: with a switch to program (--sdn) and both
+ * hosts' switch ports known, the container's address gets its own flows,
+ * pointing where it runs now: at the switchover one FLOW_MOD moves them. */
+static int network_prepare(fm_mig *m)
+{
+	fm_redirector *rd = m->ctl->redirector;
+	json_t *net = json_object_get(m->cinfo, "network");
+	const char *sp = json_string_value(json_object_get(json_object_get(m->src_info, "network"), "switch_port"));
+	const char *dp = json_string_value(json_object_get(json_object_get(m->dst_info, "network"), "switch_port"));
+	const char *ip = json_string_value(json_object_get(net, "ip")), *mac = json_string_value(json_object_get(net, "mac"));
+	if (!rd || !net || !ip || !mac)
+		return 0;
+	if (!sp || !dp) {
+		mlog(m, FM_LOG_WARN, FM_C_NETWORK_MANAGER, "No switch port known for %s (fleximigrated --switch-port): "
+		     "%s's traffic follows its gratuitous ARP only", !sp ? m->source : m->dest, ip);
+		return 0;
+	}
+	snprintf(m->net_ip, sizeof(m->net_ip), "%.*s", (int)strcspn(ip, "/"), ip);
+	snprintf(m->net_mac, sizeof(m->net_mac), "%s", mac);
+	snprintf(m->net_src_port, sizeof(m->net_src_port), "%s", sp);
+	snprintf(m->net_dst_port, sizeof(m->net_dst_port), "%s", dp);
+	int64_t so, dof;
+	fm_error e = FM_ERROR_INIT;
+	int r;
+	if ((r = fm_redirector_port(rd, sp, &so, &e)) < 0 || (r = fm_redirector_port(rd, dp, &dof, &e)) < 0) {
+		r = fm_error_set(&m->err, r, "the switch's database: %s", e.msg);
+		fm_error_clear(&e);
+		return r;
+	}
+	mlog(m, FM_LOG_INFO, FM_C_SDN, "Switch at %s: %s is on %s (OpenFlow port %lld), %s on %s (port %lld)",
+	     fm_redirector_target(rd), m->source, sp, (long long)so, m->dest, dp, (long long)dof);
+	if ((r = step_mark(m, "redirect", "started")) < 0)
+		return r;
+	return network_point(m, m->source, sp, ", pinned until the switchover");
+}
+
 /* PREPARATION: compatibility checked before anything is frozen; image, bundle and
  * data channel ready on the destination. */
 static int step_preparation(fm_mig *m)
@@ -697,7 +755,7 @@ static int step_preparation(fm_mig *m)
 	else
 		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH,
 		     "Network prepared: the container has no address of its own (no --ip); nothing to move");
-	return 0;
+	return network_prepare(m);
 }
 
 /* EXECUTION: freeze, checkpoint and stream on the source; restore on the destination. */
@@ -974,6 +1032,10 @@ static int step_execution(fm_mig *m)
 			     "retransmit them after their back-off", m->source);
 	}
 	json_decref(rs);
+	/* make-before-break: the address is up on the destination; now the flows move */
+	if (*m->net_ip && (r = network_point(m, m->dest, m->net_dst_port, " from now: the flows were replaced in "
+					     "place after the address was ready there")) < 0)
+		return r;
 	/* the container serves from the destination now: traffic may follow */
 	lb_start(m, "switchover");
 	return 0;
@@ -1099,6 +1161,23 @@ static bool rollback(fm_mig *m)
 			     "restarts or when its receiver times out", m->dest, e.msg);
 		}
 		fm_error_clear(&e);
+	}
+	if (*m->net_ip && step_started(m, "redirect")) {
+		/* the switch sends the address back where the container resumes */
+		fm_error saved = FM_ERROR_INIT;
+		fm_error_move(&saved, &m->err);
+		int nr = -1;
+		for (int i = 0; i < ROLLBACK_ATTEMPTS && (nr = network_point(m, m->source, m->net_src_port, ", back")) < 0; i++) {
+			mlog(m, FM_LOG_WARN, FM_C_TRAFFIC_REDIRECTOR, "%s", m->err.msg);
+			fm_error_clear(&m->err);
+			if (i + 1 < ROLLBACK_ATTEMPTS && !retry_wait(m->ctl, i + 1))
+				break;
+		}
+		if (nr < 0)
+			mlog(m, FM_LOG_WARN, FM_C_TRAFFIC_REDIRECTOR, "The switch could not be reprogrammed: the flows for %s "
+			     "may still point at %s until it is", m->net_ip, m->dest);
+		fm_error_clear(&m->err);
+		fm_error_move(&m->err, &saved);
 	}
 	bool frozen = step_started(m, "checkpoint");
 	if (frozen || step_started(m, "presync") || step_started(m, "precopy")) {
@@ -1417,6 +1496,12 @@ void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *
 		abort(); /* as an allocation failure: no way to run without it */
 }
 
+void fm_ctl_set_redirector(fm_controller *c, fm_redirector *r)
+{
+	fm_redirector_free(c->redirector);
+	c->redirector = r;
+}
+
 void fm_ctl_set_lb_hook(fm_controller *c, fm_lb_hook *hook)
 {
 	fm_lb_hook_free(c->lb_hook);
@@ -1434,6 +1519,7 @@ void fm_ctl_fini(fm_controller *c)
 	pthread_mutex_unlock(&c->lock);
 	pthread_join(c->watchdog, NULL);
 	fm_lb_hook_free(c->lb_hook);
+	fm_redirector_free(c->redirector);
 	free(c->host);
 	free(c->self_endpoint);
 	fm_ctl_set_policies(c, NULL);

@@ -33,6 +33,7 @@ typedef struct fm_controller {
 	pthread_mutex_t policy_lock;
 	struct fm_policy_set *policies; /* --policies (fm_ctl_set_policies); NULL: none, every migration allowed */
 	struct fm_lb_hook *lb_hook;     /* --lb-hook (fm_ctl_set_lb_hook); NULL: none */
+	struct fm_redirector *redirector; /* --sdn/--ovsdb (fm_ctl_set_redirector); NULL: no switch to program */
 	uint64_t next_seq;              /* submission order, for the admission queue (under lock) */
 	pthread_t watchdog;             /* ends migrations that overrun their migration_duration */
 } fm_controller;
@@ -49,6 +50,10 @@ void fm_ctl_set_policies(fm_controller *c, struct fm_policy_set *set);
 /* Takes the load-balancer hook (manager/lb_hook.h) that policies with
  * trigger_load_balancer_reconfiguration run; set before the first migration. */
 void fm_ctl_set_lb_hook(fm_controller *c, struct fm_lb_hook *hook);
+
+/* Takes the Traffic Redirector (network/redirect.h) that steers migrating
+ * containers' addresses through the switch; set before the first migration. */
+void fm_ctl_set_redirector(fm_controller *c, struct fm_redirector *r);
 
 /* Resolves migrations a previous run left unfinished (rollback, or roll forward
  * past the point of no return).  Runs them in background threads. */

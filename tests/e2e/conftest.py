@@ -187,23 +187,29 @@ class Cluster:
                        check=True, env=env)
 
     def teardown(self):
-        for d in (self.a, self.b):
-            d.kill9()
-        for d in (self.a, self.b):
-            root = os.path.join(d.state, "runc")
-            for c in d.runc_list():
-                subprocess.run(["runc", "--root", root, "delete", "-f", c], capture_output=True)
-            for m in sorted(d.mounts(), key=len, reverse=True):
-                subprocess.run(["umount", "-l", m], capture_output=True)
-            # containers' own networks (runtime/net.c: fm-HOST-NAME); deleting
-            # the namespace takes the veth port on the host's bridge with it
-            for ns in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []):
-                if ns.startswith(f"fm-{d.name}-"):
-                    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        stop_daemons((self.a, self.b))
         env = dict(os.environ, FM_NET=str(self.n))
         subprocess.run([os.path.join(ROOT, "scripts", "hosts.sh"), "down", self.prefix], env=env)
         if os.environ.get("FM_KEEP_WORK") != "1":
             shutil.rmtree(self.work, ignore_errors=True)
+
+
+def stop_daemons(daemons):
+    """Kills the daemons and removes what their containers left: runc
+    containers, mounts, the containers' network namespaces."""
+    for d in daemons:
+        d.kill9()
+    for d in daemons:
+        root = os.path.join(d.state, "runc")
+        for c in d.runc_list():
+            subprocess.run(["runc", "--root", root, "delete", "-f", c], capture_output=True)
+        for m in sorted(d.mounts(), key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
+        # containers' own networks (runtime/net.c: fm-HOST-NAME); deleting
+        # the namespace takes the veth port on the host's bridge with it
+        for ns in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else []):
+            if ns.startswith(f"fm-{d.name}-"):
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
 _rootfs = None
@@ -313,6 +319,41 @@ def fabric():
     f = Fabric()
     yield f
     f.teardown()
+
+
+class FabricCluster:
+    """Daemons on the fabric's hosts A and B, each told its switch port; A's
+    controller programs the switch (--sdn, --ovsdb)."""
+
+    def __init__(self, fabric):
+        self.fabric, self.n = fabric, fabric.n
+        self.work = os.path.join(WORK, fabric.prefix)
+        shutil.rmtree(self.work, ignore_errors=True)
+        os.makedirs(self.work)
+        write_secret(os.path.join(self.work, "secret"))
+        self.a = Daemon("hostA", fabric.ns("a"), fabric.ip("a"), self.work)
+        self.b = Daemon("hostB", fabric.ns("b"), fabric.ip("b"), self.work)
+
+    def start(self):
+        f = self.fabric
+        self.a.start(["--switch-port", f"{f.prefix}a", "--sdn", f.mgmt, "--ovsdb", f"unix:{f.run_dir}/db.sock"])
+        self.b.start(["--switch-port", f"{f.prefix}b"])
+        self.a.cli("host", "add", "hostB", self.b.addr)
+        self.b.cli("host", "add", "hostA", self.a.addr)
+        self.a.cli("image", "import", "busybox", rootfs())
+        return self
+
+    def teardown(self):
+        stop_daemons((self.a, self.b))
+        if os.environ.get("FM_KEEP_WORK") != "1":
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+@pytest.fixture
+def fabric_cluster(fabric):
+    c = FabricCluster(fabric)
+    yield c
+    c.teardown()
 
 
 def wait_for(pred, timeout=30, what="condition"):

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 
 PROBE = os.path.join(ROOT, "build", "tests", "unit", "sdn-probe")
 
@@ -119,3 +119,62 @@ def test_ports_and_macs_from_ovsdb(fabric):
     assert p.returncode == 1 and "the switch has no interface nope" in p.stdout, p.stdout
     p = probe("unix:/nonexistent/db.sock", "ports")
     assert p.returncode == 1 and "Open vSwitch's database" in p.stdout, p.stdout
+
+
+OSKEN_APP = '''
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, set_ev_cls
+from os_ken.ofproto import ofproto_v1_3
+
+
+class Other(app_manager.OSKenApp):
+    """Another controller's flows, cookie 0x5c: NORMAL switching and a drop."""
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def features(self, ev):
+        dp = ev.msg.datapath
+        ofp, p = dp.ofproto, dp.ofproto_parser
+        for prio, match, actions in ((0, p.OFPMatch(), [p.OFPActionOutput(ofp.OFPP_NORMAL)]),
+                                     (150, p.OFPMatch(eth_type=0x0800, ipv4_dst="10.9.9.9"), [])):
+            dp.send_msg(p.OFPFlowMod(datapath=dp, priority=prio, match=match, cookie=0x5c, instructions=[
+                p.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)] if actions else []))
+'''
+
+
+def test_coexists_with_os_ken(fabric, tmp_path):
+    """os-ken, the seed's SDN controller, connected to the same bridge as an
+    active controller: its flows survive ours being added and deleted, and
+    both stay connected."""
+    app = tmp_path / "other_app.py"
+    app.write_text(OSKEN_APP)
+    ctl = subprocess.Popen(["nsenter", f"--net=/run/netns/{fabric.ns('sw')}", "/usr/bin/osken-manager",
+                            "--ofp-listen-host", "127.0.0.1", "--ofp-tcp-listen-port", "16633", str(app)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        vsctl = ["ovs-vsctl", f"--db=unix:{fabric.run_dir}/db.sock"]
+
+        def connected():
+            return "true" in subprocess.run([*vsctl, "--columns=is_connected", "list", "Controller"],
+                                            capture_output=True, text=True, env=fabric.env).stdout
+        subprocess.run([*vsctl, "set-controller", "fmsw", "tcp:127.0.0.1:16633"], check=True, env=fabric.env)
+        # (until osken-manager listens, ovs-vswitchd retries with a back-off)
+        wait_for(connected, 30, "os-ken to be connected")
+        wait_for(lambda: sum("cookie=0x5c" in f for f in fabric.flows()) == 2, 30, "os-ken's flows")
+        theirs = sorted(f.split("duration")[0] + f.split("n_bytes=")[1].split(",", 1)[1]
+                        for f in fabric.flows() if "cookie=0x5c" in f)
+        p = probe(fabric.mgmt, "install", fabric.ip("b"), "3")
+        assert p.returncode == 0, p.stdout
+        assert any("0x464d" in f for f in fabric.flows())
+        p = probe(fabric.mgmt, "delete")
+        assert p.returncode == 0, p.stdout
+        flows = fabric.flows()
+        assert not any("0x464d" in f for f in flows), flows
+        assert sorted(f.split("duration")[0] + f.split("n_bytes=")[1].split(",", 1)[1]
+                      for f in flows if "cookie=0x5c" in f) == theirs, flows
+        assert connected(), "os-ken lost its connection"
+        assert ping(fabric, "c", "b"), "os-ken's NORMAL flow still switches"
+    finally:
+        ctl.kill()
+        ctl.wait()

@@ -647,20 +647,23 @@ static int network_point(fm_mig *m, const char *host, const char *port, const ch
 {
 	double ms;
 	fm_error e = FM_ERROR_INIT;
-	int r = fm_redirector_point(m->ctl->redirector, m->net_ip, m->net_mac, port, &ms, &e);
+	int r = fm_redirector_point(m->ctl->redirector, m->net_ip, m->net_mac, port, FM_REDIRECT_HOLD_S, &ms, &e);
 	if (r < 0) {
 		r = fm_error_set(&m->err, r, "the switch could not be programmed: %s", e.msg);
 		fm_error_clear(&e);
 		return r;
 	}
 	mlog(m, FM_LOG_INFO, FM_C_TRAFFIC_REDIRECTOR, "Traffic for %s goes to %s's switch port %s%s (flows confirmed in "
-	     "%.1f ms)", m->net_ip, host, port, why, ms);
+	     "%.1f ms; they expire in %d s, when the switch's own learning has long caught up)", m->net_ip, host, port,
+	     why, ms, FM_REDIRECT_HOLD_S);
 	return 0;
 }
 
 /* PREPARATION's network part: with a switch to program (--sdn) and both
- * hosts' switch ports known, the container's address gets its own flows,
- * pointing where it runs now: at the switchover one FLOW_MOD moves them. */
+ * hosts' switch ports known, the switch must answer and both ports exist.
+ * No flow changes yet: a change of the switch's flow table costs a few
+ * packets of other traffic (its caches are revalidated), so it happens only
+ * at the switchover, while the container is frozen anyway. */
 static int network_prepare(fm_mig *m)
 {
 	fm_redirector *rd = m->ctl->redirector;
@@ -675,23 +678,22 @@ static int network_prepare(fm_mig *m)
 		     "%s's traffic follows its gratuitous ARP only", !sp ? m->source : m->dest, ip);
 		return 0;
 	}
+	int64_t so, dof;
+	fm_error e = FM_ERROR_INIT;
+	int r;
+	if ((r = fm_redirector_port(rd, sp, &so, &e)) < 0 || (r = fm_redirector_port(rd, dp, &dof, &e)) < 0 ||
+	    (r = fm_redirector_ready(rd, &e)) < 0) {
+		r = fm_error_set(&m->err, r, "the switch is not ready: %s", e.msg);
+		fm_error_clear(&e);
+		return r;
+	}
 	snprintf(m->net_ip, sizeof(m->net_ip), "%.*s", (int)strcspn(ip, "/"), ip);
 	snprintf(m->net_mac, sizeof(m->net_mac), "%s", mac);
 	snprintf(m->net_src_port, sizeof(m->net_src_port), "%s", sp);
 	snprintf(m->net_dst_port, sizeof(m->net_dst_port), "%s", dp);
-	int64_t so, dof;
-	fm_error e = FM_ERROR_INIT;
-	int r;
-	if ((r = fm_redirector_port(rd, sp, &so, &e)) < 0 || (r = fm_redirector_port(rd, dp, &dof, &e)) < 0) {
-		r = fm_error_set(&m->err, r, "the switch's database: %s", e.msg);
-		fm_error_clear(&e);
-		return r;
-	}
-	mlog(m, FM_LOG_INFO, FM_C_SDN, "Switch at %s: %s is on %s (OpenFlow port %lld), %s on %s (port %lld)",
+	mlog(m, FM_LOG_INFO, FM_C_SDN, "Switch at %s ready: %s is on %s (OpenFlow port %lld), %s on %s (port %lld)",
 	     fm_redirector_target(rd), m->source, sp, (long long)so, m->dest, dp, (long long)dof);
-	if ((r = step_mark(m, "redirect", "started")) < 0)
-		return r;
-	return network_point(m, m->source, sp, ", pinned until the switchover");
+	return 0;
 }
 
 /* PREPARATION: compatibility checked before anything is frozen; image, bundle and
@@ -1032,9 +1034,10 @@ static int step_execution(fm_mig *m)
 			     "retransmit them after their back-off", m->source);
 	}
 	json_decref(rs);
-	/* make-before-break: the address is up on the destination; now the flows move */
-	if (*m->net_ip && (r = network_point(m, m->dest, m->net_dst_port, " from now: the flows were replaced in "
-					     "place after the address was ready there")) < 0)
+	/* make-before-break: the address is up on the destination; now the flows
+	 * send its traffic there, over the switch's learning */
+	if (*m->net_ip && ((r = step_mark(m, "redirect", "started")) < 0 ||
+			   (r = network_point(m, m->dest, m->net_dst_port, " from now, the address being ready there")) < 0))
 		return r;
 	/* the container serves from the destination now: traffic may follow */
 	lb_start(m, "switchover");

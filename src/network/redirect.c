@@ -118,8 +118,8 @@ static int send_locked(fm_redirector *r, fm_of_flow *f, size_t n, fm_error *err)
 	return x;
 }
 
-int fm_redirector_point(fm_redirector *r, const char *ip, const char *mac, const char *iface, double *ms,
-			fm_error *err)
+int fm_redirector_point(fm_redirector *r, const char *ip, const char *mac, const char *iface, uint16_t hold_s,
+			double *ms, fm_error *err)
 {
 	uint8_t m[6];
 	int64_t port;
@@ -131,6 +131,7 @@ int fm_redirector_point(fm_redirector *r, const char *ip, const char *mac, const
 		return x;
 	if ((x = flows_of(ip, m, (uint32_t)port, f, err)) < 0)
 		return x;
+	f[0].hard_timeout = f[1].hard_timeout = hold_s;
 	int64_t t0 = fm_now_mono_us();
 	pthread_mutex_lock(&r->lock);
 	x = send_locked(r, f, 2, err);
@@ -140,21 +141,14 @@ int fm_redirector_point(fm_redirector *r, const char *ip, const char *mac, const
 	return x;
 }
 
-int fm_redirector_forget(fm_redirector *r, const char *ip, fm_error *err)
+int fm_redirector_ready(fm_redirector *r, fm_error *err)
 {
-	fm_of_flow f[2];
-	int x = flows_of(ip, NULL, 0, f, err);
-	if (x < 0)
-		return x;
-	for (int i = 0; i < 2; i++) {
-		uint64_t cookie = f[i].cookie;
-		fm_of_flow_init(&f[i], FM_OFPFC_DELETE);
-		f[i].table_id = 0xff;
-		f[i].cookie = cookie;
-		f[i].cookie_mask = ~0ull;
-	}
+	int x;
 	pthread_mutex_lock(&r->lock);
-	x = send_locked(r, f, 2, err);
+	if (!r->conn)
+		x = fm_sdn_connect(r->sdn, REDIRECT_TIMEOUT_MS, &r->conn, err);
+	else if ((x = fm_sdn_barrier(r->conn, err)) == -ECONNRESET || x == -ETIMEDOUT)
+		x = fm_sdn_replay(r->conn, err);
 	pthread_mutex_unlock(&r->lock);
 	return x;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "basic/log.h"
+#include "basic/periodic.h"
 #include "basic/util.h"
 #include "network/ovsdb.h"
 #include "network/sdn.h"
@@ -18,7 +19,26 @@ struct fm_redirector {
 	char *sdn, *ovsdb;
 	pthread_mutex_t lock;
 	fm_sdn *conn;
+	fm_periodic watch;
 };
+
+/* Every FM_REDIRECT_WATCH_MS: a barrier on the switch connection, if there
+ * is one; a switch that went away (ovs-vswitchd restarted: its flows are
+ * gone) gets them back at once, not at the next migration. */
+static void watch(void *opaque)
+{
+	fm_redirector *r = opaque;
+	fm_error e = FM_ERROR_INIT;
+	pthread_mutex_lock(&r->lock);
+	if (r->conn && fm_sdn_barrier(r->conn, &e) < 0) {
+		fm_warn(FM_C_SDN, "The switch at %s went away (%s): reconnecting and replaying our flows", r->sdn, e.msg);
+		fm_error_clear(&e);
+		if (fm_sdn_replay(r->conn, &e) < 0)
+			fm_warn(FM_C_SDN, "The switch at %s is not back yet: %s", r->sdn, e.msg);
+	}
+	pthread_mutex_unlock(&r->lock);
+	fm_error_clear(&e);
+}
 
 fm_redirector *fm_redirector_new(const char *sdn, const char *ovsdb)
 {
@@ -26,6 +46,8 @@ fm_redirector *fm_redirector_new(const char *sdn, const char *ovsdb)
 	r->sdn = fm_xstrdup(sdn);
 	r->ovsdb = fm_xstrdup(ovsdb);
 	pthread_mutex_init(&r->lock, NULL);
+	if (fm_periodic_start(&r->watch, (int64_t)FM_REDIRECT_WATCH_MS * 1000, false, watch, r) < 0)
+		fm_warn(FM_C_SDN, "No watch on the switch connection: flows come back at the next migration only");
 	return r;
 }
 
@@ -33,6 +55,7 @@ void fm_redirector_free(fm_redirector *r)
 {
 	if (!r)
 		return;
+	fm_periodic_stop(&r->watch);
 	fm_sdn_close(r->conn);
 	pthread_mutex_destroy(&r->lock);
 	free(r->sdn);

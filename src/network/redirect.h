@@ -8,8 +8,9 @@
  * by interface (the hosts' --switch-port) and found in OVSDB.
  *
  * One Traffic Redirector per controller, shared by its migrations (a lock
- * serializes them); its switch connection is opened on first use and, when
- * the switch restarted, reopened with every flow replayed. */
+ * serializes them); its switch connection is opened on first use, checked
+ * every FM_REDIRECT_WATCH_MS and, when the switch restarted, reopened with
+ * every flow still due replayed. */
 #pragma once
 #include <stdint.h>
 
@@ -17,6 +18,7 @@
 
 #define FM_REDIRECT_PRIORITY 300
 #define FM_REDIRECT_HOLD_S 60
+#define FM_REDIRECT_WATCH_MS 1000
 
 typedef struct fm_redirector fm_redirector;
 

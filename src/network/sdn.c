@@ -20,7 +20,8 @@ struct fm_sdn {
 	uint64_t dpid;
 	uint8_t in[FM_OF_MAX_LEN + 1];
 	size_t inlen;
-	fm_of_flow flows[FM_SDN_MAX_FLOWS];   /* installed, for replay */
+	fm_of_flow flows[FM_SDN_MAX_FLOWS];   /* installed, for replay ... */
+	int64_t expires_ms[FM_SDN_MAX_FLOWS];  /* ... until their hard timeout (0: none) */
 	size_t nflows;
 };
 
@@ -240,22 +241,36 @@ static int send_flow(fm_sdn *s, const fm_of_flow *f, fm_error *err)
 
 static void remember(fm_sdn *s, const fm_of_flow *f)
 {
+	int64_t now = fm_now_mono_ms();
+	size_t k = 0;
+	/* what the switch has dropped by now is not ours to put back */
+	for (size_t i = 0; i < s->nflows; i++)
+		if (!s->expires_ms[i] || s->expires_ms[i] > now) {
+			s->flows[k] = s->flows[i];
+			s->expires_ms[k++] = s->expires_ms[i];
+		}
+	s->nflows = k;
 	if (f->command == FM_OFPFC_DELETE || f->command == FM_OFPFC_DELETE_STRICT) {
-		size_t k = 0;
 		uint64_t mask = f->command == FM_OFPFC_DELETE ? f->cookie_mask : ~0ull;
+		k = 0;
 		for (size_t i = 0; i < s->nflows; i++)
-			if ((s->flows[i].cookie & mask) != (f->cookie & mask))
-				s->flows[k++] = s->flows[i];
+			if ((s->flows[i].cookie & mask) != (f->cookie & mask)) {
+				s->flows[k] = s->flows[i];
+				s->expires_ms[k++] = s->expires_ms[i];
+			}
 		s->nflows = k;
 		return;
 	}
-	for (size_t i = 0; i < s->nflows; i++)
-		if (s->flows[i].cookie == f->cookie) {
-			s->flows[i] = *f;
+	size_t i;
+	for (i = 0; i < s->nflows && s->flows[i].cookie != f->cookie; i++)
+		;
+	if (i == s->nflows) {
+		if (s->nflows == FM_SDN_MAX_FLOWS)
 			return;
-		}
-	if (s->nflows < FM_SDN_MAX_FLOWS)
-		s->flows[s->nflows++] = *f;
+		s->nflows++;
+	}
+	s->flows[i] = *f;
+	s->expires_ms[i] = f->hard_timeout ? now + (int64_t)f->hard_timeout * 1000 : 0;
 }
 
 int fm_sdn_flow(fm_sdn *s, const fm_of_flow *f, fm_error *err)
@@ -285,12 +300,20 @@ int fm_sdn_replay(fm_sdn *s, fm_error *err)
 	int r = open_conn(s, err);
 	if (r < 0)
 		return r;
+	int64_t now = fm_now_mono_ms();
+	size_t n = 0;
 	for (size_t i = 0; i < s->nflows; i++) {
 		fm_of_flow f = s->flows[i];
+		if (s->expires_ms[i]) {
+			if (s->expires_ms[i] <= now)
+				continue; /* the switch would have dropped it by now */
+			f.hard_timeout = (uint16_t)((s->expires_ms[i] - now + 999) / 1000); /* what is left of it */
+		}
 		f.command = FM_OFPFC_ADD;
 		if ((r = send_flow(s, &f, err)) < 0)
 			return r;
+		n++;
 	}
-	fm_info(FM_C_SDN, "Reconnected to the switch at %s and installed our %zu flows again", s->target, s->nflows);
+	fm_info(FM_C_SDN, "Reconnected to the switch at %s and installed our %zu flows again", s->target, n);
 	return 0;
 }

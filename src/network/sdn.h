@@ -33,7 +33,9 @@ uint64_t fm_sdn_datapath_id(const fm_sdn *s);
 /* Sends the FLOW_MOD (its cookie must be in our space, else -EINVAL) and
  * waits for a BARRIER: the switch has taken it, or refused it (-EREMOTEIO
  * with the switch's ERROR named).  ADD/MODIFY are remembered for replay,
- * DELETEs forget what they cover (one flow per cookie). */
+ * DELETEs forget what they cover (one flow per cookie); a flow's hard
+ * timeout is honoured: it is replayed with what is left of it, or not at
+ * all once it has passed. */
 int fm_sdn_flow(fm_sdn *s, const fm_of_flow *f, fm_error *err);
 /* Deletes every flow whose cookie matches (under mask within our space). */
 int fm_sdn_delete_cookie(fm_sdn *s, uint64_t cookie, uint64_t mask, fm_error *err);

@@ -2,8 +2,9 @@
 in userspace between hosts A, B and a client): a migration checks the switch
 and both hosts' ports in PREPARATION, sends the container's address to the
 destination's port at the switchover (after the address is up there) for 60
-s, after which the switch's learning has long caught up; a rollback points
-them back; the client reaches the container throughout."""
+s, after which the switch's learning has long caught up; an ovs-vswitchd
+restart has them put back at once; a rollback points them back; the client
+reaches the container throughout."""
 import subprocess
 
 from conftest import COUNTER_CMD, assert_failed_with_rollback, migration, wait_for
@@ -38,6 +39,14 @@ def test_address_follows_the_container_through_the_switch(fabric_cluster):
     fl = flows_for(fab, ip)
     assert len(fl) == 2 and all("output:2" in f and "hard_timeout=60" in f for f in fl), fl
     assert any("set_field:" in f and "->eth_dst" in f for f in fl), fl
+    assert reachable(fab, ip)
+
+    # ovs-vswitchd restarts (its flows gone): the controller puts them back
+    fab.switch_restart()
+    fl = wait_for(lambda: (lambda x: x if len(x) == 2 else None)(flows_for(fab, ip)), 10,
+                  "the flows to be replayed after the switch restarted")
+    assert all("output:2" in f for f in fl), fl
+    assert f"Reconnected to the switch at {fab.mgmt} and installed our 2 flows again" in a.log()
     assert reachable(fab, ip)
 
     # back to A with a health command that fails: rolled back, the flows point at B again

@@ -1,5 +1,6 @@
 # FlexiMigrate: the two commands a user needs.
 #   make demo   set up, build, migrate a running container between two namespace hosts
+#   make demo-fabric  the same across an Open vSwitch fabric, the switch following the container
 #   make check  set up, build with -Werror, unit tests (also under ASan+UBSan), e2e tests
 #   make vm-check  the VM harness's smoke test (Debian 12 kernel under QEMU: soft-dirty)
 #   make fuzz   libFuzzer on the policy parsers (CONDITIONS, whole files) and the OpenFlow decoder (10 minutes each; needs clang)
@@ -8,7 +9,7 @@
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 
-.PHONY: all setup build demo check unit e2e vm-check bench fuzz clean
+.PHONY: all setup build demo demo-fabric check unit e2e vm-check bench fuzz clean
 
 all: build
 
@@ -23,6 +24,9 @@ build: $(BUILD)/build.ninja
 
 demo: setup build
 	demo/demo.sh
+
+demo-fabric: setup build
+	demo/fabric.sh
 
 check: setup
 	scripts/check.sh

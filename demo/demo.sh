@@ -16,23 +16,12 @@ BIN=$TOP/build/src
 W=/tmp/fleximigrate-demo
 export FM_NET=9
 P=demo
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-
-[ "$(id -u)" = 0 ] || { echo "demo: run as root (make demo)"; exit 1; }
-[ -x "$BIN/fleximigrated" ] || { echo "demo: build first (make demo builds)"; exit 1; }
+. "$TOP/demo/lib.sh"
+demo_require demo
 
 cleanup() {
     [ "${KEEP:-0}" = 1 ] && { echo "(KEEP=1: hosts and daemons left running; scripts/hosts.sh down $P to remove)"; return; }
-    for h in a b; do
-        [ -f "$W/$h.pid" ] && kill "$(cat "$W/$h.pid")" 2>/dev/null || true
-    done
-    sleep 0.5
-    for h in a b; do
-        for c in $(runc --root "$W/host$h/runc" list -q 2>/dev/null); do
-            runc --root "$W/host$h/runc" delete -f "$c" >/dev/null 2>&1 || true
-        done
-        awk -v p="$W/host$h/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done
-    done
+    demo_stop_hosts
     "$TOP/scripts/hosts.sh" down $P
     rm -rf "$W"
 }
@@ -48,8 +37,7 @@ say "Two hosts joined by a link shaped to 1 Gbit/s"
 "$TOP/scripts/hosts.sh" up 1gbit $P
 
 say "A fleximigrated on each host (sharing a cluster secret)"
-head -c 32 /dev/urandom | base64 | tr -d '=\n' > "$W/secret"
-chmod 600 "$W/secret"
+demo_secret
 for h in a b; do
     H=host$(echo $h | tr ab AB)
     ip=10.77.$FM_NET.$([ $h = a ] && echo 1 || echo 2)
@@ -59,11 +47,7 @@ for h in a b; do
 done
 A="$BIN/fleximigrate -s $W/a.sock"
 B="$BIN/fleximigrate -s $W/b.sock"
-for s in a b; do
-    i=0; until "$BIN/fleximigrate" -s "$W/$s.sock" host info >/dev/null 2>&1; do
-        i=$((i + 1)); [ $i -lt 200 ] || { cat "$W/$s.log"; exit 1; }; sleep 0.05
-    done
-done
+demo_wait_daemons
 head -n1 "$W/a.log"
 head -n1 "$W/b.log"
 $A host add hostB 10.77.$FM_NET.2:7070

@@ -16,22 +16,13 @@ P=demof
 RUN=/run/fleximigrate/fabric-$P
 export FM_FABRIC_RUN=$RUN
 IP=10.77.$FM_NET.50
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-
-[ "$(id -u)" = 0 ] || { echo "demo: run as root (make demo-fabric)"; exit 1; }
-[ -x "$BIN/fleximigrated" ] || { echo "demo: build first (make demo-fabric builds)"; exit 1; }
+. "$TOP/demo/lib.sh"
+demo_require demo-fabric
 
 cleanup() {
     [ "${KEEP:-0}" = 1 ] && { echo "(KEEP=1: left running; scripts/fabric.sh down $P to remove)"; return; }
+    demo_stop_hosts
     for h in a b; do
-        [ -f "$W/$h.pid" ] && kill "$(cat "$W/$h.pid")" 2>/dev/null || true
-    done
-    sleep 0.5
-    for h in a b; do
-        for c in $(runc --root "$W/host$h/runc" list -q 2>/dev/null); do
-            runc --root "$W/host$h/runc" delete -f "$c" >/dev/null 2>&1 || true
-        done
-        awk -v p="$W/host$h/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done
         for ns in $(ip netns list | awk '{print $1}' | grep "^fm-host$(echo $h | tr ab AB)-" || true); do ip netns del "$ns"; done
     done
     "$TOP/scripts/fabric.sh" down $P
@@ -45,8 +36,7 @@ say "Open vSwitch in userspace between hosts A, B, E and a client"
 "$TOP/scripts/fabric.sh" up $P
 
 say "A fleximigrated on hosts A and B; A's controller programs the switch"
-head -c 32 /dev/urandom | base64 | tr -d '=\n' > "$W/secret"
-chmod 600 "$W/secret"
+demo_secret
 for h in a b; do
     H=host$(echo $h | tr ab AB)
     ip=10.77.$FM_NET.$([ $h = a ] && echo 1 || echo 2)
@@ -59,11 +49,7 @@ for h in a b; do
     echo $! > "$W/$h.pid"
 done
 A="$BIN/fleximigrate -s $W/a.sock"
-for s in a b; do
-    i=0; until "$BIN/fleximigrate" -s "$W/$s.sock" host info >/dev/null 2>&1; do
-        i=$((i + 1)); [ $i -lt 200 ] || { cat "$W/$s.log"; exit 1; }; sleep 0.05
-    done
-done
+demo_wait_daemons
 grep NetworkManager "$W/a.log" || true
 $A host add hostB 10.77.$FM_NET.2:7070
 

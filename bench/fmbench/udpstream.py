@@ -3,7 +3,7 @@ sequence number every INTERVAL_MS (1 ms), echoed by the container
 (fm-udpecho); prints one JSON line: sent, echoed, lost, the lost sequence
 numbers as ranges, and the longest gap between echoes (ms).
 
-  python3 udpstream.py IP PORT SECONDS
+  /usr/bin/python3 udpstream.py IP PORT SECONDS
 """
 import json
 import select

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "api/http.h"
 #include "basic/util.h"
@@ -303,7 +302,7 @@ int flexi_migrate_run(flexi_migrate *fm, void (*on_log)(const char *line, void *
 			if (done)
 				break;
 			/* the migration runs in the daemon: this is how often its log is read */
-			nanosleep(&(struct timespec){ 0, RUN_POLL_MS * 1000000L }, NULL);
+			fm_sleep_us(RUN_POLL_MS * 1000, NULL);
 		}
 	}
 	fm->nids = 0;

@@ -68,7 +68,7 @@ int fm_ovsdb_ports(const char *db, int timeout_ms, fm_ovs_port **out, size_t *n,
 		len += (size_t)k;
 		json_error_t je;
 		rep = json_loadb(buf, len, JSON_DISABLE_EOF_CHECK, &je);
-		if (!rep && je.position < (int)len && je.position > 0 && buf[0] != '{')
+		if (!rep && buf[0] != '{') /* a JSON-RPC reply is an object */
 			return fm_error_set(err, -EBADMSG, "Open vSwitch's database at %s answered something that is not "
 					    "JSON-RPC", db);
 	}

@@ -144,8 +144,16 @@ class Daemon:
         return [l for l in p.stdout.split() if l]
 
     def counter(self, name):
-        with open(os.path.join(self.state, "containers", name, "rootfs", "tmp", "counter")) as f:
-            return int(f.read().strip() or 0)
+        """The counter COUNTER_CMD writes.  Its shell truncates the file before each
+        write, so a read can land between the two and find it empty: read again."""
+        path = os.path.join(self.state, "containers", name, "rootfs", "tmp", "counter")
+        deadline = time.monotonic() + 2
+        while True:
+            with open(path) as f:
+                text = f.read().strip()
+            if text or time.monotonic() > deadline:
+                return int(text or 0)
+            time.sleep(0.005)
 
     def mounts(self):
         with open("/proc/self/mountinfo") as f:

@@ -164,6 +164,23 @@ int fm_redirector_point(fm_redirector *r, const char *ip, const char *mac, const
 	return x;
 }
 
+int fm_redirector_release(fm_redirector *r, const char *ip, fm_error *err)
+{
+	fm_of_flow f[2];
+	int x;
+	if ((x = flows_of(ip, NULL, 0, f, err)) < 0)
+		return x;
+	fm_of_flow d;
+	fm_of_flow_init(&d, FM_OFPFC_DELETE);
+	d.table_id = 0xff; /* every table */
+	d.cookie = f[0].cookie;
+	d.cookie_mask = ~(uint64_t)0xff; /* both of the address's */
+	pthread_mutex_lock(&r->lock);
+	x = send_locked(r, &d, 1, err);
+	pthread_mutex_unlock(&r->lock);
+	return x;
+}
+
 int fm_redirector_ready(fm_redirector *r, fm_error *err)
 {
 	int x;

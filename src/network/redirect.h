@@ -31,9 +31,12 @@ const char *fm_redirector_target(const fm_redirector *r);
 int fm_redirector_port(fm_redirector *r, const char *iface, int64_t *ofport, fm_error *err);
 /* Sends ip (dotted quad) to iface's port, with eth_dst mac, for hold_s
  * seconds (the flows' hard timeout: the switch's own learning has caught up
- * by then, and no flow outlives an address that moved on); *ms: how long the
- * switch took to confirm (FLOW_MODs + barrier). */
+ * by then, and no flow outlives an address that moved on; 0: until they are
+ * replaced or released); *ms: how long the switch took to confirm (FLOW_MODs
+ * + barrier). */
 int fm_redirector_point(fm_redirector *r, const char *ip, const char *mac, const char *iface, uint16_t hold_s,
 			double *ms, fm_error *err);
+/* Removes ip's two flows (the switch's learning forwards it again). */
+int fm_redirector_release(fm_redirector *r, const char *ip, fm_error *err);
 /* The switch answers (a barrier), for a pre-flight check. */
 int fm_redirector_ready(fm_redirector *r, fm_error *err);

@@ -312,8 +312,12 @@ class Fabric:
         return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", *args], check=True, env=self.env,
                               capture_output=True, text=True).stdout
 
+    def vsctl(self, *args):
+        return subprocess.run(["ovs-vsctl", f"--db=unix:{self.run_dir}/db.sock", "--timeout=10", *args], check=True,
+                              env=self.env, capture_output=True, text=True).stdout
+
     def flows(self):
-        return [l.strip() for l in self.ofctl("dump-flows", self.mgmt).splitlines() if "cookie=" in l]
+        return [l.strip() for l in self.ofctl("dump-flows", "--no-stats", self.mgmt).splitlines() if "actions=" in l]
 
     def switch_restart(self):
         subprocess.run([self.script, "switch-restart", self.prefix], check=True, env=self.env, capture_output=True)

@@ -1,11 +1,14 @@
 """The Network Orchestrator with a real switch (scripts/fabric.sh: Open vSwitch
 in userspace between hosts A, B and a client): a migration checks the switch
-and both hosts' ports in PREPARATION, sends the container's address to the
-destination's port at the switchover (after the address is up there) for 60
-s, after which the switch's learning has long caught up; an ovs-vswitchd
-restart has them put back at once; a rollback points them back; the client
-reaches the container throughout."""
+and both hosts' ports in PREPARATION and has the switch take the
+container's flows there, as a trial (a switch that refuses them fails the
+migration before anything is frozen), sends the address to the destination's port at the
+switchover (after the address is up there) for 60 s, after which the
+switch's learning has long caught up; an ovs-vswitchd restart has them put
+back at once; a rollback points them back; the client reaches the container
+throughout."""
 import subprocess
+import threading
 
 from conftest import COUNTER_CMD, assert_failed_with_rollback, migration, wait_for
 
@@ -32,10 +35,13 @@ def test_address_follows_the_container_through_the_switch(fabric_cluster):
     out = p.stdout
     assert (f"[SDNControllerInterface]: Switch at {fab.mgmt} ready: hostA is on {fab.prefix}a (OpenFlow port 1), "
             f"hostB on {fab.prefix}b (port 2)") in out, out
+    assert (f"[TrafficRedirector]: Flows for {ip} accepted by the switch (a trial: installed pointing at hostA's port "
+            f"{fab.prefix}a") in out, out
+    assert out.index("accepted by the switch") < out.index("Freezing web")
     assert f"[TrafficRedirector]: Traffic for {ip} goes to hostB's switch port {fab.prefix}b from now" in out, out
-    # the switch is checked before the freeze; the flows change only after the restore
+    # the switch is checked and takes the flows (a trial) before the freeze; they go in after the restore
     assert out.index("[SDNControllerInterface]") < out.index("Freezing web")
-    assert out.index("Restored web on hostB") < out.index("from now, the address being ready there")
+    assert out.index("Checkpoint of web done") < out.index("from now, the address being ready there")
     fl = flows_for(fab, ip)
     assert len(fl) == 2 and all("output:2" in f and "hard_timeout=60" in f for f in fl), fl
     assert any("set_field:" in f and "->eth_dst" in f for f in fl), fl
@@ -59,4 +65,55 @@ def test_address_follows_the_container_through_the_switch(fabric_cluster):
     assert len(fl) == 2 and all("output:2" in f for f in fl), fl
     assert any("set_field:" in f and "->eth_dst" in f for f in fl), fl
     assert "web" in b.containers()
+    assert reachable(fab, ip)
+
+
+def test_switch_refusing_the_flows_fails_preparation(fabric_cluster):
+    """The switch's table 0 is full (an OVSDB flow limit that refuses): the
+    pin's FLOW_MOD gets OFPT_ERROR FLOW_MOD_FAILED/TABLE_FULL; the migration
+    fails in PREPARATION and rolls back, the container never frozen, the
+    switch's table as it was."""
+    fc = fabric_cluster.start()
+    a, b, fab = fc.a, fc.b, fc.fabric
+    ip = f"10.77.{fc.n}.51"
+    a.cli("run", "web", "--image", "busybox", "--ip", f"{ip}/24", "--", *COUNTER_CMD)
+    wait_for(lambda: reachable(fab, ip), 10, "the container to answer the client")
+    before = fab.flows()
+    fab.vsctl("--", "--id=@ft", "create", "Flow_Table", f"flow_limit={len(before)}", "overflow_policy=refuse",
+              "--", "set", "Bridge", "fmsw", "flow_tables:0=@ft")
+    p = a.cli("migrate", "-v", "web", "--to", "hostB", check=False)
+    assert p.returncode == 1, p.stdout
+    mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+    m = migration(a, mid)
+    assert_failed_with_rollback(m, "PREPARATION", "the switch refused the container's flows")
+    assert "TABLE_FULL" in m["error"], m["error"]
+    assert "Freezing" not in p.stdout
+    assert f"No flows for {ip} left on the switch: it forwards the address by learning, to hostA" in p.stdout, p.stdout
+    assert fab.flows() == before
+    assert "web" in a.containers() and "web" not in b.containers()
+    assert reachable(fab, ip)
+
+
+def test_switch_restarted_during_a_migration(fabric_cluster):
+    """ovs-vswitchd restarts while the migration verifies the destination (a
+    health command taking 3 s): the controller puts its flows back within a
+    second, pointing at the destination, and the migration completes."""
+    fc = fabric_cluster.start()
+    a, fab = fc.a, fc.fabric
+    ip = f"10.77.{fc.n}.52"
+    a.cli("run", "web", "--image", "busybox", "--ip", f"{ip}/24", "--", *COUNTER_CMD)
+    wait_for(lambda: reachable(fab, ip), 10, "the container to answer the client")
+    done = {}
+    t = threading.Thread(target=lambda: done.update(p=a.cli("migrate", "-v", "web", "--to", "hostB", "--",
+                                                            "/bin/sleep", "3", check=False)))
+    t.start()
+    wait_for(lambda: "from now, the address being ready there" in a.log(), 30, "the switchover")
+    fab.switch_restart()
+    fl = wait_for(lambda: (lambda x: x if len(x) == 2 else None)(flows_for(fab, ip)), 10,
+                  "the flows to be replayed after the switch restarted")
+    assert all("output:2" in f for f in fl), fl
+    assert "p" not in done, "the flows came back while the migration was still verifying"
+    t.join(60)
+    assert "p" in done and done["p"].returncode == 0, done
+    assert "Reconnected to the switch" in a.log()
     assert reachable(fab, ip)

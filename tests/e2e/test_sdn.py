@@ -162,8 +162,7 @@ def test_coexists_with_os_ken(fabric, tmp_path):
         # (until osken-manager listens, ovs-vswitchd retries with a back-off)
         wait_for(connected, 30, "os-ken to be connected")
         wait_for(lambda: sum("cookie=0x5c" in f for f in fabric.flows()) == 2, 30, "os-ken's flows")
-        theirs = sorted(f.split("duration")[0] + f.split("n_bytes=")[1].split(",", 1)[1]
-                        for f in fabric.flows() if "cookie=0x5c" in f)
+        theirs = sorted(f for f in fabric.flows() if "cookie=0x5c" in f)
         p = probe(fabric.mgmt, "install", fabric.ip("b"), "3")
         assert p.returncode == 0, p.stdout
         assert any("0x464d" in f for f in fabric.flows())
@@ -171,8 +170,7 @@ def test_coexists_with_os_ken(fabric, tmp_path):
         assert p.returncode == 0, p.stdout
         flows = fabric.flows()
         assert not any("0x464d" in f for f in flows), flows
-        assert sorted(f.split("duration")[0] + f.split("n_bytes=")[1].split(",", 1)[1]
-                      for f in flows if "cookie=0x5c" in f) == theirs, flows
+        assert sorted(f for f in flows if "cookie=0x5c" in f) == theirs, flows
         assert connected(), "os-ken lost its connection"
         assert ping(fabric, "c", "b"), "os-ken's NORMAL flow still switches"
     finally:

@@ -231,20 +231,24 @@ def rootfs():
     return _rootfs
 
 
-_memload_rootfs = None
+_workload_rootfs = None
 MEMLOAD = os.path.join(ROOT, "build", "fm-memload")
+UDPECHO = os.path.join(ROOT, "build", "fm-udpecho")
 
 
-def memload_rootfs():
-    """busybox + fm-memload (tests/workload/memload.c) at /bin/fm-memload."""
-    global _memload_rootfs
-    if _memload_rootfs is None:
-        if not os.path.exists(MEMLOAD):
-            raise AssertionError(f"{MEMLOAD} missing: build first (make build)")
-        _memload_rootfs = os.path.join(WORK, "rootfs-memload")
-        subprocess.run([os.path.join(ROOT, "scripts", "mk-rootfs.sh"), _memload_rootfs], check=True)
-        shutil.copy(MEMLOAD, os.path.join(_memload_rootfs, "bin", "fm-memload"))
-    return _memload_rootfs
+def workload_rootfs():
+    """busybox + our test workloads: fm-memload (tests/workload/memload.c) at
+    /bin/fm-memload, fm-udpecho (tests/workload/udpecho.c) at /bin/fm-udpecho."""
+    global _workload_rootfs
+    if _workload_rootfs is None:
+        for b in (MEMLOAD, UDPECHO):
+            if not os.path.exists(b):
+                raise AssertionError(f"{b} missing: build first (make build)")
+        _workload_rootfs = os.path.join(WORK, "rootfs-workload")
+        subprocess.run([os.path.join(ROOT, "scripts", "mk-rootfs.sh"), _workload_rootfs], check=True)
+        for b in (MEMLOAD, UDPECHO):
+            shutil.copy(b, os.path.join(_workload_rootfs, "bin", os.path.basename(b)))
+    return _workload_rootfs
 
 
 def memload_status(d, name):

@@ -5,14 +5,14 @@ the workload checks every page against the pattern it must hold, and a whole
 verification pass must complete on the destination without a single error."""
 import pytest
 
-from conftest import memload_rootfs, memload_status, migration, wait_for
+from conftest import workload_rootfs, memload_status, migration, wait_for
 
 SIZE_MIB = 256
 
 
 def start_memload(c, hot_mib):
     a = c.a
-    a.cli("image", "import", "memload", memload_rootfs())
+    a.cli("image", "import", "memload", workload_rootfs())
     a.cli("run", "mem", "--image", "memload", "--", "/bin/fm-memload", str(SIZE_MIB), str(hot_mib),
           "/tmp/memload.status")
     # filled and at least one whole verification pass done
@@ -91,7 +91,7 @@ def test_bandwidth_cap_holds_on_every_path(cluster):
     state transfer: 64 MiB cannot cross in less than 64 MiB / cap, although the
     link is ten times faster."""
     c = cluster.start()
-    c.a.cli("image", "import", "memload", memload_rootfs())
+    c.a.cli("image", "import", "memload", workload_rootfs())
     c.a.cli("run", "mem", "--image", "memload", "--", "/bin/fm-memload", "64", "4", "/tmp/memload.status")
     wait_for(lambda: (memload_status(c.a, "mem") or {}).get("full_scans", 0) >= 1, 60, "memload to fill its memory")
     floor_ms = (64 << 20) * 8 / 100e6 * 1000 * 0.9   # 64 MiB at 100 Mbit/s, 10 % slack

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import memload_rootfs, memload_status, migration, wait_for
+from conftest import workload_rootfs, memload_status, migration, wait_for
 
 HERE = os.path.dirname(__file__)
 CLIENT = os.path.join(HERE, "tcp_client.py")
@@ -62,7 +62,7 @@ def test_echo_connection_survives_cold_migration(cluster):
 def test_heartbeat_stream_survives_post_copy(cluster):
     c = cluster.start()
     ip = f"10.77.{c.n}.51"
-    c.a.cli("image", "import", "memload", memload_rootfs())
+    c.a.cli("image", "import", "memload", workload_rootfs())
     c.a.cli("run", "mem", "--image", "memload", "--ip", ip + "/24", "--",
             "/bin/fm-memload", "64", "4", "/tmp/memload.status", "6000")
     wait_for(lambda: (memload_status(c.a, "mem") or {}).get("full_scans", 0) >= 1, 60, "memload to fill its memory")

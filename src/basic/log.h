@@ -38,6 +38,7 @@ typedef enum fm_log_level {
 #define FM_C_NETWORK_MANAGER     "NetworkManager"
 #define FM_C_SDN                 "SDNControllerInterface"
 #define FM_C_TRAFFIC_REDIRECTOR  "TrafficRedirector"
+#define FM_C_DNS_MANAGER         "DNSManager"
 #define FM_C_API                 "API"
 #define FM_C_DAEMON              "Daemon"
 

@@ -11,6 +11,7 @@
 
 #include "api/http.h"
 #include "manager/policy.h"
+#include "runtime/net.h"
 #include "basic/log.h"
 #include "basic/util.h"
 #include "fm-config.h"
@@ -99,7 +100,7 @@ static const char main_help[] =
 "  host cordon | uncordon       refuse / accept incoming migrations on this host\n"
 "  image import NAME PATH       import a rootfs directory or tarball into the store\n"
 "  image list | image rm NAME\n"
-"  container run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] [--ip CIDR]\n"
+"  container run NAME --image IMAGE [--cpus N] [--memory SIZE] [--env K=V] [--ip CIDR [--dns-name NAME]]\n"
 "                [--volume SRC:DST[:ro]] [--label K=V] -- CMD [ARG...]\n"
 "  container list | show NAME | stop NAME | rm NAME [--force]\n"
 "  run ...                      same as `container run`\n"
@@ -147,6 +148,13 @@ static const char migrate_help[] =
 "                       max_concurrent_migrations) are taken; a policy's\n"
 "                       set_priority overrides it\n"
 "  --health-timeout MS  limit for the health command (default 10000)\n"
+"  --new-ip A.B.C.D/P   give the container this address on the destination\n"
+"                       (another subnet, an edge site) instead of moving its\n"
+"                       own: its TCP connections end (restored closed; clients\n"
+"                       reconnect), and with the controller's --dns-* options\n"
+"                       its DNS name follows (TTL lowered first, record switched\n"
+"                       at the switchover, TTL restored after; put back on a\n"
+"                       rollback)\n"
 "  --bandwidth RATE     cap every transfer of this migration (state, pages) at\n"
 "                       RATE bits per second: 200M, 1G, 50000k (default: none)\n"
 "  --compress C         zstd on the memory and state streams: auto (default:\n"
@@ -195,6 +203,9 @@ static const char run_help[] =
 "                   bridge (fleximigrated --bridge); the address and the\n"
 "                   container's TCP connections move with it on migration\n"
 "  --mac MAC        its MAC address (default 02:fd: and the four bytes of --ip)\n"
+"  --dns-name NAME  the DNS name of its address: a migration that changes the\n"
+"                   address (migrate --new-ip) updates its A record on the\n"
+"                   controller's DNS server (fleximigrated --dns-server)\n"
 "  --label K=V      a label (repeatable, up to 32); it moves with the container.\n"
 "                   Policies read service_type (CONTEXT service_type), e.g.\n"
 "                   --label service_type=critical\n"
@@ -351,7 +362,7 @@ static json_t *volume_from_arg(const char *arg)
 
 static int container_run(int argc, char **argv)
 {
-	const char *image = NULL, *ip = NULL, *mac = NULL;
+	const char *image = NULL, *ip = NULL, *mac = NULL, *dns_name = NULL;
 	json_t *env = json_array(), *args = json_array(), *volumes = json_array(), *labels = json_object(), *out = NULL;
 	int64_t cpu = 0;
 	uint64_t mem = 0;
@@ -385,6 +396,10 @@ static int container_run(int argc, char **argv)
 			ip = argv[++i];
 		} else if (!strcmp(argv[i], "--mac")) {
 			mac = argv[++i];
+		} else if (!strcmp(argv[i], "--dns-name")) {
+			dns_name = argv[++i];
+			if (!fm_net_dns_name_valid(dns_name))
+				return die_usage("--dns-name %s: give a DNS name, e.g. web.example.org", dns_name);
 		} else if (!strcmp(argv[i], "--env")) {
 			if (!strchr(argv[++i], '='))
 				return die_usage("--env must be NAME=VALUE");
@@ -412,6 +427,8 @@ static int container_run(int argc, char **argv)
 		return die_usage("container run needs a command after --");
 	if (mac && !ip)
 		return die_usage("--mac needs --ip");
+	if (dns_name && !ip)
+		return die_usage("--dns-name needs --ip");
 	json_t *spec = json_pack("{s:s, s:s, s:o, s:o, s:I, s:I}", "name", argv[1], "image", image, "args", args,
 				 "env", env, "cpu_milli", (json_int_t)cpu, "memory_bytes", (json_int_t)mem);
 	json_object_set_new(spec, "volumes", volumes);
@@ -422,6 +439,8 @@ static int container_run(int argc, char **argv)
 		json_t *net = json_pack("{s:s}", "ip", ip);
 		if (mac)
 			json_object_set_new(net, "mac", json_string(mac));
+		if (dns_name)
+			json_object_set_new(net, "dns_name", json_string(dns_name));
 		json_object_set_new(spec, "network", net);
 	}
 	r = call("POST", "/v1/containers", spec, &out);
@@ -610,7 +629,7 @@ static int follow(const char *id, bool verbose)
 
 static int cmd_migrate(int argc, char **argv)
 {
-	const char *to = NULL, *from = NULL, *strategy = NULL, *priority = NULL;
+	const char *to = NULL, *from = NULL, *strategy = NULL, *priority = NULL, *new_ip = NULL;
 	bool detach = false, verbose = false, no_diskless = false, no_prefetch = false, auto_converge = false;
 	bool no_presync = false;
 	int health_timeout = 0, i, compress = -1;
@@ -673,6 +692,11 @@ static int cmd_migrate(int argc, char **argv)
 				return die_usage("--priority %s: use high, normal or low", priority);
 		} else if (!strcmp(argv[i], "--health-timeout"))
 			health_timeout = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--new-ip")) {
+			new_ip = argv[++i];
+			if (!fm_net_cidr_valid(new_ip))
+				return die_usage("--new-ip %s: give the address with its prefix, e.g. 10.0.2.20/24", new_ip);
+		}
 		else if (!strcmp(argv[i], "--bandwidth")) {
 			if (fm_parse_rate(argv[++i], &bandwidth) < 0 || bandwidth < 1000000)
 				return die_usage("--bandwidth %s: give bits per second of at least 1M, e.g. 200M or 1G", argv[i]);
@@ -701,6 +725,8 @@ static int cmd_migrate(int argc, char **argv)
 		json_object_set_new(req, "strategy", json_string(strategy));
 	if (priority)
 		json_object_set_new(req, "priority", json_string(priority));
+	if (new_ip)
+		json_object_set_new(req, "new_ip", json_string(new_ip));
 	if (health)
 		json_object_set_new(req, "health_cmd", health);
 	if (health_timeout > 0)

@@ -21,6 +21,7 @@
 #include "fm-config.h"
 #include "manager/lb_hook.h"
 #include "manager/planner.h"
+#include "network/dns.h"
 #include "network/redirect.h"
 #include "manager/policy.h"
 #include "runtime/image.h"
@@ -82,6 +83,12 @@ static void usage(FILE *f)
 "                         their container's address through it (Traffic Redirector)\n"
 "  --ovsdb DB             that switch's database (unix:PATH or HOST:PORT)\n"
 "  --switch-port IFACE    this host's interface on that switch, as OVSDB names it\n"
+"  --dns-server ADDR[:PORT], --dns-key FILE, --dns-zone ZONE\n"
+"                         the authoritative DNS server of ZONE, updated by RFC 2136\n"
+"                         messages signed with the TSIG key in FILE (one line\n"
+"                         ALGORITHM:NAME:SECRET, owned by root, mode 0600): a\n"
+"                         migration that changes a container's address (migrate\n"
+"                         --new-ip) moves its DNS name (run --dns-name) with it\n"
 "  --uplink-rate RATE     capacity of this host's link to the other hosts, in bits\n"
 "                         per second (200M, 1G): the Resource Monitor's link\n"
 "                         utilisation and congestion estimate use it (default: the\n"
@@ -198,6 +205,9 @@ int main(int argc, char **argv)
 		{ "sdn", required_argument, NULL, 1010 },
 		{ "ovsdb", required_argument, NULL, 1011 },
 		{ "switch-port", required_argument, NULL, 1012 },
+		{ "dns-server", required_argument, NULL, 1013 },
+		{ "dns-key", required_argument, NULL, 1014 },
+		{ "dns-zone", required_argument, NULL, 1015 },
 		{ "auto-migrate", no_argument, NULL, 'A' },
 		{ "overload-cpu", required_argument, NULL, 1001 },
 		{ "overload-memory", required_argument, NULL, 1002 },
@@ -210,6 +220,7 @@ int main(int argc, char **argv)
 	fm_daemon d = { 0 };
 	const char *criu = NULL, *runc = "runc", *log_json = NULL, *secret_file = NULL, *bridge = NULL;
 	const char *policies_file = NULL, *lb_hook = NULL, *sdn = NULL, *ovsdb = NULL;
+	const char *dns_server = NULL, *dns_key = NULL, *dns_zone = NULL;
 	fm_planner_config plan_cfg = FM_PLANNER_CONFIG_DEFAULT;
 	double lb_timeout_s = FM_LB_HOOK_TIMEOUT_MS / 1000.0;
 	fm_log_level level = FM_LOG_INFO;
@@ -268,6 +279,9 @@ int main(int argc, char **argv)
 		case 'A': plan_cfg.automatic = true; break;
 		case 1010: sdn = optarg; break;
 		case 1011: ovsdb = optarg; break;
+		case 1013: dns_server = optarg; break;
+		case 1014: dns_key = optarg; break;
+		case 1015: dns_zone = optarg; break;
 		case 1012:
 			if (!*optarg || strlen(optarg) > 63 || strpbrk(optarg, "/ \t\n")) {
 				fprintf(stderr, "fleximigrated: --switch-port needs an interface name\n");
@@ -318,6 +332,21 @@ int main(int argc, char **argv)
 	if (!sdn != !ovsdb) {
 		fprintf(stderr, "fleximigrated: --sdn and --ovsdb go together (the switch and its database)\n");
 		return 2;
+	}
+	if (!dns_server != !dns_key || !dns_server != !dns_zone) {
+		fprintf(stderr, "fleximigrated: --dns-server, --dns-key and --dns-zone go together\n");
+		return 2;
+	}
+	fm_dns *dns = NULL;
+	if (dns_server) {
+		fm_error derr = FM_ERROR_INIT;
+		dns = fm_xcalloc(1, sizeof(*dns));
+		if (fm_dns_open(dns_server, dns_key, FM_DNS_TIMEOUT_MS, dns, &derr) < 0) {
+			fprintf(stderr, "fleximigrated: %s\n", derr.msg);
+			fm_error_clear(&derr);
+			free(dns);
+			return 2;
+		}
 	}
 	if (sdn && strncmp(sdn, "unix:", 5) != 0 && strncmp(sdn, "tcp:", 4) != 0) {
 		fprintf(stderr, "fleximigrated: --sdn %s: use unix:PATH or tcp:HOST:PORT\n", sdn);
@@ -445,6 +474,11 @@ int main(int argc, char **argv)
 		fm_ctl_set_redirector(&d.ctl, fm_redirector_new(sdn, ovsdb));
 		fm_info(FM_C_NETWORK_MANAGER, "Migrations steer their containers' addresses through the switch at %s "
 			"(database %s)", sdn, ovsdb);
+	}
+	if (dns) {
+		fm_info(FM_C_DNS_MANAGER, "Migrations that change a container's address update its name in zone %s on the "
+			"DNS server %s:%u (TSIG key %s)", dns_zone, dns->server, dns->port, dns->keyname);
+		fm_ctl_set_dns(&d.ctl, dns, dns_zone);
 	}
 	if (lb_hook) {
 		fm_lb_hook *h;

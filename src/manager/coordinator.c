@@ -1,6 +1,7 @@
 #include "manager/coordinator.h"
 #include "manager/lb_hook.h"
 #include "manager/policy.h"
+#include "network/dns.h"
 #include "network/redirect.h"
 
 #include <errno.h>
@@ -14,6 +15,7 @@
 #include "basic/util.h"
 #include "manager/fsm.h"
 #include "manager/strategy.h"
+#include "runtime/net.h"
 
 /* Rollback retries an unreachable agent this often before giving up on it. */
 #define ROLLBACK_ATTEMPTS 3
@@ -66,6 +68,10 @@ typedef struct fm_mig {
 	/* the Network Orchestrator's part: the container's address, its MAC and
 	 * the switch ports of both hosts (empty: nothing to steer) */
 	char net_ip[20], net_mac[18], net_src_port[64], net_dst_port[64];
+	/* the DNS Manager's: the container's name, its record before the
+	 * migration and the address it gets (empty name: nothing to update) */
+	char dns_name[256], dns_old_ip[20], dns_new_ip[20];
+	uint32_t dns_old_ttl;
 	pthread_t thread;
 	struct fm_mig *next;
 } fm_mig;
@@ -575,6 +581,13 @@ static int step_planning(fm_mig *m)
 
 /* Adds the migration's transfer options (bandwidth cap, compression) to an
  * agent request. */
+/* The container's address on the destination when the request changes it
+ * ("new_ip"), else NULL: it keeps its address. */
+static const char *new_ip(fm_mig *m)
+{
+	return json_string_value(json_object_get(m->req, "new_ip"));
+}
+
 static json_t *with_transfer_opts(fm_mig *m, json_t *body)
 {
 	json_t *bw = json_object_get(m->req, "bandwidth_bps"), *cz = json_object_get(m->req, "compress");
@@ -582,6 +595,8 @@ static json_t *with_transfer_opts(fm_mig *m, json_t *body)
 		json_object_set(body, "bandwidth_bps", bw);
 	json_object_set_new(body, "compress", json_integer(json_is_integer(cz) ? json_integer_value(cz) : -1));
 	json_object_set_new(body, "prefetch", json_boolean(!json_is_false(json_object_get(m->req, "prefetch"))));
+	if (new_ip(m))
+		json_object_set_new(body, "tcp_close", json_true());
 	return body;
 }
 
@@ -664,8 +679,11 @@ static int network_point(fm_mig *m, const char *host, const char *port, const ch
  * restarted mid-migration still knows which flows to undo. */
 static int network_journal(fm_mig *m)
 {
-	json_object_set_new(m->req, "_net", json_pack("{s:s, s:s, s:s, s:s}", "ip", m->net_ip, "mac", m->net_mac,
-						       "source_port", m->net_src_port, "dest_port", m->net_dst_port));
+	json_object_set_new(m->req, "_net", json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I}", "ip", m->net_ip,
+						       "mac", m->net_mac, "source_port", m->net_src_port,
+						       "dest_port", m->net_dst_port, "dns_name", m->dns_name,
+						       "dns_old_ip", m->dns_old_ip, "dns_new_ip", m->dns_new_ip,
+						       "dns_old_ttl", (json_int_t)m->dns_old_ttl));
 	char *text = json_dumps(m->req, JSON_COMPACT);
 	int r = fm_journal_exec(m->ctl->journal, "UPDATE migrations SET request = ? WHERE id = ?", "ss", text, m->id);
 	free(text);
@@ -679,15 +697,167 @@ static void network_recover(fm_mig *m)
 	json_t *n = json_object_get(m->req, "_net");
 	if (!n)
 		return;
+	snprintf(m->dns_name, sizeof(m->dns_name), "%s", json_string_value(json_object_get(n, "dns_name")) ?: "");
+	snprintf(m->dns_old_ip, sizeof(m->dns_old_ip), "%s", json_string_value(json_object_get(n, "dns_old_ip")) ?: "");
+	snprintf(m->dns_new_ip, sizeof(m->dns_new_ip), "%s", json_string_value(json_object_get(n, "dns_new_ip")) ?: "");
+	m->dns_old_ttl = (uint32_t)json_integer_value(json_object_get(n, "dns_old_ttl"));
+	if (*m->dns_name && !m->ctl->dns) {
+		mlog(m, FM_LOG_WARN, FM_C_DNS_MANAGER, "This controller has no DNS server to update now (no --dns-server): "
+		     "%s stays as it was", m->dns_name);
+		*m->dns_name = '\0';
+	}
+	const char *ip = json_string_value(json_object_get(n, "ip"));
+	if (!ip || !*ip)
+		return;
 	if (!m->ctl->redirector) {
 		mlog(m, FM_LOG_WARN, FM_C_TRAFFIC_REDIRECTOR, "This controller has no switch to program now (no --sdn): "
-		     "the flows for %s stay as they were", json_string_value(json_object_get(n, "ip")));
+		     "the flows for %s stay as they were", ip);
 		return;
 	}
-	snprintf(m->net_ip, sizeof(m->net_ip), "%s", json_string_value(json_object_get(n, "ip")) ?: "");
+	snprintf(m->net_ip, sizeof(m->net_ip), "%s", ip);
 	snprintf(m->net_mac, sizeof(m->net_mac), "%s", json_string_value(json_object_get(n, "mac")) ?: "");
 	snprintf(m->net_src_port, sizeof(m->net_src_port), "%s", json_string_value(json_object_get(n, "source_port")) ?: "");
 	snprintf(m->net_dst_port, sizeof(m->net_dst_port), "%s", json_string_value(json_object_get(n, "dest_port")) ?: "");
+}
+
+/* ------------------------------------------------------------ DNS Manager */
+
+/* The TTL a migrating container's name has from PREPARATION until the
+ * commit: resolvers that ask meanwhile keep the answer this long at most. */
+#define DNS_MIGRATION_TTL 5
+
+/* The name within the zone, case-insensitively, with or without final dots. */
+static bool dns_in_zone(const char *name, const char *zone)
+{
+	size_t n = strlen(name), z = strlen(zone);
+	if (n && name[n - 1] == '.')
+		n--;
+	if (z && zone[z - 1] == '.')
+		z--;
+	return z > 0 && n >= z && strncasecmp(name + n - z, zone, z) == 0 && (n == z || name[n - z - 1] == '.');
+}
+
+/* PREPARATION: a move that changes the container's address, of a container
+ * with a DNS name, on a controller with a DNS server: the name must answer
+ * the container's address now (else it is not ours to change); its TTL is
+ * lowered, and the old record journaled for the rollback. */
+static int dns_prepare(fm_mig *m)
+{
+	const fm_dns *d = m->ctl->dns;
+	json_t *net = json_object_get(m->cinfo, "network");
+	const char *name = json_string_value(json_object_get(net, "dns_name"));
+	const char *cur = json_string_value(json_object_get(net, "ip"));
+	fm_error e = FM_ERROR_INIT;
+	char ip[64];
+	uint32_t ttl;
+	double ms;
+	int r;
+
+	if (!new_ip(m) || !name || !cur)
+		return 0;
+	if (!d) {
+		mlog(m, FM_LOG_WARN, FM_C_DNS_MANAGER, "%s is %s in DNS, but this controller has no DNS server to update "
+		     "(fleximigrated --dns-server): the name keeps answering its old address", m->container, name);
+		return 0;
+	}
+	if (!dns_in_zone(name, m->ctl->dns_zone))
+		return fm_error_set(&m->err, -EINVAL, "DNS name %s of %s is outside zone %s (fleximigrated --dns-zone)",
+				    name, m->container, m->ctl->dns_zone);
+	if ((r = fm_dns_lookup(d, name, ip, sizeof(ip), &ttl, &e)) < 0) {
+		r = fm_error_set(&m->err, r, "DNS name %s of %s: %s", name, m->container, e.msg);
+		fm_error_clear(&e);
+		return r;
+	}
+	char old[20], new[20];
+	snprintf(old, sizeof(old), "%.*s", (int)strcspn(cur, "/"), cur);
+	snprintf(new, sizeof(new), "%.*s", (int)strcspn(new_ip(m), "/"), new_ip(m));
+	if (strcmp(ip, old) != 0)
+		return fm_error_set(&m->err, -EINVAL, "DNS name %s answers %s, not %s's address %s: not ours to change",
+				    name, ip, m->container, old);
+	snprintf(m->dns_name, sizeof(m->dns_name), "%s", name);
+	snprintf(m->dns_old_ip, sizeof(m->dns_old_ip), "%s", old);
+	snprintf(m->dns_new_ip, sizeof(m->dns_new_ip), "%s", new);
+	m->dns_old_ttl = ttl;
+	if ((r = network_journal(m)) < 0 || (r = step_mark(m, "dns", "started")) < 0)
+		return r;
+	if ((r = fm_dns_set(d, m->ctl->dns_zone, name, old, DNS_MIGRATION_TTL, &ms, &e)) < 0) {
+		r = fm_error_set(&m->err, r, "the DNS server did not lower the TTL of %s: %s", name, e.msg);
+		fm_error_clear(&e);
+		return r;
+	}
+	mlog(m, FM_LOG_INFO, FM_C_DNS_MANAGER, "TTL of %s lowered from %u to %d s (still %s; update signed and "
+	     "confirmed in %.1f ms): resolvers will not keep the old answer long", name, ttl, DNS_MIGRATION_TTL, old, ms);
+	return 0;
+}
+
+/* After the restore: the name answers the new address. */
+static int dns_switch(fm_mig *m)
+{
+	fm_error e = FM_ERROR_INIT;
+	double ms;
+	int r;
+	if (!*m->dns_name)
+		return 0;
+	if ((r = fm_dns_set(m->ctl->dns, m->ctl->dns_zone, m->dns_name, m->dns_new_ip, DNS_MIGRATION_TTL, &ms, &e)) < 0) {
+		r = fm_error_set(&m->err, r, "the DNS server did not take the new address of %s: %s", m->dns_name, e.msg);
+		fm_error_clear(&e);
+		return r;
+	}
+	mlog(m, FM_LOG_INFO, FM_C_DNS_MANAGER, "%s answers %s from now (was %s; update signed and confirmed in %.1f ms)",
+	     m->dns_name, m->dns_new_ip, m->dns_old_ip, ms);
+	return 0;
+}
+
+/* After the commit: the name keeps the new address with its old TTL.  A
+ * failure is only logged: the migration is done, the record right, its TTL
+ * short. */
+static void dns_commit(fm_mig *m)
+{
+	fm_error e = FM_ERROR_INIT;
+	double ms;
+	if (!*m->dns_name)
+		return;
+	if (fm_dns_set(m->ctl->dns, m->ctl->dns_zone, m->dns_name, m->dns_new_ip, m->dns_old_ttl, &ms, &e) < 0)
+		mlog(m, FM_LOG_WARN, FM_C_DNS_MANAGER, "The TTL of %s stays %d s: the DNS server did not take it back to "
+		     "%u s (%s)", m->dns_name, DNS_MIGRATION_TTL, m->dns_old_ttl, e.msg);
+	else
+		mlog(m, FM_LOG_INFO, FM_C_DNS_MANAGER, "TTL of %s back to %u s (answering %s; confirmed in %.1f ms)",
+		     m->dns_name, m->dns_old_ttl, m->dns_new_ip, ms);
+	fm_error_clear(&e);
+}
+
+/* ROLLBACK: the old record and TTL, unless the server has them still (an
+ * update it refused changed nothing). */
+static void dns_rollback(fm_mig *m)
+{
+	fm_error e = FM_ERROR_INIT;
+	char ip[64];
+	uint32_t ttl;
+	double ms;
+	int r = -1;
+	if (!*m->dns_name || !step_started(m, "dns"))
+		return;
+	if (fm_dns_lookup(m->ctl->dns, m->dns_name, ip, sizeof(ip), &ttl, &e) == 0 && strcmp(ip, m->dns_old_ip) == 0 &&
+	    ttl == m->dns_old_ttl) {
+		mlog(m, FM_LOG_INFO, FM_C_DNS_MANAGER, "%s unchanged: it answers %s, TTL %u s, as before the migration",
+		     m->dns_name, ip, ttl);
+		return;
+	}
+	fm_error_clear(&e);
+	for (int i = 0; i < ROLLBACK_ATTEMPTS; i++) {
+		if ((r = fm_dns_set(m->ctl->dns, m->ctl->dns_zone, m->dns_name, m->dns_old_ip, m->dns_old_ttl, &ms, &e)) == 0)
+			break;
+		mlog(m, FM_LOG_WARN, FM_C_DNS_MANAGER, "Cannot restore %s: %s", m->dns_name, e.msg);
+		fm_error_clear(&e);
+		if (i + 1 < ROLLBACK_ATTEMPTS && !retry_wait(m->ctl, i + 1))
+			break;
+	}
+	if (r == 0)
+		mlog(m, FM_LOG_INFO, FM_C_DNS_MANAGER, "%s restored: it answers %s again, TTL %u s (confirmed in %.1f ms)",
+		     m->dns_name, m->dns_old_ip, m->dns_old_ttl, ms);
+	else
+		mlog(m, FM_LOG_WARN, FM_C_DNS_MANAGER, "%s could not be restored: it may answer %s, TTL %d s, until it is "
+		     "set back to %s by hand", m->dns_name, m->dns_new_ip, DNS_MIGRATION_TTL, m->dns_old_ip);
 }
 
 /* PREPARATION's network part: with a switch to program (--sdn) and both
@@ -709,7 +879,7 @@ static int network_prepare(fm_mig *m)
 	const char *sp = json_string_value(json_object_get(json_object_get(m->src_info, "network"), "switch_port"));
 	const char *dp = json_string_value(json_object_get(json_object_get(m->dst_info, "network"), "switch_port"));
 	const char *ip = json_string_value(json_object_get(net, "ip")), *mac = json_string_value(json_object_get(net, "mac"));
-	if (!rd || !net || !ip || !mac)
+	if (!rd || !net || !ip || !mac || new_ip(m))
 		return 0;
 	if (!sp || !dp) {
 		mlog(m, FM_LOG_WARN, FM_C_NETWORK_MANAGER, "No switch port known for %s (fleximigrated --switch-port): "
@@ -786,6 +956,27 @@ static int step_preparation(fm_mig *m)
 	     key += strlen(key) + 1)
 		if (json_object_get(m->cinfo, key))
 			json_object_set(spec, key, json_object_get(m->cinfo, key));
+	json_t *net = json_object_get(m->cinfo, "network");
+	char new_mac[18] = "";
+	if (new_ip(m)) {
+		/* a new address there: a MAC of its own too (derived from it), the
+		 * rest of the network (its DNS name) as it was */
+		const char *old = json_string_value(json_object_get(net, "ip"));
+		if (!net || !old) {
+			json_decref(spec);
+			return fm_error_set(&m->err, -EINVAL, "%s has no address of its own (fleximigrate run --ip) for "
+					    "\"new_ip\" to change", m->container);
+		}
+		if (strcmp(old, new_ip(m)) == 0) {
+			json_decref(spec);
+			return fm_error_set(&m->err, -EINVAL, "%s has the address %s already", m->container, old);
+		}
+		fm_net_mac_for_ip(new_ip(m), new_mac);
+		json_t *nn = json_deep_copy(net);
+		json_object_set_new(nn, "ip", json_string(new_ip(m)));
+		json_object_set_new(nn, "mac", json_string(new_mac));
+		json_object_set_new(spec, "network", nn);
+	}
 	if ((r = step_mark(m, "prepare", "started")) < 0)
 		return r;
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
@@ -802,8 +993,12 @@ static int step_preparation(fm_mig *m)
 	     m->dest, json_string_value(json_object_get(m->cinfo, "digest")),
 	     json_is_true(json_object_get(m->prep, "image_pulled")) ? "pulled from the source" : "already present",
 	     json_string_value(json_object_get(m->prep, "data_host")), json_integer_value(json_object_get(m->prep, "port")));
-	json_t *net = json_object_get(m->cinfo, "network");
-	if (net)
+	if (net && new_ip(m))
+		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH,
+		     "Network prepared: %s will be %s on %s (MAC %s); an address change ends its TCP connections "
+		     "(restored closed: clients reconnect), a gratuitous ARP announces it after the restore",
+		     m->container, new_ip(m), m->dest, new_mac);
+	else if (net)
 		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH,
 		     "Network prepared: %s (%s) will move to %s with its established TCP connections; its port there "
 		     "stays down until the restore, then a gratuitous ARP announces it",
@@ -811,7 +1006,9 @@ static int step_preparation(fm_mig *m)
 	else
 		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH,
 		     "Network prepared: the container has no address of its own (no --ip); nothing to move");
-	return network_prepare(m);
+	if ((r = network_prepare(m)) < 0)
+		return r;
+	return dns_prepare(m);
 }
 
 /* EXECUTION: freeze, checkpoint and stream on the source; restore on the destination. */
@@ -1082,7 +1279,7 @@ static int step_execution(fm_mig *m)
 	mlog(m, FM_LOG_INFO, FM_C_STATE_RESTORATION, "Restored %s on %s in %.1f ms (downtime %" PRId64 " ms)",
 	     m->container, m->dest, json_real_value(json_object_get(rs, "restore_ms")), m->downtime_ms);
 	log_downtime(m, src_ms, json_object_get(rs, "phases"));
-	if (json_object_get(m->cinfo, "network")) {
+	if (json_object_get(m->cinfo, "network") && !new_ip(m)) {
 		/* what clients sent to the source while it was frozen: replayed into the
 		 * restored copy, so their connections resume without a back-off */
 		json_auto_t *cap = NULL, *inj = NULL;
@@ -1099,6 +1296,9 @@ static int step_execution(fm_mig *m)
 			     "retransmit them after their back-off", m->source);
 	}
 	json_decref(rs);
+	/* its name too, when its address changed */
+	if ((r = dns_switch(m)) < 0)
+		return r;
 	/* the container serves from the destination now: traffic may follow */
 	lb_start(m, "switchover");
 	return 0;
@@ -1195,6 +1395,7 @@ static int finish_commit(fm_mig *m)
 		return r;
 	}
 	step_mark(m, "commit", "done");
+	dns_commit(m);
 	return 0;
 }
 
@@ -1206,6 +1407,7 @@ static bool rollback(fm_mig *m)
 	bool dst_clean = true;
 	int r = 0;
 
+	dns_rollback(m);
 	if (step_started(m, "reserve")) {
 		for (int i = 0; i < ROLLBACK_ATTEMPTS; i++) {
 			r = agent(m, m->dst_ep, "POST", ROLLBACK_CALL_TIMEOUT_MS, json_object(), NULL, &e,
@@ -1574,6 +1776,14 @@ void fm_ctl_init(fm_controller *c, fm_journal *j, const char *host, const char *
 		abort(); /* as an allocation failure: no way to run without it */
 }
 
+void fm_ctl_set_dns(fm_controller *c, fm_dns *dns, const char *zone)
+{
+	free(c->dns);
+	free(c->dns_zone);
+	c->dns = dns;
+	c->dns_zone = zone ? fm_xstrdup(zone) : NULL;
+}
+
 void fm_ctl_set_redirector(fm_controller *c, fm_redirector *r)
 {
 	fm_redirector_free(c->redirector);
@@ -1598,6 +1808,7 @@ void fm_ctl_fini(fm_controller *c)
 	pthread_join(c->watchdog, NULL);
 	fm_lb_hook_free(c->lb_hook);
 	fm_redirector_free(c->redirector);
+	fm_ctl_set_dns(c, NULL, NULL);
 	free(c->host);
 	free(c->self_endpoint);
 	fm_ctl_set_policies(c, NULL);
@@ -1653,6 +1864,13 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	json_t *prio = json_object_get(req, "priority");
 	if (prio && !json_is_null(prio) && prio_from_name(json_string_value(prio)) < 0)
 		return fm_error_set(err, -EINVAL, "\"priority\" must be \"high\", \"normal\" or \"low\"");
+	json_t *nip = json_object_get(req, "new_ip");
+	if (nip && !json_is_null(nip) && !fm_net_cidr_valid(json_string_value(nip)))
+		return fm_error_set(err, -EINVAL, "\"new_ip\" must be an address with its prefix, A.B.C.D/P");
+	const char *key;
+	json_t *val;
+	json_object_foreach(req, key, val) if (*key == '_') return fm_error_set(err, -EINVAL,
+		"\"%.64s\": names starting with _ are the controller's own", key);
 	static const char *const flags[] = { "diskless", "prefetch", "auto_converge", "presync" };
 	for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
 		json_t *f = json_object_get(req, flags[i]);

@@ -34,6 +34,8 @@ typedef struct fm_controller {
 	struct fm_policy_set *policies; /* --policies (fm_ctl_set_policies); NULL: none, every migration allowed */
 	struct fm_lb_hook *lb_hook;     /* --lb-hook (fm_ctl_set_lb_hook); NULL: none */
 	struct fm_redirector *redirector; /* --sdn/--ovsdb (fm_ctl_set_redirector); NULL: no switch to program */
+	struct fm_dns *dns;             /* --dns-server/--dns-key (fm_ctl_set_dns); NULL: no DNS to update */
+	char *dns_zone;                 /* --dns-zone: the zone the containers' names are updated in */
 	uint64_t next_seq;              /* submission order, for the admission queue (under lock) */
 	pthread_t watchdog;             /* ends migrations that overrun their migration_duration */
 } fm_controller;
@@ -54,6 +56,11 @@ void fm_ctl_set_lb_hook(fm_controller *c, struct fm_lb_hook *hook);
 /* Takes the Traffic Redirector (network/redirect.h) that steers migrating
  * containers' addresses through the switch; set before the first migration. */
 void fm_ctl_set_redirector(fm_controller *c, struct fm_redirector *r);
+
+/* Takes the DNS Manager's server and key (network/dns.h, heap-allocated) and
+ * the zone to update: migrations that change a container's address move its
+ * DNS name (network.dns_name) with it; set before the first migration. */
+void fm_ctl_set_dns(fm_controller *c, struct fm_dns *dns, const char *zone);
 
 /* Resolves migrations a previous run left unfinished (rollback, or roll forward
  * past the point of no return).  Runs them in background threads. */

@@ -85,6 +85,27 @@ bool fm_net_mac_valid(const char *mac)
 	return parse_mac(mac, m) == 0 && !(m[0] & 1) && memcmp(m, zero, 6) != 0;
 }
 
+bool fm_net_dns_name_valid(const char *name)
+{
+	size_t n = name ? strlen(name) : 0, label = 0;
+	if (n == 0 || n > 254 || (n == 254 && name[253] != '.') || name[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (c == '.') {
+			if (label == 0 || name[i - 1] == '-')
+				return false;
+			label = 0;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+			   (c == '-' && label > 0)) {
+			if (++label > 63)
+				return false;
+		} else
+			return false;
+	}
+	return name[n - 1] != '-';
+}
+
 static int parse_ip(const char *cidr, struct in_addr *a)
 {
 	char ip[INET_ADDRSTRLEN];

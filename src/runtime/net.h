@@ -22,6 +22,10 @@ typedef struct fm_runtime fm_runtime;
 /* Checks "A.B.C.D/P" (P 1..32) and "xx:xx:xx:xx:xx:xx" (unicast; NULL = none). */
 bool fm_net_cidr_valid(const char *cidr);
 bool fm_net_mac_valid(const char *mac);
+/* A DNS name for the container's address: dot-separated labels of letters,
+ * digits and hyphens (not at a label's ends), 1..63 each, 253 in all; an
+ * optional final dot. */
+bool fm_net_dns_name_valid(const char *name);
 /* The MAC a container gets when none is given: 02:fd:<the four bytes of its IP>. */
 void fm_net_mac_for_ip(const char *cidr, char mac[18]);
 

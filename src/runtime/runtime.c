@@ -264,6 +264,7 @@ void fm_container_spec_clear(fm_container_spec *spec)
 	json_decref(spec->env);
 	free(spec->net_ip);
 	free(spec->net_mac);
+	free(spec->net_dns_name);
 	json_decref(spec->volumes);
 	json_decref(spec->labels);
 	memset(spec, 0, sizeof(*spec));
@@ -411,6 +412,12 @@ int fm_container_spec_from_json(json_t *o, fm_container_spec *spec, fm_error *er
 			return fm_error_set(err, -EINVAL, "\"network\" must be {\"ip\": \"A.B.C.D/PREFIX\", \"mac\": ...}");
 		if (json_object_get(v, "mac") && !fm_net_mac_valid(mac))
 			return fm_error_set(err, -EINVAL, "\"network.mac\" must be a unicast MAC address xx:xx:xx:xx:xx:xx");
+		json_t *dn = json_object_get(v, "dns_name");
+		if (dn && !json_is_null(dn) && !fm_net_dns_name_valid(json_string_value(dn)))
+			return fm_error_set(err, -EINVAL, "\"network.dns_name\" must be a DNS name (letters, digits, "
+					    "hyphens, dots; up to 253 characters)");
+		if (dn && !json_is_null(dn))
+			spec->net_dns_name = fm_xstrdup(json_string_value(dn));
 		if (!mac) {
 			fm_net_mac_for_ip(ip, derived);
 			mac = derived;
@@ -453,6 +460,8 @@ json_t *fm_container_spec_to_json(const fm_container_spec *spec)
 		json_object_set(o, "env", spec->env);
 	if (spec->net_ip)
 		json_object_set_new(o, "network", json_pack("{s:s, s:s}", "ip", spec->net_ip, "mac", spec->net_mac));
+	if (spec->net_ip && spec->net_dns_name)
+		json_object_set_new(json_object_get(o, "network"), "dns_name", json_string(spec->net_dns_name));
 	if (spec->volumes && json_array_size(spec->volumes) > 0)
 		json_object_set(o, "volumes", spec->volumes);
 	if (spec->labels && json_object_size(spec->labels) > 0)

@@ -50,6 +50,7 @@ typedef struct fm_container_spec {
 	int64_t memory_bytes;
 	char *net_ip;       /* "A.B.C.D/P": its own network namespace on the bridge; NULL = none */
 	char *net_mac;      /* with net_ip; derived from it when not given */
+	char *net_dns_name; /* with net_ip: the DNS name of its address (the DNS Manager's), may be NULL */
 	json_t *volumes;    /* array of {"source", "destination", "readonly"}, may be NULL */
 	json_t *labels;     /* object of name -> string (service_type, ...), may be NULL: for
 			     * policies (CONTEXT service_type) and people; they move with it */

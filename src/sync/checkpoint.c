@@ -139,7 +139,7 @@ int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err)
  * treats it (fm_rt_criu_dump_args); CRIU's log is work_dir/dump.log.  A dump
  * leaves the frozen source in place: rollback is then a resume, not a restore. */
 static int criu_dump_cmd(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-			 bool pre_dump, bool tcp, const char *parent, const char *what, struct fm_cmd **out,
+			 bool pre_dump, fm_tcp_mode tcp, const char *parent, const char *what, struct fm_cmd **out,
 			 fm_error *err)
 {
 	struct fm_cmd *c = fm_cmd_new(rt->criu);
@@ -165,8 +165,8 @@ static int criu_dump_cmd(fm_runtime *rt, const char *name, const char *images_di
 	}
 	if (!pre_dump)
 		fm_cmd_arg(c, "--leave-running");
-	if (tcp && !pre_dump)
-		fm_cmd_arg(c, "--tcp-established");
+	if (tcp != FM_TCP_NONE && !pre_dump)
+		fm_cmd_arg(c, tcp == FM_TCP_CLOSE ? "--tcp-close" : "--tcp-established");
 	/* no network lock, for the reasons criu_restore_conf_write gives */
 	fm_cmd_arg(c, "--network-lock");
 	fm_cmd_arg(c, "skip");
@@ -277,7 +277,7 @@ static int start_until_ready(struct fm_cmd *c, int timeout_ms, const char *work_
 }
 
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		      const char *host, int port, bool tcp, const char *parent, struct fm_cmd **running,
+		      const char *host, int port, fm_tcp_mode tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err)
 {
 	_cleanup_free_ char *what = fm_xasprintf("lazy checkpoint of %s", name);

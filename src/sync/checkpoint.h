@@ -38,13 +38,18 @@ int fm_ckpt_kdat_prime(const char *criu, fm_error *err);
 /* Freezes the container (its processes stop at once; the clock of the downtime
  * starts here). */
 int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err);
-/* tcp: the container has its own network (runtime/net.h): its established TCP
- * connections are dumped and restored too (--tcp-established). */
+/* What becomes of a container's established TCP connections.  With its own
+ * network (runtime/net.h) they move with it (--tcp-established) when its
+ * address moves too; when the address changes they cannot, and are closed
+ * (--tcp-close: their state is not dumped, the restored sockets are closed;
+ * the application sees its peers go and clients reconnect). */
+typedef enum { FM_TCP_NONE, FM_TCP_ESTABLISHED, FM_TCP_CLOSE } fm_tcp_mode;
+
 typedef struct fm_dump_opts {
 	int page_server_sk;     /* > STDERR_FILENO: the memory goes through this
 				 * socket (a page relay's, fm_relay_egress_pair) to a
 				 * page server, not into images_dir */
-	bool tcp;
+	fm_tcp_mode tcp;
 	bool pre_dump;          /* a pre-copy round: memory only, the container runs on */
 	const char *parent;     /* images of the previous round, relative to images_dir */
 } fm_dump_opts;
@@ -64,7 +69,7 @@ int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char
  * fails.  Returns once the non-memory images are complete (CRIU's status fd);
  * *running is the CRIU process still serving pages (reap with fm_cmd_wait). */
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-		      const char *host, int port, bool tcp, const char *parent, struct fm_cmd **running,
+		      const char *host, int port, fm_tcp_mode tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err);
 /* POST_COPY destination: starts `criu lazy-pages` fetching from host:port; it
  * exits 0 once every page has arrived.  It is ready for the restore once
@@ -84,7 +89,7 @@ void fm_ckpt_kill_running(struct fm_cmd **running, const char *work_dir, const c
 /* State Restoration Module (restore.c).  Restores a container from images_dir; its bundle and root filesystem must be in
  * place (see fm_rt_bundle_create / fm_rt_rootfs_mount). */
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
-	       bool tcp, fm_error *err);
+	       fm_tcp_mode tcp, fm_error *err);
 
 /* Runs a prepared CRIU dump or runc restore command (consumed) under CRIU's time
  * limit; on failure err gets "WHAT of NAME failed" and CRIU's log excerpt. */

@@ -191,6 +191,16 @@ static int parse_token(const char *s, uint8_t out[FM_XFER_TOKEN_LEN])
 
 /* The page relay's options from a request: "compress" (-1 auto, 0 off, 1..19)
  * and "bandwidth_bps". */
+/* A container with its own network keeps its TCP connections across the move
+ * unless the controller asks for them to be closed ("tcp_close": its address
+ * changes, see sync/checkpoint.h). */
+static fm_tcp_mode tcp_mode_of(json_t *req, bool network)
+{
+	if (!network)
+		return FM_TCP_NONE;
+	return json_is_true(json_object_get(req, "tcp_close")) ? FM_TCP_CLOSE : FM_TCP_ESTABLISHED;
+}
+
 static void relay_opts_from(fm_agent *a, json_t *req, fm_relay_opts *o)
 {
 	json_t *c = json_object_get(req, "compress");
@@ -841,7 +851,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	}
 	t_lazy = fm_now_mono_us();
 	r = fm_restore(a->rt, in->spec.name, images, gate || in->prefetch ? rwork : work, ps != NULL,
-		       in->spec.net_ip != NULL, err);
+		       tcp_mode_of(req, in->spec.net_ip != NULL), err);
 	if (r == 0 && gate && (r = fm_lazy_gate_finish(gate, err)) < 0) {
 		/* restored, but nobody serves its page faults */
 		fm_error_prefix(err, "criu lazy-pages");
@@ -1497,8 +1507,8 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	 * within a round trip of it; lost, the restored socket waits out a
 	 * retransmission timeout, ~1 s).  What both see is replayed as an old
 	 * segment, which TCP ignores. */
-	bool tcp = has_network(a, name);
-	if (tcp) {
+	fm_tcp_mode tcp = tcp_mode_of(req, has_network(a, name));
+	if (tcp == FM_TCP_ESTABLISHED) {
 		fm_net_capture *cap = NULL;
 		if ((r = fm_net_capture_start(a->rt, name, &cap, err)) < 0)
 			goto thaw;
@@ -1606,7 +1616,7 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 thaw:
 	/* nothing restored anywhere yet: let the container run on while the controller
 	 * decides (a rollback's resume is then a no-op) */
-	if (tcp)
+	if (tcp == FM_TCP_ESTABLISHED)
 		release_network(a, mid, name, false);
 	fm_rt_resume(a->rt, name, NULL);
 	return r;

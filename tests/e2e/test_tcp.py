@@ -71,3 +71,27 @@ def test_heartbeat_stream_survives_post_copy(cluster):
     assert r["intact"] == "1", r
     assert float(r["max_gap_ms"]) < 5000, r
     assert memload_status(c.b, "mem")["errors"] == 0
+
+
+def test_new_address_ends_connections_and_serves_at_it(cluster):
+    """migrate --new-ip: the container's established connections cannot keep
+    their address; CRIU restores them closed (--tcp-close), the client sees
+    its connection end, the workload runs on (its memory intact) and answers
+    at the new address."""
+    c = cluster.start()
+    old, new = f"10.77.{c.n}.55", f"10.77.{c.n}.75"
+    c.a.cli("image", "import", "memload", workload_rootfs())
+    c.a.cli("run", "mem", "--image", "memload", "--ip", old + "/24", "--",
+            "/bin/fm-memload", "16", "4", "/tmp/memload.status", "6000")
+    wait_for(lambda: (memload_status(c.a, "mem") or {}).get("full_scans", 0) >= 1, 60, "memload to fill its memory")
+    cl = client(c, "heartbeat", old, 6000, 8)
+    time.sleep(1)
+    m = migrate(c.a, "mem", "--new-ip", new + "/24")
+    assert m["state"] == "COMPLETED", m
+    msgs = [e["message"] for e in m["events"]]
+    assert any("an address change ends its TCP connections" in x for x in msgs), msgs
+    out, _ = cl.communicate(timeout=60)
+    assert "intact=0" in out, out  # its connection ended with the move
+    r = result(client(c, "heartbeat", new, 6000, 1))
+    assert r["intact"] == "1" and int(r["beats"]) > 100, r
+    assert memload_status(c.b, "mem")["errors"] == 0

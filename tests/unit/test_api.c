@@ -18,6 +18,7 @@
 #include "api/http.h"
 #include "basic/log.h"
 #include "basic/util.h"
+#include "runtime/net.h"
 #include "runtime/runtime.h"
 
 static void echo(void *ctx, const fm_http_req *req, fm_http_resp *resp)
@@ -166,6 +167,11 @@ static void test_container_spec(void **state)
 		{ "{\"name\":\"c1\",\"image\":\"bb\",\"args\":[\"x\"],\"cpu_milli\":-1}", "\"cpu_milli\"" },
 		{ "{\"name\":\"c1\",\"image\":\"bb\",\"args\":[\"x\"],\"memory_bytes\":100}", "\"memory_bytes\"" },
 		{ "{\"name\":\"c1\",\"image\":\"bb\",\"args\":[\"x\"],\"digest\":\"md5:00\"}", "\"digest\"" },
+		{ "{\"name\":\"c1\",\"image\":\"bb\",\"args\":[\"x\"],\"network\":{\"ip\":\"10.0.0.5/24\",\"dns_name\":\"web.mig.test\"}}", NULL },
+		{ "{\"name\":\"c1\",\"image\":\"bb\",\"args\":[\"x\"],\"network\":{\"ip\":\"10.0.0.5/24\",\"dns_name\":\"web..test\"}}", "\"network.dns_name\"" },
+		{ "{\"name\":\"c1\",\"image\":\"bb\",\"args\":[\"x\"],\"network\":{\"ip\":\"10.0.0.5/24\",\"dns_name\":\"web.-a.test\"}}", "\"network.dns_name\"" },
+		{ "{\"name\":\"c1\",\"image\":\"bb\",\"args\":[\"x\"],\"network\":{\"ip\":\"10.0.0.5/24\",\"dns_name\":\"a b\"}}", "\"network.dns_name\"" },
+		{ "{\"name\":\"c1\",\"image\":\"bb\",\"args\":[\"x\"],\"network\":{\"ip\":\"10.0.0.5/24\",\"dns_name\":7}}", "\"network.dns_name\"" },
 		{ "[]", "object" },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -180,12 +186,39 @@ static void test_container_spec(void **state)
 			assert_int_equal(r, 0);
 			json_t *back = fm_container_spec_to_json(&spec);
 			assert_string_equal(json_string_value(json_object_get(back, "name")), "c1");
+			if (spec.net_dns_name) /* travels with the spec */
+				assert_string_equal(json_string_value(json_object_get(json_object_get(back, "network"),
+										      "dns_name")), "web.mig.test");
 			json_decref(back);
 		}
 		fm_container_spec_clear(&spec);
 		fm_error_clear(&e);
 		json_decref(o);
 	}
+}
+
+static void test_dns_name_valid(void **state)
+{
+	static const char *const good[] = { "web", "web.mig.test", "web.mig.test.", "a-1.b2.example", "x.y" };
+	static const char *const bad[] = { "", ".", ".web", "web..test", "-web.test", "web-.test", "web.test-",
+					   "we b.test", "web_x.test", "web/x", "a\n.test" };
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++)
+		assert_true(fm_net_dns_name_valid(good[i]));
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		assert_false(fm_net_dns_name_valid(bad[i]));
+	char label[80], name[400];
+	memset(label, 'a', 63);
+	label[63] = '\0';
+	assert_true(fm_net_dns_name_valid(label));
+	label[63] = 'a';
+	label[64] = '\0';
+	assert_false(fm_net_dns_name_valid(label)); /* 64 in a label */
+	label[63] = '\0';
+	snprintf(name, sizeof(name), "%s.%s.%s.%.61s", label, label, label, label); /* 253 */
+	assert_true(fm_net_dns_name_valid(name));
+	snprintf(name, sizeof(name), "%s.%s.%s.%.62s", label, label, label, label); /* 254 */
+	assert_false(fm_net_dns_name_valid(name));
+	assert_false(fm_net_dns_name_valid(NULL));
 }
 
 static void test_secret(void **state)
@@ -223,7 +256,7 @@ int main(void)
 	fm_log_setup("test", FM_LOG_ERROR + 1, -1, -1);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip), cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_container_spec),
+		cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_container_spec), cmocka_unit_test(test_dns_name_valid),
 		cmocka_unit_test(test_secret),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,167 @@
+"""The DNS Manager in migrations that change a container's address
+(`migrate --new-ip`), against a real authoritative server (scripts/dns.sh:
+Knot and BIND 9) in host A's namespace, the controller's --dns-* options:
+PREPARATION lowers the name's TTL, the switchover moves its A record to the
+new address, the commit puts the TTL back; a rollback restores the old
+record; a key the server rejects or a server that does not answer fails the
+migration in PREPARATION with the record as it was."""
+import itertools
+import os
+import subprocess
+
+import pytest
+
+from conftest import COUNTER_CMD, ROOT, Cluster, assert_failed_with_rollback, migration, wait_for
+
+PROBE = os.path.join(ROOT, "build", "tests", "unit", "dns-probe")
+DNS_SH = os.path.join(ROOT, "scripts", "dns.sh")
+NAME, ZONE = "web.mig.test", "mig.test"
+_port = itertools.count(15453)
+
+
+class DnsCluster(Cluster):
+    """Two namespace hosts; an authoritative server for mig.test in host A's
+    namespace (127.0.0.1:PORT), where A's controller reaches it."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind, self.port = kind, next(_port)
+        self.dns_dir = os.path.join(self.work, "dns")
+        self.key = os.path.join(self.dns_dir, "key")
+        self.server = f"127.0.0.1:{self.port}"
+        subprocess.run(["nsenter", f"--net=/run/netns/{self.a.netns}", DNS_SH, "up", kind, self.dns_dir, "127.0.0.1",
+                        str(self.port)], check=True, capture_output=True)
+
+    def probe(self, *args, key=None):
+        return subprocess.run(["nsenter", f"--net=/run/netns/{self.a.netns}", PROBE, self.server, key or self.key,
+                               *args], capture_output=True, text=True, timeout=30)
+
+    def record(self):
+        p = self.probe("get", NAME)
+        assert p.returncode == 0, p.stdout
+        ip, ttl = p.stdout.split()
+        return ip, int(ttl)
+
+    def point(self, ip, ttl=60):
+        p = self.probe("set", ZONE, NAME, ip, str(ttl))
+        assert p.returncode == 0, p.stdout
+
+    def dns_args(self, server=None, key=None):
+        return ["--dns-server", server or self.server, "--dns-key", key or self.key, "--dns-zone", ZONE]
+
+    def teardown(self):
+        subprocess.run([DNS_SH, "down", self.dns_dir], capture_output=True)
+        super().teardown()
+
+
+@pytest.fixture(params=["knot", "bind"])
+def dns_cluster(request):
+    c = DnsCluster(request.param)
+    yield c
+    c.teardown()
+
+
+def run_web(c):
+    ip = f"10.77.{c.n}.50"
+    c.point(ip)
+    c.a.cli("run", "web", "--image", "busybox", "--ip", f"{ip}/24", "--dns-name", NAME, "--", *COUNTER_CMD)
+    return ip
+
+
+def migrate(c, *args):
+    p = c.a.cli("migrate", "-v", "web", "--to", "hostB", *args, check=False)
+    mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+    return p, migration(c.a, mid)
+
+
+def reachable(c, ip):
+    return subprocess.run(["nsenter", f"--net=/run/netns/{c.a.netns}", "busybox", "ping", "-c1", "-W1", ip],
+                          capture_output=True).returncode == 0
+
+
+def test_new_address_moves_the_dns_name(dns_cluster):
+    c = dns_cluster.start(a_extra=dns_cluster.dns_args())
+    old = run_web(c)
+    new = f"10.77.{c.n}.70"
+    p, m = migrate(c, "--new-ip", f"{new}/24")
+    out = p.stdout
+    assert p.returncode == 0 and m["state"] == "COMPLETED", out + p.stderr
+    assert f"[DNSManager]: TTL of {NAME} lowered from 60 to 5 s (still {old};" in out, out
+    assert f"[DNSManager]: {NAME} answers {new} from now (was {old};" in out, out
+    assert f"[DNSManager]: TTL of {NAME} back to 60 s (answering {new};" in out, out
+    assert f"an address change ends its TCP connections" in out, out
+    assert out.index("TTL of web.mig.test lowered") < out.index("Freezing web")
+    assert out.index("Restored web on hostB") < out.index(f"answers {new} from now")
+    assert c.record() == (new, 60)
+    info = c.b.api("GET", "/v1/containers/web")[1]
+    assert info["network"]["ip"] == f"{new}/24" and info["network"]["dns_name"] == NAME, info
+    assert info["network"]["mac"] == "02:fd:0a:4d:%02x:46" % c.n, info
+    wait_for(lambda: reachable(c, new), 10, "the container to answer at its new address")
+    assert not reachable(c, old)
+    before = c.b.counter("web")
+    wait_for(lambda: c.b.counter("web") > before, 10, "the counter to advance on hostB")
+
+
+def test_rollback_puts_the_record_back(dns_cluster):
+    c = dns_cluster.start(a_extra=dns_cluster.dns_args())
+    old = run_web(c)
+    new = f"10.77.{c.n}.71"
+    p, m = migrate(c, "--new-ip", f"{new}/24", "--", "/bin/false")
+    assert p.returncode == 1, p.stdout
+    assert_failed_with_rollback(m, "VERIFICATION", "")
+    assert f"{NAME} answers {new} from now" in p.stdout, p.stdout
+    assert f"[DNSManager]: {NAME} restored: it answers {old} again, TTL 60 s" in p.stdout, p.stdout
+    assert c.record() == (old, 60)
+    assert "web" in c.a.containers() and "web" not in c.b.containers()
+    wait_for(lambda: reachable(c, old), 10, "the container to answer at its old address again")
+
+
+def test_rejected_key_fails_preparation_record_unchanged(dns_cluster, tmp_path):
+    bad = tmp_path / "bad.key"
+    bad.write_text("hmac-sha256:mig-key:" + "QUJD" * 11 + "\n")
+    os.chmod(bad, 0o600)
+    c = dns_cluster.start(a_extra=dns_cluster.dns_args(key=str(bad)))
+    old = run_web(c)
+    p, m = migrate(c, "--new-ip", f"10.77.{c.n}.72/24")
+    assert p.returncode == 1, p.stdout
+    assert_failed_with_rollback(m, "PREPARATION", f"the DNS server did not lower the TTL of {NAME}")
+    assert "without a valid signature (a wrong key?)" in m["error"], m["error"]
+    assert f"[DNSManager]: {NAME} unchanged: it answers {old}, TTL 60 s, as before the migration" in p.stdout
+    assert "Freezing" not in p.stdout
+    assert c.record() == (old, 60)
+    assert "web" in c.a.containers() and "web" not in c.b.containers()
+
+
+def test_silent_server_fails_preparation_in_bounded_time(dns_cluster):
+    # a UDP socket that never answers, in host A's namespace
+    silent = subprocess.Popen(["nsenter", f"--net=/run/netns/{dns_cluster.a.netns}", "/usr/bin/python3", "-c",
+                               "import socket,time\n"
+                               "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('127.0.0.1',15599))\n"
+                               "time.sleep(120)"])
+    try:
+        c = dns_cluster.start(a_extra=dns_cluster.dns_args(server="127.0.0.1:15599"))
+        old = run_web(c)
+        p, m = migrate(c, "--new-ip", f"10.77.{c.n}.73/24")
+        assert p.returncode == 1, p.stdout
+        assert_failed_with_rollback(m, "PREPARATION", f"DNS name {NAME} of web")
+        assert "Freezing" not in p.stdout
+        assert m["total_ms"] < 15000, m["total_ms"]
+        assert c.record() == (old, 60)
+        assert "web" in c.a.containers() and "web" not in c.b.containers()
+    finally:
+        silent.kill()
+        silent.wait()
+
+
+def test_new_ip_refused_without_an_address(cluster):
+    c = cluster.start()
+    c.a.cli("run", "plain", "--image", "busybox", "--", *COUNTER_CMD)
+    p = c.a.cli("migrate", "-v", "plain", "--to", "hostB", "--new-ip", f"10.77.{c.n}.74/24", check=False)
+    assert p.returncode == 1
+    mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+    assert_failed_with_rollback(migration(c.a, mid), "PREPARATION",
+                                "plain has no address of its own (fleximigrate run --ip) for \"new_ip\" to change")
+    p = c.a.cli("migrate", "plain", "--to", "hostB", "--new-ip", "10.77.1.300/24", check=False)
+    assert p.returncode == 2 and "--new-ip 10.77.1.300/24: give the address with its prefix" in p.stderr, p.stderr
+    s, body = c.a.api("POST", "/v1/migrations", {"container": "plain", "to": "hostB", "_net": {"ip": "10.0.0.1"}})
+    assert s == 400 and "names starting with _ are the controller's own" in body["error"]["message"], body

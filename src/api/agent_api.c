@@ -369,6 +369,8 @@ void fm_api_agent_op(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 		r = fm_sync_src_resume(a, mid, container, &err);
 	else if (!strcmp(op, "cleanup"))
 		r = fm_sync_src_cleanup(a, mid, container, &err);
+	else if (!strcmp(op, "forward"))
+		r = fm_sync_src_forward(a, mid, req->body, &err);
 	else
 		return fm_http_error(resp, 404, "no_route", "unknown migration operation %s", op);
 	if (r < 0) {

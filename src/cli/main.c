@@ -154,7 +154,11 @@ static const char migrate_help[] =
 "                       reconnect), and with the controller's --dns-* options\n"
 "                       its DNS name follows (TTL lowered first, record switched\n"
 "                       at the switchover, TTL restored after; put back on a\n"
-"                       rollback)\n"
+"                       rollback), and the source forwards the old address to\n"
+"                       the new one for a while (nftables), so that clients\n"
+"                       still using it reach the container until they move\n"
+"  --forward-for S      how long: S seconds, 0 for not at all (default: the\n"
+"                       DNS name's TTL + 10 s, or 60 s without DNS)\n"
 "  --bandwidth RATE     cap every transfer of this migration (state, pages) at\n"
 "                       RATE bits per second: 200M, 1G, 50000k (default: none)\n"
 "  --compress C         zstd on the memory and state streams: auto (default:\n"
@@ -633,6 +637,7 @@ static int cmd_migrate(int argc, char **argv)
 	bool detach = false, verbose = false, no_diskless = false, no_prefetch = false, auto_converge = false;
 	bool no_presync = false;
 	int health_timeout = 0, i, compress = -1;
+	long forward_s = -1;
 	uint64_t bandwidth = 0;
 	json_t *health = NULL, *req, *out = NULL;
 
@@ -692,7 +697,12 @@ static int cmd_migrate(int argc, char **argv)
 				return die_usage("--priority %s: use high, normal or low", priority);
 		} else if (!strcmp(argv[i], "--health-timeout"))
 			health_timeout = atoi(argv[++i]);
-		else if (!strcmp(argv[i], "--new-ip")) {
+		else if (!strcmp(argv[i], "--forward-for")) {
+			char *end;
+			forward_s = strtol(argv[++i], &end, 10);
+			if (*end || forward_s < 0 || forward_s > 86400)
+				return die_usage("--forward-for %s: give seconds, 0..86400", argv[i]);
+		} else if (!strcmp(argv[i], "--new-ip")) {
 			new_ip = argv[++i];
 			if (!fm_net_cidr_valid(new_ip))
 				return die_usage("--new-ip %s: give the address with its prefix, e.g. 10.0.2.20/24", new_ip);
@@ -727,6 +737,11 @@ static int cmd_migrate(int argc, char **argv)
 		json_object_set_new(req, "priority", json_string(priority));
 	if (new_ip)
 		json_object_set_new(req, "new_ip", json_string(new_ip));
+	if (forward_s >= 0) {
+		if (!new_ip)
+			return die_usage("--forward-for goes with --new-ip");
+		json_object_set_new(req, "forward_s", json_integer(forward_s));
+	}
 	if (health)
 		json_object_set_new(req, "health_cmd", health);
 	if (health_timeout > 0)

@@ -860,6 +860,34 @@ static void dns_rollback(fm_mig *m)
 		     "set back to %s by hand", m->dns_name, m->dns_new_ip, DNS_MIGRATION_TTL, m->dns_old_ip);
 }
 
+/* After a move that changed the container's address: the source forwards
+ * the old one to the new one (network/forward.h) for "forward_s" seconds
+ * (default: the DNS name's old TTL + FORWARD_GRACE_S, what a resolver may
+ * still hold, else FORWARD_DEFAULT_S; 0: none).  Best effort: clients that
+ * ask DNS again find the container without it. */
+#define FORWARD_GRACE_S 10
+#define FORWARD_DEFAULT_S 60
+static void network_forward(fm_mig *m)
+{
+	json_t *fs = json_object_get(m->req, "forward_s");
+	const char *old = json_string_value(json_object_get(json_object_get(m->cinfo, "network"), "ip"));
+	json_int_t s = json_is_integer(fs) ? json_integer_value(fs) :
+		       *m->dns_name ? (json_int_t)m->dns_old_ttl + FORWARD_GRACE_S : FORWARD_DEFAULT_S;
+	fm_error e = FM_ERROR_INIT;
+	if (!new_ip(m) || !old || s <= 0)
+		return;
+	if (agent(m, m->src_ep, "POST", 0, json_pack("{s:s, s:s, s:s, s:I}", "container", m->container, "from", old,
+						      "to", new_ip(m), "seconds", s),
+		  NULL, &e, "/v1/agent/migrations/%s/forward", m->id) < 0)
+		mlog(m, FM_LOG_WARN, FM_C_TRAFFIC_REDIRECTOR, "%s does not forward %s to %s (%s): clients reach %s at its "
+		     "new address only", m->source, old, new_ip(m), e.msg, m->container);
+	else
+		mlog(m, FM_LOG_INFO, FM_C_TRAFFIC_REDIRECTOR, "%s forwards %s to %s for %" JSON_INTEGER_FORMAT " s "
+		     "(nftables DNAT and masquerade; the frozen copy is off the bridge): clients still using the old "
+		     "address reach %s until they have moved", m->source, old, new_ip(m), s, m->container);
+	fm_error_clear(&e);
+}
+
 /* PREPARATION's network part: with a switch to program (--sdn) and both
  * hosts' switch ports known, the switch must answer, both ports exist, and
  * it must take the container's flows: they are installed, pointing where
@@ -1296,9 +1324,11 @@ static int step_execution(fm_mig *m)
 			     "retransmit them after their back-off", m->source);
 	}
 	json_decref(rs);
-	/* its name too, when its address changed */
+	/* its name too, when its address changed; and the old address keeps
+	 * reaching it through the source until clients have moved */
 	if ((r = dns_switch(m)) < 0)
 		return r;
+	network_forward(m);
 	/* the container serves from the destination now: traffic may follow */
 	lb_start(m, "switchover");
 	return 0;
@@ -1864,6 +1894,10 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	json_t *prio = json_object_get(req, "priority");
 	if (prio && !json_is_null(prio) && prio_from_name(json_string_value(prio)) < 0)
 		return fm_error_set(err, -EINVAL, "\"priority\" must be \"high\", \"normal\" or \"low\"");
+	json_t *fws = json_object_get(req, "forward_s");
+	if (fws && !json_is_null(fws) && (!json_is_integer(fws) || json_integer_value(fws) < 0 ||
+					  json_integer_value(fws) > 86400))
+		return fm_error_set(err, -EINVAL, "\"forward_s\" must be 0..86400 (seconds)");
 	json_t *nip = json_object_get(req, "new_ip");
 	if (nip && !json_is_null(nip) && !fm_net_cidr_valid(json_string_value(nip)))
 		return fm_error_set(err, -EINVAL, "\"new_ip\" must be an address with its prefix, A.B.C.D/P");

@@ -226,7 +226,8 @@ void fm_net_destroy(fm_runtime *rt, const char *name)
 /* ---- gratuitous ARP from inside the container's namespace ---- */
 
 typedef struct garp {
-	const char *nspath;
+	const char *nspath;      /* NULL: this process's namespace */
+	const char *ifname;
 	unsigned char frame[42];
 	int result;
 } garp;
@@ -234,14 +235,14 @@ typedef struct garp {
 static void *garp_thread(void *opaque)
 {
 	garp *g = opaque;
-	_cleanup_close_ int nsfd = open(g->nspath, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int nsfd = g->nspath ? open(g->nspath, O_RDONLY | O_CLOEXEC) : -1;
 	/* setns changes this thread only, and the thread ends here */
-	if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0) {
+	if (g->nspath && (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0)) {
 		g->result = -errno;
 		return NULL;
 	}
 	int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0); /* sends only: no receive hook */
-	unsigned idx = if_nametoindex("eth0");
+	unsigned idx = if_nametoindex(g->ifname);
 	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ARP),
 				   .sll_ifindex = (int)idx, .sll_halen = 6 };
 	memset(sll.sll_addr, 0xff, 6);
@@ -254,16 +255,13 @@ static void *garp_thread(void *opaque)
 	return NULL;
 }
 
-int fm_net_announce(fm_runtime *rt, const char *name, const char *cidr, const char *mac, fm_error *err)
+/* "Who has ip? Tell ip (at m)" out of ifname, in nspath's namespace. */
+static int garp_send(const char *nspath, const char *ifname, struct in_addr ip, const unsigned char m[6])
 {
-	_cleanup_free_ char *path = fm_net_ns_path(rt, name);
-	garp g = { .nspath = path, .result = -EIO };
-	unsigned char m[6], *f = g.frame;
-	struct in_addr ip;
+	garp g = { .nspath = nspath, .ifname = ifname, .result = -EIO };
+	unsigned char *f = g.frame;
 	pthread_t t;
 
-	if (parse_mac(mac, m) < 0 || parse_ip(cidr, &ip) < 0)
-		return fm_error_set(err, -EINVAL, "bad address %s / %s", cidr, mac);
 	memset(f, 0xff, 6);                          /* to everyone */
 	memcpy(f + 6, m, 6);
 	f[12] = 0x08, f[13] = 0x06;                  /* ARP */
@@ -275,11 +273,22 @@ int fm_net_announce(fm_runtime *rt, const char *name, const char *cidr, const ch
 	memset(f + 32, 0, 6);
 	memcpy(f + 38, &ip.s_addr, 4);
 	if (pthread_create(&t, NULL, garp_thread, &g) != 0)
-		return fm_error_set(err, -EAGAIN, "cannot start a thread");
+		return -EAGAIN;
 	pthread_join(t, NULL);
-	if (g.result < 0)
-		return fm_error_set(err, g.result, "gratuitous ARP for %s from %s failed: %s", cidr, name,
-				    strerror(-g.result));
+	return g.result;
+}
+
+int fm_net_announce(fm_runtime *rt, const char *name, const char *cidr, const char *mac, fm_error *err)
+{
+	_cleanup_free_ char *path = fm_net_ns_path(rt, name);
+	unsigned char m[6];
+	struct in_addr ip;
+	int r;
+
+	if (parse_mac(mac, m) < 0 || parse_ip(cidr, &ip) < 0)
+		return fm_error_set(err, -EINVAL, "bad address %s / %s", cidr, mac);
+	if ((r = garp_send(path, "eth0", ip, m)) < 0)
+		return fm_error_set(err, r, "gratuitous ARP for %s from %s failed: %s", cidr, name, strerror(-r));
 	return 0;
 }
 
@@ -352,13 +361,13 @@ static void *nft_thread(void *opaque)
 	return NULL;
 }
 
-int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_error *err)
+/* Runs an nft script in one transaction in nspath's network namespace;
+ * errors say "nftables: ..." in err (the caller prefixes what it did). */
+static int nft_apply(const char *nspath, const char *cmd, fm_error *err)
 {
-	_cleanup_free_ char *path = fm_net_ns_path(rt, name);
-	nft_job j = { .nspath = path, .result = -EIO };
+	nft_job j = { .nspath = nspath, .cmd = cmd, .result = -EIO };
 	uint64_t v;
 
-	j.cmd = !on ? HOLD_RESET : outgoing ? HOLD_RESET HOLD_IN HOLD_OUT : HOLD_RESET HOLD_IN;
 	if ((j.done_fd = eventfd(0, EFD_CLOEXEC)) < 0)
 		return fm_error_set(err, -errno, "eventfd: %m");
 	if (start_detached(nft_thread, &j) < 0) {
@@ -369,9 +378,84 @@ int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_err
 		;
 	close(j.done_fd);
 	if (j.result < 0)
-		return fm_error_set(err, j.result, "cannot %s the TCP traffic of %s: %s", on ? "hold" : "release", name,
-				    j.msg);
+		return fm_error_set(err, j.result, "%s", j.msg);
 	return 0;
+}
+
+int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_error *err)
+{
+	_cleanup_free_ char *path = fm_net_ns_path(rt, name);
+	int r = nft_apply(path, !on ? HOLD_RESET : outgoing ? HOLD_RESET HOLD_IN HOLD_OUT : HOLD_RESET HOLD_IN, err);
+	if (r < 0)
+		fm_error_prefix(err, "cannot %s the TCP traffic of %s", on ? "hold" : "release", name);
+	return r;
+}
+
+/* ---- forwarding an address that moved away (runtime/net.h) ---- */
+
+int fm_net_forward(fm_runtime *rt, const char *old_ip, const char *new_ip, bool on, fm_error *err)
+{
+	struct in_addr o, n;
+	char os[INET_ADDRSTRLEN], ns[INET_ADDRSTRLEN];
+	int r;
+
+	if (!rt->bridge)
+		return fm_error_set(err, -ENOTSUP, "host %s has no bridge (fleximigrated --bridge) to answer for %s",
+				    rt->host, old_ip);
+	if (parse_ip(old_ip, &o) < 0 || parse_ip(new_ip, &n) < 0)
+		return fm_error_set(err, -EINVAL, "bad address %s or %s", old_ip, new_ip);
+	/* what reaches nft's parser is printed from the parsed addresses */
+	inet_ntop(AF_INET, &o, os, sizeof(os));
+	inet_ntop(AF_INET, &n, ns, sizeof(ns));
+	_cleanup_free_ char *table = fm_xasprintf("ip fleximigrate_fwd_%08x", ntohl(o.s_addr));
+	_cleanup_free_ char *reset = fm_xasprintf("add table %s\ndelete table %s\n", table, table);
+	_cleanup_free_ char *host = fm_xasprintf("%s/32", os);
+	if (!on) {
+		fm_error e = FM_ERROR_INIT;
+		r = nft_apply("/proc/self/ns/net", reset, &e);
+		IP(NULL, "addr", "del", host, "dev", rt->bridge);
+		if (r < 0) {
+			r = fm_error_set(err, r, "cannot remove the forwarding of %s: %s", os, e.msg);
+			fm_error_clear(&e);
+		}
+		return r;
+	}
+	_cleanup_free_ char *cmd = fm_xasprintf(
+		"%s"
+		"add table %s\n"
+		"add chain %s pre { type nat hook prerouting priority dstnat; policy accept; }\n"
+		"add rule %s pre ip daddr %s dnat to %s\n"
+		"add chain %s out { type nat hook output priority -100; policy accept; }\n"
+		"add rule %s out ip daddr %s dnat to %s\n"
+		"add chain %s post { type nat hook postrouting priority srcnat; policy accept; }\n"
+		"add rule %s post ip daddr %s ct status dnat masquerade\n",
+		reset, table, table, table, os, ns, table, table, os, ns, table, table, ns);
+	if ((r = nft_apply("/proc/self/ns/net", cmd, err)) < 0) {
+		fm_error_prefix(err, "cannot forward %s to %s", os, ns);
+		return r;
+	}
+	/* this host answers for the old address now, and says so at once:
+	 * neighbours still hold the container's MAC for it (the MAC by ioctl: our
+	 * /sys may show another namespace's interfaces) */
+	struct ifreq ifr = { 0 };
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", rt->bridge);
+	_cleanup_close_ int sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if ((r = IP(err, "addr", "replace", host, "dev", rt->bridge)) < 0)
+		goto undo;
+	if (sk < 0 || ioctl(sk, SIOCGIFHWADDR, &ifr) < 0) {
+		r = fm_error_set(err, -errno, "cannot read the MAC of %s: %m", rt->bridge);
+		goto undo;
+	}
+	if ((r = garp_send(NULL, rt->bridge, o, (const unsigned char *)ifr.ifr_hwaddr.sa_data)) < 0) {
+		r = fm_error_set(err, r, "gratuitous ARP for %s from %s failed: %s", os, rt->bridge, strerror(-r));
+		goto undo;
+	}
+	return 0;
+undo:
+	fm_error_prefix(err, "cannot take %s on %s", os, rt->bridge);
+	nft_apply("/proc/self/ns/net", reset, NULL);
+	IP(NULL, "addr", "del", host, "dev", rt->bridge);
+	return r;
 }
 
 /* what is kept goes to the destination in one API request (bodies <= 1 MiB, base64) */

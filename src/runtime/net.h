@@ -59,6 +59,16 @@ void fm_net_destroy(fm_runtime *rt, const char *name);
  * tasks are frozen). */
 int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_error *err);
 
+/* ---- forwarding an address that moved away ----
+ * After a move that changed a container's address, the source host answers
+ * for the old one until clients have moved (their DNS answers expired):
+ * old_ip/32 on the host's bridge (announced by a gratuitous ARP), and an
+ * nftables table of ours (ip fleximigrate_fwd_<old, hex>) that DNATs it to
+ * new_ip and masquerades, so that the answers come back the same way.  The
+ * host must forward IPv4 (the caller sees to net.ipv4.ip_forward).  off
+ * removes both (idempotent). */
+int fm_net_forward(fm_runtime *rt, const char *old_ip, const char *new_ip, bool on, fm_error *err);
+
 typedef struct fm_net_capture fm_net_capture;
 /* Starts keeping the IPv4 TCP frames the port delivers to the container. */
 int fm_net_capture_start(fm_runtime *rt, const char *name, fm_net_capture **out, fm_error *err);

@@ -19,6 +19,7 @@
 #include "basic/log.h"
 #include "basic/util.h"
 #include "manager/allocator.h"
+#include "network/forward.h"
 #include "runtime/net.h"
 #include "sync/checkpoint.h"
 #include "sync/lazy_gate.h"
@@ -126,6 +127,8 @@ static void incoming_free(fm_incoming *in)
 
 void fm_agent_fini(fm_agent *a)
 {
+	fm_forwarder_free(a->forwarder);
+	a->forwarder = NULL;
 	while (a->incoming) {
 		fm_incoming *n = a->incoming->next;
 		incoming_free(a->incoming);
@@ -1143,6 +1146,8 @@ void fm_agent_recover(fm_agent *a)
 	size_t i;
 
 	wait_for_orphaned_criu(a);
+	if (!a->forwarder)
+		a->forwarder = fm_forwarder_new(a->rt, a->journal);
 	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE state = 'ABORTED' AND at_ms < ?", "i",
 			fm_now_wall_ms() - 7 * 24 * 3600 * 1000LL);
 
@@ -1675,6 +1680,9 @@ static int src_resume_locked(fm_agent *a, const char *mid, const char *container
 	if (fm_rt_status(a->rt, container, status, sizeof(status), NULL) < 0)
 		return fm_error_set(err, -ENOENT, "container %s is no longer on %s: nothing to resume", container,
 				    a->rt->host);
+	/* a forward of the old address (an address-changing move) ends: the
+	 * address is the container's again */
+	fm_forwarder_drop(a->forwarder, mid, NULL);
 	/* the destination may have announced the address already: take it back */
 	if (has_network(a, container)) {
 		fm_net_port_set(a->rt, container, true, NULL);
@@ -1708,6 +1716,28 @@ static int src_cleanup_locked(fm_agent *a, const char *mid, const char *containe
 		return r;
 	outgoing_forget(a, mid);
 	return 0;
+}
+
+static int src_forward_locked(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+{
+	const char *container = json_string_value(json_object_get(req, "container"));
+	json_t *sec = json_object_get(req, "seconds");
+	int r;
+
+	if ((r = check_mid(mid, err)) < 0)
+		return r;
+	if (!container || !fm_name_valid(container))
+		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	if (!json_is_integer(sec))
+		return fm_error_set(err, -EINVAL, "\"seconds\" must be an integer");
+	if (!a->forwarder)
+		return fm_error_set(err, -ENOTSUP, "host %s does not forward addresses (not started yet)", a->rt->host);
+	/* the frozen copy still answers ARP for the old address: off the bridge */
+	if (holds_claim(a, mid, container) && has_network(a, container) &&
+	    (r = fm_net_port_set(a->rt, container, false, err)) < 0)
+		return r;
+	return fm_forwarder_add(a->forwarder, mid, json_string_value(json_object_get(req, "from")),
+				json_string_value(json_object_get(req, "to")), (int)json_integer_value(sec), err);
 }
 
 json_t *fm_sync_src_progress(fm_agent *a, const char *mid)
@@ -1770,6 +1800,11 @@ int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_e
 int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err)
 {
 	return UNDER(&a->src_ops, src_cleanup_locked(a, mid, container, err));
+}
+
+int fm_sync_src_forward(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+{
+	return UNDER(&a->src_ops, src_forward_locked(a, mid, req, err));
 }
 
 int fm_sync_dst_pages_open(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)

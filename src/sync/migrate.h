@@ -60,6 +60,7 @@ typedef struct fm_agent {
 	pthread_mutex_t src_ops;
 	struct fm_incoming *incoming;
 	struct fm_outgoing *outgoing;
+	struct fm_forwarder *forwarder; /* moved addresses forwarded from here (fm_agent_recover starts it) */
 } fm_agent;
 
 void fm_agent_init(fm_agent *a);
@@ -102,6 +103,10 @@ int fm_sync_src_throttle(fm_agent *a, const char *mid, json_t *req, json_t **out
 int fm_sync_src_capture(fm_agent *a, const char *mid, json_t **out, fm_error *err);
 int fm_sync_dst_inject(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
 int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_error *err);
+/* After a move that changed the container's address: its copy here (frozen)
+ * leaves the bridge, and this host forwards the old address to the new one
+ * (network/forward.h).  req: {"container", "from", "to", "seconds"}. */
+int fm_sync_src_forward(fm_agent *a, const char *mid, json_t *req, fm_error *err);
 int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err);
 /* Exposed for unit tests: is <staging>/recv exactly images/ (+ upper/), both
  * real directories? */

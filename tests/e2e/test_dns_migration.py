@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from conftest import COUNTER_CMD, ROOT, Cluster, assert_failed_with_rollback, migration, wait_for
+from conftest import (COUNTER_CMD, ROOT, Cluster, assert_failed_with_rollback, migration, wait_for,
+                      workload_rootfs)
 
 PROBE = os.path.join(ROOT, "build", "tests", "unit", "dns-probe")
 DNS_SH = os.path.join(ROOT, "scripts", "dns.sh")
@@ -79,6 +80,54 @@ def reachable(c, ip):
                           capture_output=True).returncode == 0
 
 
+def nft_tables(c):
+    return subprocess.run(["nsenter", f"--net=/run/netns/{c.a.netns}", "nft", "list", "tables"], capture_output=True,
+                          text=True).stdout
+
+
+def bridge_addrs(c):
+    return subprocess.run(["ip", "-n", c.a.netns, "-o", "addr", "show", "dev", "fmbr"], capture_output=True,
+                          text=True).stdout
+
+
+def echoes(c, ip):
+    """A UDP datagram from the client namespace to ip:7000 comes back."""
+    code = ("import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(0.5)\n"
+            "s.sendto(b'ping',(sys.argv[1],7000))\n"
+            "try:\n  d,a=s.recvfrom(100);print(a[0] if d==b'ping' else 'bad')\nexcept OSError:\n  print('none')")
+    return subprocess.run(["nsenter", f"--net=/run/netns/{c.prefix}-c", "/usr/bin/python3", "-c", code, ip],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_old_address_forwarded_by_the_source_until_clients_move(cluster):
+    """Without DNS: --new-ip with --forward-for 4: host A answers for the old
+    address (nftables DNAT + masquerade) and the container echoes what the
+    client sends there, from the old address; after 4 s the forward, the
+    address on A's bridge and IPv4 forwarding (off before) are gone."""
+    c = cluster.start()
+    old, new = f"10.77.{c.n}.56", f"10.77.{c.n}.76"
+    c.a.cli("image", "import", "workload", workload_rootfs())
+    c.a.cli("run", "udp", "--image", "workload", "--ip", f"{old}/24", "--", "/bin/fm-udpecho", "7000")
+    wait_for(lambda: echoes(c, old) == old, 10, "the container to echo at its address")
+    fwd_before = subprocess.run(["ip", "netns", "exec", c.a.netns, "sysctl", "-n", "net.ipv4.ip_forward"],
+                                capture_output=True, text=True).stdout.strip()
+    p = c.a.cli("migrate", "-v", "udp", "--to", "hostB", "--new-ip", f"{new}/24", "--forward-for", "4", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"[TrafficRedirector]: hostA forwards {old}/24 to {new}/24 for 4 s" in p.stdout, p.stdout
+    assert echoes(c, new) == new
+    assert echoes(c, old) == old, "the old address answers, through host A"
+    assert "fleximigrate_fwd" in nft_tables(c) and f"{old}/32" in bridge_addrs(c)
+    wait_for(lambda: echoes(c, old) == "none", 10, "the forward to end")
+    wait_for(lambda: "fleximigrate_fwd" not in nft_tables(c), 5, "the nftables table to go")
+    assert f"{old}/32" not in bridge_addrs(c)
+    assert echoes(c, new) == new
+    log = c.a.log()
+    assert f"{old} no longer forwarded to {new}" in log, log[-3000:]
+    fwd_after = subprocess.run(["ip", "netns", "exec", c.a.netns, "sysctl", "-n", "net.ipv4.ip_forward"],
+                               capture_output=True, text=True).stdout.strip()
+    assert fwd_after == fwd_before, (fwd_before, fwd_after)
+
+
 def test_new_address_moves_the_dns_name(dns_cluster):
     c = dns_cluster.start(a_extra=dns_cluster.dns_args())
     old = run_web(c)
@@ -96,8 +145,9 @@ def test_new_address_moves_the_dns_name(dns_cluster):
     info = c.b.api("GET", "/v1/containers/web")[1]
     assert info["network"]["ip"] == f"{new}/24" and info["network"]["dns_name"] == NAME, info
     assert info["network"]["mac"] == "02:fd:0a:4d:%02x:46" % c.n, info
+    # the source forwards the old address for the old TTL + 10 s
+    assert f"[TrafficRedirector]: hostA forwards {old}/24 to {new}/24 for 70 s" in out, out
     wait_for(lambda: reachable(c, new), 10, "the container to answer at its new address")
-    assert not reachable(c, old)
     before = c.b.counter("web")
     wait_for(lambda: c.b.counter("web") > before, 10, "the counter to advance on hostB")
 
@@ -113,6 +163,10 @@ def test_rollback_puts_the_record_back(dns_cluster):
     assert f"[DNSManager]: {NAME} restored: it answers {old} again, TTL 60 s" in p.stdout, p.stdout
     assert c.record() == (old, 60)
     assert "web" in c.a.containers() and "web" not in c.b.containers()
+    # the forward of the old address (made at the switchover) is gone with the rollback
+    assert f"hostA forwards {old}/24 to {new}/24" in p.stdout, p.stdout
+    assert "fleximigrate_fwd" not in nft_tables(c)
+    assert f"{old}/32" not in bridge_addrs(c)
     wait_for(lambda: reachable(c, old), 10, "the container to answer at its old address again")
 
 

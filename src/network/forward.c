@@ -1,0 +1,184 @@
+#include "network/forward.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "basic/log.h"
+#include "basic/periodic.h"
+#include "basic/util.h"
+#include "runtime/net.h"
+#include "store/journal.h"
+
+#define IP_FORWARD "/proc/sys/net/ipv4/ip_forward"
+/* meta key: set while IPv4 forwarding is on because of us */
+#define META_IP_FORWARD "forward.ip_forward_was_off"
+
+struct fm_forwarder {
+	fm_runtime *rt;
+	fm_journal *j;
+	pthread_mutex_t lock;
+	fm_periodic watch;
+};
+
+static int ip_forward_set(bool on, fm_error *err)
+{
+	/* procfs files are written in place */
+	FILE *fp = fopen(IP_FORWARD, "we");
+	if (!fp || fputs(on ? "1\n" : "0\n", fp) < 0 || fclose(fp) != 0) {
+		int e = errno;
+		if (fp)
+			fclose(fp);
+		return fm_error_set(err, -e, "cannot switch IPv4 forwarding %s (%s): %s", on ? "on" : "off", IP_FORWARD,
+				    strerror(e));
+	}
+	return 0;
+}
+
+/* The first forward: IPv4 forwarding on, remembering that it was off. */
+static int ip_forward_on(fm_forwarder *f, fm_error *err)
+{
+	_cleanup_free_ char *cur = NULL;
+	if (fm_read_file(IP_FORWARD, 16, &cur, NULL) < 0)
+		return fm_error_set(err, -errno, "cannot read %s: %m", IP_FORWARD);
+	if (cur[0] == '1')
+		return 0;
+	fm_journal_exec(f->j, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, '1')", "s", META_IP_FORWARD);
+	int r = ip_forward_set(true, err);
+	if (r == 0)
+		fm_info(FM_C_TRAFFIC_REDIRECTOR, "IPv4 forwarding switched on for forwarding moved addresses (it goes "
+			"off again after the last)");
+	return r;
+}
+
+/* After the last forward: back off, when we switched it on. */
+static void ip_forward_restore(fm_forwarder *f)
+{
+	if (fm_journal_query_int(f->j, 0, "SELECT COUNT(*) FROM forwards", NULL) > 0 ||
+	    fm_journal_query_int(f->j, 0, "SELECT COUNT(*) FROM meta WHERE key = ?", "s", META_IP_FORWARD) == 0)
+		return;
+	fm_error e = FM_ERROR_INIT;
+	if (ip_forward_set(false, &e) < 0)
+		fm_warn(FM_C_TRAFFIC_REDIRECTOR, "%s", e.msg);
+	else
+		fm_info(FM_C_TRAFFIC_REDIRECTOR, "IPv4 forwarding switched off again (no moved address left to forward)");
+	fm_error_clear(&e);
+	fm_journal_exec(f->j, "DELETE FROM meta WHERE key = ?", "s", META_IP_FORWARD);
+}
+
+/* Removes the forwards the rows name (under the lock). */
+static int remove_rows(fm_forwarder *f, json_t *rows, const char *why, fm_error *err)
+{
+	size_t i;
+	json_t *row;
+	int r = 0;
+	json_array_foreach(rows, i, row) {
+		const char *old = json_string_value(json_object_get(row, "old_ip"));
+		const char *new = json_string_value(json_object_get(row, "new_ip"));
+		fm_error e = FM_ERROR_INIT;
+		if (fm_net_forward(f->rt, old, new, false, &e) < 0) {
+			fm_warn(FM_C_TRAFFIC_REDIRECTOR, "%s", e.msg);
+			if (r == 0)
+				r = fm_error_set(err, e.code, "%s", e.msg);
+			fm_error_clear(&e);
+			continue;
+		}
+		fm_journal_exec(f->j, "DELETE FROM forwards WHERE old_ip = ?", "s", old);
+		fm_info(FM_C_TRAFFIC_REDIRECTOR, "%s no longer forwarded to %s (migration %s): %s", old, new,
+			json_string_value(json_object_get(row, "mid")), why);
+	}
+	ip_forward_restore(f);
+	return r;
+}
+
+static void watch(void *opaque)
+{
+	fm_forwarder *f = opaque;
+	json_t *rows = NULL;
+	pthread_mutex_lock(&f->lock);
+	if (fm_journal_query(f->j, &rows, "SELECT * FROM forwards WHERE until_ms <= ?", "i", fm_now_wall_ms()) == 0 &&
+	    json_array_size(rows) > 0)
+		remove_rows(f, rows, "its time is up, clients have had time to move", NULL);
+	pthread_mutex_unlock(&f->lock);
+	json_decref(rows);
+}
+
+fm_forwarder *fm_forwarder_new(fm_runtime *rt, fm_journal *j)
+{
+	fm_forwarder *f = fm_xcalloc(1, sizeof(*f));
+	json_t *rows = NULL;
+	size_t i;
+	json_t *row;
+	f->rt = rt;
+	f->j = j;
+	pthread_mutex_init(&f->lock, NULL);
+	/* a previous run's: ended ones go at the first watch; the others are put
+	 * in place again (the tables and the address may be gone with a reboot) */
+	if (fm_journal_query(j, &rows, "SELECT * FROM forwards WHERE until_ms > ?", "i", fm_now_wall_ms()) == 0)
+		json_array_foreach(rows, i, row) {
+			fm_error e = FM_ERROR_INIT;
+			const char *old = json_string_value(json_object_get(row, "old_ip"));
+			const char *new = json_string_value(json_object_get(row, "new_ip"));
+			if (ip_forward_on(f, &e) < 0 || fm_net_forward(rt, old, new, true, &e) < 0)
+				fm_warn(FM_C_TRAFFIC_REDIRECTOR, "Cannot take up forwarding %s to %s again: %s", old, new,
+					e.msg);
+			else
+				fm_info(FM_C_TRAFFIC_REDIRECTOR, "Forwarding %s to %s again (migration %s), for %lld s more",
+					old, new, json_string_value(json_object_get(row, "mid")),
+					(long long)(json_integer_value(json_object_get(row, "until_ms")) - fm_now_wall_ms()) /
+						1000);
+			fm_error_clear(&e);
+		}
+	json_decref(rows);
+	if (fm_periodic_start(&f->watch, (int64_t)FM_FORWARD_WATCH_MS * 1000, true, watch, f) < 0)
+		fm_warn(FM_C_TRAFFIC_REDIRECTOR, "No watch on forwarded addresses: they end at the next start only");
+	return f;
+}
+
+void fm_forwarder_free(fm_forwarder *f)
+{
+	if (!f)
+		return;
+	fm_periodic_stop(&f->watch);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
+
+int fm_forwarder_add(fm_forwarder *f, const char *mid, const char *old_ip, const char *new_ip, int seconds,
+		     fm_error *err)
+{
+	char old[20], new[20];
+	int r;
+	if (seconds < 1 || seconds > FM_FORWARD_MAX_S)
+		return fm_error_set(err, -EINVAL, "a forward lasts 1..%d seconds", FM_FORWARD_MAX_S);
+	if (!old_ip || !new_ip || !fm_net_cidr_valid(old_ip) || !fm_net_cidr_valid(new_ip))
+		return fm_error_set(err, -EINVAL, "\"from\" and \"to\" must be addresses A.B.C.D/P");
+	snprintf(old, sizeof(old), "%.*s", (int)strcspn(old_ip, "/"), old_ip);
+	snprintf(new, sizeof(new), "%.*s", (int)strcspn(new_ip, "/"), new_ip);
+	pthread_mutex_lock(&f->lock);
+	if ((r = fm_journal_exec(f->j, "INSERT OR REPLACE INTO forwards(old_ip, new_ip, mid, until_ms) VALUES(?, ?, ?, ?)",
+				 "sssi", old, new, mid, fm_now_wall_ms() + (int64_t)seconds * 1000)) < 0)
+		r = fm_error_set(err, r, "cannot journal the forward of %s", old);
+	else if ((r = ip_forward_on(f, err)) < 0 || (r = fm_net_forward(f->rt, old, new, true, err)) < 0) {
+		fm_journal_exec(f->j, "DELETE FROM forwards WHERE old_ip = ?", "s", old);
+		ip_forward_restore(f);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return r < 0 ? r : 0;
+}
+
+int fm_forwarder_drop(fm_forwarder *f, const char *mid, fm_error *err)
+{
+	json_t *rows = NULL;
+	int r = 0;
+	if (!f)
+		return 0;
+	pthread_mutex_lock(&f->lock);
+	if (fm_journal_query(f->j, &rows, "SELECT * FROM forwards WHERE mid = ?", "s", mid) == 0 && json_array_size(rows))
+		r = remove_rows(f, rows, "the migration rolled back, the address is the container's again", err);
+	pthread_mutex_unlock(&f->lock);
+	json_decref(rows);
+	return r;
+}

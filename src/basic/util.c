@@ -605,3 +605,20 @@ int fm_wait_readable(int fd, int stop_fd)
 			return 1;
 	}
 }
+
+uint32_t fm_csum_add(uint32_t sum, const void *data, size_t len)
+{
+	const uint8_t *p = data;
+	for (size_t i = 0; i + 1 < len; i += 2)
+		sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+	if (len & 1)
+		sum += (uint32_t)p[len - 1] << 8;
+	return sum;
+}
+
+uint16_t fm_csum_fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}

@@ -105,3 +105,9 @@ int fm_wait_readable(int fd, int stop_fd);
 /* Sleeps us microseconds in steps of at most 100 ms, stopping early once
  * *stop (if given) becomes true. */
 void fm_sleep_us(int64_t us, const volatile bool *stop);
+
+/* The Internet checksum (RFC 1071): add big-endian 16-bit words of data to
+ * sum (an odd last byte padded), then fold to the checksum's value (host
+ * order; store it big-endian). */
+uint32_t fm_csum_add(uint32_t sum, const void *data, size_t len);
+uint16_t fm_csum_fold(uint32_t sum);

@@ -148,6 +148,9 @@ static const char migrate_help[] =
 "                       max_concurrent_migrations) are taken; a policy's\n"
 "                       set_priority overrides it\n"
 "  --health-timeout MS  limit for the health command (default 10000)\n"
+"  --verify-port PORT   with the controller's --probe-netns: VERIFICATION makes\n"
+"                       a TCP connection to the container's address and PORT\n"
+"                       from that client namespace (default: an ICMP echo)\n"
 "  --new-ip A.B.C.D/P   give the container this address on the destination\n"
 "                       (another subnet, an edge site) instead of moving its\n"
 "                       own: its TCP connections end (restored closed; clients\n"
@@ -637,7 +640,7 @@ static int cmd_migrate(int argc, char **argv)
 	bool detach = false, verbose = false, no_diskless = false, no_prefetch = false, auto_converge = false;
 	bool no_presync = false;
 	int health_timeout = 0, i, compress = -1;
-	long forward_s = -1;
+	long forward_s = -1, verify_port = 0;
 	uint64_t bandwidth = 0;
 	json_t *health = NULL, *req, *out = NULL;
 
@@ -697,7 +700,12 @@ static int cmd_migrate(int argc, char **argv)
 				return die_usage("--priority %s: use high, normal or low", priority);
 		} else if (!strcmp(argv[i], "--health-timeout"))
 			health_timeout = atoi(argv[++i]);
-		else if (!strcmp(argv[i], "--forward-for")) {
+		else if (!strcmp(argv[i], "--verify-port")) {
+			char *end;
+			verify_port = strtol(argv[++i], &end, 10);
+			if (*end || verify_port < 1 || verify_port > 65535)
+				return die_usage("--verify-port %s: give a TCP port, 1..65535", argv[i]);
+		} else if (!strcmp(argv[i], "--forward-for")) {
 			char *end;
 			forward_s = strtol(argv[++i], &end, 10);
 			if (*end || forward_s < 0 || forward_s > 86400)
@@ -737,6 +745,8 @@ static int cmd_migrate(int argc, char **argv)
 		json_object_set_new(req, "priority", json_string(priority));
 	if (new_ip)
 		json_object_set_new(req, "new_ip", json_string(new_ip));
+	if (verify_port > 0)
+		json_object_set_new(req, "verify_port", json_integer(verify_port));
 	if (forward_s >= 0) {
 		if (!new_ip)
 			return die_usage("--forward-for goes with --new-ip");

@@ -83,6 +83,11 @@ static void usage(FILE *f)
 "                         their container's address through it (Traffic Redirector)\n"
 "  --ovsdb DB             that switch's database (unix:PATH or HOST:PORT)\n"
 "  --switch-port IFACE    this host's interface on that switch, as OVSDB names it\n"
+"  --probe-netns PATH     a client's network namespace (e.g. /run/netns/client): in\n"
+"                         VERIFICATION the container must answer there at its\n"
+"                         address (ICMP echo, or TCP to migrate --verify-port), and\n"
+"                         its DNS name, when the migration moved it, must answer\n"
+"                         the new address; else the migration rolls back\n"
 "  --dns-server ADDR[:PORT], --dns-key FILE, --dns-zone ZONE\n"
 "                         the authoritative DNS server of ZONE, updated by RFC 2136\n"
 "                         messages signed with the TSIG key in FILE (one line\n"
@@ -208,6 +213,7 @@ int main(int argc, char **argv)
 		{ "dns-server", required_argument, NULL, 1013 },
 		{ "dns-key", required_argument, NULL, 1014 },
 		{ "dns-zone", required_argument, NULL, 1015 },
+		{ "probe-netns", required_argument, NULL, 1016 },
 		{ "auto-migrate", no_argument, NULL, 'A' },
 		{ "overload-cpu", required_argument, NULL, 1001 },
 		{ "overload-memory", required_argument, NULL, 1002 },
@@ -220,7 +226,7 @@ int main(int argc, char **argv)
 	fm_daemon d = { 0 };
 	const char *criu = NULL, *runc = "runc", *log_json = NULL, *secret_file = NULL, *bridge = NULL;
 	const char *policies_file = NULL, *lb_hook = NULL, *sdn = NULL, *ovsdb = NULL;
-	const char *dns_server = NULL, *dns_key = NULL, *dns_zone = NULL;
+	const char *dns_server = NULL, *dns_key = NULL, *dns_zone = NULL, *probe_netns = NULL;
 	fm_planner_config plan_cfg = FM_PLANNER_CONFIG_DEFAULT;
 	double lb_timeout_s = FM_LB_HOOK_TIMEOUT_MS / 1000.0;
 	fm_log_level level = FM_LOG_INFO;
@@ -282,6 +288,7 @@ int main(int argc, char **argv)
 		case 1013: dns_server = optarg; break;
 		case 1014: dns_key = optarg; break;
 		case 1015: dns_zone = optarg; break;
+		case 1016: probe_netns = optarg; break;
 		case 1012:
 			if (!*optarg || strlen(optarg) > 63 || strpbrk(optarg, "/ \t\n")) {
 				fprintf(stderr, "fleximigrated: --switch-port needs an interface name\n");
@@ -332,6 +339,14 @@ int main(int argc, char **argv)
 	if (!sdn != !ovsdb) {
 		fprintf(stderr, "fleximigrated: --sdn and --ovsdb go together (the switch and its database)\n");
 		return 2;
+	}
+	if (probe_netns) {
+		struct stat pst;
+		if (probe_netns[0] != '/' || stat(probe_netns, &pst) < 0) {
+			fprintf(stderr, "fleximigrated: --probe-netns %s: give the path of a network namespace, e.g. "
+				"/run/netns/NAME\n", probe_netns);
+			return 2;
+		}
 	}
 	if (!dns_server != !dns_key || !dns_server != !dns_zone) {
 		fprintf(stderr, "fleximigrated: --dns-server, --dns-key and --dns-zone go together\n");
@@ -474,6 +489,11 @@ int main(int argc, char **argv)
 		fm_ctl_set_redirector(&d.ctl, fm_redirector_new(sdn, ovsdb));
 		fm_info(FM_C_NETWORK_MANAGER, "Migrations steer their containers' addresses through the switch at %s "
 			"(database %s)", sdn, ovsdb);
+	}
+	if (probe_netns) {
+		d.ctl.probe_netns = fm_xstrdup(probe_netns);
+		fm_info(FM_C_NETWORK_ORCH, "VERIFICATION probes the migrated containers from the network namespace %s",
+			probe_netns);
 	}
 	if (dns) {
 		fm_info(FM_C_DNS_MANAGER, "Migrations that change a container's address update its name in zone %s on the "

@@ -2,6 +2,7 @@
 #include "manager/lb_hook.h"
 #include "manager/policy.h"
 #include "network/dns.h"
+#include "network/probe.h"
 #include "network/redirect.h"
 
 #include <errno.h>
@@ -888,6 +889,50 @@ static void network_forward(fm_mig *m)
 	fm_error_clear(&e);
 }
 
+/* VERIFICATION, with a client's namespace to probe from (--probe-netns):
+ * the container answers at its address there (a TCP connection to the
+ * request's "verify_port", else an ICMP echo), and its DNS name, when this
+ * migration moved it, answers the new address. */
+#define NETWORK_VERIFY_TIMEOUT_MS 5000
+static int network_verify(fm_mig *m)
+{
+	const char *ns = m->ctl->probe_netns;
+	json_t *net = json_object_get(m->cinfo, "network");
+	const char *cidr = new_ip(m) ?: json_string_value(json_object_get(net, "ip"));
+	int port = (int)json_integer_value(json_object_get(m->req, "verify_port"));
+	fm_error e = FM_ERROR_INIT;
+	char ip[20], got[64];
+	double ms;
+	int r;
+
+	if (!ns || !cidr)
+		return 0;
+	snprintf(ip, sizeof(ip), "%.*s", (int)strcspn(cidr, "/"), cidr);
+	if ((r = fm_probe_reach(ns, ip, port, NETWORK_VERIFY_TIMEOUT_MS, &ms, &e)) < 0) {
+		r = fm_error_set(&m->err, r, "a client cannot reach %s: %s", m->container, e.msg);
+		fm_error_clear(&e);
+		return r;
+	}
+	if (port > 0)
+		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH, "From the client namespace %s, %s:%d accepts TCP connections "
+		     "(connected in %.1f ms)", ns, ip, port, ms);
+	else
+		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH, "From the client namespace %s, %s answers (ICMP echo in %.1f ms)",
+		     ns, ip, ms);
+	if (!*m->dns_name)
+		return 0;
+	if ((r = fm_probe_dns(ns, m->ctl->dns, m->dns_name, got, sizeof(got), &e)) < 0) {
+		r = fm_error_set(&m->err, r, "a client cannot resolve %s: %s", m->dns_name, e.msg);
+		fm_error_clear(&e);
+		return r;
+	}
+	if (strcmp(got, m->dns_new_ip) != 0)
+		return fm_error_set(&m->err, -EPROTO, "from the client namespace %s, %s answers %s, not %s", ns,
+				    m->dns_name, got, m->dns_new_ip);
+	mlog(m, FM_LOG_INFO, FM_C_DNS_MANAGER, "From the client namespace %s, %s answers %s", ns, m->dns_name, got);
+	return 0;
+}
+
 /* PREPARATION's network part: with a switch to program (--sdn) and both
  * hosts' switch ports known, the switch must answer, both ports exist, and
  * it must take the container's flows: they are installed, pointing where
@@ -1350,6 +1395,8 @@ static int step_verification(fm_mig *m)
 		return r;
 	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Checks passed: %s is running on %s%s", m->container, m->dest,
 	     json_array_size(health) ? " and its health command succeeds" : "");
+	if ((r = network_verify(m)) < 0)
+		return r;
 	if (m->strategy == FM_STRATEGY_POST_COPY || m->strategy == FM_STRATEGY_HYBRID) {
 		/* (a HYBRID that converged has no pages in flight: this returns at once)
 		 * the source keeps the only complete copy of the memory until every page
@@ -1839,6 +1886,7 @@ void fm_ctl_fini(fm_controller *c)
 	fm_lb_hook_free(c->lb_hook);
 	fm_redirector_free(c->redirector);
 	fm_ctl_set_dns(c, NULL, NULL);
+	free(c->probe_netns);
 	free(c->host);
 	free(c->self_endpoint);
 	fm_ctl_set_policies(c, NULL);
@@ -1898,6 +1946,9 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	if (fws && !json_is_null(fws) && (!json_is_integer(fws) || json_integer_value(fws) < 0 ||
 					  json_integer_value(fws) > 86400))
 		return fm_error_set(err, -EINVAL, "\"forward_s\" must be 0..86400 (seconds)");
+	json_t *vp = json_object_get(req, "verify_port");
+	if (vp && !json_is_null(vp) && (!json_is_integer(vp) || json_integer_value(vp) < 1 || json_integer_value(vp) > 65535))
+		return fm_error_set(err, -EINVAL, "\"verify_port\" must be a TCP port, 1..65535");
 	json_t *nip = json_object_get(req, "new_ip");
 	if (nip && !json_is_null(nip) && !fm_net_cidr_valid(json_string_value(nip)))
 		return fm_error_set(err, -EINVAL, "\"new_ip\" must be an address with its prefix, A.B.C.D/P");

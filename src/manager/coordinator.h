@@ -36,6 +36,7 @@ typedef struct fm_controller {
 	struct fm_redirector *redirector; /* --sdn/--ovsdb (fm_ctl_set_redirector); NULL: no switch to program */
 	struct fm_dns *dns;             /* --dns-server/--dns-key (fm_ctl_set_dns); NULL: no DNS to update */
 	char *dns_zone;                 /* --dns-zone: the zone the containers' names are updated in */
+	char *probe_netns;              /* --probe-netns: a client's network namespace VERIFICATION probes from */
 	uint64_t next_seq;              /* submission order, for the admission queue (under lock) */
 	pthread_t watchdog;             /* ends migrations that overrun their migration_duration */
 } fm_controller;

@@ -584,18 +584,10 @@ static void tcp_checksum_fix(unsigned char *f, size_t n)
 		return;
 	unsigned char *tcp = f + 14 + ihl;
 	size_t tlen = tot - ihl;
-	uint32_t sum = 0;
-	for (int i = 0; i < 8; i += 2)                  /* source and destination addresses */
-		sum += (uint32_t)(f[26 + i] << 8 | f[27 + i]);
+	uint32_t sum = fm_csum_add(0, f + 26, 8);       /* source and destination addresses */
 	sum += 6 + (uint32_t)tlen;                      /* protocol, TCP length */
 	tcp[16] = tcp[17] = 0;
-	for (size_t i = 0; i + 1 < tlen; i += 2)
-		sum += (uint32_t)(tcp[i] << 8 | tcp[i + 1]);
-	if (tlen & 1)
-		sum += (uint32_t)tcp[tlen - 1] << 8;
-	while (sum >> 16)
-		sum = (sum & 0xffff) + (sum >> 16);
-	uint16_t c = (uint16_t)~sum;
+	uint16_t c = fm_csum_fold(fm_csum_add(sum, tcp, tlen));
 	tcp[16] = (unsigned char)(c >> 8);
 	tcp[17] = (unsigned char)c;
 }

@@ -22,16 +22,18 @@ _port = itertools.count(15453)
 
 class DnsCluster(Cluster):
     """Two namespace hosts; an authoritative server for mig.test in host A's
-    namespace (127.0.0.1:PORT), where A's controller reaches it."""
+    namespace, on its bridge address, where A's controller and the client
+    namespace PREFIX-c reach it; A's controller probes from the client."""
 
     def __init__(self, kind):
         super().__init__()
         self.kind, self.port = kind, next(_port)
         self.dns_dir = os.path.join(self.work, "dns")
         self.key = os.path.join(self.dns_dir, "key")
-        self.server = f"127.0.0.1:{self.port}"
-        subprocess.run(["nsenter", f"--net=/run/netns/{self.a.netns}", DNS_SH, "up", kind, self.dns_dir, "127.0.0.1",
-                        str(self.port)], check=True, capture_output=True)
+        self.client_ns = f"/run/netns/{self.prefix}-c"
+        self.server = f"10.77.{self.n}.1:{self.port}"
+        subprocess.run(["nsenter", f"--net=/run/netns/{self.a.netns}", DNS_SH, "up", kind, self.dns_dir,
+                        f"10.77.{self.n}.1", str(self.port)], check=True, capture_output=True)
 
     def probe(self, *args, key=None):
         return subprocess.run(["nsenter", f"--net=/run/netns/{self.a.netns}", PROBE, self.server, key or self.key,
@@ -48,7 +50,8 @@ class DnsCluster(Cluster):
         assert p.returncode == 0, p.stdout
 
     def dns_args(self, server=None, key=None):
-        return ["--dns-server", server or self.server, "--dns-key", key or self.key, "--dns-zone", ZONE]
+        return ["--dns-server", server or self.server, "--dns-key", key or self.key, "--dns-zone", ZONE,
+                "--probe-netns", self.client_ns]
 
     def teardown(self):
         subprocess.run([DNS_SH, "down", self.dns_dir], capture_output=True)
@@ -145,6 +148,10 @@ def test_new_address_moves_the_dns_name(dns_cluster):
     info = c.b.api("GET", "/v1/containers/web")[1]
     assert info["network"]["ip"] == f"{new}/24" and info["network"]["dns_name"] == NAME, info
     assert info["network"]["mac"] == "02:fd:0a:4d:%02x:46" % c.n, info
+    # VERIFICATION asked from the client's namespace
+    assert f"[NetworkOrchestrator]: From the client namespace {c.client_ns}, {new} answers (ICMP echo in" in out, out
+    assert f"[DNSManager]: From the client namespace {c.client_ns}, {NAME} answers {new}" in out, out
+    assert out.index(f"{NAME} answers {new}") < out.index("Source cleaned up")
     # the source forwards the old address for the old TTL + 10 s
     assert f"[TrafficRedirector]: hostA forwards {old}/24 to {new}/24 for 70 s" in out, out
     wait_for(lambda: reachable(c, new), 10, "the container to answer at its new address")
@@ -219,3 +226,24 @@ def test_new_ip_refused_without_an_address(cluster):
     assert p.returncode == 2 and "--new-ip 10.77.1.300/24: give the address with its prefix" in p.stderr, p.stderr
     s, body = c.a.api("POST", "/v1/migrations", {"container": "plain", "to": "hostB", "_net": {"ip": "10.0.0.1"}})
     assert s == 400 and "names starting with _ are the controller's own" in body["error"]["message"], body
+
+
+def test_client_that_cannot_connect_fails_verification(cluster):
+    """--probe-netns: a client namespace that cannot connect to the
+    container's --verify-port fails VERIFICATION: rolled back, the container
+    runs on at the source."""
+    client_ns = f"/run/netns/{cluster.prefix}-c"
+    c = cluster.start(a_extra=["--probe-netns", client_ns])
+    ip = f"10.77.{c.n}.57"
+    c.a.cli("run", "web", "--image", "busybox", "--ip", f"{ip}/24", "--", *COUNTER_CMD)
+    p = c.a.cli("migrate", "-v", "web", "--to", "hostB", "--verify-port", "9", check=False)
+    assert p.returncode == 1, p.stdout
+    mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+    m = migration(c.a, mid)
+    assert_failed_with_rollback(m, "VERIFICATION", f"a client cannot reach web: {ip}:9 did not accept a TCP "
+                                                   f"connection from {client_ns} within 5000 ms")
+    assert "web" in c.a.containers() and "web" not in c.b.containers()
+    # the same move with an ICMP echo (no port) passes
+    p = c.a.cli("migrate", "-v", "web", "--to", "hostB", check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"From the client namespace {client_ns}, {ip} answers (ICMP echo in" in p.stdout, p.stdout

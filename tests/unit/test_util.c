@@ -16,6 +16,23 @@
 #include "basic/periodic.h"
 #include "basic/util.h"
 
+static void test_csum(void **state)
+{
+	/* RFC 1071's example: the words sum to 0x2ddf0, folded 0xddf2 */
+	static const uint8_t d[] = { 0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7 };
+	assert_int_equal(fm_csum_fold(fm_csum_add(0, d, sizeof(d))), (uint16_t)~0xddf2);
+	/* split anywhere even, the same; an odd tail is padded with zero */
+	assert_int_equal(fm_csum_fold(fm_csum_add(fm_csum_add(0, d, 4), d + 4, 4)), (uint16_t)~0xddf2);
+	static const uint8_t odd[] = { 0x12, 0x34, 0x56 };
+	assert_int_equal(fm_csum_fold(fm_csum_add(0, odd, 3)), (uint16_t)~(0x1234 + 0x5600));
+	/* a message with its checksum in place sums to zero */
+	uint8_t m[8] = { 0x08, 0x00, 0, 0, 0x12, 0x34, 0x00, 0x01 };
+	uint16_t c = fm_csum_fold(fm_csum_add(0, m, sizeof(m)));
+	m[2] = (uint8_t)(c >> 8);
+	m[3] = (uint8_t)c;
+	assert_int_equal(fm_csum_fold(fm_csum_add(0, m, sizeof(m))), 0);
+}
+
 static void test_name_valid(void **state)
 {
 	assert_true(fm_name_valid("hostA"));
@@ -238,7 +255,7 @@ static void test_periodic(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_name_valid), cmocka_unit_test(test_abs_path_clean), cmocka_unit_test(test_parse_size), cmocka_unit_test(test_parse_rate),
+		cmocka_unit_test(test_csum), cmocka_unit_test(test_name_valid), cmocka_unit_test(test_abs_path_clean), cmocka_unit_test(test_parse_size), cmocka_unit_test(test_parse_rate),
 		cmocka_unit_test(test_hostport),   cmocka_unit_test(test_base64),
 		cmocka_unit_test(test_error_first_wins), cmocka_unit_test(test_files), cmocka_unit_test(test_periodic),
 	};

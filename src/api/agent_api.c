@@ -7,6 +7,7 @@
 #include <xxhash.h>
 
 #include "api/api.h"
+#include "network/forward.h"
 #include "fm-config.h"
 #include "basic/log.h"
 #include "basic/util.h"
@@ -369,8 +370,12 @@ void fm_api_agent_op(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 		r = fm_sync_src_resume(a, mid, container, &err);
 	else if (!strcmp(op, "cleanup"))
 		r = fm_sync_src_cleanup(a, mid, container, &err);
+	else if (!strcmp(op, "forward_prepare"))
+		r = fm_sync_src_forward(a, mid, req->body, false, &err);
 	else if (!strcmp(op, "forward"))
-		r = fm_sync_src_forward(a, mid, req->body, &err);
+		r = fm_sync_src_forward(a, mid, req->body, true, &err);
+	else if (!strcmp(op, "forward_cancel"))
+		r = fm_forwarder_drop(a->forwarder, mid, &err);
 	else
 		return fm_http_error(resp, 404, "no_route", "unknown migration operation %s", op);
 	if (r < 0) {

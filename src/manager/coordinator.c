@@ -73,6 +73,7 @@ typedef struct fm_mig {
 	 * migration and the address it gets (empty name: nothing to update) */
 	char dns_name[256], dns_old_ip[20], dns_new_ip[20];
 	uint32_t dns_old_ttl;
+	bool forward_ready; /* the source is ready to forward the old address (network_forward_prepare) */
 	pthread_t thread;
 	struct fm_mig *next;
 } fm_mig;
@@ -861,31 +862,62 @@ static void dns_rollback(fm_mig *m)
 		     "set back to %s by hand", m->dns_name, m->dns_new_ip, DNS_MIGRATION_TTL, m->dns_old_ip);
 }
 
-/* After a move that changed the container's address: the source forwards
- * the old one to the new one (network/forward.h) for "forward_s" seconds
- * (default: the DNS name's old TTL + FORWARD_GRACE_S, what a resolver may
- * still hold, else FORWARD_DEFAULT_S; 0: none).  Best effort: clients that
- * ask DNS again find the container without it. */
+/* A move that changes the container's address: the source forwards the old
+ * one to the new one (network/forward.h) for "forward_s" seconds after the
+ * switchover (default: the DNS name's old TTL + FORWARD_GRACE_S, what a
+ * resolver may still hold, else FORWARD_DEFAULT_S; 0: none).  Prepared in
+ * PREPARATION, engaged first thing after the restore (one call, ~1 ms).
+ * Best effort: clients that ask DNS again find the container without it. */
 #define FORWARD_GRACE_S 10
 #define FORWARD_DEFAULT_S 60
-static void network_forward(fm_mig *m)
+static json_int_t forward_seconds(fm_mig *m)
 {
 	json_t *fs = json_object_get(m->req, "forward_s");
-	const char *old = json_string_value(json_object_get(json_object_get(m->cinfo, "network"), "ip"));
-	json_int_t s = json_is_integer(fs) ? json_integer_value(fs) :
-		       *m->dns_name ? (json_int_t)m->dns_old_ttl + FORWARD_GRACE_S : FORWARD_DEFAULT_S;
+	return json_is_integer(fs) ? json_integer_value(fs) :
+	       *m->dns_name ? (json_int_t)m->dns_old_ttl + FORWARD_GRACE_S : FORWARD_DEFAULT_S;
+}
+
+static void network_forward_prepare(fm_mig *m)
+{
+	json_t *net = json_object_get(m->cinfo, "network");
+	const char *old = json_string_value(json_object_get(net, "ip"));
+	const char *mac = json_string_value(json_object_get(net, "mac"));
 	fm_error e = FM_ERROR_INIT;
-	if (!new_ip(m) || !old || s <= 0)
+	int64_t t0 = fm_now_mono_us();
+	if (!new_ip(m) || !old || forward_seconds(m) <= 0)
 		return;
-	if (agent(m, m->src_ep, "POST", 0, json_pack("{s:s, s:s, s:s, s:I}", "container", m->container, "from", old,
-						      "to", new_ip(m), "seconds", s),
+	if (step_mark(m, "forward", "started") < 0 ||
+	    agent(m, m->src_ep, "POST", 0, json_pack("{s:s, s:s, s:s, s:s*}", "container", m->container, "from", old,
+						      "to", new_ip(m), "mac", mac),
+		  NULL, &e, "/v1/agent/migrations/%s/forward_prepare", m->id) < 0) {
+		mlog(m, FM_LOG_WARN, FM_C_TRAFFIC_REDIRECTOR, "%s cannot forward %s to %s (%s): after the move clients "
+		     "reach %s at its new address only", m->source, old, new_ip(m), e.msg, m->container);
+		fm_error_clear(&e);
+		return;
+	}
+	m->forward_ready = true;
+	mlog(m, FM_LOG_INFO, FM_C_TRAFFIC_REDIRECTOR, "%s ready to forward %s to %s from the switchover (a stand-in "
+	     "with its MAC on the bridge, its port down until then; nftables DNAT and SNAT; prepared in %.1f ms)",
+	     m->source, old, new_ip(m), (double)(fm_now_mono_us() - t0) / 1000.0);
+}
+
+static void network_forward(fm_mig *m)
+{
+	const char *old = json_string_value(json_object_get(json_object_get(m->cinfo, "network"), "ip"));
+	fm_error e = FM_ERROR_INIT;
+	if (!m->forward_ready)
+		return;
+	int64_t t0 = fm_now_mono_us();
+	if (agent(m, m->src_ep, "POST", 0, json_pack("{s:s, s:I}", "container", m->container, "seconds",
+						      forward_seconds(m)),
 		  NULL, &e, "/v1/agent/migrations/%s/forward", m->id) < 0)
 		mlog(m, FM_LOG_WARN, FM_C_TRAFFIC_REDIRECTOR, "%s does not forward %s to %s (%s): clients reach %s at its "
 		     "new address only", m->source, old, new_ip(m), e.msg, m->container);
 	else
 		mlog(m, FM_LOG_INFO, FM_C_TRAFFIC_REDIRECTOR, "%s forwards %s to %s for %" JSON_INTEGER_FORMAT " s "
-		     "(nftables DNAT and masquerade; the frozen copy is off the bridge): clients still using the old "
-		     "address reach %s until they have moved", m->source, old, new_ip(m), s, m->container);
+		     "(the stand-in took the frozen copy's place on the bridge in %.1f ms): clients still using the old "
+		     "address reach %s until they have moved", m->source, old, new_ip(m), forward_seconds(m),
+		     (double)(fm_now_mono_us() - t0) / 1000.0, m->container);
 	fm_error_clear(&e);
 }
 
@@ -1079,9 +1111,10 @@ static int step_preparation(fm_mig *m)
 	else
 		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH,
 		     "Network prepared: the container has no address of its own (no --ip); nothing to move");
-	if ((r = network_prepare(m)) < 0)
+	if ((r = network_prepare(m)) < 0 || (r = dns_prepare(m)) < 0)
 		return r;
-	return dns_prepare(m);
+	network_forward_prepare(m);
+	return 0;
 }
 
 /* EXECUTION: freeze, checkpoint and stream on the source; restore on the destination. */
@@ -1347,6 +1380,8 @@ static int step_execution(fm_mig *m)
 		json_decref(rs);
 		return r;
 	}
+	/* an address that changed: the source stands in for the old one */
+	network_forward(m);
 	step_mark(m, "restore", "done");
 	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET downtime_ms = ? WHERE id = ?", "is", m->downtime_ms, m->id);
 	mlog(m, FM_LOG_INFO, FM_C_STATE_RESTORATION, "Restored %s on %s in %.1f ms (downtime %" PRId64 " ms)",
@@ -1369,11 +1404,9 @@ static int step_execution(fm_mig *m)
 			     "retransmit them after their back-off", m->source);
 	}
 	json_decref(rs);
-	/* its name too, when its address changed; and the old address keeps
-	 * reaching it through the source until clients have moved */
+	/* its name too, when its address changed */
 	if ((r = dns_switch(m)) < 0)
 		return r;
-	network_forward(m);
 	/* the container serves from the destination now: traffic may follow */
 	lb_start(m, "switchover");
 	return 0;
@@ -1485,6 +1518,13 @@ static bool rollback(fm_mig *m)
 	int r = 0;
 
 	dns_rollback(m);
+	if (step_started(m, "forward") &&
+	    agent(m, m->src_ep, "POST", ROLLBACK_CALL_TIMEOUT_MS, json_object(), NULL, &e,
+		  "/v1/agent/migrations/%s/forward_cancel", m->id) < 0) {
+		/* the source's resume ends it too; unreachable now, it ends by itself */
+		mlog(m, FM_LOG_WARN, FM_C_TRAFFIC_REDIRECTOR, "Cannot end the forward on %s: %s", m->source, e.msg);
+		fm_error_clear(&e);
+	}
 	if (step_started(m, "reserve")) {
 		for (int i = 0; i < ROLLBACK_ATTEMPTS; i++) {
 			r = agent(m, m->dst_ep, "POST", ROLLBACK_CALL_TIMEOUT_MS, json_object(), NULL, &e,

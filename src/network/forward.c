@@ -77,8 +77,9 @@ static int remove_rows(fm_forwarder *f, json_t *rows, const char *why, fm_error 
 	json_array_foreach(rows, i, row) {
 		const char *old = json_string_value(json_object_get(row, "old_ip"));
 		const char *new = json_string_value(json_object_get(row, "new_ip"));
+		const char *mac = json_string_value(json_object_get(row, "mac"));
 		fm_error e = FM_ERROR_INIT;
-		if (fm_net_forward(f->rt, old, new, false, &e) < 0) {
+		if (fm_net_forward(f->rt, old, new, mac, FM_FORWARD_OFF, &e) < 0) {
 			fm_warn(FM_C_TRAFFIC_REDIRECTOR, "%s", e.msg);
 			if (r == 0)
 				r = fm_error_set(err, e.code, "%s", e.msg);
@@ -114,14 +115,19 @@ fm_forwarder *fm_forwarder_new(fm_runtime *rt, fm_journal *j)
 	f->rt = rt;
 	f->j = j;
 	pthread_mutex_init(&f->lock, NULL);
-	/* a previous run's: ended ones go at the first watch; the others are put
-	 * in place again (the tables and the address may be gone with a reboot) */
+	/* a previous run's: ended ones go at the first watch, as do prepared ones
+	 * never engaged (their migration could not go on without this daemon);
+	 * the others are put in place again (the tables and the stand-in may be
+	 * gone with a reboot) */
+	fm_journal_exec(j, "UPDATE forwards SET until_ms = 0 WHERE engaged = 0", NULL);
 	if (fm_journal_query(j, &rows, "SELECT * FROM forwards WHERE until_ms > ?", "i", fm_now_wall_ms()) == 0)
 		json_array_foreach(rows, i, row) {
 			fm_error e = FM_ERROR_INIT;
 			const char *old = json_string_value(json_object_get(row, "old_ip"));
 			const char *new = json_string_value(json_object_get(row, "new_ip"));
-			if (ip_forward_on(f, &e) < 0 || fm_net_forward(rt, old, new, true, &e) < 0)
+			const char *mac = json_string_value(json_object_get(row, "mac"));
+			if (ip_forward_on(f, &e) < 0 || fm_net_forward(rt, old, new, mac, FM_FORWARD_PREPARE, &e) < 0 ||
+			    fm_net_forward(rt, old, new, mac, FM_FORWARD_ENGAGE, &e) < 0)
 				fm_warn(FM_C_TRAFFIC_REDIRECTOR, "Cannot take up forwarding %s to %s again: %s", old, new,
 					e.msg);
 			else
@@ -146,27 +152,50 @@ void fm_forwarder_free(fm_forwarder *f)
 	free(f);
 }
 
-int fm_forwarder_add(fm_forwarder *f, const char *mid, const char *old_ip, const char *new_ip, int seconds,
-		     fm_error *err)
+int fm_forwarder_prepare(fm_forwarder *f, const char *mid, const char *old_ip, const char *new_ip, const char *mac,
+			 fm_error *err)
 {
 	char old[20], new[20];
 	int r;
-	if (seconds < 1 || seconds > FM_FORWARD_MAX_S)
-		return fm_error_set(err, -EINVAL, "a forward lasts 1..%d seconds", FM_FORWARD_MAX_S);
 	if (!old_ip || !new_ip || !fm_net_cidr_valid(old_ip) || !fm_net_cidr_valid(new_ip))
 		return fm_error_set(err, -EINVAL, "\"from\" and \"to\" must be addresses A.B.C.D/P");
+	if (!fm_net_mac_valid(mac))
+		return fm_error_set(err, -EINVAL, "the container's MAC is needed to stand in for it");
 	snprintf(old, sizeof(old), "%.*s", (int)strcspn(old_ip, "/"), old_ip);
 	snprintf(new, sizeof(new), "%.*s", (int)strcspn(new_ip, "/"), new_ip);
 	pthread_mutex_lock(&f->lock);
-	if ((r = fm_journal_exec(f->j, "INSERT OR REPLACE INTO forwards(old_ip, new_ip, mid, until_ms) VALUES(?, ?, ?, ?)",
-				 "sssi", old, new, mid, fm_now_wall_ms() + (int64_t)seconds * 1000)) < 0)
+	if ((r = fm_journal_exec(f->j, "INSERT OR REPLACE INTO forwards(old_ip, new_ip, mac, mid, until_ms, engaged) "
+				 "VALUES(?, ?, ?, ?, ?, 0)", "ssssi", old, new, mac, mid,
+				 fm_now_wall_ms() + (int64_t)FM_FORWARD_PREPARED_MAX_S * 1000)) < 0)
 		r = fm_error_set(err, r, "cannot journal the forward of %s", old);
-	else if ((r = ip_forward_on(f, err)) < 0 || (r = fm_net_forward(f->rt, old, new, true, err)) < 0) {
+	else if ((r = ip_forward_on(f, err)) < 0 ||
+		 (r = fm_net_forward(f->rt, old, new, mac, FM_FORWARD_PREPARE, err)) < 0) {
+		fm_net_forward(f->rt, old, new, mac, FM_FORWARD_OFF, NULL);
 		fm_journal_exec(f->j, "DELETE FROM forwards WHERE old_ip = ?", "s", old);
 		ip_forward_restore(f);
 	}
 	pthread_mutex_unlock(&f->lock);
 	return r < 0 ? r : 0;
+}
+
+int fm_forwarder_engage(fm_forwarder *f, const char *mid, int seconds, fm_error *err)
+{
+	json_t *row;
+	int r;
+	if (seconds < 1 || seconds > FM_FORWARD_MAX_S)
+		return fm_error_set(err, -EINVAL, "a forward lasts 1..%d seconds", FM_FORWARD_MAX_S);
+	pthread_mutex_lock(&f->lock);
+	row = fm_journal_query_one(f->j, "SELECT * FROM forwards WHERE mid = ? AND engaged = 0", "s", mid);
+	if (!row)
+		r = fm_error_set(err, -ENOENT, "no forward prepared for migration %s", mid);
+	else if ((r = fm_net_forward(f->rt, json_string_value(json_object_get(row, "old_ip")),
+				     json_string_value(json_object_get(row, "new_ip")),
+				     json_string_value(json_object_get(row, "mac")), FM_FORWARD_ENGAGE, err)) == 0)
+		fm_journal_exec(f->j, "UPDATE forwards SET engaged = 1, until_ms = ? WHERE mid = ?", "is",
+				fm_now_wall_ms() + (int64_t)seconds * 1000, mid);
+	pthread_mutex_unlock(&f->lock);
+	json_decref(row);
+	return r;
 }
 
 int fm_forwarder_drop(fm_forwarder *f, const char *mid, fm_error *err)

@@ -191,22 +191,29 @@ int fm_net_create(fm_runtime *rt, const char *name, const char *cidr, const char
 	return 0;
 }
 
+/* An interface up or down: an ioctl, not `ip link set`, for this sits in the
+ * downtime (3 ms for ip).  -errno. */
+static int link_set_up(const char *ifname, bool up)
+{
+	struct ifreq ifr = { 0 };
+	_cleanup_close_ int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+	if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
+		return -errno;
+	ifr.ifr_flags = (short)(up ? ifr.ifr_flags | IFF_UP : ifr.ifr_flags & ~IFF_UP);
+	return ioctl(fd, SIOCSIFFLAGS, &ifr) < 0 ? -errno : 0;
+}
+
 int fm_net_port_set(fm_runtime *rt, const char *name, bool up, fm_error *err)
 {
 	(void)rt;
-	struct ifreq ifr = { 0 };
-	/* an ioctl, not `ip link set`: this sits in the downtime (3 ms for ip) */
-	_cleanup_close_ int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	port_name(name, ifr.ifr_name);
-	if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
-		goto fail;
-	ifr.ifr_flags = (short)(up ? ifr.ifr_flags | IFF_UP : ifr.ifr_flags & ~IFF_UP);
-	if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
-		goto fail;
+	char port[16];
+	port_name(name, port);
+	int r = link_set_up(port, up);
+	if (r < 0)
+		return fm_error_set(err, r, "cannot set the network port %s of %s %s: %s", port, name, up ? "up" : "down",
+				    strerror(-r));
 	return 0;
-fail:
-	return fm_error_set(err, -errno, "cannot set the network port %s of %s %s: %m", ifr.ifr_name, name,
-			    up ? "up" : "down");
 }
 
 void fm_net_destroy(fm_runtime *rt, const char *name)
@@ -393,68 +400,148 @@ int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_err
 
 /* ---- forwarding an address that moved away (runtime/net.h) ---- */
 
-int fm_net_forward(fm_runtime *rt, const char *old_ip, const char *new_ip, bool on, fm_error *err)
+/* the forward's packet mark and routing table: "FM" and the old address's
+ * last two bytes */
+#define FORWARD_MARK_BASE 0x464d0000u
+#define FORWARD_RULE_PRIORITY "1000"
+
+int fm_net_forward(fm_runtime *rt, const char *old_ip, const char *new_ip, const char *mac, fm_net_forward_step step,
+		   fm_error *err)
 {
+	bool on = step != FM_FORWARD_OFF;
 	struct in_addr o, n;
-	char os[INET_ADDRSTRLEN], ns[INET_ADDRSTRLEN];
+	unsigned char m[6];
+	char os[INET_ADDRSTRLEN], ns[INET_ADDRSTRLEN], port[16], standin[16], mac_text[18];
 	int r;
 
 	if (!rt->bridge)
 		return fm_error_set(err, -ENOTSUP, "host %s has no bridge (fleximigrated --bridge) to answer for %s",
 				    rt->host, old_ip);
-	if (parse_ip(old_ip, &o) < 0 || parse_ip(new_ip, &n) < 0)
-		return fm_error_set(err, -EINVAL, "bad address %s or %s", old_ip, new_ip);
-	/* what reaches nft's parser is printed from the parsed addresses */
+	if (parse_ip(old_ip, &o) < 0 || parse_ip(new_ip, &n) < 0 || parse_mac(mac, m) < 0)
+		return fm_error_set(err, -EINVAL, "bad address %s, %s or %s", old_ip, new_ip, mac ? mac : "(no MAC)");
+	/* what reaches nft's parser and ip is printed from the parsed values */
 	inet_ntop(AF_INET, &o, os, sizeof(os));
 	inet_ntop(AF_INET, &n, ns, sizeof(ns));
+	snprintf(mac_text, sizeof(mac_text), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+	snprintf(port, sizeof(port), "fmw%08x", ntohl(o.s_addr));
+	snprintf(standin, sizeof(standin), "fmx%08x", ntohl(o.s_addr));
 	_cleanup_free_ char *table = fm_xasprintf("ip fleximigrate_fwd_%08x", ntohl(o.s_addr));
-	_cleanup_free_ char *reset = fm_xasprintf("add table %s\ndelete table %s\n", table, table);
-	_cleanup_free_ char *host = fm_xasprintf("%s/32", os);
+	_cleanup_free_ char *arpt = fm_xasprintf("arp fleximigrate_fwd_%08x", ntohl(o.s_addr));
+	_cleanup_free_ char *reset = fm_xasprintf("add table %s\ndelete table %s\nadd table %s\ndelete table %s\n", table,
+						  table, arpt, arpt);
+	_cleanup_free_ char *host = fm_xasprintf("%s/32", os), *rpf = NULL;
+	/* what came in through the stand-in leaves through it (policy routing by
+	 * this mark, to a table of the same number): so every frame about the old
+	 * address, ARP included, carries the container's MAC */
+	unsigned mark = FORWARD_MARK_BASE | (ntohl(o.s_addr) & 0xffff);
+	char mark_s[16];
+	snprintf(mark_s, sizeof(mark_s), "%u", mark);
 	if (!on) {
 		fm_error e = FM_ERROR_INIT;
 		r = nft_apply("/proc/self/ns/net", reset, &e);
-		IP(NULL, "addr", "del", host, "dev", rt->bridge);
+		IP(NULL, "rule", "del", "fwmark", mark_s, "lookup", mark_s);
+		if (if_nametoindex(port) > 0)
+			IP(NULL, "link", "del", port);
 		if (r < 0) {
 			r = fm_error_set(err, r, "cannot remove the forwarding of %s: %s", os, e.msg);
 			fm_error_clear(&e);
 		}
 		return r;
 	}
+	/* With br_netfilter on (bridge-nf-call-iptables), frames the bridge
+	 * forwards pass the IP hooks too: NATed there, a frame from the uplink
+	 * would be bridged back out of the port it came in on, and dropped.  So
+	 * frames to and from the old address are not tracked (nor NATed) on
+	 * their way across the bridge; the stand-in receives them and they are
+	 * NATed as they enter the host.  For the same reason the forwarded packets leave
+	 * with the old address as their source (SNAT, not masquerade): the
+	 * answers come back to the stand-in too, not to the bridge.  And only
+	 * the stand-in answers ARP for the old address (the host would on every
+	 * interface, the bridge's MAC leading past it). */
+	if (step == FM_FORWARD_ENGAGE) {
+		/* the bridges (and the switch) learn where the MAC is now */
+		if ((r = link_set_up(port, true)) < 0)
+			return fm_error_set(err, r, "cannot set the stand-in port %s up: %s", port, strerror(-r));
+		if ((r = garp_send(NULL, standin, o, m)) < 0)
+			return fm_error_set(err, r, "gratuitous ARP for %s from %s failed: %s", os, standin, strerror(-r));
+		return 0;
+	}
 	_cleanup_free_ char *cmd = fm_xasprintf(
 		"%s"
 		"add table %s\n"
+		"add chain %s raw { type filter hook prerouting priority raw; policy accept; }\n"
+		"add rule %s raw iifname != \"%s\" ip daddr %s notrack\n"
+		"add rule %s raw iifname != \"%s\" ip saddr %s notrack\n"
+		"add chain %s steer { type filter hook prerouting priority mangle; policy accept; }\n"
+		"add rule %s steer iifname \"%s\" meta mark set %u\n"
 		"add chain %s pre { type nat hook prerouting priority dstnat; policy accept; }\n"
 		"add rule %s pre ip daddr %s dnat to %s\n"
 		"add chain %s out { type nat hook output priority -100; policy accept; }\n"
 		"add rule %s out ip daddr %s dnat to %s\n"
 		"add chain %s post { type nat hook postrouting priority srcnat; policy accept; }\n"
-		"add rule %s post ip daddr %s ct status dnat masquerade\n",
-		reset, table, table, table, os, ns, table, table, os, ns, table, table, ns);
+		"add rule %s post ip daddr %s ct status dnat snat to %s\n"
+		"add table %s\n"
+		"add chain %s in { type filter hook input priority filter; policy accept; }\n"
+		"add rule %s in iifname != \"%s\" arp operation request arp daddr ip %s drop\n",
+		reset, table, table, table, standin, os, table, standin, os, table, table, standin, mark, table, table, os, ns, table, table, os,
+		ns, table, table, ns, os, arpt, arpt, arpt, standin, os);
 	if ((r = nft_apply("/proc/self/ns/net", cmd, err)) < 0) {
 		fm_error_prefix(err, "cannot forward %s to %s", os, ns);
 		return r;
 	}
-	/* this host answers for the old address now, and says so at once:
-	 * neighbours still hold the container's MAC for it (the MAC by ioctl: our
-	 * /sys may show another namespace's interfaces) */
-	struct ifreq ifr = { 0 };
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", rt->bridge);
-	_cleanup_close_ int sk = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if ((r = IP(err, "addr", "replace", host, "dev", rt->bridge)) < 0)
+	/* A stand-in for the container on the bridge: a veth port (down until
+	 * FM_FORWARD_ENGAGE) whose other end here has the container's MAC and old
+	 * address.  Clients keep sending to
+	 * that MAC (their ARP caches need not change: a gratuitous ARP with a new
+	 * MAC is ignored for a second after a neighbour entry changed, and traffic
+	 * to the old MAC would be lost meanwhile); the host takes it from there. */
+	if (if_nametoindex(port) > 0)
+		IP(NULL, "link", "del", port);
+	if ((r = IP(err, "link", "add", port, "type", "veth", "peer", "name", standin)) < 0 ||
+	    (r = IP(err, "link", "set", standin, "address", mac_text)) < 0 ||
+	    (r = IP(err, "addr", "add", host, "dev", standin)) < 0 ||
+	    (r = IP(err, "link", "set", port, "master", rt->bridge)) < 0 ||
+	    (r = IP(err, "link", "set", standin, "up")) < 0 ||
+	    (r = IP(err, "route", "replace", "default", "dev", standin, "table", mark_s)) < 0)
 		goto undo;
-	if (sk < 0 || ioctl(sk, SIOCGIFHWADDR, &ifr) < 0) {
-		r = fm_error_set(err, -errno, "cannot read the MAC of %s: %m", rt->bridge);
+	IP(NULL, "rule", "del", "fwmark", mark_s, "lookup", mark_s);
+	if ((r = IP(err, "rule", "add", "fwmark", mark_s, "lookup", mark_s, "priority", FORWARD_RULE_PRIORITY)) < 0)
+		goto undo;
+	/* its answers leave through the bridge: they come in on the stand-in */
+	rpf = fm_xasprintf("/proc/sys/net/ipv4/conf/%s/rp_filter", standin);
+	FILE *fp = fopen(rpf, "we");
+	if (fp) {
+		fputs("0\n", fp);
+		fclose(fp);
+	}
+	/* Flows to the old address this host's conntrack already knows (bridged
+	 * traffic passes netfilter here when br_netfilter is on) would never be
+	 * NATed: NAT is decided on a connection's first packet.  Forget them; the
+	 * next packet of each starts a new, forwarded one.  (conntrack exits 1
+	 * when there was nothing to delete.) */
+	struct fm_cmd *ct = fm_cmd_new("conntrack");
+	fm_cmd_arg(ct, "-D");
+	fm_cmd_arg(ct, "-d");
+	fm_cmd_arg(ct, os);
+	fm_cmd_set_timeout_ms(ct, NET_CMD_TIMEOUT_MS);
+	fm_cmd_set_stdio_null(ct);
+	fm_error ce = FM_ERROR_INIT;
+	r = fm_cmd_run(ct, &ce);
+	fm_cmd_free(ct);
+	if (r < 0 || r > 1) {
+		r = fm_error_set(err, r < 0 ? r : -EIO, "cannot forget the tracked connections to %s (conntrack, from "
+				 "Debian's conntrack): %s", os, ce.msg);
+		fm_error_clear(&ce);
 		goto undo;
 	}
-	if ((r = garp_send(NULL, rt->bridge, o, (const unsigned char *)ifr.ifr_hwaddr.sa_data)) < 0) {
-		r = fm_error_set(err, r, "gratuitous ARP for %s from %s failed: %s", os, rt->bridge, strerror(-r));
-		goto undo;
-	}
+	fm_error_clear(&ce);
 	return 0;
 undo:
-	fm_error_prefix(err, "cannot take %s on %s", os, rt->bridge);
+	fm_error_prefix(err, "cannot stand in for %s on %s", os, rt->bridge);
 	nft_apply("/proc/self/ns/net", reset, NULL);
-	IP(NULL, "addr", "del", host, "dev", rt->bridge);
+	IP(NULL, "rule", "del", "fwmark", mark_s, "lookup", mark_s);
+	if (if_nametoindex(port) > 0)
+		IP(NULL, "link", "del", port);
 	return r;
 }
 

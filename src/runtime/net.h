@@ -61,13 +61,23 @@ int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_err
 
 /* ---- forwarding an address that moved away ----
  * After a move that changed a container's address, the source host answers
- * for the old one until clients have moved (their DNS answers expired):
- * old_ip/32 on the host's bridge (announced by a gratuitous ARP), and an
- * nftables table of ours (ip fleximigrate_fwd_<old, hex>) that DNATs it to
- * new_ip and masquerades, so that the answers come back the same way.  The
- * host must forward IPv4 (the caller sees to net.ipv4.ip_forward).  off
- * removes both (idempotent). */
-int fm_net_forward(fm_runtime *rt, const char *old_ip, const char *new_ip, bool on, fm_error *err);
+ * for the old one until clients have moved (their DNS answers expired): a
+ * stand-in on the bridge with the container's MAC and old address (a veth
+ * port fmw<old, hex> whose peer fmx<old, hex> stays in the host), announced
+ * by a gratuitous ARP, and an nftables table of ours (ip
+ * fleximigrate_fwd_<old, hex>) that DNATs the old address to new_ip and
+ * masquerades, so that the answers come back the same way.  The container's
+ * own port must be down first (one MAC, one port).  The host must forward
+ * IPv4 (the caller sees to net.ipv4.ip_forward).  Made in two steps: all
+ * of it while the container still runs here, then at the switchover the
+ * stand-in's port goes up. */
+typedef enum {
+	FM_FORWARD_OFF,      /* remove all of it */
+	FM_FORWARD_PREPARE,  /* everything, the stand-in's port down: nothing changes for traffic yet */
+	FM_FORWARD_ENGAGE,   /* its port up and announced (microseconds: at the switchover) */
+} fm_net_forward_step;
+int fm_net_forward(fm_runtime *rt, const char *old_ip, const char *new_ip, const char *mac, fm_net_forward_step step,
+		   fm_error *err);
 
 typedef struct fm_net_capture fm_net_capture;
 /* Starts keeping the IPv4 TCP frames the port delivers to the container. */

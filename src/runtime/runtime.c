@@ -1015,6 +1015,25 @@ int fm_rt_runc_destroy(fm_runtime *rt, const char *name, fm_error *err)
 	return r > 0 ? -EIO : r;
 }
 
+int fm_rt_address_free(fm_runtime *rt, const char *cidr, const char *name, fm_error *err)
+{
+	json_t *rows = NULL, *row;
+	size_t i, n = strcspn(cidr, "/");
+	int r = 0;
+	if (fm_journal_query(rt->journal, &rows, "SELECT name, spec FROM containers WHERE name != ?", "s", name) < 0)
+		return fm_error_set(err, -EIO, "cannot read the containers of %s", rt->host);
+	json_array_foreach(rows, i, row) {
+		json_t *spec = json_loads(json_string_value(json_object_get(row, "spec")) ?: "{}", 0, NULL);
+		const char *ip = json_string_value(json_object_get(json_object_get(spec, "network"), "ip"));
+		if (ip && strcspn(ip, "/") == n && strncmp(ip, cidr, n) == 0)
+			r = fm_error_set(err, -EADDRINUSE, "address %.*s is taken on %s by container %s", (int)n, cidr,
+					 rt->host, json_string_value(json_object_get(row, "name")));
+		json_decref(spec);
+	}
+	json_decref(rows);
+	return r;
+}
+
 int fm_rt_run(fm_runtime *rt, fm_container_spec *spec, fm_error *err)
 {
 	_cleanup_free_ char *dir = fm_rt_container_dir(rt, spec->name);
@@ -1026,6 +1045,8 @@ int fm_rt_run(fm_runtime *rt, fm_container_spec *spec, fm_error *err)
 
 	if (fm_rt_exists(rt, spec->name) || stat(dir, &st) == 0)
 		return fm_error_set(err, -EEXIST, "a container named %s already exists on %s", spec->name, rt->host);
+	if (spec->net_ip && (r = fm_rt_address_free(rt, spec->net_ip, spec->name, err)) < 0)
+		return r;
 	if (fm_image_lookup(rt->images, spec->image, &img) < 0)
 		return fm_error_set(err, -ENOENT, "image %s is not in the store of %s: import it with `fleximigrate image import`",
 				    spec->image, rt->host);

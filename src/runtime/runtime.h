@@ -76,6 +76,9 @@ int fm_rt_volumes_check(fm_runtime *rt, const fm_container_spec *spec, fm_error 
 
 /* Creates and starts a container from a local image. */
 int fm_rt_run(fm_runtime *rt, fm_container_spec *spec, fm_error *err);
+/* 0 when no container on this host but name has the address of cidr (its
+ * prefix ignored), else -EADDRINUSE naming the one that has it. */
+int fm_rt_address_free(fm_runtime *rt, const char *cidr, const char *name, fm_error *err);
 /* "running", "paused", "stopped", "created" or NULL when runc does not know it. */
 int fm_rt_status(fm_runtime *rt, const char *name, char *status, size_t len, pid_t *pid);
 /* Array of container objects (name, image, digest, status, pid, rootfs, …). */

@@ -58,7 +58,8 @@ static const char schema[] =
 	"  state TEXT NOT NULL, at_ms INTEGER NOT NULL);"
 	/* agent: moved addresses this host forwards (network/forward.h) */
 	"CREATE TABLE IF NOT EXISTS forwards("
-	"  old_ip TEXT PRIMARY KEY, new_ip TEXT NOT NULL, mid TEXT NOT NULL, until_ms INTEGER NOT NULL);"
+	"  old_ip TEXT PRIMARY KEY, new_ip TEXT NOT NULL, mac TEXT NOT NULL, mid TEXT NOT NULL,"
+	"  until_ms INTEGER NOT NULL, engaged INTEGER NOT NULL DEFAULT 0);"
 	"CREATE TABLE IF NOT EXISTS outgoing("
 	"  mid TEXT PRIMARY KEY, container TEXT NOT NULL, controller TEXT,"
 	"  state TEXT NOT NULL, at_ms INTEGER NOT NULL);";

@@ -614,6 +614,9 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		fm_error_set(err, r, "cannot create %s: %s", in->staging, strerror(-r));
 		goto fail_undo;
 	}
+	/* its address is reserved here: no other container may hold it */
+	if (in->spec.net_ip && (r = fm_rt_address_free(a->rt, in->spec.net_ip, in->spec.name, err)) < 0)
+		goto fail_undo;
 	if ((r = fm_rt_bundle_create(a->rt, &in->spec, err)) < 0)
 		goto fail_undo;
 	/* the same address and MAC as on the source, its bridge port down until the
@@ -1718,7 +1721,7 @@ static int src_cleanup_locked(fm_agent *a, const char *mid, const char *containe
 	return 0;
 }
 
-static int src_forward_locked(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+static int src_forward_locked(fm_agent *a, const char *mid, json_t *req, bool engage, fm_error *err)
 {
 	const char *container = json_string_value(json_object_get(req, "container"));
 	json_t *sec = json_object_get(req, "seconds");
@@ -1728,16 +1731,20 @@ static int src_forward_locked(fm_agent *a, const char *mid, json_t *req, fm_erro
 		return r;
 	if (!container || !fm_name_valid(container))
 		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
-	if (!json_is_integer(sec))
-		return fm_error_set(err, -EINVAL, "\"seconds\" must be an integer");
 	if (!a->forwarder)
 		return fm_error_set(err, -ENOTSUP, "host %s does not forward addresses (not started yet)", a->rt->host);
-	/* the frozen copy still answers ARP for the old address: off the bridge */
+	if (!engage)
+		return fm_forwarder_prepare(a->forwarder, mid, json_string_value(json_object_get(req, "from")),
+					    json_string_value(json_object_get(req, "to")),
+					    json_string_value(json_object_get(req, "mac")), err);
+	if (!json_is_integer(sec))
+		return fm_error_set(err, -EINVAL, "\"seconds\" must be an integer");
+	/* the frozen copy still answers ARP for the old address, and its MAC must
+	 * have one port: off the bridge */
 	if (holds_claim(a, mid, container) && has_network(a, container) &&
 	    (r = fm_net_port_set(a->rt, container, false, err)) < 0)
 		return r;
-	return fm_forwarder_add(a->forwarder, mid, json_string_value(json_object_get(req, "from")),
-				json_string_value(json_object_get(req, "to")), (int)json_integer_value(sec), err);
+	return fm_forwarder_engage(a->forwarder, mid, (int)json_integer_value(sec), err);
 }
 
 json_t *fm_sync_src_progress(fm_agent *a, const char *mid)
@@ -1802,9 +1809,9 @@ int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_
 	return UNDER(&a->src_ops, src_cleanup_locked(a, mid, container, err));
 }
 
-int fm_sync_src_forward(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+int fm_sync_src_forward(fm_agent *a, const char *mid, json_t *req, bool engage, fm_error *err)
 {
-	return UNDER(&a->src_ops, src_forward_locked(a, mid, req, err));
+	return UNDER(&a->src_ops, src_forward_locked(a, mid, req, engage, err));
 }
 
 int fm_sync_dst_pages_open(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)

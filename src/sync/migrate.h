@@ -103,10 +103,12 @@ int fm_sync_src_throttle(fm_agent *a, const char *mid, json_t *req, json_t **out
 int fm_sync_src_capture(fm_agent *a, const char *mid, json_t **out, fm_error *err);
 int fm_sync_dst_inject(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
 int fm_sync_src_resume(fm_agent *a, const char *mid, const char *container, fm_error *err);
-/* After a move that changed the container's address: its copy here (frozen)
- * leaves the bridge, and this host forwards the old address to the new one
- * (network/forward.h).  req: {"container", "from", "to", "seconds"}. */
-int fm_sync_src_forward(fm_agent *a, const char *mid, json_t *req, fm_error *err);
+/* A move that changes the container's address: in PREPARATION (engage
+ * false) this host prepares to forward the old address to the new one
+ * (network/forward.h; req {"container", "from", "to", "mac"}); at the
+ * switchover (engage true; req {"container", "seconds"}) the frozen copy
+ * leaves the bridge and the stand-in takes its place. */
+int fm_sync_src_forward(fm_agent *a, const char *mid, json_t *req, bool engage, fm_error *err);
 int fm_sync_src_cleanup(fm_agent *a, const char *mid, const char *container, fm_error *err);
 /* Exposed for unit tests: is <staging>/recv exactly images/ (+ upper/), both
  * real directories? */

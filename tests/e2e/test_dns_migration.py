@@ -6,16 +6,19 @@ new address, the commit puts the TTL back; a rollback restores the old
 record; a key the server rejects or a server that does not answer fails the
 migration in PREPARATION with the record as it was."""
 import itertools
+import json
 import os
 import subprocess
+import time
 
 import pytest
 
 from conftest import (COUNTER_CMD, ROOT, Cluster, assert_failed_with_rollback, migration, wait_for,
-                      workload_rootfs)
+                      rootfs, workload_rootfs)
 
 PROBE = os.path.join(ROOT, "build", "tests", "unit", "dns-probe")
 DNS_SH = os.path.join(ROOT, "scripts", "dns.sh")
+STREAM = os.path.join(ROOT, "bench", "fmbench", "udpstream.py")
 NAME, ZONE = "web.mig.test", "mig.test"
 _port = itertools.count(15453)
 
@@ -88,9 +91,9 @@ def nft_tables(c):
                           text=True).stdout
 
 
-def bridge_addrs(c):
-    return subprocess.run(["ip", "-n", c.a.netns, "-o", "addr", "show", "dev", "fmbr"], capture_output=True,
-                          text=True).stdout
+def host_addrs(c):
+    """Host A's addresses and links (the forward's stand-in is fmw.../fmx...)."""
+    return subprocess.run(["ip", "-n", c.a.netns, "-o", "addr", "show"], capture_output=True, text=True).stdout
 
 
 def echoes(c, ip):
@@ -103,10 +106,11 @@ def echoes(c, ip):
 
 
 def test_old_address_forwarded_by_the_source_until_clients_move(cluster):
-    """Without DNS: --new-ip with --forward-for 4: host A answers for the old
-    address (nftables DNAT + masquerade) and the container echoes what the
-    client sends there, from the old address; after 4 s the forward, the
-    address on A's bridge and IPv4 forwarding (off before) are gone."""
+    """Without DNS: --new-ip with --forward-for 4: host A stands in for the
+    container (its MAC and old address on a port of A's bridge; nftables
+    DNAT + masquerade) and the container echoes what the client sends there,
+    from the old address; after 4 s the forward, the stand-in and IPv4
+    forwarding (off before) are gone."""
     c = cluster.start()
     old, new = f"10.77.{c.n}.56", f"10.77.{c.n}.76"
     c.a.cli("image", "import", "workload", workload_rootfs())
@@ -114,15 +118,25 @@ def test_old_address_forwarded_by_the_source_until_clients_move(cluster):
     wait_for(lambda: echoes(c, old) == old, 10, "the container to echo at its address")
     fwd_before = subprocess.run(["ip", "netns", "exec", c.a.netns, "sysctl", "-n", "net.ipv4.ip_forward"],
                                 capture_output=True, text=True).stdout.strip()
+    # a client streaming to the old address all along (1 ms UDP sequence):
+    # its flow, tracked since before the move, is forwarded too
+    stream = subprocess.Popen(["nsenter", f"--net=/run/netns/{c.prefix}-c", "/usr/bin/python3", STREAM, old, "7000",
+                               "3"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.8)
     p = c.a.cli("migrate", "-v", "udp", "--to", "hostB", "--new-ip", f"{new}/24", "--forward-for", "4", check=False)
     assert p.returncode == 0, p.stdout + p.stderr
+    out = json.loads(stream.communicate(timeout=30)[0])
+    m = migration(c.a, next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration ")))
+    print(f"stream to the old address: lost {out['lost']} {out['lost_ranges']}, downtime {m['downtime_ms']} ms")
+    assert out["lost_ranges"] and out["lost_ranges"][-1][1] < out["sent"] - 1000, out
+    assert out["lost"] <= m["downtime_ms"] + 100, (out, m["downtime_ms"])
     assert f"[TrafficRedirector]: hostA forwards {old}/24 to {new}/24 for 4 s" in p.stdout, p.stdout
     assert echoes(c, new) == new
     assert echoes(c, old) == old, "the old address answers, through host A"
-    assert "fleximigrate_fwd" in nft_tables(c) and f"{old}/32" in bridge_addrs(c)
+    assert "fleximigrate_fwd" in nft_tables(c) and f"{old}/32" in host_addrs(c) and "fmx" in host_addrs(c)
     wait_for(lambda: echoes(c, old) == "none", 10, "the forward to end")
     wait_for(lambda: "fleximigrate_fwd" not in nft_tables(c), 5, "the nftables table to go")
-    assert f"{old}/32" not in bridge_addrs(c)
+    assert f"{old}/32" not in host_addrs(c) and "fmx" not in host_addrs(c)
     assert echoes(c, new) == new
     log = c.a.log()
     assert f"{old} no longer forwarded to {new}" in log, log[-3000:]
@@ -173,7 +187,7 @@ def test_rollback_puts_the_record_back(dns_cluster):
     # the forward of the old address (made at the switchover) is gone with the rollback
     assert f"hostA forwards {old}/24 to {new}/24" in p.stdout, p.stdout
     assert "fleximigrate_fwd" not in nft_tables(c)
-    assert f"{old}/32" not in bridge_addrs(c)
+    assert f"{old}/32" not in host_addrs(c) and "fmx" not in host_addrs(c)
     wait_for(lambda: reachable(c, old), 10, "the container to answer at its old address again")
 
 
@@ -247,3 +261,22 @@ def test_client_that_cannot_connect_fails_verification(cluster):
     p = c.a.cli("migrate", "-v", "web", "--to", "hostB", check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     assert f"From the client namespace {client_ns}, {ip} answers (ICMP echo in" in p.stdout, p.stdout
+
+
+def test_addresses_are_reserved(cluster):
+    """An address belongs to one container per host: a second `run` with it
+    is refused, and a migration whose (new) address a container on the
+    destination holds fails in PREPARATION, nothing frozen."""
+    c = cluster.start()
+    taken = f"10.77.{c.n}.58"
+    c.b.cli("image", "import", "busybox", rootfs())
+    c.b.cli("run", "other", "--image", "busybox", "--ip", f"{taken}/24", "--", *COUNTER_CMD)
+    p = c.b.cli("run", "twin", "--image", "busybox", "--ip", f"{taken}/24", "--", *COUNTER_CMD, check=False)
+    assert p.returncode == 1 and f"address {taken} is taken on hostB by container other" in p.stderr, p.stderr
+    c.a.cli("run", "web", "--image", "busybox", "--ip", f"10.77.{c.n}.59/24", "--", *COUNTER_CMD)
+    p = c.a.cli("migrate", "-v", "web", "--to", "hostB", "--new-ip", f"{taken}/24", check=False)
+    assert p.returncode == 1, p.stdout
+    mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+    assert_failed_with_rollback(migration(c.a, mid), "PREPARATION", f"address {taken} is taken on hostB by container other")
+    assert "Freezing" not in p.stdout
+    assert "web" in c.a.containers() and "web" not in c.b.containers()

@@ -13,7 +13,10 @@ import subprocess
 import threading
 import time
 
-from conftest import COUNTER_CMD, ROOT, assert_failed_with_rollback, migration, wait_for, workload_rootfs
+import pytest
+
+from conftest import (COUNTER_CMD, ROOT, FabricCluster, assert_failed_with_rollback, migration, rootfs, wait_for,
+                      workload_rootfs)
 
 STREAM = os.path.join(ROOT, "bench", "fmbench", "udpstream.py")
 
@@ -151,3 +154,57 @@ def test_udp_stream_across_the_fabric(fabric_cluster):
     print(f"sent {out['sent']}, lost {out['lost']} {out['lost_ranges']}, downtime {m['downtime_ms']} ms")
     assert 0 < out["lost"] <= m["downtime_ms"] + 15, (out, m["downtime_ms"])
     assert out["lost_ranges"][-1][1] < out["sent"] - 2000, out
+
+
+FAKE_SWITCH = """
+import os, socket, sys, time
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[2]))); srv.listen(4)
+print("ready", flush=True)
+while True:
+    c, _ = srv.accept()
+    c.recv(64)
+    if sys.argv[1] == "garbage":
+        c.sendall(bytes([4, 0, 0, 2, 0, 0, 0, 1]) + os.urandom(32))
+    time.sleep(8)
+    c.close()
+"""
+
+
+@pytest.mark.parametrize("behaviour", ["garbage", "silent"])
+def test_broken_switch_fails_preparation_in_bounded_time(fabric, behaviour):
+    """The controller's --sdn is a switch that answers HELLO with garbage, or
+    never answers (a fake one in host A's namespace; OVSDB is the real
+    fabric's): the migration fails in PREPARATION within the switch's
+    timeout, says why, and rolls back; the container runs on at the source."""
+    c = FabricCluster(fabric)
+    fake = None
+    try:
+        port = 16700 + (behaviour == "silent")
+        fake = subprocess.Popen(["nsenter", f"--net=/run/netns/{fabric.ns('a')}", "/usr/bin/python3", "-c",
+                                 FAKE_SWITCH, behaviour, str(port)], stdout=subprocess.PIPE, text=True)
+        assert fake.stdout.readline().strip() == "ready"
+        c.a.start(["--switch-port", f"{fabric.prefix}a", "--sdn", f"tcp:127.0.0.1:{port}", "--ovsdb",
+                   f"unix:{fabric.run_dir}/db.sock"])
+        c.b.start(["--switch-port", f"{fabric.prefix}b"])
+        c.a.cli("host", "add", "hostB", c.b.addr)
+        c.b.cli("host", "add", "hostA", c.a.addr)
+        c.a.cli("image", "import", "busybox", rootfs())
+        ip = f"10.77.{c.n}.54"
+        c.a.cli("run", "web", "--image", "busybox", "--ip", f"{ip}/24", "--", *COUNTER_CMD)
+        p = c.a.cli("migrate", "-v", "web", "--to", "hostB", check=False)
+        assert p.returncode == 1, p.stdout
+        mid = next(l.split()[1] for l in p.stdout.splitlines() if l.startswith("migration "))
+        m = migration(c.a, mid)
+        why = "sent a malformed message" if behaviour == "garbage" else "did not answer within 3000 ms"
+        assert_failed_with_rollback(m, "PREPARATION", "the switch is not ready")
+        assert why in m["error"], m["error"]
+        assert m["total_ms"] < 15000, m["total_ms"]
+        assert "Freezing" not in p.stdout
+        assert "web" in c.a.containers() and "web" not in c.b.containers()
+        assert reachable(fabric, ip)
+    finally:
+        if fake:
+            fake.kill()
+            fake.wait()
+        c.teardown()

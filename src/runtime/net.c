@@ -538,27 +538,32 @@ int fm_net_forward(fm_runtime *rt, const char *old_ip, const char *new_ip, const
 		fputs("0\n", fp);
 		fclose(fp);
 	}
-	/* Flows to the old address this host's conntrack already knows (bridged
+	/* Flows of the old address this host's conntrack already knows (bridged
 	 * traffic passes netfilter here when br_netfilter is on) would never be
-	 * NATed: NAT is decided on a connection's first packet.  Forget them; the
-	 * next packet of each starts a new, forwarded one.  (conntrack exits 1
-	 * when there was nothing to delete.) */
-	struct fm_cmd *ct = fm_cmd_new("conntrack");
-	fm_cmd_arg(ct, "-D");
-	fm_cmd_arg(ct, "-d");
-	fm_cmd_arg(ct, os);
-	fm_cmd_set_timeout_ms(ct, NET_CMD_TIMEOUT_MS);
-	fm_cmd_set_stdio_null(ct);
-	fm_error ce = FM_ERROR_INIT;
-	r = fm_cmd_run(ct, &ce);
-	fm_cmd_free(ct);
-	if (r < 0 || r > 1) {
-		r = fm_error_set(err, r < 0 ? r : -EIO, "cannot forget the tracked connections to %s (conntrack, from "
-				 "Debian's conntrack): %s", os, ce.msg);
+	 * NATed: NAT is decided on a connection's first packet.  Forget them, in
+	 * both directions: a flow whose first tracked packet was the container's
+	 * answer has the old address as its source (seen once in ~30 moves: the
+	 * client's stream then matched it as answers, never forwarded).  The next
+	 * packet of each starts a new, forwarded one.  (conntrack exits 1 when
+	 * there was nothing to delete.) */
+	for (const char *dir = "-d"; dir; dir = !strcmp(dir, "-d") ? "-s" : NULL) {
+		struct fm_cmd *ct = fm_cmd_new("conntrack");
+		fm_cmd_arg(ct, "-D");
+		fm_cmd_arg(ct, dir);
+		fm_cmd_arg(ct, os);
+		fm_cmd_set_timeout_ms(ct, NET_CMD_TIMEOUT_MS);
+		fm_cmd_set_stdio_null(ct);
+		fm_error ce = FM_ERROR_INIT;
+		r = fm_cmd_run(ct, &ce);
+		fm_cmd_free(ct);
+		if (r < 0 || r > 1) {
+			r = fm_error_set(err, r < 0 ? r : -EIO, "cannot forget the tracked connections of %s (conntrack, "
+					 "from Debian's conntrack): %s", os, ce.msg);
+			fm_error_clear(&ce);
+			goto undo;
+		}
 		fm_error_clear(&ce);
-		goto undo;
 	}
-	fm_error_clear(&ce);
 	return 0;
 undo:
 	fm_error_prefix(err, "cannot stand in for %s on %s", os, rt->bridge);

@@ -771,8 +771,8 @@ static int dns_prepare(fm_mig *m)
 		return r;
 	}
 	char old[20], new[20];
-	snprintf(old, sizeof(old), "%.*s", (int)strcspn(cur, "/"), cur);
-	snprintf(new, sizeof(new), "%.*s", (int)strcspn(new_ip(m), "/"), new_ip(m));
+	fm_net_addr_of(cur, old, sizeof(old));
+	fm_net_addr_of(new_ip(m), new, sizeof(new));
 	if (strcmp(ip, old) != 0)
 		return fm_error_set(&m->err, -EINVAL, "DNS name %s answers %s, not %s's address %s: not ours to change",
 				    name, ip, m->container, old);
@@ -939,7 +939,7 @@ static int network_verify(fm_mig *m)
 
 	if (!ns || !cidr)
 		return 0;
-	snprintf(ip, sizeof(ip), "%.*s", (int)strcspn(cidr, "/"), cidr);
+	fm_net_addr_of(cidr, ip, sizeof(ip));
 	if ((r = fm_probe_reach(ns, ip, port, NETWORK_VERIFY_TIMEOUT_MS, &ms, &e)) < 0) {
 		r = fm_error_set(&m->err, r, "a client cannot reach %s: %s", m->container, e.msg);
 		fm_error_clear(&e);
@@ -1000,7 +1000,7 @@ static int network_prepare(fm_mig *m)
 		fm_error_clear(&e);
 		return r;
 	}
-	snprintf(m->net_ip, sizeof(m->net_ip), "%.*s", (int)strcspn(ip, "/"), ip);
+	fm_net_addr_of(ip, m->net_ip, sizeof(m->net_ip));
 	snprintf(m->net_mac, sizeof(m->net_mac), "%s", mac);
 	snprintf(m->net_src_port, sizeof(m->net_src_port), "%s", sp);
 	snprintf(m->net_dst_port, sizeof(m->net_dst_port), "%s", dp);

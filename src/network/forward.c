@@ -161,8 +161,8 @@ int fm_forwarder_prepare(fm_forwarder *f, const char *mid, const char *old_ip, c
 		return fm_error_set(err, -EINVAL, "\"from\" and \"to\" must be addresses A.B.C.D/P");
 	if (!fm_net_mac_valid(mac))
 		return fm_error_set(err, -EINVAL, "the container's MAC is needed to stand in for it");
-	snprintf(old, sizeof(old), "%.*s", (int)strcspn(old_ip, "/"), old_ip);
-	snprintf(new, sizeof(new), "%.*s", (int)strcspn(new_ip, "/"), new_ip);
+	fm_net_addr_of(old_ip, old, sizeof(old));
+	fm_net_addr_of(new_ip, new, sizeof(new));
 	pthread_mutex_lock(&f->lock);
 	if ((r = fm_journal_exec(f->j, "INSERT OR REPLACE INTO forwards(old_ip, new_ip, mac, mid, until_ms, engaged) "
 				 "VALUES(?, ?, ?, ?, ?, 0)", "ssssi", old, new, mac, mid,

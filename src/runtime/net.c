@@ -106,6 +106,11 @@ bool fm_net_dns_name_valid(const char *name)
 	return name[n - 1] != '-';
 }
 
+void fm_net_addr_of(const char *cidr, char *out, size_t len)
+{
+	snprintf(out, len, "%.*s", (int)strcspn(cidr, "/"), cidr);
+}
+
 static int parse_ip(const char *cidr, struct in_addr *a)
 {
 	char ip[INET_ADDRSTRLEN];
@@ -546,10 +551,10 @@ int fm_net_forward(fm_runtime *rt, const char *old_ip, const char *new_ip, const
 	 * client's stream then matched it as answers, never forwarded).  The next
 	 * packet of each starts a new, forwarded one.  (conntrack exits 1 when
 	 * there was nothing to delete.) */
-	for (const char *dir = "-d"; dir; dir = !strcmp(dir, "-d") ? "-s" : NULL) {
+	for (int i = 0; i < 2; i++) {
 		struct fm_cmd *ct = fm_cmd_new("conntrack");
 		fm_cmd_arg(ct, "-D");
-		fm_cmd_arg(ct, dir);
+		fm_cmd_arg(ct, i == 0 ? "-d" : "-s");
 		fm_cmd_arg(ct, os);
 		fm_cmd_set_timeout_ms(ct, NET_CMD_TIMEOUT_MS);
 		fm_cmd_set_stdio_null(ct);

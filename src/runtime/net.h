@@ -26,6 +26,8 @@ bool fm_net_mac_valid(const char *mac);
  * digits and hyphens (not at a label's ends), 1..63 each, 253 in all; an
  * optional final dot. */
 bool fm_net_dns_name_valid(const char *name);
+/* The address of "A.B.C.D/P" without its prefix, into out (len bytes). */
+void fm_net_addr_of(const char *cidr, char *out, size_t len);
 /* The MAC a container gets when none is given: 02:fd:<the four bytes of its IP>. */
 void fm_net_mac_for_ip(const char *cidr, char mac[18]);
 

@@ -38,8 +38,8 @@ command -v apt-get >/dev/null || die "needs a Debian system (apt-get not found)"
 # ---------------------------------------------------------------- 1. packages
 PKGS="build-essential meson ninja-build pkg-config git
 libsqlite3-dev libmicrohttpd-dev libjansson-dev libxxhash-dev libzstd-dev
-nettle-dev libcmocka-dev libarchive-dev libnftables-dev libgsl-dev libldns-dev
-runc iptables nftables conntrack iproute2 busybox-static socat iperf3 procps
+nettle-dev libcmocka-dev libarchive-dev libnftables-dev libgsl-dev libldns-dev libmnl-dev
+runc iptables nftables iproute2 busybox-static socat iperf3 procps
 python3-pytest kmod qemu-system-x86 xz-utils
 podman gnuplot-nox
 redis-server redis-tools nginx wrk

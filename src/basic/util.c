@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -621,4 +622,27 @@ uint16_t fm_csum_fold(uint32_t sum)
 	while (sum >> 16)
 		sum = (sum & 0xffff) + (sum >> 16);
 	return (uint16_t)~sum;
+}
+
+int fm_start_detached(void *(*fn)(void *), void *arg)
+{
+	pthread_t t;
+	pthread_attr_t at;
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	int r = pthread_create(&t, &at, fn, arg);
+	pthread_attr_destroy(&at);
+	return r == 0 ? 0 : -r;
+}
+
+static void *close_thread(void *opaque)
+{
+	close((int)(intptr_t)opaque);
+	return NULL;
+}
+
+void fm_close_later(int fd)
+{
+	if (fd >= 0 && fm_start_detached(close_thread, (void *)(intptr_t)fd) < 0)
+		close(fd);
 }

@@ -106,6 +106,14 @@ int fm_wait_readable(int fd, int stop_fd);
  * *stop (if given) becomes true. */
 void fm_sleep_us(int64_t us, const volatile bool *stop);
 
+/* fn(arg) on a detached thread of its own; -errno when none could start. */
+int fm_start_detached(void *(*fn)(void *), void *arg);
+/* Closes fd on such a thread (or here, when none starts): closing a packet
+ * or netlink socket waits for an RCU grace period (packet_release ->
+ * synchronize_net: 7-30 ms here), which must not sit in a migration's
+ * path.  fd < 0: nothing. */
+void fm_close_later(int fd);
+
 /* The Internet checksum (RFC 1071): add big-endian 16-bit words of data to
  * sum (an odd last byte padded), then fold to the checksum's value (host
  * order; store it big-endian). */

@@ -137,14 +137,19 @@ static void transition(fm_mig *m, fm_mstate to, fm_log_level lvl, const char *co
 
 /* Journals a step; a step whose start cannot be journaled must not be taken (a
  * restart would not know to undo it). */
-static int step_mark(fm_mig *m, const char *step, const char *status)
+static int step_mark_err(fm_mig *m, const char *step, const char *status, fm_error *err)
 {
 	int r = fm_journal_exec(m->ctl->journal, "INSERT OR REPLACE INTO steps(mid, step, status, at_ms) VALUES(?, ?, ?, ?)",
 				"sssi", m->id, step, status, fm_now_wall_ms());
 	if (r < 0)
-		return fm_error_set(&m->err, r, "cannot journal step %s (%s): is the state directory's disk full?", step,
+		return fm_error_set(err, r, "cannot journal step %s (%s): is the state directory's disk full?", step,
 				    strerror(-r));
 	return 0;
+}
+
+static int step_mark(fm_mig *m, const char *step, const char *status)
+{
+	return step_mark_err(m, step, status, &m->err);
 }
 
 static bool step_started(fm_mig *m, const char *step)
@@ -877,28 +882,69 @@ static json_int_t forward_seconds(fm_mig *m)
 	       *m->dns_name ? (json_int_t)m->dns_old_ttl + FORWARD_GRACE_S : FORWARD_DEFAULT_S;
 }
 
-static void network_forward_prepare(fm_mig *m)
+/* The source's preparation runs alongside the destination's (its own
+ * thread, from before the destination's prepare until the end of
+ * PREPARATION): what it adds to a migration is the wait for it, if any. */
+typedef struct forward_prep {
+	fm_mig *m;
+	pthread_t thread;
+	bool running;
+	int64_t took_us;
+} forward_prep;
+
+static void *forward_prepare_thread(void *opaque)
 {
+	forward_prep *p = opaque;
+	fm_mig *m = p->m;
 	json_t *net = json_object_get(m->cinfo, "network");
 	const char *old = json_string_value(json_object_get(net, "ip"));
 	const char *mac = json_string_value(json_object_get(net, "mac"));
 	fm_error e = FM_ERROR_INIT;
 	int64_t t0 = fm_now_mono_us();
-	if (!new_ip(m) || !old || forward_seconds(m) <= 0)
-		return;
-	if (step_mark(m, "forward", "started") < 0 ||
+	/* (m->err is the migration thread's meanwhile: e here) */
+	if (step_mark_err(m, "forward", "started", &e) < 0 ||
 	    agent(m, m->src_ep, "POST", 0, json_pack("{s:s, s:s, s:s, s:s*}", "container", m->container, "from", old,
 						      "to", new_ip(m), "mac", mac),
-		  NULL, &e, "/v1/agent/migrations/%s/forward_prepare", m->id) < 0) {
+		  NULL, &e, "/v1/agent/migrations/%s/forward_prepare", m->id) < 0)
 		mlog(m, FM_LOG_WARN, FM_C_TRAFFIC_REDIRECTOR, "%s cannot forward %s to %s (%s): after the move clients "
 		     "reach %s at its new address only", m->source, old, new_ip(m), e.msg, m->container);
-		fm_error_clear(&e);
+	else
+		m->forward_ready = true;
+	fm_error_clear(&e);
+	p->took_us = fm_now_mono_us() - t0;
+	return NULL;
+}
+
+/* Starts it, for a move that changes the container's address (and has
+ * not been told --forward-for 0). */
+static void network_forward_prepare_start(fm_mig *m, forward_prep *p)
+{
+	json_t *fs = json_object_get(m->req, "forward_s");
+	json_t *net = json_object_get(m->cinfo, "network");
+	memset(p, 0, sizeof(*p));
+	p->m = m;
+	if (!new_ip(m) || !json_string_value(json_object_get(net, "ip")) ||
+	    (json_is_integer(fs) && json_integer_value(fs) <= 0))
 		return;
-	}
-	m->forward_ready = true;
-	mlog(m, FM_LOG_INFO, FM_C_TRAFFIC_REDIRECTOR, "%s ready to forward %s to %s from the switchover (a stand-in "
-	     "with its MAC on the bridge, its port down until then; nftables DNAT and SNAT; prepared in %.1f ms)",
-	     m->source, old, new_ip(m), (double)(fm_now_mono_us() - t0) / 1000.0);
+	if (pthread_create(&p->thread, NULL, forward_prepare_thread, p) == 0)
+		p->running = true;
+	else
+		forward_prepare_thread(p);
+}
+
+static void network_forward_prepare_join(fm_mig *m, forward_prep *p)
+{
+	int64_t t0 = fm_now_mono_us();
+	if (!p->running)
+		return;
+	pthread_join(p->thread, NULL);
+	p->running = false;
+	if (m->forward_ready)
+		mlog(m, FM_LOG_INFO, FM_C_TRAFFIC_REDIRECTOR, "%s ready to forward %s to %s from the switchover (a "
+		     "stand-in with its MAC on the bridge, its port down until then; nftables DNAT and SNAT; prepared in "
+		     "%.1f ms alongside the destination's preparation, waited for %.1f ms)", m->source,
+		     json_string_value(json_object_get(json_object_get(m->cinfo, "network"), "ip")), new_ip(m),
+		     (double)p->took_us / 1000.0, (double)(fm_now_mono_us() - t0) / 1000.0);
 }
 
 static void network_forward(fm_mig *m)
@@ -1084,6 +1130,8 @@ static int step_preparation(fm_mig *m)
 	}
 	if ((r = step_mark(m, "prepare", "started")) < 0)
 		return r;
+	forward_prep fwd;
+	network_forward_prepare_start(m, &fwd);
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
 		  with_transfer_opts(m, json_pack("{s:o, s:s, s:s, s:s, s:b, s:b}", "spec", spec, "source_endpoint", m->src_ep,
 						  "source", m->source, "controller", m->ctl->self_endpoint,
@@ -1091,6 +1139,7 @@ static int step_preparation(fm_mig *m)
 		  &m->prep, &m->err, "/v1/agent/migrations/%s/prepare", m->id);
 	if (r < 0) {
 		fm_error_prefix(&m->err, "destination %s could not be prepared", m->dest);
+		network_forward_prepare_join(m, &fwd);
 		return r;
 	}
 	step_mark(m, "prepare", "done");
@@ -1111,10 +1160,11 @@ static int step_preparation(fm_mig *m)
 	else
 		mlog(m, FM_LOG_INFO, FM_C_NETWORK_ORCH,
 		     "Network prepared: the container has no address of its own (no --ip); nothing to move");
-	if ((r = network_prepare(m)) < 0 || (r = dns_prepare(m)) < 0)
-		return r;
-	network_forward_prepare(m);
-	return 0;
+	r = network_prepare(m);
+	if (r == 0)
+		r = dns_prepare(m);
+	network_forward_prepare_join(m, &fwd);
+	return r;
 }
 
 /* EXECUTION: freeze, checkpoint and stream on the source; restore on the destination. */

@@ -10,6 +10,7 @@
 #include "basic/periodic.h"
 #include "basic/util.h"
 #include "runtime/net.h"
+#include "runtime/runtime.h"
 #include "store/journal.h"
 
 #define IP_FORWARD "/proc/sys/net/ipv4/ip_forward"
@@ -37,20 +38,35 @@ static int ip_forward_set(bool on, fm_error *err)
 	return 0;
 }
 
-/* The first forward: IPv4 forwarding on, remembering that it was off. */
-static int ip_forward_on(fm_forwarder *f, fm_error *err)
+/* Whether IPv4 forwarding is off (journaled as META_IP_FORWARD before it
+ * goes on: it goes off again after the last forward). */
+static int ip_forward_off(bool *off, fm_error *err)
 {
 	_cleanup_free_ char *cur = NULL;
 	if (fm_read_file(IP_FORWARD, 16, &cur, NULL) < 0)
 		return fm_error_set(err, -errno, "cannot read %s: %m", IP_FORWARD);
-	if (cur[0] == '1')
-		return 0;
-	fm_journal_exec(f->j, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, '1')", "s", META_IP_FORWARD);
+	*off = cur[0] != '1';
+	return 0;
+}
+
+static int ip_forward_switched_on(fm_error *err)
+{
 	int r = ip_forward_set(true, err);
 	if (r == 0)
 		fm_info(FM_C_TRAFFIC_REDIRECTOR, "IPv4 forwarding switched on for forwarding moved addresses (it goes "
 			"off again after the last)");
 	return r;
+}
+
+/* The first forward: IPv4 forwarding on, remembering that it was off. */
+static int ip_forward_on(fm_forwarder *f, fm_error *err)
+{
+	bool off;
+	int r = ip_forward_off(&off, err);
+	if (r < 0 || !off)
+		return r;
+	fm_journal_exec(f->j, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, '1')", "s", META_IP_FORWARD);
+	return ip_forward_switched_on(err);
 }
 
 /* After the last forward: back off, when we switched it on. */
@@ -140,6 +156,11 @@ fm_forwarder *fm_forwarder_new(fm_runtime *rt, fm_journal *j)
 	json_decref(rows);
 	if (fm_periodic_start(&f->watch, (int64_t)FM_FORWARD_WATCH_MS * 1000, true, watch, f) < 0)
 		fm_warn(FM_C_TRAFFIC_REDIRECTOR, "No watch on forwarded addresses: they end at the next start only");
+	fm_error e = FM_ERROR_INIT;
+	if (rt->bridge && fm_net_forward_warm_up(&e) < 0)
+		fm_warn(FM_C_TRAFFIC_REDIRECTOR, "This host cannot forward moved addresses (nftables: %s): moves that "
+			"change a container's address will not be forwarded from here", e.msg);
+	fm_error_clear(&e);
 	return f;
 }
 
@@ -164,16 +185,28 @@ int fm_forwarder_prepare(fm_forwarder *f, const char *mid, const char *old_ip, c
 	fm_net_addr_of(old_ip, old, sizeof(old));
 	fm_net_addr_of(new_ip, new, sizeof(new));
 	pthread_mutex_lock(&f->lock);
+	/* the forward and (when we switch it on) IPv4 forwarding journaled in
+	 * one transaction: one disk flush */
+	bool off = false;
+	if ((r = ip_forward_off(&off, err)) < 0 || (r = fm_journal_begin(f->j)) < 0)
+		goto out;
 	if ((r = fm_journal_exec(f->j, "INSERT OR REPLACE INTO forwards(old_ip, new_ip, mac, mid, until_ms, engaged) "
 				 "VALUES(?, ?, ?, ?, ?, 0)", "ssssi", old, new, mac, mid,
-				 fm_now_wall_ms() + (int64_t)FM_FORWARD_PREPARED_MAX_S * 1000)) < 0)
+				 fm_now_wall_ms() + (int64_t)FM_FORWARD_PREPARED_MAX_S * 1000)) < 0 ||
+	    (off && (r = fm_journal_exec(f->j, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, '1')", "s",
+					 META_IP_FORWARD)) < 0) ||
+	    (r = fm_journal_commit(f->j)) < 0) {
+		fm_journal_rollback(f->j);
 		r = fm_error_set(err, r, "cannot journal the forward of %s", old);
-	else if ((r = ip_forward_on(f, err)) < 0 ||
-		 (r = fm_net_forward(f->rt, old, new, mac, FM_FORWARD_PREPARE, err)) < 0) {
+		goto out;
+	}
+	if ((off && (r = ip_forward_switched_on(err)) < 0) ||
+	    (r = fm_net_forward(f->rt, old, new, mac, FM_FORWARD_PREPARE, err)) < 0) {
 		fm_net_forward(f->rt, old, new, mac, FM_FORWARD_OFF, NULL);
 		fm_journal_exec(f->j, "DELETE FROM forwards WHERE old_ip = ?", "s", old);
 		ip_forward_restore(f);
 	}
+out:
 	pthread_mutex_unlock(&f->lock);
 	return r < 0 ? r : 0;
 }

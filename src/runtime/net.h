@@ -78,6 +78,10 @@ typedef enum {
 	FM_FORWARD_PREPARE,  /* everything, the stand-in's port down: nothing changes for traffic yet */
 	FM_FORWARD_ENGAGE,   /* its port up and announced (microseconds: at the switchover) */
 } fm_net_forward_step;
+/* Loads nftables and netlink here once (the first transaction of a process
+ * costs ~10 ms more than the next): at start, not in a migration.  Says in
+ * err when nftables cannot be used here. */
+int fm_net_forward_warm_up(fm_error *err);
 int fm_net_forward(fm_runtime *rt, const char *old_ip, const char *new_ip, const char *mac, fm_net_forward_step step,
 		   fm_error *err);
 

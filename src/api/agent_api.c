@@ -1,4 +1,5 @@
 /* Agent endpoints: this host's images, containers, and its part in migrations. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include "manager/allocator.h"
 #include "monitor/metrics.h"
 #include "monitor/monitor.h"
+#include "runtime/net.h"
 #include "sync/checkpoint.h"
 
 #define BLOB_TIMEOUT_MS (30 * 60 * 1000)
@@ -136,13 +138,24 @@ void fm_api_container_run(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 	fm_error err = FM_ERROR_INIT;
 	json_t *o;
 
-	if (fm_container_spec_from_json(req->body, &spec, &err) < 0 || fm_rt_run(&d->rt, &spec, &err) < 0) {
+	char ip[INET_ADDRSTRLEN] = "";
+	if (fm_container_spec_from_json(req->body, &spec, &err) == 0 && spec.net_ip)
+		fm_net_addr_of(spec.net_ip, ip, sizeof(ip));
+	/* flows of ours that hold its address elsewhere (a container that had it
+	 * moved away) go first, then the switch learns it here */
+	if (fm_error_is_set(&err) || (*ip && fm_ctl_address_claim(&d->ctl, ip, &err) < 0) ||
+	    fm_rt_run(&d->rt, &spec, &err) < 0) {
 		fm_http_fail(resp, &err);
 		fm_error_clear(&err);
 		fm_container_spec_clear(&spec);
 		return;
 	}
 	fm_info(FM_C_RUNTIME_CONTROLLER, "Started container %s from image %s", spec.name, spec.image);
+	/* neighbours that knew the address at another MAC or port learn it here */
+	if (*ip && fm_net_announce(&d->rt, spec.name, spec.net_ip, spec.net_mac, &err) < 0) {
+		fm_warn(FM_C_NETWORK_MANAGER, "%s: neighbours learn it when it first sends", err.msg);
+		fm_error_clear(&err);
+	}
 	o = fm_rt_get(&d->rt, spec.name);
 	fm_container_spec_clear(&spec);
 	fm_http_ok(resp, 201, o);

@@ -1957,6 +1957,32 @@ void fm_ctl_set_redirector(fm_controller *c, fm_redirector *r)
 	c->redirector = r;
 }
 
+int fm_ctl_address_claim(fm_controller *c, const char *ip, fm_error *err)
+{
+	const char *busy = NULL;
+	fm_error e = FM_ERROR_INIT;
+	if (!c->redirector || !fm_redirector_holds(c->redirector, ip))
+		return 0;
+	pthread_mutex_lock(&c->lock);
+	for (fm_mig *m = c->running; m && !busy; m = m->next)
+		if (!strcmp(m->net_ip, ip))
+			busy = m->id;
+	if (busy) {
+		int r = fm_error_set(err, -EBUSY, "address %s is being moved by migration %s", ip, busy);
+		pthread_mutex_unlock(&c->lock);
+		return r;
+	}
+	pthread_mutex_unlock(&c->lock);
+	/* best effort: without the switch, its learning still takes over when
+	 * the flows' hard timeout ends */
+	if (fm_redirector_release(c->redirector, ip, &e) < 0)
+		fm_warn(FM_C_SDN, "Cannot release the switch's flows for %s (%s): it may reach the new "
+			"container only after they expire (%d s after the move that set them)", ip, e.msg,
+			FM_REDIRECT_HOLD_S);
+	fm_error_clear(&e);
+	return 0;
+}
+
 void fm_ctl_set_lb_hook(fm_controller *c, fm_lb_hook *hook)
 {
 	fm_lb_hook_free(c->lb_hook);

@@ -57,6 +57,13 @@ void fm_ctl_set_lb_hook(fm_controller *c, struct fm_lb_hook *hook);
 /* Takes the Traffic Redirector (network/redirect.h) that steers migrating
  * containers' addresses through the switch; set before the first migration. */
 void fm_ctl_set_redirector(fm_controller *c, struct fm_redirector *r);
+/* A container is given address ip (A.B.C.D) here: flows of ours that still
+ * send it to another port (a container that had it moved away, less than
+ * FM_REDIRECT_HOLD_S ago) are released, so that the switch learns where it
+ * is now.  -EBUSY while a migration of this controller is moving it.
+ * Without a switch to program, or no such flows: nothing (the switch is not
+ * asked). */
+int fm_ctl_address_claim(fm_controller *c, const char *ip, fm_error *err);
 
 /* Takes the DNS Manager's server and key (network/dns.h, heap-allocated) and
  * the zone to update: migrations that change a container's address move its

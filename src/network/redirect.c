@@ -181,6 +181,18 @@ int fm_redirector_release(fm_redirector *r, const char *ip, fm_error *err)
 	return x;
 }
 
+bool fm_redirector_holds(fm_redirector *r, const char *ip)
+{
+	fm_of_flow f[2];
+	bool held;
+	if (flows_of(ip, NULL, 0, f, NULL) < 0)
+		return false;
+	pthread_mutex_lock(&r->lock);
+	held = r->conn && fm_sdn_holds(r->conn, f[0].cookie, ~(uint64_t)0xff);
+	pthread_mutex_unlock(&r->lock);
+	return held;
+}
+
 int fm_redirector_ready(fm_redirector *r, fm_error *err)
 {
 	int x;

@@ -12,6 +12,7 @@
  * every FM_REDIRECT_WATCH_MS and, when the switch restarted, reopened with
  * every flow still due replayed. */
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "basic/error.h"
@@ -38,5 +39,8 @@ int fm_redirector_point(fm_redirector *r, const char *ip, const char *mac, const
 			double *ms, fm_error *err);
 /* Removes ip's two flows (the switch's learning forwards it again). */
 int fm_redirector_release(fm_redirector *r, const char *ip, fm_error *err);
+/* Whether flows of ours for ip are still due on the switch (as far as this
+ * process knows: what it installed since it started). */
+bool fm_redirector_holds(fm_redirector *r, const char *ip);
 /* The switch answers (a barrier), for a pre-flight check. */
 int fm_redirector_ready(fm_redirector *r, fm_error *err);

@@ -295,6 +295,15 @@ int fm_sdn_delete_cookie(fm_sdn *s, uint64_t cookie, uint64_t mask, fm_error *er
 	return fm_sdn_flow(s, &f, err);
 }
 
+bool fm_sdn_holds(const fm_sdn *s, uint64_t cookie, uint64_t mask)
+{
+	int64_t now = fm_now_mono_ms();
+	for (size_t i = 0; i < s->nflows; i++)
+		if ((s->flows[i].cookie & mask) == (cookie & mask) && (!s->expires_ms[i] || s->expires_ms[i] > now))
+			return true;
+	return false;
+}
+
 int fm_sdn_replay(fm_sdn *s, fm_error *err)
 {
 	int r = open_conn(s, err);

@@ -14,6 +14,7 @@
  * ovs-vswitchd restarts (its flows gone), fm_sdn_replay() reconnects and
  * installs them again. */
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "basic/error.h"
@@ -39,6 +40,8 @@ uint64_t fm_sdn_datapath_id(const fm_sdn *s);
 int fm_sdn_flow(fm_sdn *s, const fm_of_flow *f, fm_error *err);
 /* Deletes every flow whose cookie matches (under mask within our space). */
 int fm_sdn_delete_cookie(fm_sdn *s, uint64_t cookie, uint64_t mask, fm_error *err);
+/* Whether a remembered flow whose cookie matches (under mask) is still due. */
+bool fm_sdn_holds(const fm_sdn *s, uint64_t cookie, uint64_t mask);
 /* Reconnects (the switch restarted) and installs the remembered flows again. */
 int fm_sdn_replay(fm_sdn *s, fm_error *err);
 /* Round trip: answers echo requests meanwhile; -ETIMEDOUT / -ECONNRESET. */

@@ -75,6 +75,15 @@ def test_address_follows_the_container_through_the_switch(fabric_cluster):
     assert "web" in b.containers()
     assert reachable(fab, ip)
 
+    # the address given to a new container on A while the flows still hold it
+    # at B's port (for up to 60 s): they are released at its `run`, and it is
+    # announced, so the client reaches it at once
+    b.cli("container", "rm", "web", "--force")
+    assert len(flows_for(fab, ip)) == 2
+    a.cli("run", "web2", "--image", "busybox", "--ip", f"{ip}/24", "--", *COUNTER_CMD)
+    assert not flows_for(fab, ip)
+    wait_for(lambda: reachable(fab, ip), 5, "the new container to answer at the address")
+
 
 def test_switch_refusing_the_flows_fails_preparation(fabric_cluster):
     """The switch's table 0 is full (an OVSDB flow limit that refuses): the

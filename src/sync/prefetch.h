@@ -36,13 +36,17 @@
  * and not arrived waits somewhere on the way (CRIU's socket, the relays' socket
  * buffers, the link's queue), and a page fault's request is answered only after
  * all of it: so the window follows the measured arrival rate and holds
- * FM_PREFETCH_QUEUE_MS of it, between these bounds.  At 1 Gbit/s that is the
- * maximum (deep enough for the relays' round trip); on a 20 Mbit/s edge link
- * the minimum, 13 ms (a fixed 1 MiB was 420 ms there: every fault, and every
- * packet of the container's own clients sharing the link, waited that long). */
+ * FM_PREFETCH_QUEUE_MS of it, between these bounds.  At 1 Gbit/s that is 625
+ * KB (deep enough for the relays' round trip: pages still at 880-910 Mbit/s);
+ * on a 20 Mbit/s edge link the minimum, 13 ms (a fixed 1 MiB was 420 ms there:
+ * every fault, and every packet of the container's own clients sharing the
+ * link, waited that long).  5 ms, not 10: Redis (1 GiB, under write load)
+ * faults page after page once restored, each behind the queue: its clients'
+ * first answer came 525 ms after the freeze with 10 ms, 395 ms with 5 (3 ms:
+ * 352, but pages at 750-890 Mbit/s). */
 #define FM_PREFETCH_WINDOW_MIN (32 * 1024)
 #define FM_PREFETCH_WINDOW (1024 * 1024)
-#define FM_PREFETCH_QUEUE_MS 10
+#define FM_PREFETCH_QUEUE_MS 5
 /* The arrival rate: bytes over periods of this length while requests are out,
  * the largest of the last FM_PREFETCH_RATE_SAMPLES periods. */
 #define FM_PREFETCH_RATE_SAMPLE_US 20000

@@ -568,8 +568,10 @@ static void test_prefetch_window_follows_the_rate(void **state)
 
 	/* 100 Mbit/s: FM_PREFETCH_QUEUE_MS of it */
 	assert_int_equal(fm_prefetch_window(12.5e6), (uint64_t)(12.5e6 * FM_PREFETCH_QUEUE_MS / 1000));
-	/* 1 Gbit/s and more: the most, with full-size chunks and readahead */
-	w = fm_prefetch_window(125e6);
+	/* 1 Gbit/s: FM_PREFETCH_QUEUE_MS of it too */
+	assert_int_equal(fm_prefetch_window(125e6), (uint64_t)(125e6 * FM_PREFETCH_QUEUE_MS / 1000));
+	/* 2 Gbit/s and more: the most, with full-size chunks and readahead */
+	w = fm_prefetch_window(250e6);
 	assert_int_equal(w, FM_PREFETCH_WINDOW);
 	assert_int_equal(fm_prefetch_chunk_pages(w), FM_PREFETCH_CHUNK_PAGES);
 	assert_int_equal(fm_prefetch_readahead_pages(w), FM_PREFETCH_READAHEAD_PAGES);

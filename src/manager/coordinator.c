@@ -953,16 +953,16 @@ static void network_forward(fm_mig *m)
 	fm_error e = FM_ERROR_INIT;
 	if (!m->forward_ready)
 		return;
+	json_int_t seconds = forward_seconds(m);
 	int64_t t0 = fm_now_mono_us();
-	if (agent(m, m->src_ep, "POST", 0, json_pack("{s:s, s:I}", "container", m->container, "seconds",
-						      forward_seconds(m)),
+	if (agent(m, m->src_ep, "POST", 0, json_pack("{s:s, s:I}", "container", m->container, "seconds", seconds),
 		  NULL, &e, "/v1/agent/migrations/%s/forward", m->id) < 0)
 		mlog(m, FM_LOG_WARN, FM_C_TRAFFIC_REDIRECTOR, "%s does not forward %s to %s (%s): clients reach %s at its "
 		     "new address only", m->source, old, new_ip(m), e.msg, m->container);
 	else
 		mlog(m, FM_LOG_INFO, FM_C_TRAFFIC_REDIRECTOR, "%s forwards %s to %s for %" JSON_INTEGER_FORMAT " s "
 		     "(the stand-in took the frozen copy's place on the bridge in %.1f ms): clients still using the old "
-		     "address reach %s until they have moved", m->source, old, new_ip(m), forward_seconds(m),
+		     "address reach %s until they have moved", m->source, old, new_ip(m), seconds,
 		     (double)(fm_now_mono_us() - t0) / 1000.0, m->container);
 	fm_error_clear(&e);
 }

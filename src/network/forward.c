@@ -58,6 +58,12 @@ static int ip_forward_switched_on(fm_error *err)
 	return r;
 }
 
+/* Remembers that IPv4 forwarding was off (before switching it on). */
+static int ip_forward_journal_off(fm_forwarder *f)
+{
+	return fm_journal_exec(f->j, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, '1')", "s", META_IP_FORWARD);
+}
+
 /* The first forward: IPv4 forwarding on, remembering that it was off. */
 static int ip_forward_on(fm_forwarder *f, fm_error *err)
 {
@@ -65,7 +71,7 @@ static int ip_forward_on(fm_forwarder *f, fm_error *err)
 	int r = ip_forward_off(&off, err);
 	if (r < 0 || !off)
 		return r;
-	fm_journal_exec(f->j, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, '1')", "s", META_IP_FORWARD);
+	ip_forward_journal_off(f);
 	return ip_forward_switched_on(err);
 }
 
@@ -193,8 +199,7 @@ int fm_forwarder_prepare(fm_forwarder *f, const char *mid, const char *old_ip, c
 	if ((r = fm_journal_exec(f->j, "INSERT OR REPLACE INTO forwards(old_ip, new_ip, mac, mid, until_ms, engaged) "
 				 "VALUES(?, ?, ?, ?, ?, 0)", "ssssi", old, new, mac, mid,
 				 fm_now_wall_ms() + (int64_t)FM_FORWARD_PREPARED_MAX_S * 1000)) < 0 ||
-	    (off && (r = fm_journal_exec(f->j, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, '1')", "s",
-					 META_IP_FORWARD)) < 0) ||
+	    (off && (r = ip_forward_journal_off(f)) < 0) ||
 	    (r = fm_journal_commit(f->j)) < 0) {
 		fm_journal_rollback(f->j);
 		r = fm_error_set(err, r, "cannot journal the forward of %s", old);

@@ -509,6 +509,13 @@ static char *forward_rules(const char *name, struct in_addr o, struct in_addr n,
 		table, table, os, ns, table, table, ns, os, arpt, arpt, arpt, standin, os);
 }
 
+/* The stand-in's rule and veth pair gone (what is already gone is fine). */
+static void standin_remove(fm_rtnl *nl, const char *port, unsigned mark, fm_error *err)
+{
+	fm_rtnl_rule(nl, false, mark, mark, FORWARD_RULE_PRIORITY, err);
+	fm_rtnl_link_del(nl, port, err);
+}
+
 static int forward_here(fm_runtime *rt, const char *old_ip, const char *new_ip, const char *mac,
 			fm_net_forward_step step, fm_error *err)
 {
@@ -516,6 +523,7 @@ static int forward_here(fm_runtime *rt, const char *old_ip, const char *new_ip, 
 	struct in_addr o, n;
 	unsigned char m[6];
 	char os[INET_ADDRSTRLEN], ns[INET_ADDRSTRLEN], port[16], standin[16];
+	unsigned bridge = 0;
 	int r;
 
 	if (!rt->bridge)
@@ -523,38 +531,13 @@ static int forward_here(fm_runtime *rt, const char *old_ip, const char *new_ip, 
 				    rt->host, old_ip);
 	if (parse_ip(old_ip, &o) < 0 || parse_ip(new_ip, &n) < 0 || parse_mac(mac, m) < 0)
 		return fm_error_set(err, -EINVAL, "bad address %s, %s or %s", old_ip, new_ip, mac ? mac : "(no MAC)");
-	if (on && if_nametoindex(rt->bridge) == 0)
+	if (on && (bridge = if_nametoindex(rt->bridge)) == 0)
 		return fm_error_set(err, -ENODEV, "bridge %s does not exist on %s", rt->bridge, rt->host);
 	/* what reaches nft's parser is printed from the parsed values */
 	inet_ntop(AF_INET, &o, os, sizeof(os));
 	inet_ntop(AF_INET, &n, ns, sizeof(ns));
 	snprintf(port, sizeof(port), "fmw%08x", ntohl(o.s_addr));
 	snprintf(standin, sizeof(standin), "fmx%08x", ntohl(o.s_addr));
-	char name[32];
-	snprintf(name, sizeof(name), "fleximigrate_fwd_%08x", ntohl(o.s_addr));
-	_cleanup_free_ char *table = fm_xasprintf("ip %s", name);
-	_cleanup_free_ char *arpt = fm_xasprintf("arp %s", name);
-	_cleanup_free_ char *reset = fm_xasprintf("add table %s\ndelete table %s\nadd table %s\ndelete table %s\n", table,
-						  table, arpt, arpt);
-	_cleanup_free_ char *rpf = NULL;
-	/* what came in through the stand-in leaves through it (policy routing by
-	 * this mark, to a table of the same number): so every frame about the old
-	 * address, ARP included, carries the container's MAC */
-	unsigned mark = FORWARD_MARK_BASE | (ntohl(o.s_addr) & 0xffff);
-	if (!on) {
-		fm_error e = FM_ERROR_INIT;
-		r = nft_apply(NULL, reset, &e);
-		fm_rtnl *nl = fm_rtnl_open(&e);
-		if (nl) {
-			fm_rtnl_rule(nl, false, mark, mark, FORWARD_RULE_PRIORITY, &e);
-			fm_rtnl_link_del(nl, port, &e);
-		}
-		fm_rtnl_close(nl);
-		if (fm_error_is_set(&e))
-			r = fm_error_set(err, e.code, "cannot remove the forwarding of %s: %s", os, e.msg);
-		fm_error_clear(&e);
-		return r;
-	}
 	/* With br_netfilter on (bridge-nf-call-iptables), frames the bridge
 	 * forwards pass the IP hooks too: NATed there, a frame from the uplink
 	 * would be bridged back out of the port it came in on, and dropped.  So
@@ -572,6 +555,29 @@ static int forward_here(fm_runtime *rt, const char *old_ip, const char *new_ip, 
 		if ((r = garp_send(NULL, standin, o, m)) < 0)
 			return fm_error_set(err, r, "gratuitous ARP for %s from %s failed: %s", os, standin, strerror(-r));
 		return 0;
+	}
+	char name[32];
+	snprintf(name, sizeof(name), "fleximigrate_fwd_%08x", ntohl(o.s_addr));
+	_cleanup_free_ char *table = fm_xasprintf("ip %s", name);
+	_cleanup_free_ char *arpt = fm_xasprintf("arp %s", name);
+	_cleanup_free_ char *reset = fm_xasprintf("add table %s\ndelete table %s\nadd table %s\ndelete table %s\n", table,
+						  table, arpt, arpt);
+	_cleanup_free_ char *rpf = NULL;
+	/* what came in through the stand-in leaves through it (policy routing by
+	 * this mark, to a table of the same number): so every frame about the old
+	 * address, ARP included, carries the container's MAC */
+	unsigned mark = FORWARD_MARK_BASE | (ntohl(o.s_addr) & 0xffff);
+	if (!on) {
+		fm_error e = FM_ERROR_INIT;
+		r = nft_apply(NULL, reset, &e);
+		fm_rtnl *nl = fm_rtnl_open(&e);
+		if (nl)
+			standin_remove(nl, port, mark, &e);
+		fm_rtnl_close(nl);
+		if (fm_error_is_set(&e))
+			r = fm_error_set(err, e.code, "cannot remove the forwarding of %s: %s", os, e.msg);
+		fm_error_clear(&e);
+		return r;
 	}
 	_cleanup_free_ char *rules = forward_rules(name, o, n, standin, mark);
 	_cleanup_free_ char *cmd = fm_xasprintf("%s%s", reset, rules);
@@ -591,9 +597,8 @@ static int forward_here(fm_runtime *rt, const char *old_ip, const char *new_ip, 
 		r = err ? err->code : -EIO;
 		goto undo;
 	}
-	fm_rtnl_link_del(nl, port, NULL);
-	fm_rtnl_rule(nl, false, mark, mark, FORWARD_RULE_PRIORITY, NULL);
-	if ((r = fm_rtnl_veth_add(nl, port, standin, m, if_nametoindex(rt->bridge), err)) < 0)
+	standin_remove(nl, port, mark, NULL); /* a crash's leftovers */
+	if ((r = fm_rtnl_veth_add(nl, port, standin, m, bridge, err)) < 0)
 		goto undo;
 	if ((idx = if_nametoindex(standin)) == 0 || (r = link_set_up(standin, true)) < 0) {
 		r = fm_error_set(err, idx ? r : -ENODEV, "cannot set %s up: %s", standin, strerror(idx ? -r : ENODEV));
@@ -623,10 +628,8 @@ static int forward_here(fm_runtime *rt, const char *old_ip, const char *new_ip, 
 undo:
 	fm_error_prefix(err, "cannot stand in for %s on %s", os, rt->bridge);
 	nft_apply(NULL, reset, NULL);
-	if (nl) {
-		fm_rtnl_rule(nl, false, mark, mark, FORWARD_RULE_PRIORITY, NULL);
-		fm_rtnl_link_del(nl, port, NULL);
-	}
+	if (nl)
+		standin_remove(nl, port, mark, NULL);
 	fm_rtnl_close(nl);
 	return r;
 }

@@ -224,21 +224,18 @@ typedef struct ct_found {
 	unsigned n;
 } ct_found;
 
-static int ct_attr_cb(const struct nlattr *attr, void *data)
-{
-	const struct nlattr **tb = data;
-	uint16_t type = mnl_attr_get_type(attr);
-	if (type <= CTA_MAX)
-		tb[type] = attr;
-	return MNL_CB_OK;
-}
+/* attributes by type, those up to max (mnl_attr_parse's callback) */
+typedef struct attr_table {
+	const struct nlattr **tb;
+	uint16_t max;
+} attr_table;
 
-static int ct_ip_cb(const struct nlattr *attr, void *data)
+static int attr_table_cb(const struct nlattr *attr, void *data)
 {
-	const struct nlattr **tb = data;
+	attr_table *t = data;
 	uint16_t type = mnl_attr_get_type(attr);
-	if (type <= CTA_IP_MAX)
-		tb[type] = attr;
+	if (type <= t->max)
+		t->tb[type] = attr;
 	return MNL_CB_OK;
 }
 
@@ -248,9 +245,10 @@ static int ct_dump_cb(const struct nlmsghdr *nlh, void *data)
 {
 	ct_found *f = data;
 	const struct nlattr *tb[CTA_MAX + 1] = { 0 }, *tt[CTA_TUPLE_MAX + 1] = { 0 }, *ip[CTA_IP_MAX + 1] = { 0 };
-	if (mnl_attr_parse(nlh, sizeof(struct nfgenmsg), ct_attr_cb, tb) < 0 || !tb[CTA_TUPLE_ORIG] ||
-	    mnl_attr_parse_nested(tb[CTA_TUPLE_ORIG], ct_ip_cb, tt) < 0 || !tt[CTA_TUPLE_IP] ||
-	    mnl_attr_parse_nested(tt[CTA_TUPLE_IP], ct_ip_cb, ip) < 0 || !ip[f->dir] ||
+	attr_table ctt = { tb, CTA_MAX }, ttt = { tt, CTA_TUPLE_MAX }, ipt = { ip, CTA_IP_MAX };
+	if (mnl_attr_parse(nlh, sizeof(struct nfgenmsg), attr_table_cb, &ctt) < 0 || !tb[CTA_TUPLE_ORIG] ||
+	    mnl_attr_parse_nested(tb[CTA_TUPLE_ORIG], attr_table_cb, &ttt) < 0 || !tt[CTA_TUPLE_IP] ||
+	    mnl_attr_parse_nested(tt[CTA_TUPLE_IP], attr_table_cb, &ipt) < 0 || !ip[f->dir] ||
 	    mnl_attr_get_payload_len(ip[f->dir]) != sizeof(struct in_addr) ||
 	    memcmp(mnl_attr_get_payload(ip[f->dir]), &f->a, sizeof(struct in_addr)) != 0)
 		return MNL_CB_OK;

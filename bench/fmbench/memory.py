@@ -286,7 +286,10 @@ class MemoryScenario:
             raise BenchError(f"migration {mid}: no freeze or last-page event in its log: "
                              f"{[e.get('message') for e in evs]}")
         steps = {}
-        for k, rx in (("freeze_ms", r"frozen in ([0-9.]+) ms"), ("dump_ms", r"dumped in ([0-9.]+) ms"),
+        for k, rx in (("freeze_ms", r"frozen in ([0-9.]+) ms"),
+                      ("freezer_ms", r"frozen in [0-9.]+ ms \(freezer ([0-9.]+)"),
+                      ("hold_ms", r"frozen in [0-9.]+ ms \(freezer [0-9.]+, connections held ([0-9.]+)"),
+                      ("dump_ms", r"dumped in ([0-9.]+) ms"),
                       ("restore_ms", r"^Restored .* in ([0-9.]+) ms"),
                       ("pages_after_checks_ms", r"^All memory pages .*\(([0-9.]+) ms after the checks"),
                       # the destination's prefetcher (src/sync/prefetch.c): its rate, when the last

@@ -353,6 +353,8 @@ void fm_api_agent_op(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 		r = fm_sync_dst_reserve(a, mid, req->body, &err);
 	else if (!strcmp(op, "prepare"))
 		r = fm_sync_dst_prepare(a, mid, req->body, &out, &err);
+	else if (!strcmp(op, "restore_start"))
+		r = fm_sync_dst_restore_start(a, mid, req->body, &err);
 	else if (!strcmp(op, "restore"))
 		r = fm_sync_dst_restore(a, mid, req->body, &out, &err);
 	else if (!strcmp(op, "pages_open"))
@@ -377,6 +379,8 @@ void fm_api_agent_op(void *ctx, const fm_http_req *req, fm_http_resp *resp)
 		r = fm_sync_dst_commit(a, mid, &err);
 	else if (!strcmp(op, "abort"))
 		r = fm_sync_dst_abort(a, mid, &err);
+	else if (!strcmp(op, "checkpoint_start"))
+		r = fm_sync_src_checkpoint_start(a, mid, req->body, &err);
 	else if (!strcmp(op, "checkpoint"))
 		r = fm_sync_src_checkpoint(a, mid, req->body, &out, &err);
 	else if (!strcmp(op, "resume"))

@@ -412,6 +412,35 @@ int fm_cmd_start(fm_cmd *c, fm_error *err)
 	return spawn(c, -1, -1, err);
 }
 
+int fm_cmd_wait_timeout(fm_cmd *c, int timeout_ms, fm_error *err)
+{
+	if (c->pid <= 0)
+		return fm_error_set(err, -ECHILD, "%s was not started", c->argv[0]);
+	int pidfd = (int)syscall(SYS_pidfd_open, c->pid, 0);
+	struct pollfd p = { pidfd, POLLIN, 0 };
+	int k = -1;
+	if (pidfd >= 0) {
+		int64_t deadline = fm_now_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+		do
+			k = poll(&p, 1, (int)(deadline > fm_now_mono_ms() ? deadline - fm_now_mono_ms() : 0));
+		while (k < 0 && errno == EINTR);
+		close(pidfd);
+	}
+	if (k == 0) {
+		kill(-c->pid, SIGKILL);
+		kill(c->pid, SIGKILL);
+	}
+	int status;
+	while (waitpid(c->pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return fm_error_set(err, -errno, "waitpid: %m");
+	}
+	c->pid = -1;
+	c->timeout_ms = timeout_ms;
+	int r = exit_to_error(c, status, k == 0, err);
+	return k == 0 || WIFSIGNALED(status) ? (r < 0 ? r : -EINTR) : r;
+}
+
 int fm_cmd_wait(fm_cmd *c, fm_error *err)
 {
 	int status;

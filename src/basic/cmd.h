@@ -43,6 +43,9 @@ int fm_cmd_run(fm_cmd *c, fm_error *err);
 int fm_cmd_start(fm_cmd *c, fm_error *err);
 pid_t fm_cmd_pid(const fm_cmd *c);
 int fm_cmd_wait(fm_cmd *c, fm_error *err);
+/* fm_cmd_wait, but after timeout_ms (0: at once) the process group is killed
+ * first: -ETIMEDOUT, "PROGRAM timed out after N ms and was killed". */
+int fm_cmd_wait_timeout(fm_cmd *c, int timeout_ms, fm_error *err);
 
 const char *fm_cmd_stdout(const fm_cmd *c);
 const char *fm_cmd_stderr(const fm_cmd *c);

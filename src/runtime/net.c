@@ -303,6 +303,7 @@ int fm_net_announce(fm_runtime *rt, const char *name, const char *cidr, const ch
 typedef struct nft_job {
 	const char *nspath, *cmd;
 	int done_fd; /* the caller's: written once the result is in, and then j is theirs again */
+	int go_fd;   /* -1, or: a job made ready ahead (fm_net_nft_ready) waits here for its cmd */
 	int result;
 	char msg[256];
 } nft_job;
@@ -329,15 +330,20 @@ static void *nft_thread(void *opaque)
 		return NULL;
 	}
 	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
-	if (!ctx) {
+	if (ctx) {
+		nft_ctx_buffer_output(ctx);
+		nft_ctx_buffer_error(ctx);
+	}
+	uint64_t v;
+	if (j->go_fd >= 0)
+		while (read(j->go_fd, &v, sizeof(v)) < 0 && errno == EINTR)
+			;
+	if (!j->cmd) {   /* not needed after all */
+		j->result = 0;
+	} else if (!ctx) {
 		j->result = -ENOMEM;
 		snprintf(j->msg, sizeof(j->msg), "cannot create an nftables context");
-		nft_job_done(j);
-		return NULL;
-	}
-	nft_ctx_buffer_output(ctx);
-	nft_ctx_buffer_error(ctx);
-	if (nft_run_cmd_from_buffer(ctx, j->cmd) != 0) {
+	} else if (nft_run_cmd_from_buffer(ctx, j->cmd) != 0) {
 		const char *e = nft_ctx_get_error_buffer(ctx);
 		size_t n = strcspn(e ? e : "", "\n");
 		j->result = -EIO;
@@ -346,7 +352,8 @@ static void *nft_thread(void *opaque)
 		j->result = 0;
 	}
 	nft_job_done(j);
-	nft_ctx_free(ctx);
+	if (ctx)
+		nft_ctx_free(ctx);
 	return NULL;
 }
 
@@ -450,6 +457,7 @@ static int nft_apply(const char *nspath, const char *cmd, fm_error *err)
 		return on_own_worker(nft_run_here, &h);
 	}
 
+	j.go_fd = -1;
 	if ((j.done_fd = eventfd(0, EFD_CLOEXEC)) < 0)
 		return fm_error_set(err, -errno, "eventfd: %m");
 	if (fm_start_detached(nft_thread, &j) < 0) {
@@ -464,10 +472,66 @@ static int nft_apply(const char *nspath, const char *cmd, fm_error *err)
 	return 0;
 }
 
+/* A thread in the container's namespace with its nftables context made,
+ * waiting for the one script it is to run (nft_thread). */
+struct fm_net_nft_ready {
+	nft_job j;
+	char *nspath;
+};
+
+fm_net_nft_ready *fm_net_nft_ready_new(fm_runtime *rt, const char *name)
+{
+	fm_net_nft_ready *n = fm_xcalloc(1, sizeof(*n));
+	n->nspath = fm_net_ns_path(rt, name);
+	n->j.nspath = n->nspath;
+	n->j.go_fd = eventfd(0, EFD_CLOEXEC);
+	n->j.done_fd = eventfd(0, EFD_CLOEXEC);
+	if (n->j.go_fd < 0 || n->j.done_fd < 0 || fm_start_detached(nft_thread, &n->j) < 0) {
+		if (n->j.go_fd >= 0)
+			close(n->j.go_fd);
+		if (n->j.done_fd >= 0)
+			close(n->j.done_fd);
+		free(n->nspath);
+		free(n);
+		return NULL;
+	}
+	return n;
+}
+
+/* Runs cmd (NULL: nothing) on the ready thread and frees it. */
+static int nft_ready_run(fm_net_nft_ready *n, const char *cmd, fm_error *err)
+{
+	uint64_t one = 1, v;
+	n->j.cmd = cmd;
+	while (write(n->j.go_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+	while (read(n->j.done_fd, &v, sizeof(v)) < 0 && errno == EINTR)
+		;
+	int r = n->j.result < 0 ? fm_error_set(err, n->j.result, "%s", n->j.msg) : 0;
+	close(n->j.go_fd);
+	close(n->j.done_fd);
+	free(n->nspath);
+	free(n);
+	return r;
+}
+
+void fm_net_nft_ready_free(fm_net_nft_ready *n)
+{
+	if (n)
+		nft_ready_run(n, NULL, NULL);
+}
+
 int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_error *err)
 {
-	_cleanup_free_ char *path = fm_net_ns_path(rt, name);
-	int r = nft_apply(path, !on ? HOLD_RESET : outgoing ? HOLD_RESET HOLD_IN HOLD_OUT : HOLD_RESET HOLD_IN, err);
+	return fm_net_hold_with(NULL, rt, name, on, outgoing, err);
+}
+
+int fm_net_hold_with(fm_net_nft_ready *ready, fm_runtime *rt, const char *name, bool on, bool outgoing,
+		     fm_error *err)
+{
+	_cleanup_free_ char *path = ready ? NULL : fm_net_ns_path(rt, name);
+	const char *cmd = !on ? HOLD_RESET : outgoing ? HOLD_RESET HOLD_IN HOLD_OUT : HOLD_RESET HOLD_IN;
+	int r = ready ? nft_ready_run(ready, cmd, err) : nft_apply(path, cmd, err);
 	if (r < 0)
 		fm_error_prefix(err, "cannot %s the TCP traffic of %s", on ? "hold" : "release", name);
 	return r;

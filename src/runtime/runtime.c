@@ -503,16 +503,21 @@ struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt)
 	return c;
 }
 
-struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, const char *criu_conf)
+struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, const char *criu_conf, const char *runc_log)
 {
 	fm_cmd *c = fm_rt_runc_cmd(rt);
 	fm_cmd_env(c, "CRIU_CONFIG_FILE", criu_conf ? criu_conf : rt->criu_restore_conf);
+	if (runc_log) {
+		fm_cmd_arg(c, "--log");
+		fm_cmd_arg(c, runc_log);
+		fm_cmd_arg(c, "--log-format");
+		fm_cmd_arg(c, "json");
+	}
 	fm_cmd_arg(c, "restore");
 	return c;
 }
 
-/* The last error messages runc wrote to its JSON log, as an error detail. */
-static void attach_runc_log(fm_error *err, const char *log)
+void fm_rt_attach_runc_log(fm_error *err, const char *log)
 {
 	char *lines = fm_file_grep(log, "\"level\":\"error\"", NULL, 4);
 	if (lines)
@@ -781,12 +786,6 @@ int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, fm_cmd *c, const char
 		if (dev)
 			criu_external(c, "mnt[%s]:%s", dev, dev);
 	}
-	/* empty tmpfs mounts travel as fresh ones, not as tars (runtime/tmpfs.h);
-	 * if that cannot be arranged, CRIU carries them as before */
-	fm_error te = FM_ERROR_INIT;
-	if (fm_tmpfs_dump_args(name, st.pid, c, images_dir, &te) < 0)
-		fm_warn(FM_C_CHECKPOINTING, "container %s: its tmpfs mounts go inside the checkpoint: %s", name, te.msg);
-	fm_error_clear(&te);
 	/* what runc restore reads to hand the restored init its stdio again */
 	json_t *ext = json_object_get(o, "external_descriptors");
 	fds = ext ? json_dumps(ext, JSON_COMPACT) : fm_xstrdup("[]");
@@ -796,6 +795,26 @@ int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, fm_cmd *c, const char
 out:
 	json_decref(o);
 	return r;
+}
+
+char *fm_rt_criu_dump_conf(fm_runtime *rt, const char *name, const char *images_dir)
+{
+	struct runc_state st;
+	char *conf = NULL;
+	fm_error te = FM_ERROR_INIT;
+
+	/* empty tmpfs mounts travel as fresh ones, not as tars (runtime/tmpfs.h);
+	 * if that cannot be arranged, CRIU carries them as before */
+	if (runc_state_read(rt, name, &st) < 0)
+		fm_error_set(&te, -ESRCH, "no runc state");
+	else if (fm_tmpfs_dump_conf(name, st.pid, images_dir, &conf, &te) < 0) {
+		free(conf);
+		conf = NULL;
+	}
+	if (te.msg[0])
+		fm_warn(FM_C_CHECKPOINTING, "container %s: its tmpfs mounts go inside the checkpoint: %s", name, te.msg);
+	fm_error_clear(&te);
+	return conf ? conf : fm_xstrdup("");
 }
 
 int fm_rt_status(fm_runtime *rt, const char *name, char *status, size_t len, pid_t *pid)
@@ -1082,7 +1101,7 @@ int fm_rt_run(fm_runtime *rt, fm_container_spec *spec, fm_error *err)
 	r = fm_cmd_run(c, err);
 	fm_cmd_free(c);
 	if (r != 0) {
-		attach_runc_log(err, log);
+		fm_rt_attach_runc_log(err, log);
 		fm_error_prefix(err, "cannot start container %s", spec->name);
 		r = r > 0 ? -EIO : r;
 		fm_journal_exec(rt->journal, "DELETE FROM containers WHERE name = ?", "s", spec->name);

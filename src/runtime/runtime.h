@@ -126,11 +126,17 @@ int fm_rt_bundle_destroy(fm_runtime *rt, const char *name);
  * a lazy dump's 200 at 1 GiB, inside the freeze. */
 int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, struct fm_cmd *c, const char *images_dir,
 			 fm_error *err);
+/* The rest of a dump's options, decided once the container is frozen: CRIU
+ * configuration lines (its dump's --config file; "" for none).  What cannot
+ * be arranged is warned about, never fatal. */
+char *fm_rt_criu_dump_conf(fm_runtime *rt, const char *name, const char *images_dir);
 /* `runc restore` with this host's CRIU configuration (CRIU_CONFIG_FILE: the
  * masked directories' external mounts, no CRIU network lock: see
- * criu_restore_conf_write), or criu_conf, a file that holds it and more.  The
- * caller adds the rest. */
-struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, const char *criu_conf);
+ * criu_restore_conf_write), or criu_conf, a file that holds it and more; with
+ * runc_log, runc's errors go there (JSON).  The caller adds the rest. */
+struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, const char *criu_conf, const char *runc_log);
+/* The last error messages runc wrote to its JSON log, as an error detail. */
+void fm_rt_attach_runc_log(fm_error *err, const char *log);
 /* runc with --root and --criu already set; caller adds the rest. */
 struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt);
 /* Journal row for a container (migration = NULL for local ones). */

@@ -276,7 +276,7 @@ static json_t *manifest_entry(const fm_tmpfs_mount *m)
 			 "nodev", m->nodev, "noexec", m->noexec, "entries", list);
 }
 
-int fm_tmpfs_dump_args(const char *name, pid_t pid, fm_cmd *c, const char *images_dir, fm_error *err)
+int fm_tmpfs_dump_conf(const char *name, pid_t pid, const char *images_dir, char **conf, fm_error *err)
 {
 	_cleanup_free_ char *path = fm_xasprintf("/proc/%d/mountinfo", (int)pid), *info = NULL;
 	fm_tmpfs_mount found[ARRAY_SIZE(known)] = { 0 };
@@ -323,8 +323,11 @@ int fm_tmpfs_dump_args(const char *name, pid_t pid, fm_cmd *c, const char *image
 		for (size_t i = 0; i < ARRAY_SIZE(known) && r == 0; i++) {
 			if (!fresh[i])
 				continue;
-			fm_cmd_arg(c, "--external");
-			fm_cmd_argf(c, "mnt[%s]:%s", found[i].path, found[i].key);
+			/* known paths and keys: no quote, backslash or newline */
+			char *more = fm_xasprintf("%sexternal \"mnt[%s]:%s\"\n", *conf ? *conf : "", found[i].path,
+						  found[i].key);
+			free(*conf);
+			*conf = more;
 			fm_info(FM_C_CHECKPOINTING, "%s of %s travels as a fresh tmpfs (%zu entries), not in the checkpoint",
 				found[i].path, name, found[i].nentries);
 		}

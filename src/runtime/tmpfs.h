@@ -57,9 +57,10 @@ void fm_tmpfs_mounts_free(fm_tmpfs_mount *m, size_t n);
 int fm_tmpfs_mountinfo_line(const char *line, fm_tmpfs_mount *m);
 
 /* Source, the container name (init pid) frozen: every such tmpfs that holds
- * only what a manifest can say is dumped as an external mount (arguments added to CRIU's dump command c)
- * and described in images_dir/FM_TMPFS_MANIFEST.  Nothing qualifies: no file. */
-int fm_tmpfs_dump_args(const char *name, pid_t pid, fm_cmd *c, const char *images_dir, fm_error *err);
+ * only what a manifest can say is dumped as an external mount (a line of
+ * CRIU's configuration appended to *conf, which starts NULL) and described in
+ * images_dir/FM_TMPFS_MANIFEST.  Nothing qualifies: no file, *conf unchanged. */
+int fm_tmpfs_dump_conf(const char *name, pid_t pid, const char *images_dir, char **conf, fm_error *err);
 
 /* Parses a manifest (from a peer: everything checked); *n mounts into m
  * (fm_tmpfs_mounts_free them). */

@@ -9,7 +9,10 @@
 #include <string.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <linux/magic.h>
@@ -135,6 +138,8 @@ int fm_ckpt_freeze(fm_runtime *rt, const char *name, fm_error *err)
 	return r;
 }
 
+#define DUMP_CONF "dump.conf"
+
 /* `criu dump` (or pre-dump) of a container, treated as runc's checkpoint
  * treats it (fm_rt_criu_dump_args); CRIU's log is work_dir/dump.log.  A dump
  * leaves the frozen source in place: rollback is then a resume, not a restore. */
@@ -178,8 +183,23 @@ static int criu_dump_cmd(fm_runtime *rt, const char *name, const char *images_di
 		fm_cmd_arg(c, parent);
 		fm_cmd_arg(c, "--track-mem");
 	}
+	/* what is decided on the frozen container (dump_conf_write) */
+	if (!pre_dump) {
+		fm_cmd_arg(c, "--config");
+		fm_cmd_argf(c, "%s/" DUMP_CONF, work_dir);
+	}
 	*out = c;
 	return 0;
+}
+
+/* The dump's --config file, written once the container is frozen. */
+static int dump_conf_write(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+			   fm_error *err)
+{
+	_cleanup_free_ char *text = fm_rt_criu_dump_conf(rt, name, images_dir);
+	_cleanup_free_ char *path = fm_xasprintf("%s/" DUMP_CONF, work_dir);
+	int r = fm_write_file_atomic(path, text, strlen(text), 0600);
+	return r < 0 ? fm_error_set(err, r, "cannot write %s: %s", path, strerror(-r)) : 0;
 }
 
 int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
@@ -192,6 +212,10 @@ int fm_ckpt_dump(fm_runtime *rt, const char *name, const char *images_dir, const
 
 	if ((r = criu_dump_cmd(rt, name, images_dir, work_dir, o->pre_dump, o->tcp, o->parent, whole, &c, err)) < 0)
 		return r;
+	if (!o->pre_dump && (r = dump_conf_write(rt, name, images_dir, work_dir, err)) < 0) {
+		fm_cmd_free(c);
+		return r;
+	}
 	if (o->page_server_sk > STDERR_FILENO) {
 		fm_cmd_arg(c, "--page-server");
 		fm_cmd_arg(c, "--ps-socket");
@@ -279,6 +303,28 @@ static int start_until_ready(struct fm_cmd *c, int timeout_ms, const char *work_
 	return fm_ckpt_ready_wait(running, fd, timeout_ms, work_dir, logname, what, err);
 }
 
+/* The lazy dump's command, up to its configuration. */
+static int lazy_dump_cmd(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+			 const char *host, int port, fm_tcp_mode tcp, const char *parent, struct fm_cmd **c,
+			 fm_error *err)
+{
+	_cleanup_free_ char *what = fm_xasprintf("lazy checkpoint of %s", name);
+	int r;
+
+	if ((r = criu_dump_cmd(rt, name, images_dir, work_dir, false, tcp, parent, what, c, err)) < 0)
+		return r;
+	/* the pages stay behind, served from host:port (no --page-server: that
+	 * would send them) */
+	fm_cmd_arg(*c, "--lazy-pages");
+	fm_cmd_arg(*c, "--address");
+	fm_cmd_arg(*c, host);
+	fm_cmd_arg(*c, "--port");
+	fm_cmd_argf(*c, "%d", port);
+	fm_cmd_arg(*c, "--status-fd");
+	fm_cmd_arg(*c, "3");
+	return 0;
+}
+
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		      const char *host, int port, fm_tcp_mode tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err)
@@ -287,19 +333,132 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 	struct fm_cmd *c;
 	int r;
 
-	if ((r = criu_dump_cmd(rt, name, images_dir, work_dir, false, tcp, parent, what, &c, err)) < 0)
+	if ((r = lazy_dump_cmd(rt, name, images_dir, work_dir, host, port, tcp, parent, &c, err)) < 0)
 		return r;
-	/* the pages stay behind, served from host:port (no --page-server: that
-	 * would send them) */
-	fm_cmd_arg(c, "--lazy-pages");
-	fm_cmd_arg(c, "--address");
-	fm_cmd_arg(c, host);
-	fm_cmd_arg(c, "--port");
-	fm_cmd_argf(c, "%d", port);
-	fm_cmd_arg(c, "--status-fd");
-	fm_cmd_arg(c, "3");
+	if ((r = dump_conf_write(rt, name, images_dir, work_dir, err)) < 0) {
+		fm_cmd_free(c);
+		return r;
+	}
 	/* the status byte arrives when the non-memory images are written */
 	return start_until_ready(c, FM_CRIU_TIMEOUT_MS, work_dir, "dump.log", what, running, err);
+}
+
+/* ---- a lazy dump started before the freeze ----
+ * CRIU's start (exec, its libraries: ~380 page faults, ~10-14 ms on these
+ * machines) happens before the freeze: it blocks reading its --config file, a
+ * FIFO, until fm_ckpt_dump_lazy_go writes what is decided on the frozen
+ * container into it and closes it (CRIU reads its configuration before
+ * anything else: crtools.c, parse_options).  We hold the FIFO open for
+ * writing from the start, so that CRIU's open returns at once; the bytes wait
+ * in it, and our close (the end of the file) waits for CRIU's open, seen by
+ * inotify: a FIFO whose last writer closes before its reader opened loses
+ * what was written. */
+struct fm_dump_early {
+	struct fm_cmd *criu;
+	int ready_fd;            /* its status byte */
+	int conf;                /* the FIFO, ours for writing */
+	int opened;              /* inotify: CRIU opened the FIFO */
+	char *name, *images_dir, *work_dir;
+};
+
+void fm_ckpt_dump_early_cancel(fm_dump_early *e)
+{
+	if (!e)
+		return;
+	if (e->criu)
+		fm_ckpt_kill_running(&e->criu, e->work_dir, "dump.log", NULL);
+	if (e->ready_fd >= 0)
+		close(e->ready_fd);
+	if (e->conf >= 0)
+		close(e->conf);
+	if (e->opened >= 0)
+		close(e->opened);
+	_cleanup_free_ char *path = fm_xasprintf("%s/" DUMP_CONF, e->work_dir);
+	unlink(path);
+	free(e->name);
+	free(e->images_dir);
+	free(e->work_dir);
+	free(e);
+}
+
+int fm_ckpt_dump_lazy_start(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+			    const char *host, int port, fm_tcp_mode tcp, const char *parent, fm_dump_early **out,
+			    fm_error *err)
+{
+	_cleanup_free_ char *path = fm_xasprintf("%s/" DUMP_CONF, work_dir);
+	fm_dump_early *e = fm_xmalloc(sizeof(*e));
+	struct fm_cmd *c;
+	int r;
+
+	*e = (fm_dump_early){ .ready_fd = -1, .conf = -1, .opened = -1, .name = fm_xstrdup(name),
+			      .images_dir = fm_xstrdup(images_dir), .work_dir = fm_xstrdup(work_dir) };
+	*out = NULL;
+	unlink(path);
+	if (mkfifo(path, 0600) < 0 || (e->conf = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0) {
+		r = fm_error_set(err, -errno, "cannot create %s: %m", path);
+		goto fail;
+	}
+	/* after our own open: the next one is CRIU's */
+	if ((e->opened = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) < 0 || inotify_add_watch(e->opened, path, IN_OPEN) < 0) {
+		r = fm_error_set(err, -errno, "inotify on %s: %m", path);
+		goto fail;
+	}
+	if ((r = lazy_dump_cmd(rt, name, images_dir, work_dir, host, port, tcp, parent, &c, err)) < 0)
+		goto fail;
+	if ((r = start_with_status_fd(c, &e->ready_fd, err)) < 0)
+		goto fail;
+	e->criu = c;
+	*out = e;
+	return 0;
+fail:
+	fm_ckpt_dump_early_cancel(e);
+	return r;
+}
+
+/* Waits until CRIU has its configuration open (it may still be starting). */
+static int conf_wait_reader(fm_dump_early *e, fm_error *err)
+{
+	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(e->criu), 0);
+	struct pollfd p[2] = { { e->opened, POLLIN, 0 }, { pidfd, POLLIN, 0 } };
+	int k;
+	do
+		k = poll(p, 2, FM_READY_TIMEOUT_MS);
+	while (k < 0 && errno == EINTR);
+	if (k > 0 && (p[0].revents & POLLIN))
+		return 0;
+	if (k > 0)
+		return fm_error_set(err, -EIO, "CRIU exited before reading its configuration");
+	return fm_error_set(err, -ETIMEDOUT, "CRIU did not read its configuration within %d s",
+			    FM_READY_TIMEOUT_MS / 1000);
+}
+
+int fm_ckpt_dump_lazy_go(fm_dump_early *e, fm_runtime *rt, struct fm_cmd **running, fm_error *err)
+{
+	_cleanup_free_ char *what = fm_xasprintf("lazy checkpoint of %s", e->name);
+	_cleanup_free_ char *path = fm_xasprintf("%s/" DUMP_CONF, e->work_dir);
+	_cleanup_free_ char *text = fm_rt_criu_dump_conf(rt, e->name, e->images_dir);
+	size_t len = strlen(text);
+	int r = 0;
+
+	/* a few lines: far below the FIFO's 64 KiB, written at once */
+	if (len >= 65536 || write(e->conf, text, len) != (ssize_t)len)
+		r = fm_error_set(err, -EIO, "cannot write %s: %m", path);
+	if (r == 0)
+		r = conf_wait_reader(e, err);
+	if (r < 0) {
+		fm_ckpt_dump_early_cancel(e);
+		return r;
+	}
+	close(e->conf);   /* the end of CRIU's configuration: it dumps */
+	e->conf = -1;
+	*running = e->criu;
+	e->criu = NULL;
+	int ready = e->ready_fd;
+	e->ready_fd = -1;
+	_cleanup_free_ char *work = fm_xstrdup(e->work_dir);
+	fm_ckpt_dump_early_cancel(e);   /* frees the rest */
+	/* the status byte arrives when the non-memory images are written */
+	return fm_ckpt_ready_wait(running, ready, FM_CRIU_TIMEOUT_MS, work, "dump.log", what, err);
 }
 
 int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *host,

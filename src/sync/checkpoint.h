@@ -71,6 +71,16 @@ int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		      const char *host, int port, fm_tcp_mode tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err);
+/* The same, in two steps: CRIU started before the freeze (its own start-up,
+ * ~10-14 ms here, outside the downtime), waiting to read its configuration;
+ * fm_ckpt_dump_lazy_go, on the frozen container, completes that and returns
+ * as fm_ckpt_dump_lazy does; or fm_ckpt_dump_early_cancel.  Both free e. */
+typedef struct fm_dump_early fm_dump_early;
+int fm_ckpt_dump_lazy_start(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+			    const char *host, int port, fm_tcp_mode tcp, const char *parent, fm_dump_early **e,
+			    fm_error *err);
+int fm_ckpt_dump_lazy_go(fm_dump_early *e, fm_runtime *rt, struct fm_cmd **running, fm_error *err);
+void fm_ckpt_dump_early_cancel(fm_dump_early *e);
 /* POST_COPY destination: starts `criu lazy-pages` fetching from host:port; it
  * exits 0 once every page has arrived.  It is ready for the restore once
  * fm_ckpt_ready_wait(running, *ready_fd, ...) returns 0: the caller may do
@@ -90,6 +100,18 @@ void fm_ckpt_kill_running(struct fm_cmd **running, const char *work_dir, const c
  * place (see fm_rt_bundle_create / fm_rt_rootfs_mount). */
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
 	       fm_tcp_mode tcp, fm_error *err);
+/* The same restore in two steps: fm_restore_start before the images are there
+ * (needs the bundle only; runc starts and waits for them, its ~25 ms of
+ * start-up off the downtime), fm_restore_finish once they, the root
+ * filesystem and the network are in place (then as fm_restore; a runc that
+ * gave up waiting is started again), or fm_restore_cancel.  Both free run. */
+typedef struct fm_restore_run fm_restore_run;
+int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, bool lazy, fm_tcp_mode tcp,
+		     fm_restore_run **run, fm_error *err);
+/* Was run started with these arguments? */
+bool fm_restore_matches(const fm_restore_run *run, const char *work_dir, bool lazy, fm_tcp_mode tcp);
+int fm_restore_finish(fm_restore_run *run, const char *images_dir, fm_error *err);
+void fm_restore_cancel(fm_restore_run *run);
 
 /* Runs a prepared CRIU dump or runc restore command (consumed) under CRIU's time
  * limit; on failure err gets "WHAT of NAME failed" and CRIU's log excerpt. */

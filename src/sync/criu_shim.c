@@ -10,20 +10,32 @@
  * replays it.  Everything else (the restore itself) is CRIU's: the shim
  * execs it with the same arguments, the request still unread on the socket.
  *
- * Environment (set by the daemon, src/runtime/runtime.c):
+ * A restore the daemon starts before the images are there (runc's own start,
+ * ~25 ms, then overlaps the source's dump: sync/restore.c) waits here, at its
+ * first CRIU question, until the daemon opens the gate: a FIFO from which it
+ * reads one byte, 'g' to go on (the FIFO is then removed, so that runc's later
+ * questions pass), anything else to fail, so that runc gives up and cleans up.
+ * It also fails when the daemon exits or the wait outlasts its limit.
+ *
+ * Environment (set by the daemon, src/runtime/runtime.c, sync/restore.c):
  *   FM_CRIU            the real CRIU
  *   FM_CRIU_RPC_CACHE  the directory of recorded answers (emptied at every
  *                      daemon start); a file per request, named by its bytes
+ *   FM_RESTORE_GATE    the gate's FIFO (absent: open)
+ *   FM_RESTORE_GATE_PID, FM_RESTORE_GATE_MS  the daemon, and the longest wait
  *
  * Only libc: it starts once per question. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -98,6 +110,51 @@ static int ask_criu(const char *criu, int fd, const uint8_t *req, ssize_t n, con
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
 }
 
+/* 0: the gate is open (or there is none); else the exit status to give up with. */
+static int gate_wait(void)
+{
+	const char *path = getenv("FM_RESTORE_GATE");
+	if (!path || !*path)
+		return 0;
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;   /* opened already, for an earlier question */
+		fprintf(stderr, "fm-criu-shim: cannot open the restore gate %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode)) {
+		fprintf(stderr, "fm-criu-shim: the restore gate %s is no FIFO\n", path);
+		close(fd);
+		return 1;
+	}
+	const char *p = getenv("FM_RESTORE_GATE_PID"), *ms = getenv("FM_RESTORE_GATE_MS");
+	long daemon = p ? strtol(p, NULL, 10) : 0, limit = ms ? strtol(ms, NULL, 10) : 0;
+	struct pollfd pf[2] = { { fd, POLLIN, 0 }, { -1, POLLIN, 0 } };
+	if (daemon > 0 && (pf[1].fd = (int)syscall(SYS_pidfd_open, (pid_t)daemon, 0)) < 0 && errno == ESRCH) {
+		fprintf(stderr, "fm-criu-shim: the restore gate %s lost its daemon\n", path);
+		close(fd);
+		return 1;
+	}
+	char byte = 0;
+	int r;
+	do
+		r = poll(pf, 2, limit > 0 ? (int)limit : -1);
+	while (r < 0 && errno == EINTR);
+	bool go = r > 0 && (pf[0].revents & POLLIN) && read(fd, &byte, 1) == 1 && byte == 'g';
+	if (go)
+		unlink(path);
+	else
+		fprintf(stderr, "fm-criu-shim: the restore gate %s %s\n", path,
+			r == 0 ? "stayed shut too long" : byte ? "was closed: the migration ends here" :
+			pf[1].fd >= 0 && pf[1].revents ? "lost its daemon" : "failed");
+	close(fd);
+	if (pf[1].fd >= 0)
+		close(pf[1].fd);
+	return go ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *criu = getenv("FM_CRIU"), *dir = getenv("FM_CRIU_RPC_CACHE");
@@ -107,6 +164,9 @@ int main(int argc, char **argv)
 	}
 	char *end;
 	long fd = argc == 3 && !strcmp(argv[1], "swrk") ? strtol(argv[2], &end, 10) : -1;
+	int g = gate_wait();
+	if (g)
+		return g;
 	if (fd < 0 || fd > 1023 || *end || !dir || !*dir)
 		return exec_criu(criu, argv);
 	uint8_t req[REQ_MAX + 1];

@@ -54,10 +54,33 @@ typedef struct fm_incoming {
 	char *pages_dir;             /* ... into this directory */
 	fm_relay *relay;             /* COLD: ingress relay to page_server; POST_COPY: egress relay to the source */
 	fm_prefetch *prefetch;       /* POST_COPY: between lazy-pages and the relay */
+	fm_restore_run *restore_run; /* runc restore started at the freeze, waiting for the images (under agent lock) */
+	bool recv_failed;            /* the receive failed: nothing will be restored (under agent lock) */
 	fm_agent *agent;
 	bool presync;                /* a rootfs pre-sync arrives (into presync/) before the state */
 	struct fm_incoming *next;
 } fm_incoming;
+
+/* Source, POST_COPY: CRIU serves pages on the loopback; the destination
+ * reaches it through our relay, with its own token.  Set up, and CRIU started,
+ * before the freeze (by checkpoint_start, or by the checkpoint itself). */
+typedef struct lazy_source {
+	fm_dump_early *criu;         /* the lazy dump, waiting for its configuration */
+	fm_relay *relay;             /* ingress relay in front of its page server */
+	uint8_t token[FM_XFER_TOKEN_LEN];
+	int ps_port;
+	int parent_round;            /* what it was started for */
+	fm_tcp_mode tcp;
+} lazy_source;
+
+static void lazy_source_drop(lazy_source *l)
+{
+	if (!l)
+		return;
+	fm_ckpt_dump_early_cancel(l->criu);
+	fm_relay_free(l->relay);
+	free(l);
+}
 
 /* Source: progress of one migration leaving. */
 typedef struct fm_outgoing {
@@ -69,6 +92,7 @@ typedef struct fm_outgoing {
 	struct fm_net_capture *capture; /* segments for the container held since the freeze */
 	bool throttled;              /* auto-converge lowered its CPU quota */
 	fm_xfer_manifest *presync;   /* what the rootfs pre-sync sent, for the checkpoint's transfer */
+	lazy_source *early;          /* POST_COPY: set up by checkpoint_start, for the checkpoint */
 	struct fm_outgoing *next;
 } fm_outgoing;
 
@@ -87,11 +111,7 @@ void fm_agent_init(fm_agent *a)
  * Returns its exit status (or -errno) and frees it. */
 static int finish_cmd(struct fm_cmd *c, int timeout_ms, fm_error *err)
 {
-	_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(c), 0);
-	struct pollfd p = { pfd, POLLIN, 0 };
-	if (pfd >= 0 && poll(&p, 1, timeout_ms) == 0)
-		kill(-fm_cmd_pid(c), SIGKILL);
-	int r = fm_cmd_wait(c, err);
+	int r = fm_cmd_wait_timeout(c, timeout_ms, err);
 	fm_cmd_free(c);
 	return r;
 }
@@ -101,7 +121,10 @@ static void incoming_free(fm_incoming *in)
 	pthread_mutex_lock(&in->agent->lock);
 	in->claimed = true;
 	pthread_cond_signal(&in->claim_cv);
+	fm_restore_run *run = in->restore_run;
+	in->restore_run = NULL;
 	pthread_mutex_unlock(&in->agent->lock);
+	fm_restore_cancel(run);
 	if (in->lazy)
 		finish_cmd(in->lazy, 0, NULL);
 	in->lazy = NULL;
@@ -138,6 +161,7 @@ void fm_agent_fini(fm_agent *a)
 		fm_outgoing *n = a->outgoing->next;
 		fm_relay_free(a->outgoing->relay);
 		fm_net_capture_stop(a->outgoing->capture, NULL, NULL, NULL);
+		lazy_source_drop(a->outgoing->early);
 		free(a->outgoing);
 		a->outgoing = n;
 	}
@@ -177,6 +201,15 @@ static int check_mid(const char *mid, fm_error *err)
 	if (!fm_name_valid(mid))
 		return fm_error_set(err, -EINVAL, "invalid migration id");
 	return 0;
+}
+
+/* A request's migration id and its "container". */
+static int check_mid_container(const char *mid, const char *name, fm_error *err)
+{
+	int r = check_mid(mid, err);
+	if (r == 0 && (!name || !fm_name_valid(name)))
+		r = fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	return r;
 }
 
 static int parse_token(const char *s, uint8_t out[FM_XFER_TOKEN_LEN])
@@ -333,10 +366,8 @@ static int dst_reserve_locked(fm_agent *a, const char *mid, json_t *req, fm_erro
 	const char *name = json_string_value(json_object_get(req, "container"));
 	int r;
 
-	if ((r = check_mid(mid, err)) < 0)
+	if ((r = check_mid_container(mid, name, err)) < 0)
 		return r;
-	if (!name || !fm_name_valid(name))
-		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
 	if ((r = check_not_aborted(a, mid, err)) < 0)
 		return r;
 	return fm_alloc_reserve(a->journal, mid, name,
@@ -392,9 +423,16 @@ static void *recv_thread(void *opaque)
 	}
 	if (in->recv_status < 0) {
 		/* A failed receive can never be restored.  Clean up now: a destination
-		 * cut off from its controller must not keep the half-received state. */
+		 * cut off from its controller must not keep the half-received state,
+		 * nor a runc waiting for it. */
 		fm_log(FM_LOG_WARN, FM_C_DELTA_TRANSFER, in->mid, "Receiving migration %s failed (%s): discarding it",
 		       in->mid, in->recv_err.msg);
+		pthread_mutex_lock(&in->agent->lock);
+		fm_restore_run *run = in->restore_run;
+		in->restore_run = NULL;
+		in->recv_failed = true;
+		pthread_mutex_unlock(&in->agent->lock);
+		fm_restore_cancel(run);
 		discard_incoming(in->agent, in->mid, NULL);
 	}
 	__atomic_store_n(&in->thread_done, true, __ATOMIC_RELEASE);
@@ -856,8 +894,22 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		return r;
 	}
 	t_lazy = fm_now_mono_us();
-	r = fm_restore(a->rt, in->spec.name, images, gate || in->prefetch ? rwork : work, ps != NULL,
-		       tcp_mode_of(req, in->spec.net_ip != NULL), err);
+	/* runc started at the freeze (dst_restore_start_locked) is waiting for
+	 * exactly this restore, unless the page handler changed its mind */
+	const char *rdir = gate || in->prefetch ? rwork : work;
+	fm_tcp_mode tcp = tcp_mode_of(req, in->spec.net_ip != NULL);
+	pthread_mutex_lock(&a->lock);
+	fm_restore_run *early = in->restore_run;
+	in->restore_run = NULL;
+	pthread_mutex_unlock(&a->lock);
+	if (early && !fm_restore_matches(early, rdir, ps != NULL, tcp)) {
+		fm_restore_cancel(early);
+		early = NULL;
+	}
+	json_object_set_new(pstats, "restore_started_early", json_boolean(early != NULL));
+	/* the hold's release, made ready while CRIU restores */
+	fm_net_nft_ready *unhold = in->spec.net_ip ? fm_net_nft_ready_new(a->rt, in->spec.name) : NULL;
+	r = early ? fm_restore_finish(early, images, err) : fm_restore(a->rt, in->spec.name, images, rdir, ps != NULL, tcp, err);
 	if (r == 0 && gate && (r = fm_lazy_gate_finish(gate, err)) < 0) {
 		/* restored, but nobody serves its page faults */
 		fm_error_prefix(err, "criu lazy-pages");
@@ -865,6 +917,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	}
 	fm_lazy_gate_free(gate);
 	if (r < 0) {
+		fm_net_nft_ready_free(unhold);
 		fm_net_capture_stop(held, NULL, NULL, NULL);
 		fm_rt_runc_destroy(a->rt, in->spec.name, NULL);
 		fm_rt_rootfs_umount(a->rt, in->spec.name);
@@ -880,7 +933,8 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		unsigned char *frames = NULL;
 		size_t flen = 0;
 		unsigned count = 0;
-		fm_net_hold(a->rt, in->spec.name, false, false, NULL);
+		fm_net_hold_with(unhold, a->rt, in->spec.name, false, false, NULL);
+		unhold = NULL;
 		fm_net_capture_stop(held, &frames, &flen, &count);
 		fm_net_inject(a->rt, in->spec.name, frames, flen, &replayed, NULL);
 		free(frames);
@@ -915,10 +969,8 @@ int fm_sync_dst_verify(fm_agent *a, const char *mid, json_t *req, fm_error *err)
 	char status[32];
 	int r;
 
-	if ((r = check_mid(mid, err)) < 0)
+	if ((r = check_mid_container(mid, name, err)) < 0)
 		return r;
-	if (!name || !fm_name_valid(name))
-		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
 	pid_t pid = 0;
 	json_int_t settle = json_integer_value(json_object_get(req, "settle_ms"));
 	if (settle <= 0 || settle > 60000)
@@ -955,6 +1007,46 @@ int fm_sync_dst_verify(fm_agent *a, const char *mid, json_t *req, fm_error *err)
 	if ((r = fm_fsync_tree(upper)) < 0 && r != -ENOENT)
 		return fm_error_set(err, r, "cannot flush the file system layer of %s to disk on %s: %s", name,
 				    a->rt->host, strerror(-r));
+	return 0;
+}
+
+/* The source freezes now: start runc restore, which waits for the images in
+ * fm-criu-shim's gate, so that its own start-up is not part of the downtime.
+ * Request: "lazy" (POST_COPY), "tcp_close", as the restore's.  Best effort:
+ * without it the restore starts runc itself. */
+static int dst_restore_start_locked(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+{
+	fm_incoming *in;
+	int r;
+
+	if ((r = incoming_get(a, mid, &in, err)) < 0)
+		return r;
+	if (fm_journal_query_int(a->journal, 0, "SELECT COUNT(*) FROM incoming WHERE mid = ? AND state = 'RESTORED'",
+				 "s", mid) > 0)
+		return 0;
+	bool lazy = json_is_true(json_object_get(req, "lazy"));
+	_cleanup_free_ char *work = lazy ? fm_xasprintf("%s/work/restore", in->staging) : fm_xasprintf("%s/work", in->staging);
+	if ((r = fm_mkdir_p(work, 0700)) < 0)
+		return fm_error_set(err, r, "cannot create %s: %s", work, strerror(-r));
+	/* one runc per container: an earlier one (asked again) goes first */
+	pthread_mutex_lock(&a->lock);
+	fm_restore_run *run = in->restore_run;
+	in->restore_run = NULL;
+	pthread_mutex_unlock(&a->lock);
+	fm_restore_cancel(run);
+	if ((r = fm_restore_start(a->rt, in->spec.name, work, lazy, tcp_mode_of(req, in->spec.net_ip != NULL), &run,
+				  err)) < 0)
+		return r;
+	/* the receiver gives up by itself (and cancels it) while it holds the lock */
+	pthread_mutex_lock(&a->lock);
+	bool failed = in->recv_failed;
+	if (!failed)
+		in->restore_run = run;
+	pthread_mutex_unlock(&a->lock);
+	if (failed) {
+		fm_restore_cancel(run);
+		return fm_error_set(err, -ECANCELED, "migration %s: receiving its state failed on %s", mid, a->rt->host);
+	}
 	return 0;
 }
 
@@ -1470,6 +1562,99 @@ static int src_throttle_locked(fm_agent *a, const char *mid, json_t *req, json_t
 	return 0;
 }
 
+/* POST_COPY's page serving, set up while the container still runs: a port
+ * and token for CRIU's page server, our relay in front of it, and CRIU itself
+ * started, waiting for its configuration (sync/checkpoint.h).  A CRIU that
+ * cannot start early starts after the freeze, as before. */
+static int lazy_source_start(fm_agent *a, const char *mid, const char *name, const char *images, const char *work,
+			     fm_tcp_mode tcp, int parent_round, const fm_relay_opts *ro, lazy_source **out, fm_error *err)
+{
+	lazy_source *l = fm_xcalloc(1, sizeof(*l));
+	char parent[32];
+	int r;
+
+	*out = NULL;
+	l->tcp = tcp;
+	l->parent_round = parent_round;
+	snprintf(parent, sizeof(parent), "../rounds/r%d", parent_round);
+	if ((l->ps_port = free_port("127.0.0.1")) < 0) {
+		r = fm_error_set(err, l->ps_port, "no free local port for the page server");
+		goto fail;
+	}
+	if ((r = fm_random_bytes(l->token, sizeof(l->token))) < 0) {
+		fm_error_set(err, r, "getrandom: %s", strerror(-r));
+		goto fail;
+	}
+	if ((r = fm_relay_ingress(a->data_host, l->token, "127.0.0.1", l->ps_port, ro, &l->relay, err)) < 0)
+		goto fail;
+	fm_error ee = FM_ERROR_INIT;
+	if (fm_ckpt_dump_lazy_start(a->rt, name, images, work, "127.0.0.1", l->ps_port, tcp,
+				    parent_round ? parent : NULL, &l->criu, &ee) < 0)
+		fm_info(FM_C_CHECKPOINTING, "migration %s: CRIU starts after the freeze (%s)", mid, ee.msg);
+	fm_error_clear(&ee);
+	*out = l;
+	return 0;
+fail:
+	lazy_source_drop(l);
+	return r;
+}
+
+/* POST_COPY, before the presync: what the checkpoint will need is set up
+ * while the container runs ({container, lazy, parent_round, tcp_close,
+ * compress, bandwidth_bps}: as the checkpoint's request).  Best effort: the
+ * checkpoint sets up whatever is not there, or not for it. */
+static int src_checkpoint_start_locked(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+{
+	const char *name = json_string_value(json_object_get(req, "container"));
+	json_int_t parent_round = json_integer_value(json_object_get(req, "parent_round"));
+	char status[32];
+	int r;
+
+	if ((r = check_mid_container(mid, name, err)) < 0)
+		return r;
+	if (parent_round < 0 || parent_round > 99)
+		return fm_error_set(err, -EINVAL, "parent_round must be 1..99");
+	if (!json_is_true(json_object_get(req, "lazy")))
+		return 0;
+	if (fm_rt_status(a->rt, name, status, sizeof(status), NULL) < 0 || strcmp(status, "running") != 0)
+		return fm_error_set(err, -ESRCH, "container %s does not run on %s", name, a->rt->host);
+	pthread_mutex_lock(&a->lock);
+	fm_outgoing *o = outgoing_get(a, mid, true);
+	lazy_source *old = o->early;
+	o->early = NULL;
+	pthread_mutex_unlock(&a->lock);
+	lazy_source_drop(old);
+
+	_cleanup_free_ char *staging = staging_dir(a, mid);
+	_cleanup_free_ char *images = fm_xasprintf("%s/images", staging);
+	_cleanup_free_ char *work = fm_xasprintf("%s/work", staging);
+	fm_rm_rf(images);
+	if ((r = fm_mkdir_p(images, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0)
+		return fm_error_set(err, r, "cannot create %s: %s", staging, strerror(-r));
+	fm_relay_opts ro;
+	relay_opts_from(a, req, &ro);
+	lazy_source *l;
+	if ((r = lazy_source_start(a, mid, name, images, work, tcp_mode_of(req, has_network(a, name)), (int)parent_round,
+				   &ro, &l, err)) < 0)
+		return r;
+	pthread_mutex_lock(&a->lock);
+	outgoing_get(a, mid, true)->early = l;
+	pthread_mutex_unlock(&a->lock);
+	return 0;
+}
+
+/* What checkpoint_start set up, given up (the migration ends before its checkpoint). */
+static void outgoing_drop_early(fm_agent *a, const char *mid)
+{
+	pthread_mutex_lock(&a->lock);
+	fm_outgoing *o = outgoing_get(a, mid, false);
+	lazy_source *l = o ? o->early : NULL;
+	if (o)
+		o->early = NULL;
+	pthread_mutex_unlock(&a->lock);
+	lazy_source_drop(l);
+}
+
 static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	send_target t;
@@ -1494,79 +1679,95 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	_cleanup_free_ char *work = fm_xasprintf("%s/work", staging);
 	_cleanup_free_ char *cdir = fm_rt_container_dir(a->rt, name);
 	_cleanup_free_ char *upper = fm_xasprintf("%s/upper", cdir);
-	/* the images of pre-copy rounds (staging/rounds) stay: the dump refers to them */
-	fm_rm_rf(images);
-	if ((r = fm_mkdir_p(images, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0)
-		return fm_error_set(err, r, "cannot create %s: %s", staging, strerror(-r));
-	fm_journal_exec(a->journal, "INSERT OR REPLACE INTO outgoing(mid, container, controller, state, at_ms)"
-			" VALUES(?, ?, ?, 'FREEZING', ?)", "sssi", mid, name,
-			json_string_value(json_object_get(req, "controller")), fm_now_wall_ms());
-
-	set_phase(a, mid, "freezing");
-	t0 = fm_now_mono_us();
-	if (strcmp(status, "paused") != 0 && (r = fm_ckpt_freeze(a->rt, name, err)) < 0)
-		return r;
-	/* From the freeze until the rollback's resume or the cleanup this copy must
-	 * not answer for its connections (they will live elsewhere): the hold drops
-	 * its TCP both ways.  What clients send meanwhile is captured, for the
-	 * destination to replay (runtime/net.h).  The capture starts first: a
-	 * segment dropped by the hold before the capture ran would be lost to
-	 * both copies (an ACK of the last data sent before the freeze arrives
-	 * within a round trip of it; lost, the restored socket waits out a
-	 * retransmission timeout, ~1 s).  What both see is replayed as an old
-	 * segment, which TCP ignores. */
 	fm_tcp_mode tcp = tcp_mode_of(req, has_network(a, name));
-	if (tcp == FM_TCP_ESTABLISHED) {
-		fm_net_capture *cap = NULL;
-		if ((r = fm_net_capture_start(a->rt, name, &cap, err)) < 0)
-			goto thaw;
-		pthread_mutex_lock(&a->lock);
-		outgoing_get(a, mid, true)->capture = cap;
-		pthread_mutex_unlock(&a->lock);
-		if ((r = fm_net_hold(a->rt, name, true, true, err)) < 0)
-			goto thaw;
-	}
-	unthrottle(a, mid, name);
-	t1 = fm_now_mono_us();
-	set_phase(a, mid, "checkpointing");
 	bool lazy = json_is_true(json_object_get(req, "lazy"));
 	json_t *page_relay = json_object_get(req, "page_relay");
 	/* after pre-copy rounds: only what changed since the last one */
 	json_int_t parent_round = json_integer_value(json_object_get(req, "parent_round"));
 	char parent[32];
 	snprintf(parent, sizeof(parent), "../rounds/r%d", (int)parent_round);
-	if (parent_round < 0 || parent_round > 99) {
-		r = fm_error_set(err, -EINVAL, "parent_round must be 1..99");
-		goto thaw;
-	}
-	struct fm_cmd *serving = NULL;
+	if (parent_round < 0 || parent_round > 99)
+		return fm_error_set(err, -EINVAL, "parent_round must be 1..99");
 	fm_relay_opts ro;
-	fm_relay *relay = NULL;
-	uint8_t ps_token[FM_XFER_TOKEN_LEN];
-	int ps_port = 0;
 	relay_opts_from(a, req, &ro);
+	/* what checkpoint_start set up, if it is for this dump */
+	pthread_mutex_lock(&a->lock);
+	fm_outgoing *og0 = outgoing_get(a, mid, true);
+	lazy_source *ls = og0->early;
+	og0->early = NULL;
+	pthread_mutex_unlock(&a->lock);
+	if (ls && (!lazy || ls->parent_round != parent_round || ls->tcp != tcp)) {
+		lazy_source_drop(ls);
+		ls = NULL;
+	}
+	if (!ls) {
+		/* the images of pre-copy rounds (staging/rounds) stay: the dump refers to them */
+		fm_rm_rf(images);
+		if ((r = fm_mkdir_p(images, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0)
+			return fm_error_set(err, r, "cannot create %s: %s", staging, strerror(-r));
+		if (lazy && (r = lazy_source_start(a, mid, name, images, work, tcp, (int)parent_round, &ro, &ls, err)) < 0)
+			return r;
+	}
+	fm_journal_exec(a->journal, "INSERT OR REPLACE INTO outgoing(mid, container, controller, state, at_ms)"
+			" VALUES(?, ?, ?, 'FREEZING', ?)", "sssi", mid, name,
+			json_string_value(json_object_get(req, "controller")), fm_now_wall_ms());
+	struct fm_cmd *serving = NULL;
+	int relay_port = ls ? fm_relay_port(ls->relay) : 0;
+
+	/* From the freeze until the rollback's resume or the cleanup this copy must
+	 * not answer for its connections (they will live elsewhere): the hold drops
+	 * its TCP both ways.  What clients send meanwhile is captured, for the
+	 * destination to replay (runtime/net.h).  The capture starts first, before
+	 * the freeze even (its start is no part of the downtime): a segment
+	 * dropped by the hold before the capture ran would be lost to both copies
+	 * (an ACK of the last data sent before the freeze arrives within a round
+	 * trip of it; lost, the restored socket waits out a retransmission
+	 * timeout, ~1 s).  What both see is replayed as an old segment, which TCP
+	 * ignores. */
+	fm_net_nft_ready *hold = NULL;
+	if (tcp == FM_TCP_ESTABLISHED) {
+		fm_net_capture *cap = NULL;
+		if ((r = fm_net_capture_start(a->rt, name, &cap, err)) < 0) {
+			lazy_source_drop(ls);
+			return r;
+		}
+		pthread_mutex_lock(&a->lock);
+		outgoing_get(a, mid, true)->capture = cap;
+		pthread_mutex_unlock(&a->lock);
+		hold = fm_net_nft_ready_new(a->rt, name);
+	}
+	set_phase(a, mid, "freezing");
+	t0 = fm_now_mono_us();
+	if (strcmp(status, "paused") != 0 && (r = fm_ckpt_freeze(a->rt, name, err)) < 0) {
+		fm_net_nft_ready_free(hold);
+		lazy_source_drop(ls);
+		if (tcp == FM_TCP_ESTABLISHED)
+			release_network(a, mid, name, false);
+		return r;
+	}
+	int64_t t_frozen = fm_now_mono_us();
+	if (tcp == FM_TCP_ESTABLISHED && (r = fm_net_hold_with(hold, a->rt, name, true, true, err)) < 0)
+		goto thaw;
+	unthrottle(a, mid, name);
+	t1 = fm_now_mono_us();
+	/* the freeze's parts: the freezer, then the hold on its connections */
+	json_object_set_new(pstats, "freezer_ms", json_real((double)(t_frozen - t0) / 1000.0));
+	json_object_set_new(pstats, "hold_ms", json_real((double)(t1 - t_frozen) / 1000.0));
+	set_phase(a, mid, "checkpointing");
 	if (lazy) {
-		/* POST_COPY: CRIU serves pages on the loopback; the destination reaches it
-		 * through our relay, with its own token */
-		if ((ps_port = free_port("127.0.0.1")) < 0) {
-			r = fm_error_set(err, ps_port, "no free local port for the page server");
+		fm_dump_early *e = ls->criu;
+		ls->criu = NULL;
+		json_object_set_new(pstats, "criu_started_early", json_boolean(e != NULL));
+		r = e ? fm_ckpt_dump_lazy_go(e, a->rt, &serving, err)
+		      : fm_ckpt_dump_lazy(a->rt, name, images, work, "127.0.0.1", ls->ps_port, tcp,
+					  parent_round ? parent : NULL, &serving, err);
+		if (r < 0)
 			goto thaw;
-		}
-		if ((r = fm_random_bytes(ps_token, sizeof(ps_token))) < 0) {
-			fm_error_set(err, r, "getrandom: %s", strerror(-r));
-			goto thaw;
-		}
-		if ((r = fm_relay_ingress(a->data_host, ps_token, "127.0.0.1", ps_port, &ro, &relay, err)) < 0)
-			goto thaw;
-		if ((r = fm_ckpt_dump_lazy(a->rt, name, images, work, "127.0.0.1", ps_port, tcp,
-					     parent_round ? parent : NULL, &serving, err)) < 0) {
-			fm_relay_free(relay);
-			goto thaw;
-		}
 		pthread_mutex_lock(&a->lock);
 		fm_outgoing *o = outgoing_get(a, mid, true);
 		o->lazy = serving;
-		o->relay = relay;
+		o->relay = ls->relay;
+		ls->relay = NULL;
 		pthread_mutex_unlock(&a->lock);
 	} else {
 		/* diskless COLD and PRE_COPY's last step: the pages stream to the
@@ -1616,12 +1817,14 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 					       (int)st.compressed_frames, "zstd_level", st.zstd_level));
 	if (lazy) {
 		char tokhex[2 * FM_XFER_TOKEN_LEN + 1];
-		hex(ps_token, sizeof(ps_token), tokhex);
+		hex(ls->token, sizeof(ls->token), tokhex);
+		lazy_source_drop(ls);
 		json_object_set_new(*out, "page_server", json_pack("{s:s, s:i, s:s}", "host", a->data_host, "port",
-								    fm_relay_port(relay), "token", tokhex));
+								    relay_port, "token", tokhex));
 	}
 	return 0;
 thaw:
+	lazy_source_drop(ls);
 	/* nothing restored anywhere yet: let the container run on while the controller
 	 * decides (a rollback's resume is then a no-op) */
 	if (tcp == FM_TCP_ESTABLISHED)
@@ -1655,6 +1858,7 @@ static void outgoing_forget(fm_agent *a, const char *mid)
 			fm_relay_free(o->relay);
 			fm_net_capture_stop(o->capture, NULL, NULL, NULL);
 			fm_xfer_manifest_free(o->presync);
+			lazy_source_drop(o->early);
 			free(o);
 			break;
 		}
@@ -1669,10 +1873,9 @@ static int src_resume_locked(fm_agent *a, const char *mid, const char *container
 	char status[32];
 	int r;
 
-	if ((r = check_mid(mid, err)) < 0)
+	if ((r = check_mid_container(mid, container, err)) < 0)
 		return r;
-	if (!container || !fm_name_valid(container))
-		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	outgoing_drop_early(a, mid);
 	if (!holds_claim(a, mid, container))
 		return 0; /* never frozen by this migration (or already resumed) */
 	/* POST_COPY: CRIU serves pages with the tasks seized; once the destination is
@@ -1704,10 +1907,9 @@ static int src_cleanup_locked(fm_agent *a, const char *mid, const char *containe
 {
 	int r;
 
-	if ((r = check_mid(mid, err)) < 0)
+	if ((r = check_mid_container(mid, container, err)) < 0)
 		return r;
-	if (!container || !fm_name_valid(container))
-		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
+	outgoing_drop_early(a, mid);
 	if (!holds_claim(a, mid, container))
 		return 0; /* already cleaned up, or not ours: never delete what another migration brought */
 	fm_net_capture_stop(outgoing_take_capture(a, mid), NULL, NULL, NULL);
@@ -1727,10 +1929,8 @@ static int src_forward_locked(fm_agent *a, const char *mid, json_t *req, bool en
 	json_t *sec = json_object_get(req, "seconds");
 	int r;
 
-	if ((r = check_mid(mid, err)) < 0)
+	if ((r = check_mid_container(mid, container, err)) < 0)
 		return r;
-	if (!container || !fm_name_valid(container))
-		return fm_error_set(err, -EINVAL, "\"container\" missing or invalid");
 	if (!a->forwarder)
 		return fm_error_set(err, -ENOTSUP, "host %s does not forward addresses (not started yet)", a->rt->host);
 	if (!engage)
@@ -1774,6 +1974,11 @@ int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t *req, json_t **out,
 	return UNDER(&a->dst_ops, dst_restore_locked(a, mid, req, out, err));
 }
 
+int fm_sync_dst_restore_start(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+{
+	return UNDER(&a->dst_ops, dst_restore_start_locked(a, mid, req, err));
+}
+
 int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err)
 {
 	return UNDER(&a->dst_ops, dst_commit_locked(a, mid, err));
@@ -1792,6 +1997,11 @@ int fm_sync_dst_reserve(fm_agent *a, const char *mid, json_t *req, fm_error *err
 int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	return UNDER(&a->dst_ops, dst_prepare_locked(a, mid, req, out, err));
+}
+
+int fm_sync_src_checkpoint_start(fm_agent *a, const char *mid, json_t *req, fm_error *err)
+{
+	return UNDER(&a->src_ops, src_checkpoint_start_locked(a, mid, req, err));
 }
 
 int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)

@@ -71,6 +71,9 @@ void fm_agent_recover(fm_agent *a);
 /* Destination role */
 int fm_sync_dst_reserve(fm_agent *a, const char *mid, json_t *req, fm_error *err);
 int fm_sync_dst_prepare(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
+/* At the freeze: starts runc restore ahead of the images ({"lazy", "tcp_close"}
+ * as the restore's request); the restore then only opens its gate. */
+int fm_sync_dst_restore_start(fm_agent *a, const char *mid, json_t *req, fm_error *err);
 int fm_sync_dst_restore(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
 /* POST_COPY: waits until every memory page has arrived (the lazy-pages daemon
  * exits 0); -errno when the page transfer failed. */
@@ -86,6 +89,9 @@ int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err);
 json_t *fm_sync_dst_status(fm_agent *a, const char *mid);
 
 /* Source role */
+/* POST_COPY, while the container runs: the page relay set up and CRIU started
+ * for the checkpoint to come ({container, lazy, parent_round, tcp_close}). */
+int fm_sync_src_checkpoint_start(fm_agent *a, const char *mid, json_t *req, fm_error *err);
 int fm_sync_src_checkpoint(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err);
 /* PRE_COPY/HYBRID: one pre-dump round of the running container, its memory
  * streamed to the destination's page relay ({container, round, page_relay,

@@ -1,74 +1,289 @@
 /* State Restoration Module: brings a checkpointed container back to life on this
  * host with `runc restore` (CRIU underneath), into a bundle and root filesystem the
- * Runtime Controller prepared. */
+ * Runtime Controller prepared.
+ *
+ * runc spends ~25 ms starting (Go's runtime, the bundle's configuration, the
+ * container's state) before it first asks CRIU anything.  A restore started
+ * ahead of its images (fm_restore_start, while the source dumps) does that
+ * part outside the downtime and waits in fm-criu-shim's gate (criu_shim.c),
+ * a FIFO in the work directory: fm_restore_finish writes 'g' into it once the
+ * images, root filesystem and CRIU configuration are in place; fm_restore_cancel
+ * writes 'x', and runc gives up and removes what it made.  Such a runc is
+ * given work_dir/restore-images as its images: it creates that directory at
+ * its start, before the images arrive (where the receiver would take it for a
+ * duplicate); fm_restore_finish puts a link to the images there. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "basic/cmd.h"
 #include "basic/util.h"
 #include "runtime/tmpfs.h"
 #include "sync/checkpoint.h"
 
+/* runc gives up on its own once the gate stays shut: the controller gave up
+ * on the migration long before */
+#define GATE_LIMIT_MS FM_CRIU_TIMEOUT_MS
+/* a cancelled runc cleans up in well under a second */
+#define CANCEL_WAIT_MS 10000
+#define EARLY_IMAGES "restore-images"
 
-/* The restore's CRIU configuration: the host's, the fresh tmpfs mounts the
- * images ask for (runtime/tmpfs.h), mounted below the container's directory
- * in *tdir (*tmpfs: there are some), and tcp-close when the container's TCP
- * connections are to be restored closed (runc restore has no flag for it).
- * *conf NULL: the host's configuration as it is. */
-static int restore_conf(fm_runtime *rt, const char *images_dir, const char *work_dir, const char *tdir,
-			fm_tcp_mode tcp, char **conf, bool *tmpfs, fm_error *err)
+struct fm_restore_run {
+	fm_runtime *rt;
+	char *name, *images_dir, *work_dir;
+	bool lazy;
+	fm_tcp_mode tcp;
+	struct fm_cmd *runc;
+	int gate;                /* the FIFO, held open for writing (-1: no gate) */
+};
+
+static char *work_file(const fm_restore_run *run, const char *leaf)
+{
+	return fm_xasprintf("%s/%s", run->work_dir, leaf);
+}
+
+/* The restore's CRIU configuration, work_dir/criu-restore.conf: the host's,
+ * the fresh tmpfs mounts the images ask for (runtime/tmpfs.h), mounted below
+ * the container's directory in tdir (*tmpfs: there are some), and tcp-close
+ * when the container's TCP connections are to be restored closed (runc
+ * restore has no flag for it). */
+static int restore_conf(fm_restore_run *run, const char *images_dir, const char *tdir, bool *tmpfs, fm_error *err)
 {
 	_cleanup_free_ char *lines = NULL;
 	int r;
 
-	*conf = NULL;
 	if ((r = fm_tmpfs_prepare(images_dir, tdir, &lines, err)) < 0)
 		return r;
 	*tmpfs = lines != NULL;
-	if (!lines && tcp != FM_TCP_CLOSE)
-		return 0;
-	_cleanup_free_ char *path = fm_xasprintf("%s/criu-restore.conf", work_dir);
-	_cleanup_free_ char *text = fm_xasprintf("%s%s%s", rt->criu_restore_text, lines ? lines : "",
-						 tcp == FM_TCP_CLOSE ? "tcp-close\n" : "");
+	_cleanup_free_ char *path = work_file(run, "criu-restore.conf");
+	_cleanup_free_ char *text = fm_xasprintf("%s%s%s", run->rt->criu_restore_text, lines ? lines : "",
+						 run->tcp == FM_TCP_CLOSE ? "tcp-close\n" : "");
 	if ((r = fm_write_file_atomic(path, text, strlen(text), 0600)) < 0) {
 		if (*tmpfs)
 			fm_tmpfs_release(tdir);
 		return fm_error_set(err, r, "cannot write %s: %s", path, strerror(-r));
 	}
-	*conf = fm_xstrdup(path);
 	return 0;
+}
+
+/* Starts runc; with a gate, it stops at its first question to CRIU. */
+static int spawn_runc(fm_restore_run *run, bool gated, fm_error *err)
+{
+	_cleanup_free_ char *conf = work_file(run, "criu-restore.conf");
+	_cleanup_free_ char *log = work_file(run, "runc-restore.log");
+	_cleanup_free_ char *gate = work_file(run, "restore.gate");
+	_cleanup_free_ char *bundle = fm_rt_container_dir(run->rt, run->name);
+	int r;
+
+	unlink(log);
+	unlink(gate);
+	if (gated) {
+		if (mkfifo(gate, 0600) < 0)
+			return fm_error_set(err, -errno, "cannot create %s: %m", gate);
+		/* read-write: the byte waits in the FIFO for a runc still starting */
+		if ((run->gate = open(gate, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0) {
+			r = fm_error_set(err, -errno, "cannot open %s: %m", gate);
+			unlink(gate);
+			return r;
+		}
+	}
+	struct fm_cmd *c = fm_rt_runc_restore_cmd(run->rt, conf, log);
+	if (gated) {
+		fm_cmd_env(c, "FM_RESTORE_GATE", gate);
+		char v[32];
+		snprintf(v, sizeof(v), "%d", (int)getpid());
+		fm_cmd_env(c, "FM_RESTORE_GATE_PID", v);
+		snprintf(v, sizeof(v), "%d", GATE_LIMIT_MS);
+		fm_cmd_env(c, "FM_RESTORE_GATE_MS", v);
+	}
+	fm_cmd_arg(c, "--detach");
+	if (run->lazy)
+		fm_cmd_arg(c, "--lazy-pages");
+	if (run->tcp == FM_TCP_ESTABLISHED)
+		fm_cmd_arg(c, "--tcp-established");
+	fm_cmd_arg(c, "--image-path");
+	fm_cmd_arg(c, run->images_dir);
+	fm_cmd_arg(c, "--work-path");
+	fm_cmd_arg(c, run->work_dir);
+	fm_cmd_arg(c, "--bundle");
+	fm_cmd_arg(c, bundle);
+	fm_cmd_arg(c, run->name);
+	fm_cmd_set_stdio_null(c);
+	if ((r = fm_cmd_start(c, err)) < 0) {
+		fm_cmd_free(c);
+		return r;
+	}
+	run->runc = c;
+	return 0;
+}
+
+static void run_free(fm_restore_run *run)
+{
+	if (!run)
+		return;
+	if (run->gate >= 0) {
+		close(run->gate);
+		_cleanup_free_ char *gate = work_file(run, "restore.gate");
+		unlink(gate);
+	}
+	if (run->runc) {
+		fm_cmd_wait_timeout(run->runc, 0, NULL);
+		fm_cmd_free(run->runc);
+	}
+	free(run->name);
+	free(run->images_dir);
+	free(run->work_dir);
+	free(run);
+}
+
+static fm_restore_run *run_new(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
+			       bool lazy, fm_tcp_mode tcp)
+{
+	fm_restore_run *run = calloc(1, sizeof(*run));
+	if (!run)
+		abort();
+	*run = (fm_restore_run){ .rt = rt, .name = fm_xstrdup(name), .images_dir = fm_xstrdup(images_dir),
+				 .work_dir = fm_xstrdup(work_dir), .lazy = lazy, .tcp = tcp, .gate = -1 };
+	return run;
+}
+
+int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, bool lazy, fm_tcp_mode tcp,
+		     fm_restore_run **out, fm_error *err)
+{
+	*out = NULL;
+	if (!rt->criu_shim)
+		return fm_error_set(err, -ENOTSUP, "no fm-criu-shim beside the daemon: a restore cannot wait for its images");
+	_cleanup_free_ char *images = fm_xasprintf("%s/" EARLY_IMAGES, work_dir);
+	fm_rm_rf(images);
+	fm_restore_run *run = run_new(rt, name, images, work_dir, lazy, tcp);
+	int r = spawn_runc(run, true, err);
+	if (r < 0) {
+		run_free(run);
+		return r;
+	}
+	*out = run;
+	return 0;
+}
+
+bool fm_restore_matches(const fm_restore_run *run, const char *work_dir, bool lazy, fm_tcp_mode tcp)
+{
+	return run && run->lazy == lazy && run->tcp == tcp && !strcmp(run->work_dir, work_dir);
+}
+
+/* Has runc exited already (its gate wait failed, or it could not start)? */
+static bool runc_gone(const fm_restore_run *run)
+{
+	int pidfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(run->runc), 0);
+	struct pollfd p = { pidfd, POLLIN, 0 };
+	bool gone = pidfd >= 0 && poll(&p, 1, 0) == 1;
+	if (pidfd >= 0)
+		close(pidfd);
+	return gone;
+}
+
+/* What runc and CRIU said about a failed restore, as the error's detail. */
+static void attach_logs(const fm_restore_run *run, fm_error *err)
+{
+	_cleanup_free_ char *log = work_file(run, "runc-restore.log");
+	if (!err)
+		return;
+	fm_rt_attach_runc_log(err, log);
+	_cleanup_free_ char *runc = err->detail ? fm_xasprintf("runc:\n%s", err->detail) : NULL;
+	fm_ckpt_attach_criu_log(err, run->work_dir, "restore.log");
+	if (runc && err->detail && strncmp(err->detail, "CRIU", 4) == 0)
+		fm_error_set_detail(err, fm_xasprintf("%s\n%s", runc, err->detail));
+	else if (runc)
+		fm_error_set_detail(err, fm_xstrdup(runc));
+}
+
+/* The early runc's images directory (its own, empty) becomes a link to the
+ * received images. */
+static int link_images(fm_restore_run *run, const char *images_dir, fm_error *err)
+{
+	for (int tries = 0; tries < 3; tries++) {
+		if (rmdir(run->images_dir) < 0 && errno != ENOENT)
+			break;
+		if (symlink(images_dir, run->images_dir) == 0)
+			return 0;
+		if (errno != EEXIST)
+			break;
+		/* runc made it just now */
+	}
+	return fm_error_set(err, -errno, "cannot link %s to the images: %m", run->images_dir);
+}
+
+int fm_restore_finish(fm_restore_run *run, const char *images_dir, fm_error *err)
+{
+	_cleanup_free_ char *bundle = fm_rt_container_dir(run->rt, run->name);
+	_cleanup_free_ char *tdir = fm_xasprintf("%s/tmpfs", bundle);
+	bool tmpfs = false;
+	int r;
+
+	if ((r = restore_conf(run, images_dir, tdir, &tmpfs, err)) < 0)
+		goto out;
+	if (run->runc && runc_gone(run)) {
+		/* it gave up waiting (or never got going): start it afresh, ungated */
+		fm_cmd_wait_timeout(run->runc, 0, NULL);
+		fm_cmd_free(run->runc);
+		run->runc = NULL;
+		if (run->gate >= 0) {
+			close(run->gate);
+			run->gate = -1;
+		}
+	}
+	if (run->runc && strcmp(run->images_dir, images_dir) != 0 && (r = link_images(run, images_dir, err)) < 0) {
+		kill(-fm_cmd_pid(run->runc), SIGKILL);
+		goto out;
+	}
+	if (!run->runc) {
+		free(run->images_dir);
+		run->images_dir = fm_xstrdup(images_dir);
+		if ((r = spawn_runc(run, false, err)) < 0)
+			goto out;
+	}
+	if (run->gate >= 0 && write(run->gate, "g", 1) != 1) {
+		r = fm_error_set(err, -errno, "cannot open the restore's gate: %m");
+		kill(-fm_cmd_pid(run->runc), SIGKILL);
+	}
+	int w = fm_cmd_wait_timeout(run->runc, FM_CRIU_TIMEOUT_MS, r < 0 ? NULL : err);
+	fm_cmd_free(run->runc);
+	run->runc = NULL;
+	if (r == 0 && w != 0) {
+		attach_logs(run, err);
+		r = w > 0 ? -EIO : w;
+	}
+out:
+	if (r < 0)
+		fm_error_prefix(err, "restore of %s failed", run->name);
+	/* the restored container holds its own binds of them */
+	if (tmpfs)
+		fm_tmpfs_release(tdir);
+	run_free(run);
+	return r;
+}
+
+void fm_restore_cancel(fm_restore_run *run)
+{
+	if (!run)
+		return;
+	if (run->gate >= 0 && write(run->gate, "x", 1) == 1 && run->runc) {
+		/* runc removes the container state it made */
+		fm_cmd_wait_timeout(run->runc, CANCEL_WAIT_MS, NULL);
+		fm_cmd_free(run->runc);
+		run->runc = NULL;
+	}
+	run_free(run);
 }
 
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
 	       fm_tcp_mode tcp, fm_error *err)
 {
-	_cleanup_free_ char *bundle = fm_rt_container_dir(rt, name);
-	_cleanup_free_ char *tdir = fm_xasprintf("%s/tmpfs", bundle), *conf = NULL;
-	bool tmpfs = false;
-	int r;
-
-	if ((r = restore_conf(rt, images_dir, work_dir, tdir, tcp, &conf, &tmpfs, err)) < 0) {
-		fm_error_prefix(err, "restore of %s", name);
-		return r;
-	}
-	struct fm_cmd *c = fm_rt_runc_restore_cmd(rt, conf);
-
-	fm_cmd_arg(c, "--detach");
-	if (lazy)
-		fm_cmd_arg(c, "--lazy-pages");
-	if (tcp == FM_TCP_ESTABLISHED)
-		fm_cmd_arg(c, "--tcp-established");
-	fm_cmd_arg(c, "--image-path");
-	fm_cmd_arg(c, images_dir);
-	fm_cmd_arg(c, "--work-path");
-	fm_cmd_arg(c, work_dir);
-	fm_cmd_arg(c, "--bundle");
-	fm_cmd_arg(c, bundle);
-	fm_cmd_arg(c, name);
-	fm_cmd_set_stdio_null(c);
-	r = fm_ckpt_run(c, work_dir, "restore.log", "restore", name, err);
-	/* the restored container holds its own binds of them */
-	if (tmpfs)
-		fm_tmpfs_release(tdir);
-	return r;
+	return fm_restore_finish(run_new(rt, name, images_dir, work_dir, lazy, tcp), images_dir, err);
 }

@@ -69,6 +69,10 @@ def test_post_copy_completes_with_memory_intact(slow, handler):
     assert any("page faults" in x for x in msgs) == (handler == "prefetch"), msgs
     # resumed at once: the freeze did not wait for 40 MB at 100 Mbit/s (~3.4 s)
     assert m["downtime_ms"] < 2000, m["downtime_ms"]
+    # CRIU's dump on hostA and runc restore on hostB started before the freeze
+    # and waited for what is decided on the frozen container
+    assert any(x.startswith("Downtime") and "CRIU's dump and runc restore started before the freeze" in x
+               for x in msgs), msgs
     i, size = counter_of(b, "mem")
     assert size == 40000000 and i >= before
     wait_for(lambda: counter_of(b, "mem")[0] > i, 5, "counter to advance on hostB")

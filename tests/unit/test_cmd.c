@@ -63,6 +63,34 @@ static void test_timeout_kills(void **state)
 	fm_cmd_free(c);
 }
 
+/* a started command: waited for up to a bound, then killed */
+static void test_wait_timeout(void **state)
+{
+	(void)state;
+	fm_error e = FM_ERROR_INIT;
+	fm_cmd *c = fm_cmd_new("/bin/sleep");
+	fm_cmd_arg(c, "30");
+	assert_int_equal(fm_cmd_start(c, &e), 0);
+	int64_t t0 = fm_now_mono_ms();
+	assert_int_equal(fm_cmd_wait_timeout(c, 200, &e), -ETIMEDOUT);
+	assert_true(fm_now_mono_ms() - t0 < 5000);
+	assert_non_null(strstr(e.msg, "timed out after 200 ms"));
+	fm_error_clear(&e);
+	fm_cmd_free(c);
+	c = fm_cmd_new("/bin/sh");
+	fm_cmd_arg(c, "-c");
+	fm_cmd_arg(c, "exit 3");
+	assert_int_equal(fm_cmd_start(c, &e), 0);
+	assert_true(fm_cmd_wait_timeout(c, 5000, &e) != 0);
+	assert_non_null(strstr(e.msg, "exit 3"));
+	fm_error_clear(&e);
+	fm_cmd_free(c);
+	c = fm_cmd_new("/bin/true");
+	assert_int_equal(fm_cmd_start(c, &e), 0);
+	assert_int_equal(fm_cmd_wait_timeout(c, 5000, &e), 0);
+	fm_cmd_free(c);
+}
+
 static void test_grandchild_holding_pipe(void **state)
 {
 	/* the program exits while a background child keeps stdout open: we must return
@@ -227,7 +255,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_capture_and_exit), cmocka_unit_test(test_clean_env_and_fds),
-		cmocka_unit_test(test_timeout_kills),   cmocka_unit_test(test_grandchild_holding_pipe),
+		cmocka_unit_test(test_timeout_kills),   cmocka_unit_test(test_wait_timeout),
+		cmocka_unit_test(test_grandchild_holding_pipe),
 		cmocka_unit_test(test_missing_program), cmocka_unit_test(test_dry_run),
 		cmocka_unit_test(test_child_starts_with_default_signals), cmocka_unit_test(test_spawn_from_threads),
 		cmocka_unit_test(test_pass_fds),

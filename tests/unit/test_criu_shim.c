@@ -54,7 +54,11 @@ static int runs(void)
 	return stat(counter, &st) == 0 ? (int)st.st_size : 0;
 }
 
-/* Runs the shim on one request; returns its exit status, the answer in resp. */
+static char gate[160];
+static pid_t gate_daemon;     /* FM_RESTORE_GATE_PID, when set */
+
+/* Runs the shim on one request; returns its exit status, the answer in resp.
+ * With gate[] set, the shim runs behind that restore gate. */
 static int ask(const uint8_t *req, size_t n, uint8_t *resp, ssize_t *rn, bool with_criu, bool fail)
 {
 	int sp[2];
@@ -72,6 +76,13 @@ static int ask(const uint8_t *req, size_t n, uint8_t *resp, ssize_t *rn, bool wi
 			unsetenv("FM_CRIU");
 		if (fail)
 			setenv("FM_FAKE_FAIL", "1", 1);
+		if (*gate) {
+			char v[32];
+			setenv("FM_RESTORE_GATE", gate, 1);
+			snprintf(v, sizeof(v), "%d", (int)(gate_daemon ? gate_daemon : getppid()));
+			setenv("FM_RESTORE_GATE_PID", v, 1);
+			setenv("FM_RESTORE_GATE_MS", "5000", 1);
+		}
 		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "swrk", "3", (char *)NULL);
 		_exit(126);
 	}
@@ -143,6 +154,73 @@ static void test_shim_keeps_no_failed_answer(void **state)
 	assert_int_equal(ask(VERSION_REQ, sizeof(VERSION_REQ), resp, &n, false, false), 127);
 }
 
+/* The gate: a FIFO the daemon holds open for writing, one byte in it. */
+static int gate_open(void)
+{
+	snprintf(gate, sizeof(gate), "%s.gate", dir);
+	unlink(gate);
+	assert_int_equal(mkfifo(gate, 0600), 0);
+	int fd = open(gate, O_RDWR | O_NONBLOCK);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+static void test_gate_g_lets_the_restore_through_once(void **state)
+{
+	(void)state;
+	uint8_t resp[256];
+	ssize_t n;
+	int fd = gate_open();
+	/* written before the shim comes: the byte waits in the FIFO */
+	assert_int_equal(write(fd, "g", 1), 1);
+	int before = runs();
+	assert_int_equal(ask(RESTORE_REQ, sizeof(RESTORE_REQ), resp, &n, true, false), 0);
+	assert_int_equal(n, sizeof(RESTORE_RESP));
+	assert_int_equal(runs(), before + 1);
+	/* the gate is gone, and runc's next question passes without it */
+	assert_int_equal(access(gate, F_OK), -1);
+	assert_int_equal(ask(VERSION_REQ, sizeof(VERSION_REQ), resp, &n, true, false), 0);
+	assert_int_equal(n, sizeof(VERSION_RESP));
+	close(fd);
+	*gate = 0;
+}
+
+/* The shim behind the gate fails without answering or running CRIU. */
+static void assert_gate_refuses(int fd)
+{
+	uint8_t resp[256];
+	ssize_t n;
+	int before = runs();
+	assert_int_equal(ask(RESTORE_REQ, sizeof(RESTORE_REQ), resp, &n, true, false), 1);
+	assert_true(n <= 0);
+	assert_int_equal(runs(), before);
+	close(fd);
+	unlink(gate);
+	*gate = 0;
+}
+
+static void test_gate_x_fails_without_asking_criu(void **state)
+{
+	(void)state;
+	int fd = gate_open();
+	assert_int_equal(write(fd, "x", 1), 1);
+	assert_gate_refuses(fd);
+}
+
+static void test_gate_gives_up_when_its_daemon_exits(void **state)
+{
+	(void)state;
+	int fd = gate_open();
+	/* a "daemon" that holds nothing and dies at once: nobody will open the gate */
+	gate_daemon = fork();
+	assert_true(gate_daemon >= 0);
+	if (gate_daemon == 0)
+		_exit(0);
+	assert_gate_refuses(fd);
+	waitpid(gate_daemon, NULL, 0);
+	gate_daemon = 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (getenv("FM_FAKE_CRIU"))
@@ -163,6 +241,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_shim_records_and_replays_the_version),
 		cmocka_unit_test(test_shim_hands_everything_else_to_criu),
 		cmocka_unit_test(test_shim_keeps_no_failed_answer),
+		cmocka_unit_test(test_gate_g_lets_the_restore_through_once),
+		cmocka_unit_test(test_gate_x_fails_without_asking_criu),
+		cmocka_unit_test(test_gate_gives_up_when_its_daemon_exits),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	fm_rm_rf(dir);

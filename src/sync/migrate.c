@@ -749,6 +749,46 @@ static int collect_pages(fm_agent *a, fm_incoming *in, const char *images, json_
 	return 0;
 }
 
+/* The destination's side of the address, beside the restore: the capture of
+ * what clients send, the port up, a gratuitous ARP. */
+typedef struct address_up {
+	fm_runtime *rt;
+	const char *name, *ip, *mac;
+	fm_net_capture *held;
+	int r;
+	fm_error err;
+} address_up;
+
+static void *address_up_run(void *opaque)
+{
+	address_up *u = opaque;
+	u->err = (fm_error)FM_ERROR_INIT;
+	if ((u->r = fm_net_capture_start(u->rt, u->name, &u->held, &u->err)) < 0 ||
+	    (u->r = fm_net_port_set(u->rt, u->name, true, &u->err)) < 0 ||
+	    (u->r = fm_net_announce(u->rt, u->name, u->ip, u->mac, &u->err)) < 0) {
+		fm_net_capture_stop(u->held, NULL, NULL, NULL);
+		u->held = NULL;
+	}
+	return NULL;
+}
+
+/* Its capture (NULL: none, or it failed: then err says why). */
+static fm_net_capture *address_up_join(address_up *u, pthread_t *thread, fm_error *err)
+{
+	if (!u->ip)
+		return NULL;
+	if (thread)
+		pthread_join(*thread, NULL);
+	if (u->r < 0 && err)
+		fm_error_move(err, &u->err);
+	fm_error_clear(&u->err);
+	if (u->r < 0 || !err) {
+		fm_net_capture_stop(u->held, NULL, NULL, NULL);
+		return NULL;
+	}
+	return u->held;
+}
+
 static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	fm_incoming *in;
@@ -872,25 +912,20 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		fm_error_clear(&ge);
 	}
 	int64_t t_spawned = fm_now_mono_us();
-	/* The address lives here from now on: announce it before the restore, so
-	 * that clients' segments come here while it runs; the hold (since prepare)
-	 * keeps them from the sockets in repair, the capture keeps them for later.
-	 * (While criu lazy-pages reads its images.) */
-	fm_net_capture *held = NULL;
-	if (in->spec.net_ip &&
-	    ((r = fm_net_capture_start(a->rt, in->spec.name, &held, err)) < 0 ||
-	     (r = fm_net_port_set(a->rt, in->spec.name, true, err)) < 0 ||
-	     (r = fm_net_announce(a->rt, in->spec.name, in->spec.net_ip, in->spec.net_mac, err)) < 0)) {
-		fm_net_capture_stop(held, NULL, NULL, NULL);
-		if (lazy_ready >= 0)
-			close(lazy_ready);
-		fm_lazy_gate_free(gate);
-		return r;
-	}
+	/* The address lives here from now on: announce it while the restore runs,
+	 * so that clients' segments come here; the hold (since prepare) keeps
+	 * them from the sockets in repair, the capture keeps them for later.  On
+	 * a thread of its own, beside the restore: joined before the hold lifts. */
+	address_up up = { .rt = a->rt, .name = in->spec.name, .ip = in->spec.net_ip, .mac = in->spec.net_mac };
+	pthread_t up_thread;
+	bool up_started = in->spec.net_ip && pthread_create(&up_thread, NULL, address_up_run, &up) == 0;
+	if (in->spec.net_ip && !up_started)
+		address_up_run(&up);
 	t_net = fm_now_mono_us();
 	if (lazy_ready >= 0 && (r = fm_ckpt_ready_wait(&in->lazy, lazy_ready, FM_READY_TIMEOUT_MS, work,
 						       "lazy-pages.log", "criu lazy-pages", err)) < 0) {
-		fm_net_capture_stop(held, NULL, NULL, NULL);
+		address_up_join(&up, up_started ? &up_thread : NULL, NULL);
+		fm_lazy_gate_free(gate);
 		return r;
 	}
 	t_lazy = fm_now_mono_us();
@@ -916,6 +951,10 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 		fm_ckpt_kill_running(&in->lazy, work, "lazy-pages.log", err);
 	}
 	fm_lazy_gate_free(gate);
+	/* the address's part: needed from here on */
+	fm_net_capture *held = address_up_join(&up, up_started ? &up_thread : NULL, r == 0 ? err : NULL);
+	if (r == 0 && up.r < 0)
+		r = up.r;
 	if (r < 0) {
 		fm_net_nft_ready_free(unhold);
 		fm_net_capture_stop(held, NULL, NULL, NULL);
@@ -1708,9 +1747,6 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		if (lazy && (r = lazy_source_start(a, mid, name, images, work, tcp, (int)parent_round, &ro, &ls, err)) < 0)
 			return r;
 	}
-	fm_journal_exec(a->journal, "INSERT OR REPLACE INTO outgoing(mid, container, controller, state, at_ms)"
-			" VALUES(?, ?, ?, 'FREEZING', ?)", "sssi", mid, name,
-			json_string_value(json_object_get(req, "controller")), fm_now_wall_ms());
 	struct fm_cmd *serving = NULL;
 	int relay_port = ls ? fm_relay_port(ls->relay) : 0;
 
@@ -1736,6 +1772,11 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		pthread_mutex_unlock(&a->lock);
 		hold = fm_net_nft_ready_new(a->rt, name);
 	}
+	/* (the journal's write gives the threads just started time to settle
+	 * before the freezer competes with them) */
+	fm_journal_exec(a->journal, "INSERT OR REPLACE INTO outgoing(mid, container, controller, state, at_ms)"
+			" VALUES(?, ?, ?, 'FREEZING', ?)", "sssi", mid, name,
+			json_string_value(json_object_get(req, "controller")), fm_now_wall_ms());
 	set_phase(a, mid, "freezing");
 	t0 = fm_now_mono_us();
 	if (strcmp(status, "paused") != 0 && (r = fm_ckpt_freeze(a->rt, name, err)) < 0) {

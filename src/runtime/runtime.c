@@ -53,7 +53,7 @@ static const char bundle_template[] =
 	"\"maskedPaths\":[\"/proc/acpi\",\"/proc/asound\",\"/proc/kcore\",\"/proc/keys\",\"/proc/latency_stats\",\"/proc/timer_list\",\"/proc/timer_stats\",\"/proc/sched_debug\",\"/sys/firmware\",\"/proc/scsi\"],"
 	"\"readonlyPaths\":[\"/proc/bus\",\"/proc/fs\",\"/proc/irq\",\"/proc/sys\",\"/proc/sysrq-trigger\"]}}";
 
-/* CRIU's key for a directory runc masks (criu_restore_conf_write):
+/* CRIU's key for a directory runc masks (criu_restore_text_make):
  * "fm-masked-proc-acpi" for /proc/acpi; NULL for a path that would not make a
  * plain key (then CRIU dumps that mount's contents as usual). */
 static char *criu_masked_key(const char *path)
@@ -102,7 +102,8 @@ static const char *criu_cgroup_yard(void)
 	return n > 0 ? root : NULL;
 }
 
-/* What every restore on this host tells CRIU (runc passes its environment,
+/* What every restore on this host tells CRIU, at the start of each
+ * restore's own configuration (sync/restore.c; runc passes its environment,
  * CRIU_CONFIG_FILE among it, to `criu swrk`, which reads the file):
  *  - the directories runc masks (/proc/acpi, /sys/firmware: empty read-only
  *    tmpfs mounts) are dumped as external mounts (criu_masked_key), not as
@@ -116,7 +117,7 @@ static const char *criu_cgroup_yard(void)
  *    by us (fm_net_hold) the whole time CRIU's lock would hold it, and one
  *    without has only a loopback nobody outside can reach.
  *  - the cgroup yard, if the host has one (criu_cgroup_yard). */
-static int criu_restore_conf_write(fm_runtime *rt, fm_error *err)
+static int criu_restore_text_make(fm_runtime *rt, fm_error *err)
 {
 	_cleanup_free_ char *masked = fm_xasprintf("%s/masked", rt->state_dir);
 	_cleanup_free_ char *lines = fm_xstrdup("");
@@ -145,14 +146,9 @@ static int criu_restore_conf_write(fm_runtime *rt, fm_error *err)
 	_cleanup_free_ char *yard = rt->cgroup_yard ? fm_xasprintf("cgroup-yard %s\n", rt->cgroup_yard) : fm_xstrdup("");
 	if (r < 0)
 		return r;
-	char *conf = fm_xasprintf("# written by fleximigrated for runc restore (runtime/runtime.c)\n"
-				  "%s%snetwork-lock skip\n", yard, lines);
-	if ((r = fm_write_file_atomic(rt->criu_restore_conf, conf, strlen(conf), 0600)) < 0) {
-		free(conf);
-		return fm_error_set(err, r, "cannot write %s: %s", rt->criu_restore_conf, strerror(-r));
-	}
 	free(rt->criu_restore_text);
-	rt->criu_restore_text = conf;
+	rt->criu_restore_text = fm_xasprintf("# written by fleximigrated for runc restore (runtime/runtime.c)\n"
+					     "%s%snetwork-lock skip\n", yard, lines);
 	return 0;
 }
 
@@ -224,7 +220,6 @@ int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const ch
 	rt->runc = fm_xstrdup(runc);
 	rt->criu = fm_xstrdup(criu);
 	rt->runc_root = fm_xasprintf("%s/runc", state_dir);
-	rt->criu_restore_conf = fm_xasprintf("%s/criu-restore.conf", state_dir);
 	rt->journal = journal;
 	rt->cgroup_yard = criu_cgroup_yard();
 	rt->tmp_dir = fm_xasprintf("%s/tmp", state_dir);
@@ -232,7 +227,7 @@ int fm_rt_open(fm_runtime *rt, const char *host, const char *state_dir, const ch
 	if ((r = fm_mkdir_p(cdir, 0700)) < 0 || (r = fm_mkdir_p(rt->runc_root, 0700)) < 0 ||
 	    (r = fm_mkdir_p(rt->tmp_dir, 0700)) < 0)
 		return fm_error_set(err, r, "cannot create %s: %s", state_dir, strerror(-r));
-	if ((r = criu_restore_conf_write(rt, err)) < 0)
+	if ((r = criu_restore_text_make(rt, err)) < 0)
 		return r;
 	criu_shim_find(rt);
 	return fm_image_store_open(idir, &rt->images, err);
@@ -248,7 +243,6 @@ void fm_rt_close(fm_runtime *rt)
 	free(rt->criu_shim);
 	free(rt->criu_rpc_cache);
 	free(rt->runc_root);
-	free(rt->criu_restore_conf);
 	free(rt->criu_restore_text);
 	free(rt->bridge);
 	free(rt->tmp_dir);
@@ -506,7 +500,7 @@ struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt)
 struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, const char *criu_conf, const char *runc_log)
 {
 	fm_cmd *c = fm_rt_runc_cmd(rt);
-	fm_cmd_env(c, "CRIU_CONFIG_FILE", criu_conf ? criu_conf : rt->criu_restore_conf);
+	fm_cmd_env(c, "CRIU_CONFIG_FILE", criu_conf);
 	if (runc_log) {
 		fm_cmd_arg(c, "--log");
 		fm_cmd_arg(c, runc_log);
@@ -778,7 +772,7 @@ int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, fm_cmd *c, const char
 		_cleanup_free_ char *key = criu_masked_key(json_string_value(v));
 		if (!S_ISDIR(sb.st_mode))
 			criu_external(c, "mnt[%s]:/dev/null", json_string_value(v));
-		else if (key) /* see criu_restore_conf_write */
+		else if (key) /* see criu_restore_text_make */
 			criu_external(c, "mnt[%s]:%s", json_string_value(v), key);
 	}
 	json_array_foreach(json_object_get(cfg, "devices"), i, v) {

@@ -30,8 +30,7 @@ typedef struct fm_runtime {
 	char *criu_shim;    /* fm-criu-shim beside the daemon, handed to runc --criu (src/sync/criu_shim.c); NULL: criu */
 	char *criu_rpc_cache; /* ... its recorded answers: <state>/criu-rpc, emptied at start */
 	char *runc_root;
-	char *criu_restore_conf;    /* CRIU configuration for restores (criu_restore_conf_write) */
-	char *criu_restore_text;    /* ... what it holds (a restore's own configuration starts with it) */
+	char *criu_restore_text;    /* what every restore's CRIU configuration starts with (criu_restore_text_make) */
 	const char *cgroup_yard; /* the host's cgroup mounts as CRIU's --cgroup-yard, or NULL (fm_rt_open) */
 	fm_image_store *images;
 	fm_journal *journal;
@@ -130,10 +129,10 @@ int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, struct fm_cmd *c, con
  * configuration lines (its dump's --config file; "" for none).  What cannot
  * be arranged is warned about, never fatal. */
 char *fm_rt_criu_dump_conf(fm_runtime *rt, const char *name, const char *images_dir);
-/* `runc restore` with this host's CRIU configuration (CRIU_CONFIG_FILE: the
- * masked directories' external mounts, no CRIU network lock: see
- * criu_restore_conf_write), or criu_conf, a file that holds it and more; with
- * runc_log, runc's errors go there (JSON).  The caller adds the rest. */
+/* `runc restore` with criu_conf as CRIU's configuration (CRIU_CONFIG_FILE: a
+ * file that starts with criu_restore_text, the masked directories' external
+ * mounts and no CRIU network lock); with runc_log, runc's errors go there
+ * (JSON).  The caller adds the rest. */
 struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, const char *criu_conf, const char *runc_log);
 /* The last error messages runc wrote to its JSON log, as an error detail. */
 void fm_rt_attach_runc_log(fm_error *err, const char *log);

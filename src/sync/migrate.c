@@ -116,15 +116,25 @@ static int finish_cmd(struct fm_cmd *c, int timeout_ms, fm_error *err)
 	return r;
 }
 
+/* The runc restore started early for in (NULL: none), taken out of its
+ * record; with failed, none can be put there any more (the receive failed). */
+static fm_restore_run *incoming_take_restore(fm_incoming *in, bool failed)
+{
+	pthread_mutex_lock(&in->agent->lock);
+	fm_restore_run *run = in->restore_run;
+	in->restore_run = NULL;
+	in->recv_failed |= failed;
+	pthread_mutex_unlock(&in->agent->lock);
+	return run;
+}
+
 static void incoming_free(fm_incoming *in)
 {
 	pthread_mutex_lock(&in->agent->lock);
 	in->claimed = true;
 	pthread_cond_signal(&in->claim_cv);
-	fm_restore_run *run = in->restore_run;
-	in->restore_run = NULL;
 	pthread_mutex_unlock(&in->agent->lock);
-	fm_restore_cancel(run);
+	fm_restore_cancel(incoming_take_restore(in, false));
 	if (in->lazy)
 		finish_cmd(in->lazy, 0, NULL);
 	in->lazy = NULL;
@@ -427,12 +437,7 @@ static void *recv_thread(void *opaque)
 		 * nor a runc waiting for it. */
 		fm_log(FM_LOG_WARN, FM_C_DELTA_TRANSFER, in->mid, "Receiving migration %s failed (%s): discarding it",
 		       in->mid, in->recv_err.msg);
-		pthread_mutex_lock(&in->agent->lock);
-		fm_restore_run *run = in->restore_run;
-		in->restore_run = NULL;
-		in->recv_failed = true;
-		pthread_mutex_unlock(&in->agent->lock);
-		fm_restore_cancel(run);
+		fm_restore_cancel(incoming_take_restore(in, true));
 		discard_incoming(in->agent, in->mid, NULL);
 	}
 	__atomic_store_n(&in->thread_done, true, __ATOMIC_RELEASE);
@@ -933,10 +938,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	 * exactly this restore, unless the page handler changed its mind */
 	const char *rdir = gate || in->prefetch ? rwork : work;
 	fm_tcp_mode tcp = tcp_mode_of(req, in->spec.net_ip != NULL);
-	pthread_mutex_lock(&a->lock);
-	fm_restore_run *early = in->restore_run;
-	in->restore_run = NULL;
-	pthread_mutex_unlock(&a->lock);
+	fm_restore_run *early = incoming_take_restore(in, false);
 	if (early && !fm_restore_matches(early, rdir, ps != NULL, tcp)) {
 		fm_restore_cancel(early);
 		early = NULL;
@@ -1068,11 +1070,8 @@ static int dst_restore_start_locked(fm_agent *a, const char *mid, json_t *req, f
 	if ((r = fm_mkdir_p(work, 0700)) < 0)
 		return fm_error_set(err, r, "cannot create %s: %s", work, strerror(-r));
 	/* one runc per container: an earlier one (asked again) goes first */
-	pthread_mutex_lock(&a->lock);
-	fm_restore_run *run = in->restore_run;
-	in->restore_run = NULL;
-	pthread_mutex_unlock(&a->lock);
-	fm_restore_cancel(run);
+	fm_restore_run *run;
+	fm_restore_cancel(incoming_take_restore(in, false));
 	if ((r = fm_restore_start(a->rt, in->spec.name, work, lazy, tcp_mode_of(req, in->spec.net_ip != NULL), &run,
 				  err)) < 0)
 		return r;
@@ -1605,6 +1604,29 @@ static int src_throttle_locked(fm_agent *a, const char *mid, json_t *req, json_t
  * and token for CRIU's page server, our relay in front of it, and CRIU itself
  * started, waiting for its configuration (sync/checkpoint.h).  A CRIU that
  * cannot start early starts after the freeze, as before. */
+/* What checkpoint_start set up for mid (NULL: nothing), taken out of its record. */
+static lazy_source *outgoing_take_early(fm_agent *a, const char *mid)
+{
+	pthread_mutex_lock(&a->lock);
+	fm_outgoing *o = outgoing_get(a, mid, false);
+	lazy_source *l = o ? o->early : NULL;
+	if (o)
+		o->early = NULL;
+	pthread_mutex_unlock(&a->lock);
+	return l;
+}
+
+/* The checkpoint's images and work directories, the images empty (those of
+ * pre-copy rounds, staging/rounds, stay: the dump refers to them). */
+static int dump_dirs(const char *staging, const char *images, const char *work, fm_error *err)
+{
+	int r;
+	fm_rm_rf(images);
+	if ((r = fm_mkdir_p(images, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0)
+		return fm_error_set(err, r, "cannot create %s: %s", staging, strerror(-r));
+	return 0;
+}
+
 static int lazy_source_start(fm_agent *a, const char *mid, const char *name, const char *images, const char *work,
 			     fm_tcp_mode tcp, int parent_round, const fm_relay_opts *ro, lazy_source **out, fm_error *err)
 {
@@ -1657,19 +1679,13 @@ static int src_checkpoint_start_locked(fm_agent *a, const char *mid, json_t *req
 		return 0;
 	if (fm_rt_status(a->rt, name, status, sizeof(status), NULL) < 0 || strcmp(status, "running") != 0)
 		return fm_error_set(err, -ESRCH, "container %s does not run on %s", name, a->rt->host);
-	pthread_mutex_lock(&a->lock);
-	fm_outgoing *o = outgoing_get(a, mid, true);
-	lazy_source *old = o->early;
-	o->early = NULL;
-	pthread_mutex_unlock(&a->lock);
-	lazy_source_drop(old);
+	lazy_source_drop(outgoing_take_early(a, mid));
 
 	_cleanup_free_ char *staging = staging_dir(a, mid);
 	_cleanup_free_ char *images = fm_xasprintf("%s/images", staging);
 	_cleanup_free_ char *work = fm_xasprintf("%s/work", staging);
-	fm_rm_rf(images);
-	if ((r = fm_mkdir_p(images, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0)
-		return fm_error_set(err, r, "cannot create %s: %s", staging, strerror(-r));
+	if ((r = dump_dirs(staging, images, work, err)) < 0)
+		return r;
 	fm_relay_opts ro;
 	relay_opts_from(a, req, &ro);
 	lazy_source *l;
@@ -1682,17 +1698,6 @@ static int src_checkpoint_start_locked(fm_agent *a, const char *mid, json_t *req
 	return 0;
 }
 
-/* What checkpoint_start set up, given up (the migration ends before its checkpoint). */
-static void outgoing_drop_early(fm_agent *a, const char *mid)
-{
-	pthread_mutex_lock(&a->lock);
-	fm_outgoing *o = outgoing_get(a, mid, false);
-	lazy_source *l = o ? o->early : NULL;
-	if (o)
-		o->early = NULL;
-	pthread_mutex_unlock(&a->lock);
-	lazy_source_drop(l);
-}
 
 static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
@@ -1730,20 +1735,14 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 	fm_relay_opts ro;
 	relay_opts_from(a, req, &ro);
 	/* what checkpoint_start set up, if it is for this dump */
-	pthread_mutex_lock(&a->lock);
-	fm_outgoing *og0 = outgoing_get(a, mid, true);
-	lazy_source *ls = og0->early;
-	og0->early = NULL;
-	pthread_mutex_unlock(&a->lock);
+	lazy_source *ls = outgoing_take_early(a, mid);
 	if (ls && (!lazy || ls->parent_round != parent_round || ls->tcp != tcp)) {
 		lazy_source_drop(ls);
 		ls = NULL;
 	}
 	if (!ls) {
-		/* the images of pre-copy rounds (staging/rounds) stay: the dump refers to them */
-		fm_rm_rf(images);
-		if ((r = fm_mkdir_p(images, 0700)) < 0 || (r = fm_mkdir_p(work, 0700)) < 0)
-			return fm_error_set(err, r, "cannot create %s: %s", staging, strerror(-r));
+		if ((r = dump_dirs(staging, images, work, err)) < 0)
+			return r;
 		if (lazy && (r = lazy_source_start(a, mid, name, images, work, tcp, (int)parent_round, &ro, &ls, err)) < 0)
 			return r;
 	}
@@ -1916,7 +1915,7 @@ static int src_resume_locked(fm_agent *a, const char *mid, const char *container
 
 	if ((r = check_mid_container(mid, container, err)) < 0)
 		return r;
-	outgoing_drop_early(a, mid);
+	lazy_source_drop(outgoing_take_early(a, mid));
 	if (!holds_claim(a, mid, container))
 		return 0; /* never frozen by this migration (or already resumed) */
 	/* POST_COPY: CRIU serves pages with the tasks seized; once the destination is
@@ -1950,7 +1949,7 @@ static int src_cleanup_locked(fm_agent *a, const char *mid, const char *containe
 
 	if ((r = check_mid_container(mid, container, err)) < 0)
 		return r;
-	outgoing_drop_early(a, mid);
+	lazy_source_drop(outgoing_take_early(a, mid));
 	if (!holds_claim(a, mid, container))
 		return 0; /* already cleaned up, or not ours: never delete what another migration brought */
 	fm_net_capture_stop(outgoing_take_capture(a, mid), NULL, NULL, NULL);

@@ -146,9 +146,7 @@ static void run_free(fm_restore_run *run)
 static fm_restore_run *run_new(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 			       bool lazy, fm_tcp_mode tcp)
 {
-	fm_restore_run *run = calloc(1, sizeof(*run));
-	if (!run)
-		abort();
+	fm_restore_run *run = fm_xmalloc(sizeof(*run));
 	*run = (fm_restore_run){ .rt = rt, .name = fm_xstrdup(name), .images_dir = fm_xstrdup(images_dir),
 				 .work_dir = fm_xstrdup(work_dir), .lazy = lazy, .tcp = tcp, .gate = -1 };
 	return run;

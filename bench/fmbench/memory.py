@@ -304,7 +304,9 @@ class MemoryScenario:
                       ("handler_start_ms", r"^Downtime .* page handler start ([0-9.]+)"),
                       ("network_ms", r"^Downtime .* network handover ([0-9.]+)"),
                       ("criu_restore_ms", r"^Downtime .* CRIU restore ([0-9.]+)"),
-                      ("control_ms", r"^Downtime .* control messages (-?[0-9.]+)")):
+                      ("control_ms", r"^Downtime .* control messages (-?[0-9.]+)"),
+                      # runc's end after CRIU let the tasks go (fm-criu-shim's relay)
+                      ("runc_tail_ms", r"^Downtime .*running again ([0-9.]+) ms before")):
             for e in evs:
                 y = re.search(rx, e.get("message", ""))
                 if y:

@@ -1305,12 +1305,16 @@ static void log_downtime(fm_mig *m, const double src_ms[3], bool dump_early, jso
 	if (!json_is_object(ph))
 		return;
 	double accounted = src_ms[0] + src_ms[1] + src_ms[2] + PH("agent_ms");
-	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Downtime %" PRId64 " ms%s: freeze %.0f, dump %.0f, state transfer %.0f, "
-	     "waiting for it %.0f, restore preparation %.0f, page handler start %.0f, network handover %.0f, CRIU restore "
-	     "%.0f, control messages %.0f", m->downtime_ms,
+	char resumed[160] = "";
+	if (PH("after_resume_ms") > 0)
+		snprintf(resumed, sizeof(resumed), " (running again %.1f ms before %s answered, not counted)",
+			 PH("after_resume_ms"), m->dest);
+	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Downtime %" PRId64 " ms%s%s: freeze %.0f, dump %.0f, state transfer "
+	     "%.0f, waiting for it %.0f, restore preparation %.0f, page handler start %.0f, network handover %.0f, CRIU "
+	     "restore %.0f, control messages %.0f", m->downtime_ms,
 	     dump_early && restore_early ? " (CRIU's dump and runc restore started before the freeze)" :
 	     restore_early ? " (runc restore started before the freeze)" :
-	     dump_early ? " (CRIU's dump started before the freeze)" : "",
+	     dump_early ? " (CRIU's dump started before the freeze)" : "", resumed,
 	     src_ms[0], src_ms[1], src_ms[2], PH("wait_receive_ms"), PH("prepare_ms"), PH("page_handler_ms"),
 	     PH("network_ms"), PH("criu_restore_ms"), (double)m->downtime_ms - accounted);
 #undef PH
@@ -1455,7 +1459,11 @@ static int step_execution(fm_mig *m)
 		  &rs, &m->err, "/v1/agent/migrations/%s/restore", m->id);
 	if (r < 0)
 		return r;
-	m->downtime_ms = (fm_now_mono_us() - t_freeze + 500) / 1000;
+	/* the destination's reply may come after the container ran again (runc
+	 * ending after CRIU let the tasks go): that part is no downtime */
+	int64_t after_resume_us = (int64_t)(json_real_value(json_object_get(json_object_get(rs, "phases"),
+									  "after_resume_ms")) * 1000.0);
+	m->downtime_ms = (fm_now_mono_us() - t_freeze - after_resume_us + 500) / 1000;
 	/* make-before-break: the address is up on the destination; now, first of
 	 * all (every millisecond the switch still sends it to the source is a
 	 * packet lost), the flows send its traffic there */

@@ -97,9 +97,16 @@ int fm_ckpt_ready_wait(struct fm_cmd **running, int ready_fd, int timeout_ms, co
 void fm_ckpt_kill_running(struct fm_cmd **running, const char *work_dir, const char *logname, fm_error *err);
 
 /* State Restoration Module (restore.c).  Restores a container from images_dir; its bundle and root filesystem must be in
- * place (see fm_rt_bundle_create / fm_rt_rootfs_mount). */
+ * place (see fm_rt_bundle_create / fm_rt_rootfs_mount).  With resumed, its fn
+ * runs as soon as CRIU has let the restored tasks go (its post-resume
+ * notification, seen through fm-criu-shim), while runc still ends (~12 ms):
+ * the container runs from then on even if the restore then fails. */
+typedef struct {
+	void (*fn)(void *arg);
+	void *arg;
+} fm_restore_resumed;
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
-	       fm_tcp_mode tcp, fm_error *err);
+	       fm_tcp_mode tcp, const fm_restore_resumed *resumed, fm_error *err);
 /* The same restore in two steps: fm_restore_start before the images are there
  * (needs the bundle only; runc starts and waits for them, its ~25 ms of
  * start-up off the downtime), fm_restore_finish once they, the root
@@ -110,7 +117,7 @@ int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, boo
 		     fm_restore_run **run, fm_error *err);
 /* Was run started with these arguments? */
 bool fm_restore_matches(const fm_restore_run *run, const char *work_dir, bool lazy, fm_tcp_mode tcp);
-int fm_restore_finish(fm_restore_run *run, const char *images_dir, fm_error *err);
+int fm_restore_finish(fm_restore_run *run, const char *images_dir, const fm_restore_resumed *resumed, fm_error *err);
 void fm_restore_cancel(fm_restore_run *run);
 
 /* Runs a prepared CRIU dump or runc restore command (consumed) under CRIU's time

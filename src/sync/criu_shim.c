@@ -17,17 +17,31 @@
  * questions pass), anything else to fail, so that runc gives up and cleans up.
  * It also fails when the daemon exits or the wait outlasts its limit.
  *
+ * A restored container runs from CRIU's "post-resume" notification on, but
+ * runc exits only ~12 ms later (CRIU's own exit, runc's end), while the
+ * daemon still holds the container's TCP.  When the daemon wants to hear of
+ * the resume (FM_RESTORE_RESUMED, a FIFO), the restore's messages pass
+ * through a relay of this shim: a process of its own (orphaned, so that CRIU
+ * stays runc's child and the restored tasks, CRIU's siblings, too) that
+ * writes 'r' into the FIFO when CRIU notifies post-resume, and passes
+ * every message and descriptor on unchanged.  CRIU finds runc's images and
+ * work directories through /proc/PEER/fd/N, PEER being whoever made its end
+ * of the socket: the relay makes it and holds runc's descriptors at the same
+ * numbers until CRIU first answers (by then CRIU has opened them).
+ *
  * Environment (set by the daemon, src/runtime/runtime.c, sync/restore.c):
  *   FM_CRIU            the real CRIU
  *   FM_CRIU_RPC_CACHE  the directory of recorded answers (emptied at every
  *                      daemon start); a file per request, named by its bytes
  *   FM_RESTORE_GATE    the gate's FIFO (absent: open)
  *   FM_RESTORE_GATE_PID, FM_RESTORE_GATE_MS  the daemon, and the longest wait
+ *   FM_RESTORE_RESUMED the FIFO told of the resume (absent: no relay)
  *
  * Only libc: it starts once per question. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +49,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +58,10 @@
 #define RESP_MAX 4096
 #define CRIU_REQ_FEATURE_CHECK 9
 #define CRIU_REQ_VERSION 10
+#define CRIU_REQ_NOTIFY 6
+#define RELAY_MAX (1 << 20)  /* one message; runc reads answers of 40 KiB at most */
+#define RELAY_FDS 16         /* descriptors with one message */
+#define BORROW_MAX 4
 
 /* criu_req's first field is its type (rpc.proto: required, field 1). */
 static bool cacheable(const uint8_t *req, ssize_t n)
@@ -155,6 +174,271 @@ static int gate_wait(void)
 	return go ? 0 : 1;
 }
 
+/* Protocol buffers, as far as the relay reads them: field after field. */
+typedef struct {
+	uint32_t num;
+	uint64_t v;              /* a varint's value */
+	const uint8_t *data;     /* a length-delimited field's bytes */
+	size_t len;
+} pb_field;
+
+static bool pb_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	*v = 0;
+	for (int shift = 0; *p < end && shift < 64; shift += 7) {
+		uint8_t b = *(*p)++;
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return true;
+	}
+	return false;
+}
+
+/* The next field at *p; false at the end or on what is no protobuf. */
+static bool pb_next(const uint8_t **p, const uint8_t *end, pb_field *f)
+{
+	uint64_t key;
+	if (*p >= end || !pb_varint(p, end, &key))
+		return false;
+	*f = (pb_field){ .num = (uint32_t)(key >> 3) };
+	switch (key & 7) {
+	case 0:
+		return pb_varint(p, end, &f->v);
+	case 1:
+	case 5: {
+		size_t k = (key & 7) == 1 ? 8 : 4;
+		if ((size_t)(end - *p) < k)
+			return false;
+		*p += k;
+		return true;
+	}
+	case 2:
+		if (!pb_varint(p, end, &f->v) || f->v > (uint64_t)(end - *p))
+			return false;
+		f->data = *p;
+		f->len = (size_t)f->v;
+		*p += f->len;
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* criu_resp { type NOTIFY (1), notify (5) { script (1) "post-resume" } } */
+static bool is_post_resume(const uint8_t *m, size_t n)
+{
+	const uint8_t *p = m, *end = m + n;
+	bool notify = false, resumed = false;
+	pb_field f;
+	while (pb_next(&p, end, &f)) {
+		if (f.num == 1 && !f.data)
+			notify = f.v == CRIU_REQ_NOTIFY;
+		else if (f.num == 5 && f.data) {
+			const uint8_t *q = f.data;
+			pb_field g;
+			while (pb_next(&q, f.data + f.len, &g))
+				if (g.num == 1 && g.data)
+					resumed = g.len == 11 && !memcmp(g.data, "post-resume", 11);
+		}
+	}
+	return notify && resumed;
+}
+
+/* The descriptors of runc's that CRIU opens as /proc/PEER/fd/N: criu_req's
+ * opts (2): images_dir_fd (1), work_dir_fd (17), status_fd (49). */
+static int fds_named(const uint8_t *m, size_t n, int *out)
+{
+	const uint8_t *p = m, *end = m + n;
+	int k = 0;
+	pb_field f;
+	while (pb_next(&p, end, &f)) {
+		if (f.num != 2 || !f.data)
+			continue;
+		const uint8_t *q = f.data;
+		pb_field g;
+		while (pb_next(&q, f.data + f.len, &g))
+			if ((g.num == 1 || g.num == 17 || g.num == 49) && !g.data && (int32_t)g.v >= 0 &&
+			    g.v < 65536 && k < BORROW_MAX)
+				out[k++] = (int)g.v;
+	}
+	return k;
+}
+
+/* fd moved to the lowest free number at or above min. */
+static int move_fd(int fd, int min)
+{
+	int n = fcntl(fd, F_DUPFD_CLOEXEC, min);
+	if (n >= 0)
+		close(fd);
+	return n;
+}
+
+/* One message, with its descriptors, from one side to the other; *eof at
+ * the sender's end (passed on as a shutdown); *resumed when it was CRIU's
+ * post-resume.  False on an error: the relay ends. */
+static bool pass(int from, int to, uint8_t *buf, bool *eof, bool *resumed)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int) * RELAY_FDS)];
+	} cm;
+	struct iovec iov = { buf, RELAY_MAX };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
+	ssize_t n = recvmsg(from, &m, MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN;
+	if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+		return false;
+	if (n == 0 && m.msg_controllen == 0) {
+		*eof = true;
+		shutdown(to, SHUT_WR);
+		return true;
+	}
+	if (resumed)
+		*resumed = is_post_resume(buf, (size_t)n);
+	iov.iov_len = (size_t)n;
+	if (m.msg_controllen == 0)
+		m.msg_control = NULL;
+	bool ok = sendmsg(to, &m, MSG_NOSIGNAL) == n;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++)
+				close(((int *)CMSG_DATA(c))[i]);
+	return ok;
+}
+
+/* Passes messages between runc (runc_sk) and CRIU (criu_sk) until both are
+ * done; 'r' into note at post-resume; the borrowed descriptors closed once
+ * CRIU first speaks. */
+static bool relay(int runc_sk, int criu_sk, int note, int *borrowed, int nb)
+{
+	static uint8_t buf[RELAY_MAX];
+	struct pollfd pf[2] = { { runc_sk, POLLIN, 0 }, { criu_sk, POLLIN, 0 } };
+	bool eof[2] = { false, false };
+	while (!eof[0] || !eof[1]) {
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		for (int i = 0; i < 2; i++) {
+			if (eof[i] || !pf[i].revents)
+				continue;
+			bool resumed = false;
+			if (!pass(pf[i].fd, pf[1 - i].fd, buf, &eof[i], i == 1 ? &resumed : NULL))
+				return false;
+			if (eof[i])
+				pf[i].fd = -1;
+			/* CRIU speaks: it has opened what it wanted of runc's */
+			while (i == 1 && nb)
+				close(borrowed[--nb]);
+			if (resumed && write(note, "r", 1) != 1)
+				return false;
+		}
+	}
+	return true;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/* Closes every descriptor from 3 up but the n in keep (sorted here). */
+static void close_all_but(int *keep, int n)
+{
+	qsort(keep, (size_t)n, sizeof(int), cmp_int);
+	unsigned from = 3;
+	for (int i = 0; i < n; i++) {
+		if ((unsigned)keep[i] > from)
+			syscall(SYS_close_range, from, (unsigned)keep[i] - 1, 0);
+		if ((unsigned)keep[i] >= from)
+			from = (unsigned)keep[i] + 1;
+	}
+	syscall(SYS_close_range, from, ~0U, 0);
+}
+
+/* CRIU behind the relay, when the daemon asked for it (FM_RESTORE_RESUMED):
+ * this process, runc's child, relays; CRIU is its child, on a socket this
+ * process made (so its peer), and starts once runc's descriptors that the
+ * request names are here at their numbers.  Without the FIFO, or when the
+ * relay cannot start, CRIU talks to runc itself. */
+static int exec_criu_relayed(const char *criu, char **argv, int fd)
+{
+	static uint8_t req[RELAY_MAX];
+	const char *path = getenv("FM_RESTORE_RESUMED");
+	if (!path || !*path)
+		return exec_criu(criu, argv);
+	ssize_t n;
+	do
+		n = recv(fd, req, sizeof(req), MSG_PEEK | MSG_TRUNC);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0 || n > RELAY_MAX)
+		return exec_criu(criu, argv);
+	int want[BORROW_MAX], nw = fds_named(req, (size_t)n, want), top = 2;
+	for (int i = 0; i < nw; i++)
+		top = want[i] > top ? want[i] : top;
+	/* runc's descriptors, above every number they are to take */
+	int held[BORROW_MAX], nh = 0;
+	int pidfd = (int)syscall(SYS_pidfd_open, getppid(), 0);
+	for (; pidfd >= 0 && nh < nw; nh++) {
+		int b = (int)syscall(SYS_pidfd_getfd, pidfd, want[nh], 0);
+		if (b < 0 || (held[nh] = move_fd(b, top + 1)) < 0)
+			break;
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+	int note = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	struct stat st;
+	int sp[2] = { -1, -1 }, go[2] = { -1, -1 };
+	if (nh < nw || note < 0 || fstat(note, &st) < 0 || !S_ISFIFO(st.st_mode) ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 || pipe2(go, O_CLOEXEC) < 0) {
+		fprintf(stderr, "fm-criu-shim: no relay (%s): %s\n", path, strerror(errno));
+		return exec_criu(criu, argv);
+	}
+	pid_t pid = fork();
+	if (pid < 0)
+		return exec_criu(criu, argv);
+	if (pid == 0) {
+		/* CRIU, once the relay is ready (no byte: the relay died) */
+		char byte;
+		if (read(go[0], &byte, 1) != 1 || dup2(sp[1], fd) < 0)
+			_exit(1);
+		_exit(exec_criu(criu, argv));
+	}
+	/* the relay keeps runc's socket, its end of CRIU's, the FIFO, the go
+	 * pipe and runc's descriptors, all above the numbers those take;
+	 * nothing else of runc's: CRIU has its own copies */
+	int own[4] = { fd, sp[0], note, go[1] }, keep[4 + BORROW_MAX], nk = 0;
+	bool ok = true;
+	for (int i = 0; i < 4 && ok; i++)
+		ok = (own[i] = move_fd(own[i], top + 1)) >= 0;
+	for (int i = 0; i < 4; i++)
+		keep[nk++] = own[i];
+	for (int i = 0; i < nh; i++)
+		keep[nk++] = held[i];
+	if (ok) {
+		close_all_but(keep, nk);
+		for (int i = 0; i < nh && ok; i++)
+			ok = dup2(held[i], want[i]) == want[i];
+		for (int i = 0; i < nh; i++)
+			close(held[i]);
+	}
+	ok = ok && write(own[3], "g", 1) == 1;
+	close(own[3]);
+	ok = ok && relay(own[0], own[1], own[2], want, nw);
+	if (!ok)
+		kill(pid, SIGKILL);
+	close(own[0]);
+	close(own[1]);
+	int wst = 0;
+	while (waitpid(pid, &wst, 0) < 0 && errno == EINTR)
+		;
+	if (!ok)
+		return 1;
+	return WIFEXITED(wst) ? WEXITSTATUS(wst) : 128 + (WIFSIGNALED(wst) ? WTERMSIG(wst) : 0);
+}
+
 int main(int argc, char **argv)
 {
 	const char *criu = getenv("FM_CRIU"), *dir = getenv("FM_CRIU_RPC_CACHE");
@@ -167,15 +451,17 @@ int main(int argc, char **argv)
 	int g = gate_wait();
 	if (g)
 		return g;
-	if (fd < 0 || fd > 1023 || *end || !dir || !*dir)
+	if (fd < 0 || fd > 1023 || *end)
 		return exec_criu(criu, argv);
+	if (!dir || !*dir)
+		return exec_criu_relayed(criu, argv, (int)fd);
 	uint8_t req[REQ_MAX + 1];
 	ssize_t n;
 	do
 		n = recv((int)fd, req, sizeof(req), MSG_PEEK);
 	while (n < 0 && errno == EINTR);
 	if (n > REQ_MAX || !cacheable(req, n))
-		return exec_criu(criu, argv);
+		return exec_criu_relayed(criu, argv, (int)fd);
 	/* the question is ours now */
 	if (recv((int)fd, req, sizeof(req), 0) != n)
 		return 1;

@@ -794,6 +794,56 @@ static fm_net_capture *address_up_join(address_up *u, pthread_t *thread, fm_erro
 	return u->held;
 }
 
+/* What follows the restore once the restored tasks run: the address's part
+ * joined (the hold stays if it failed), the hold lifted, what clients sent
+ * meanwhile replayed, the address announced again, the page prefetch let go.
+ * At CRIU's post-resume (fm_restore_resumed), or after the restore. */
+typedef struct {
+	fm_incoming *in;
+	fm_runtime *rt;
+	address_up *up;
+	pthread_t *up_thread;
+	fm_net_nft_ready *unhold;  /* consumed when the hold lifts */
+	bool done;
+	int r;                     /* < 0: the address's part failed (err) */
+	fm_error err;
+	unsigned replayed;
+	int64_t t_start, t_end;
+} tasks_running;
+
+static void tasks_running_run(void *opaque)
+{
+	tasks_running *t = opaque;
+	if (t->done)
+		return;
+	t->done = true;
+	t->t_start = fm_now_mono_us();
+	fm_net_capture *held = address_up_join(t->up, t->up_thread, &t->err);
+	if (t->up->ip && t->up->r < 0) {
+		t->r = t->up->r;
+		t->t_end = fm_now_mono_us();
+		return;
+	}
+	t->in->restored_us = t->t_start;
+	fm_prefetch_release(t->in->prefetch);
+	if (t->in->spec.net_ip) {
+		/* the sockets are out of repair: let clients in, and hand over what
+		 * they sent meanwhile, acknowledged at once instead of retransmitted
+		 * after a back-off */
+		unsigned char *frames = NULL;
+		size_t flen = 0;
+		unsigned count = 0;
+		fm_net_hold_with(t->unhold, t->rt, t->in->spec.name, false, false, NULL);
+		t->unhold = NULL;
+		fm_net_capture_stop(held, &frames, &flen, &count);
+		fm_net_inject(t->rt, t->in->spec.name, frames, flen, &t->replayed, NULL);
+		free(frames);
+		/* again: the first announcement went out as the port came up */
+		fm_net_announce(t->rt, t->in->spec.name, t->in->spec.net_ip, t->in->spec.net_mac, NULL);
+	}
+	t->t_end = fm_now_mono_us();
+}
+
 static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
 {
 	fm_incoming *in;
@@ -945,42 +995,33 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	}
 	json_object_set_new(pstats, "restore_started_early", json_boolean(early != NULL));
 	/* the hold's release, made ready while CRIU restores */
-	fm_net_nft_ready *unhold = in->spec.net_ip ? fm_net_nft_ready_new(a->rt, in->spec.name) : NULL;
-	r = early ? fm_restore_finish(early, images, err) : fm_restore(a->rt, in->spec.name, images, rdir, ps != NULL, tcp, err);
+	tasks_running tr = { .in = in, .rt = a->rt, .up = &up, .up_thread = up_started ? &up_thread : NULL,
+			     .unhold = in->spec.net_ip ? fm_net_nft_ready_new(a->rt, in->spec.name) : NULL,
+			     .err = FM_ERROR_INIT };
+	/* with criu lazy-pages behind the gate, after the gate's end as before */
+	fm_restore_resumed resumed = { tasks_running_run, &tr }, *rsm = gate ? NULL : &resumed;
+	r = early ? fm_restore_finish(early, images, rsm, err) : fm_restore(a->rt, in->spec.name, images, rdir, ps != NULL, tcp, rsm, err);
+	bool ran_early = tr.done;
 	if (r == 0 && gate && (r = fm_lazy_gate_finish(gate, err)) < 0) {
 		/* restored, but nobody serves its page faults */
 		fm_error_prefix(err, "criu lazy-pages");
 		fm_ckpt_kill_running(&in->lazy, work, "lazy-pages.log", err);
 	}
 	fm_lazy_gate_free(gate);
-	/* the address's part: needed from here on */
-	fm_net_capture *held = address_up_join(&up, up_started ? &up_thread : NULL, r == 0 ? err : NULL);
-	if (r == 0 && up.r < 0)
-		r = up.r;
+	if (r == 0)
+		tasks_running_run(&tr);
+	else if (!tr.done)
+		address_up_join(&up, up_started ? &up_thread : NULL, NULL);
+	if (r == 0 && tr.r < 0) {
+		r = tr.r;
+		fm_error_move(err, &tr.err);
+	}
+	fm_error_clear(&tr.err);
 	if (r < 0) {
-		fm_net_nft_ready_free(unhold);
-		fm_net_capture_stop(held, NULL, NULL, NULL);
+		fm_net_nft_ready_free(tr.unhold);
 		fm_rt_runc_destroy(a->rt, in->spec.name, NULL);
 		fm_rt_rootfs_umount(a->rt, in->spec.name);
 		return r;
-	}
-	in->restored_us = fm_now_mono_us();
-	fm_prefetch_release(in->prefetch);
-	unsigned replayed = 0;
-	if (in->spec.net_ip) {
-		/* the sockets are out of repair: let clients in, and hand over what
-		 * they sent meanwhile, acknowledged at once instead of retransmitted
-		 * after a back-off */
-		unsigned char *frames = NULL;
-		size_t flen = 0;
-		unsigned count = 0;
-		fm_net_hold_with(unhold, a->rt, in->spec.name, false, false, NULL);
-		unhold = NULL;
-		fm_net_capture_stop(held, &frames, &flen, &count);
-		fm_net_inject(a->rt, in->spec.name, frames, flen, &replayed, NULL);
-		free(frames);
-		/* again: the first announcement went out as the port came up */
-		fm_net_announce(a->rt, in->spec.name, in->spec.net_ip, in->spec.net_mac, NULL);
 	}
 	int64_t restore_us = in->restored_us - t0;
 	fm_rt_record(a->rt, &in->spec, mid, false);
@@ -990,16 +1031,22 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	/* where the destination's part of the downtime went (the migration log's
 	 * downtime breakdown) */
 	int64_t t_end = fm_now_mono_us();
-	json_object_set_new(*out, "phases", json_pack("{s:f, s:f, s:f, s:f, s:f, s:f}",
+	/* the container ran, reachable, from tr.t_end on when CRIU's post-resume
+	 * came before runc's exit: what follows (runc's end, the journal) is
+	 * not downtime, and the controller takes it off its own count
+	 * (after_resume_ms) */
+	int64_t t_down = ran_early ? tr.t_end : t_end;
+	json_object_set_new(*out, "phases", json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
 		"wait_receive_ms", (double)(t_recv - t_in) / 1000.0, "prepare_ms", (double)(t0 - t_recv) / 1000.0,
 		"page_handler_ms", (double)(t_spawned - t0 + t_lazy - t_net) / 1000.0,
-		"network_ms", (double)(t_net - t_spawned + t_end - in->restored_us) / 1000.0,
-		"criu_restore_ms", (double)(in->restored_us - t_lazy) / 1000.0, "agent_ms", (double)(t_end - t_in) / 1000.0));
+		"network_ms", (double)(t_net - t_spawned + tr.t_end - tr.t_start) / 1000.0,
+		"criu_restore_ms", (double)(in->restored_us - t_lazy) / 1000.0, "agent_ms", (double)(t_down - t_in) / 1000.0,
+		"after_resume_ms", (double)(t_end - t_down) / 1000.0));
 	json_object_set_new(*out, "received_payload_bytes", json_integer((json_int_t)in->stats.payload_bytes));
 	json_object_set_new(*out, "received_wire_bytes", json_integer((json_int_t)in->stats.wire_bytes));
 	json_object_set_new(*out, "entries", json_integer((int)in->stats.entries));
 	if (in->spec.net_ip)
-		json_object_set_new(*out, "replayed_segments", json_integer(replayed));
+		json_object_set_new(*out, "replayed_segments", json_integer(tr.replayed));
 	return 0;
 }
 

@@ -11,7 +11,11 @@
  * writes 'x', and runc gives up and removes what it made.  Such a runc is
  * given work_dir/restore-images as its images: it creates that directory at
  * its start, before the images arrive (where the receiver would take it for a
- * duplicate); fm_restore_finish puts a link to the images there. */
+ * duplicate); fm_restore_finish puts a link to the images there.
+ *
+ * Every restore has a second FIFO, work_dir/restore.resumed: fm-criu-shim's
+ * relay writes 'r' into it when CRIU notifies post-resume, and the caller's
+ * resumed callback runs then, not at runc's exit ~12 ms later. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -34,6 +38,7 @@
 /* a cancelled runc cleans up in well under a second */
 #define CANCEL_WAIT_MS 10000
 #define EARLY_IMAGES "restore-images"
+#define RESUMED_FIFO "restore.resumed"
 
 struct fm_restore_run {
 	fm_runtime *rt;
@@ -42,6 +47,7 @@ struct fm_restore_run {
 	fm_tcp_mode tcp;
 	struct fm_cmd *runc;
 	int gate;                /* the FIFO, held open for writing (-1: no gate) */
+	int resumed;             /* RESUMED_FIFO, held open (-1: none) */
 };
 
 static char *work_file(const fm_restore_run *run, const char *leaf)
@@ -82,8 +88,17 @@ static int spawn_runc(fm_restore_run *run, bool gated, fm_error *err)
 	_cleanup_free_ char *bundle = fm_rt_container_dir(run->rt, run->name);
 	int r;
 
+	_cleanup_free_ char *resumed = work_file(run, RESUMED_FIFO);
 	unlink(log);
 	unlink(gate);
+	if (run->resumed < 0) {
+		/* kept for a runc started again; best effort: without it, the
+		 * tasks count as running at runc's exit */
+		unlink(resumed);
+		if (run->rt->criu_shim && mkfifo(resumed, 0600) == 0 &&
+		    (run->resumed = open(resumed, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0)
+			unlink(resumed);
+	}
 	if (gated) {
 		if (mkfifo(gate, 0600) < 0)
 			return fm_error_set(err, -errno, "cannot create %s: %m", gate);
@@ -103,6 +118,8 @@ static int spawn_runc(fm_restore_run *run, bool gated, fm_error *err)
 		snprintf(v, sizeof(v), "%d", GATE_LIMIT_MS);
 		fm_cmd_env(c, "FM_RESTORE_GATE_MS", v);
 	}
+	if (run->resumed >= 0)
+		fm_cmd_env(c, "FM_RESTORE_RESUMED", resumed);
 	fm_cmd_arg(c, "--detach");
 	if (run->lazy)
 		fm_cmd_arg(c, "--lazy-pages");
@@ -133,6 +150,11 @@ static void run_free(fm_restore_run *run)
 		_cleanup_free_ char *gate = work_file(run, "restore.gate");
 		unlink(gate);
 	}
+	if (run->resumed >= 0) {
+		close(run->resumed);
+		_cleanup_free_ char *resumed = work_file(run, RESUMED_FIFO);
+		unlink(resumed);
+	}
 	if (run->runc) {
 		fm_cmd_wait_timeout(run->runc, 0, NULL);
 		fm_cmd_free(run->runc);
@@ -148,7 +170,8 @@ static fm_restore_run *run_new(fm_runtime *rt, const char *name, const char *ima
 {
 	fm_restore_run *run = fm_xmalloc(sizeof(*run));
 	*run = (fm_restore_run){ .rt = rt, .name = fm_xstrdup(name), .images_dir = fm_xstrdup(images_dir),
-				 .work_dir = fm_xstrdup(work_dir), .lazy = lazy, .tcp = tcp, .gate = -1 };
+				 .work_dir = fm_xstrdup(work_dir), .lazy = lazy, .tcp = tcp, .gate = -1,
+				 .resumed = -1 };
 	return run;
 }
 
@@ -217,7 +240,27 @@ static int link_images(fm_restore_run *run, const char *images_dir, fm_error *er
 	return fm_error_set(err, -errno, "cannot link %s to the images: %m", run->images_dir);
 }
 
-int fm_restore_finish(fm_restore_run *run, const char *images_dir, fm_error *err)
+/* Waits for runc; resumed->fn runs when CRIU lets the tasks go, if the relay
+ * says so before runc exits.  runc's exit status, as fm_cmd_wait_timeout. */
+static int runc_wait(fm_restore_run *run, const fm_restore_resumed *resumed, fm_error *err)
+{
+	int64_t deadline = fm_now_mono_us() + (int64_t)FM_CRIU_TIMEOUT_MS * 1000;
+	if (resumed && resumed->fn && run->resumed >= 0) {
+		_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(run->runc), 0);
+		struct pollfd p[2] = { { run->resumed, POLLIN, 0 }, { pidfd, POLLIN, 0 } };
+		int n;
+		do
+			n = poll(p, 2, FM_CRIU_TIMEOUT_MS);
+		while (n < 0 && errno == EINTR);
+		char byte = 0;
+		if (n > 0 && (p[0].revents & POLLIN) && read(run->resumed, &byte, 1) == 1 && byte == 'r')
+			resumed->fn(resumed->arg);
+	}
+	int64_t left_ms = (deadline - fm_now_mono_us()) / 1000;
+	return fm_cmd_wait_timeout(run->runc, left_ms > 0 ? (int)left_ms : 0, err);
+}
+
+int fm_restore_finish(fm_restore_run *run, const char *images_dir, const fm_restore_resumed *resumed, fm_error *err)
 {
 	_cleanup_free_ char *bundle = fm_rt_container_dir(run->rt, run->name);
 	_cleanup_free_ char *tdir = fm_xasprintf("%s/tmpfs", bundle);
@@ -250,7 +293,7 @@ int fm_restore_finish(fm_restore_run *run, const char *images_dir, fm_error *err
 		r = fm_error_set(err, -errno, "cannot open the restore's gate: %m");
 		kill(-fm_cmd_pid(run->runc), SIGKILL);
 	}
-	int w = fm_cmd_wait_timeout(run->runc, FM_CRIU_TIMEOUT_MS, r < 0 ? NULL : err);
+	int w = r < 0 ? fm_cmd_wait_timeout(run->runc, FM_CRIU_TIMEOUT_MS, NULL) : runc_wait(run, resumed, err);
 	fm_cmd_free(run->runc);
 	run->runc = NULL;
 	if (r == 0 && w != 0) {
@@ -281,7 +324,7 @@ void fm_restore_cancel(fm_restore_run *run)
 }
 
 int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
-	       fm_tcp_mode tcp, fm_error *err)
+	       fm_tcp_mode tcp, const fm_restore_resumed *resumed, fm_error *err)
 {
-	return fm_restore_finish(run_new(rt, name, images_dir, work_dir, lazy, tcp), images_dir, err);
+	return fm_restore_finish(run_new(rt, name, images_dir, work_dir, lazy, tcp), images_dir, resumed, err);
 }

@@ -29,6 +29,56 @@ static const uint8_t RESTORE_RESP[] = { 0x08, 0x02, 0x10, 0x01 };
 
 static char self[4096], dir[64], counter[128];
 
+/* criu_req { type RESTORE, opts { images_dir_fd [5], work_dir_fd [8] } }, the
+ * descriptors filled in by the test */
+static uint8_t RELAYED_REQ[] = { 0x08, 0x02, 0x12, 0x05, 0x08, 0x00, 0x88, 0x01, 0x00 };
+/* criu_resp { type NOTIFY, success, notify { script } } */
+static const uint8_t NOTIFY_PTS[] = { 0x08, 0x06, 0x10, 0x01, 0x2a, 0x13, 0x0a, 0x11, 'o', 'r', 'p', 'h', 'a', 'n', '-',
+				      'p', 't', 's', '-', 'm', 'a', 's', 't', 'e', 'r' };
+static const uint8_t NOTIFY_RESUMED[] = { 0x08, 0x06, 0x10, 0x01, 0x2a, 0x0d, 0x0a, 0x0b, 'p', 'o', 's', 't', '-', 'r',
+					  'e', 's', 'u', 'm', 'e' };
+static const uint8_t NOTIFY_ACK[] = { 0x08, 0x06, 0x18, 0x01 };  /* criu_req { NOTIFY, notify_success } */
+
+/* A restore as CRIU's RPC does it: the images and work directories found as
+ * /proc/PEER/fd/N (PEER: SO_PEERCRED) must be the test's; then two
+ * notifications, the first with a descriptor (a pipe CRIU wrote "pts" into),
+ * each acknowledged; the answer; the end when the client shuts down. */
+static int fake_criu_restore(const uint8_t *req)
+{
+	struct ucred cr;
+	socklen_t l = sizeof(cr);
+	if (getsockopt(3, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0)
+		return 4;
+	for (int i = 0; i < 2; i++) {
+		char path[64];
+		struct stat st;
+		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)cr.pid, req[i ? 8 : 5]);
+		if (stat(path, &st) < 0 || st.st_ino != strtoull(getenv("FM_FAKE_INO"), NULL, 10))
+			return 5;
+	}
+	int p[2];
+	if (pipe(p) < 0 || write(p[1], "pts", 3) != 3)
+		return 6;
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct iovec iov = { (void *)NOTIFY_PTS, sizeof(NOTIFY_PTS) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &p[0], sizeof(int));
+	uint8_t ack[64];
+	if (sendmsg(3, &m, 0) < 0 || recv(3, ack, sizeof(ack), 0) != sizeof(NOTIFY_ACK) ||
+	    send(3, NOTIFY_RESUMED, sizeof(NOTIFY_RESUMED), 0) < 0 || recv(3, ack, sizeof(ack), 0) != sizeof(NOTIFY_ACK) ||
+	    send(3, RESTORE_RESP, sizeof(RESTORE_RESP), 0) < 0)
+		return 7;
+	/* like CRIU's RPC loop: the next request, or the end */
+	return recv(3, ack, sizeof(ack), 0) == 0 ? 0 : 8;
+}
+
 /* The fake CRIU: counts itself, answers one request (none when asked to
  * fail), exits. */
 static int fake_criu(int argc, char **argv)
@@ -45,6 +95,8 @@ static int fake_criu(int argc, char **argv)
 		return send(3, VERSION_RESP, sizeof(VERSION_RESP), 0) < 0;
 	if (n == sizeof(RESTORE_REQ) && !memcmp(req, RESTORE_REQ, (size_t)n))
 		return send(3, RESTORE_RESP, sizeof(RESTORE_RESP), 0) < 0;
+	if (n == sizeof(RELAYED_REQ) && !memcmp(req, RELAYED_REQ, 5))
+		return fake_criu_restore(req);
 	return 3;
 }
 
@@ -57,9 +109,9 @@ static int runs(void)
 static char gate[160];
 static pid_t gate_daemon;     /* FM_RESTORE_GATE_PID, when set */
 
-/* Runs the shim on one request; returns its exit status, the answer in resp.
- * With gate[] set, the shim runs behind that restore gate. */
-static int ask(const uint8_t *req, size_t n, uint8_t *resp, ssize_t *rn, bool with_criu, bool fail)
+/* Forks the shim's runc end: a SOCK_SEQPACKET socket whose other end the
+ * child (returning 0) has as descriptor 3, with the fake CRIU's environment. */
+static pid_t fork_runc(int *sk)
 {
 	int sp[2];
 	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sp), 0);
@@ -70,6 +122,20 @@ static int ask(const uint8_t *req, size_t n, uint8_t *resp, ssize_t *rn, bool wi
 		setenv("FM_FAKE_CRIU", "1", 1);
 		setenv("FM_FAKE_COUNT", counter, 1);
 		setenv("FM_CRIU_RPC_CACHE", dir, 1);
+		return 0;
+	}
+	close(sp[1]);
+	*sk = sp[0];
+	return pid;
+}
+
+/* Runs the shim on one request; returns its exit status, the answer in resp.
+ * With gate[] set, the shim runs behind that restore gate. */
+static int ask(const uint8_t *req, size_t n, uint8_t *resp, ssize_t *rn, bool with_criu, bool fail)
+{
+	int sp[2];
+	pid_t pid = fork_runc(&sp[0]);
+	if (pid == 0) {
 		if (with_criu)
 			setenv("FM_CRIU", self, 1);
 		else
@@ -86,7 +152,6 @@ static int ask(const uint8_t *req, size_t n, uint8_t *resp, ssize_t *rn, bool wi
 		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "swrk", "3", (char *)NULL);
 		_exit(126);
 	}
-	close(sp[1]);
 	assert_int_equal(send(sp[0], req, n, 0), (ssize_t)n);
 	struct timeval tv = { 10, 0 };
 	setsockopt(sp[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -221,6 +286,95 @@ static void test_gate_gives_up_when_its_daemon_exits(void **state)
 	gate_daemon = 0;
 }
 
+static ssize_t recv_fd(int sk, uint8_t *buf, size_t len, int *fd)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct iovec iov = { buf, len };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
+	ssize_t n = recvmsg(sk, &m, 0);
+	struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
+	*fd = -1;
+	if (c && c->cmsg_type == SCM_RIGHTS)
+		memcpy(fd, CMSG_DATA(c), sizeof(int));
+	return n;
+}
+
+/* With FM_RESTORE_RESUMED, a restore's messages pass through the shim's
+ * relay: CRIU still finds runc's directories through its peer, descriptors
+ * pass, every message arrives unchanged, 'r' is in the FIFO by the time
+ * runc sees post-resume (and not before), and all ends when runc is done. */
+static void test_relay_tells_of_the_resume(void **state)
+{
+	(void)state;
+	char images[96], fifo[96], ino[32];
+	snprintf(images, sizeof(images), "%s/images", dir);
+	snprintf(fifo, sizeof(fifo), "%s.resumed", dir);
+	assert_int_equal(mkdir(images, 0700), 0);
+	int ifd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct stat st;
+	assert_int_equal(fstat(ifd, &st), 0);
+	snprintf(ino, sizeof(ino), "%llu", (unsigned long long)st.st_ino);
+	/* the work directory at another number, the same directory */
+	int wfd = fcntl(ifd, F_DUPFD_CLOEXEC, 40);
+	assert_true(ifd < 128 && wfd == 40);
+	RELAYED_REQ[5] = (uint8_t)ifd;
+	RELAYED_REQ[8] = (uint8_t)wfd;
+	unlink(fifo);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	int note = open(fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	assert_true(note >= 0);
+	int sp[2];
+	int before = runs();
+	pid_t pid = fork_runc(&sp[0]);
+	if (pid == 0) {
+		setenv("FM_FAKE_INO", ino, 1);
+		setenv("FM_CRIU", self, 1);
+		setenv("FM_RESTORE_RESUMED", fifo, 1);
+		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "swrk", "3", (char *)NULL);
+		_exit(126);
+	}
+	struct timeval tv = { 10, 0 };
+	setsockopt(sp[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(send(sp[0], RELAYED_REQ, sizeof(RELAYED_REQ), 0), (ssize_t)sizeof(RELAYED_REQ));
+	uint8_t buf[256];
+	char byte;
+	int fd;
+	/* the first notification, its descriptor with it */
+	assert_int_equal(recv_fd(sp[0], buf, sizeof(buf), &fd), (ssize_t)sizeof(NOTIFY_PTS));
+	assert_memory_equal(buf, NOTIFY_PTS, sizeof(NOTIFY_PTS));
+	assert_true(fd >= 0);
+	char pts[4] = "";
+	assert_int_equal(read(fd, pts, 3), 3);
+	assert_string_equal(pts, "pts");
+	close(fd);
+	assert_int_equal(read(note, &byte, 1), -1);   /* not yet */
+	assert_int_equal(send(sp[0], NOTIFY_ACK, sizeof(NOTIFY_ACK), 0), (ssize_t)sizeof(NOTIFY_ACK));
+	assert_int_equal(recv_fd(sp[0], buf, sizeof(buf), &fd), (ssize_t)sizeof(NOTIFY_RESUMED));
+	assert_memory_equal(buf, NOTIFY_RESUMED, sizeof(NOTIFY_RESUMED));
+	assert_int_equal(read(note, &byte, 1), 1);
+	assert_int_equal(byte, 'r');
+	assert_int_equal(send(sp[0], NOTIFY_ACK, sizeof(NOTIFY_ACK), 0), (ssize_t)sizeof(NOTIFY_ACK));
+	assert_int_equal(recv(sp[0], buf, sizeof(buf), 0), (ssize_t)sizeof(RESTORE_RESP));
+	assert_memory_equal(buf, RESTORE_RESP, sizeof(RESTORE_RESP));
+	/* runc is done: CRIU sees the end and exits 0, then the relay ends too */
+	shutdown(sp[0], SHUT_WR);
+	int wst;
+	assert_int_equal(waitpid(pid, &wst, 0), pid);
+	assert_true(WIFEXITED(wst));
+	assert_int_equal(WEXITSTATUS(wst), 0);
+	assert_int_equal(recv(sp[0], buf, sizeof(buf), 0), 0);
+	assert_int_equal(runs(), before + 1);
+	close(sp[0]);
+	close(note);
+	close(ifd);
+	close(wfd);
+	unlink(fifo);
+	rmdir(images);
+}
+
 int main(int argc, char **argv)
 {
 	if (getenv("FM_FAKE_CRIU"))
@@ -244,6 +398,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_gate_g_lets_the_restore_through_once),
 		cmocka_unit_test(test_gate_x_fails_without_asking_criu),
 		cmocka_unit_test(test_gate_gives_up_when_its_daemon_exits),
+		cmocka_unit_test(test_relay_tells_of_the_resume),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	fm_rm_rf(dir);

@@ -41,6 +41,7 @@ typedef struct fm_mig {
 	int64_t t0_us;      /* monotonic start */
 	int64_t downtime_ms;
 	int64_t bytes;
+	json_t *held_events; /* log events of the freeze, journaled after it (under held_lock) */
 	bool recovering;    /* resolving after a controller restart */
 	bool cancelled;     /* `migration cancel` or the deadline (under ctl->lock) ... */
 	char stop_reason[320]; /* ... and why, for the error */
@@ -96,6 +97,16 @@ static int prio_from_name(const char *s)
 static void mlog(fm_mig *m, fm_log_level lvl, const char *comp, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void event_insert(fm_mig *m, int64_t at_ms, const char *level, const char *comp, const char *msg)
+{
+	fm_journal_exec(m->ctl->journal,
+			"INSERT INTO events(mid, seq, at_ms, level, component, message) VALUES(?, "
+			"(SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE mid = ?), ?, ?, ?, ?)",
+			"ssisss", m->id, m->id, at_ms, level, comp, msg);
+}
+
 static void mlog(fm_mig *m, fm_log_level lvl, const char *comp, const char *fmt, ...)
 {
 	char msg[4096];
@@ -105,10 +116,46 @@ static void mlog(fm_mig *m, fm_log_level lvl, const char *comp, const char *fmt,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	fm_log(lvl, comp, m->id, "%s", msg);
-	fm_journal_exec(m->ctl->journal,
-			"INSERT INTO events(mid, seq, at_ms, level, component, message) VALUES(?, "
-			"(SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE mid = ?), ?, ?, ?, ?)",
-			"ssisss", m->id, m->id, fm_now_wall_ms(), fm_log_level_name(lvl), comp, msg);
+	int64_t at = fm_now_wall_ms();
+	pthread_mutex_lock(&held_lock);
+	bool held = m->held_events != NULL;
+	if (held)
+		json_array_append_new(m->held_events, json_pack("{s:I, s:s, s:s, s:s}", "at", (json_int_t)at, "level",
+								fm_log_level_name(lvl), "comp", comp, "msg", msg));
+	pthread_mutex_unlock(&held_lock);
+	if (!held)
+		event_insert(m, at, fm_log_level_name(lvl), comp, msg);
+}
+
+/* While the container is frozen, each journal commit (an fsync) is downtime:
+ * the log's events wait in memory, in order and with their times, and are
+ * journaled in one commit after the restore (events_flush; the daemon's own
+ * log has them at once).  Only the migration's thread holds and flushes. */
+static void events_hold(fm_mig *m)
+{
+	pthread_mutex_lock(&held_lock);
+	if (!m->held_events)
+		m->held_events = json_array();
+	pthread_mutex_unlock(&held_lock);
+}
+
+static void events_flush(fm_mig *m)
+{
+	pthread_mutex_lock(&held_lock);
+	json_t *ev = m->held_events;
+	m->held_events = NULL;
+	pthread_mutex_unlock(&held_lock);
+	if (!ev)
+		return;
+	bool tx = fm_journal_begin(m->ctl->journal) == 0;
+	size_t i;
+	json_t *e;
+	json_array_foreach(ev, i, e)
+		event_insert(m, json_integer_value(json_object_get(e, "at")), json_string_value(json_object_get(e, "level")),
+			     json_string_value(json_object_get(e, "comp")), json_string_value(json_object_get(e, "msg")));
+	if (tx && fm_journal_commit(m->ctl->journal) < 0)
+		fm_err(FM_C_MIGRATION_MANAGER, "journal: cannot record the log of %s's freeze", m->id);
+	json_decref(ev);
 }
 
 /* Journals the transition (durably), then logs it in the seed's format. */
@@ -156,6 +203,34 @@ static bool step_started(fm_mig *m, const char *step)
 {
 	return fm_journal_query_int(m->ctl->journal, 0, "SELECT COUNT(*) FROM steps WHERE mid = ? AND step = ?",
 				    "ss", m->id, step) > 0;
+}
+
+/* What must be durable before the destination restores, in the freeze's one
+ * journal commit: the checkpoint done and its bytes, the link's rate
+ * (link_bps > 0), "restore" and, with an address, "redirect" started. */
+static int restore_marks(fm_mig *m, double link_bps)
+{
+	fm_journal *j = m->ctl->journal;
+	if (fm_journal_begin(j) < 0)
+		return fm_error_set(&m->err, -EIO, "cannot journal the restore's start: is the state directory's disk full?");
+	int r = step_mark(m, "checkpoint", "done");
+	if (r == 0)
+		r = fm_journal_exec(j, "UPDATE migrations SET bytes_transferred = ? WHERE id = ?", "is", m->bytes, m->id);
+	if (r == 0 && link_bps > 0)
+		r = fm_journal_exec(j, "INSERT OR REPLACE INTO links(source, destination, bps, at_ms, mid) VALUES(?, ?, ?, ?, ?)",
+				    "ssdis", m->source, m->dest, link_bps, fm_now_wall_ms(), m->id);
+	if (r == 0)
+		r = step_mark(m, "restore", "started");
+	if (r == 0 && *m->net_ip)
+		r = step_mark(m, "redirect", "started");
+	if (r < 0) {
+		fm_journal_rollback(j);
+		/* (step_mark has said why already: the first error stays) */
+		return fm_error_set(&m->err, r, "cannot journal the restore's start: %s", strerror(-r));
+	}
+	if ((r = fm_journal_commit(j)) < 0)
+		return fm_error_set(&m->err, r, "cannot journal the restore's start: is the state directory's disk full?");
+	return 0;
 }
 
 /* Waits before retry number `attempt` (200 ms doubling, capped): the peer may be
@@ -1387,10 +1462,9 @@ static int step_execution(fm_mig *m)
 		  "/v1/agent/migrations/%s/checkpoint", m->id);
 	if (r < 0)
 		return r;
-	step_mark(m, "checkpoint", "done");
+	/* from here to the restore's answer, one journal commit (restore_marks) */
+	events_hold(m);
 	m->bytes += json_integer_value(json_object_get(ck, "wire_bytes")) + json_integer_value(json_object_get(ck, "pages_wire_tx"));
-	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET bytes_transferred = ? WHERE id = ?", "is",
-			m->bytes, m->id);
 	fm_format_bytes((uint64_t)m->bytes, bytes, sizeof(bytes));
 	char parts[96] = "";
 	if (json_object_get(ck, "freezer_ms"))
@@ -1406,9 +1480,7 @@ static int step_execution(fm_mig *m)
 	double link_bps = json_real_value(json_object_get(ck, "pages_link_bps"));
 	if (link_bps <= 0 && json_integer_value(json_object_get(ck, "payload_bytes")) >= FM_LINK_SAMPLE_MIN)
 		link_bps = json_real_value(json_object_get(ck, "rate_bps"));
-	if (link_bps > 0)
-		fm_journal_exec(m->ctl->journal, "INSERT OR REPLACE INTO links(source, destination, bps, at_ms, mid)"
-				" VALUES(?, ?, ?, ?, ?)", "ssdis", m->source, m->dest, link_bps, fm_now_wall_ms(), m->id);
+
 	if (json_object_get(ck, "pages_raw_tx")) {
 		char raw[32], wire[32];
 		fm_format_bytes((uint64_t)json_integer_value(json_object_get(ck, "pages_raw_tx")), raw, sizeof(raw));
@@ -1449,7 +1521,8 @@ static int step_execution(fm_mig *m)
 	/* "redirect" journaled already: after the restore, the flows turn without
 	 * waiting for a journal write (pointing them back on a rollback is right
 	 * either way) */
-	if ((r = step_mark(m, "restore", "started")) < 0 || (*m->net_ip && (r = step_mark(m, "redirect", "started")) < 0)) {
+	if ((r = restore_marks(m, link_bps)) < 0) {
+		events_flush(m);
 		json_decref(page_server);
 		return r;
 	}
@@ -1457,6 +1530,7 @@ static int step_execution(fm_mig *m)
 		  with_transfer_opts(m, json_pack("{s:o, s:i}", "page_server", page_server ? page_server : json_null(),
 						  "parent_round", m->precopy_rounds)),
 		  &rs, &m->err, "/v1/agent/migrations/%s/restore", m->id);
+	events_flush(m);
 	if (r < 0)
 		return r;
 	/* the destination's reply may come after the container ran again (runc
@@ -1825,6 +1899,7 @@ static void mig_free(fm_mig *m)
 	json_decref(m->src_info);
 	json_decref(m->dst_info);
 	json_decref(m->prep);
+	events_flush(m);
 	fm_error_clear(&m->err);
 	free(m);
 }

@@ -1621,13 +1621,15 @@ static int step_verification(fm_mig *m)
 		if (pf) {
 			snprintf(how, sizeof(how), "; prefetched at %.0f Mbit/s with a window of %.0f-%.0f KiB, every page "
 				 "here %.0f ms after the restore began; %d page faults, %d waited for the network "
-				 "(longest %.1f ms)", json_real_value(json_object_get(pf, "link_bps")) / 1e6,
+				 "(longest %.1f ms, mean %.2f ms)", json_real_value(json_object_get(pf, "link_bps")) / 1e6,
 				 (double)json_integer_value(json_object_get(pf, "window_min_bytes")) / 1024,
 				 (double)json_integer_value(json_object_get(pf, "window_max_bytes")) / 1024,
 				 json_real_value(json_object_get(pf, "all_here_ms")),
 				 (int)json_integer_value(json_object_get(pf, "faults")),
 				 (int)json_integer_value(json_object_get(pf, "misses")),
-				 json_real_value(json_object_get(pf, "wait_max_ms")));
+				 json_real_value(json_object_get(pf, "wait_max_ms")),
+				 json_real_value(json_object_get(pf, "wait_sum_ms")) /
+					 (double)(json_integer_value(json_object_get(pf, "misses")) ?: 1));
 		}
 		mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "All memory pages of %s arrived on %s (%.0f ms after the checks, %s on the wire%s)",
 		     m->container, m->dest, json_real_value(json_object_get(pg, "pages_ms")), wire, how);

@@ -266,6 +266,17 @@ uint64_t fm_prefetch_window(double rate_Bps)
 	return w < FM_PREFETCH_WINDOW ? (uint64_t)w : FM_PREFETCH_WINDOW;
 }
 
+uint64_t fm_prefetch_window_now(double rate_Bps, double peak_Bps, int64_t since_release_us, int64_t since_fault_us)
+{
+	uint64_t w = fm_prefetch_window(rate_Bps);
+	if (since_release_us < 0 || since_release_us >= (int64_t)FM_PREFETCH_SETTLE_MS * 1000 || since_fault_us < 0 ||
+	    since_fault_us >= FM_PREFETCH_FAULT_RECENT_US)
+		return w;
+	double f = peak_Bps * FM_PREFETCH_FAULT_QUEUE_MS / 1000.0;
+	uint64_t fw = f > FM_PREFETCH_WINDOW_MIN ? (uint64_t)f : FM_PREFETCH_WINDOW_MIN;
+	return fw < w ? fw : w;
+}
+
 uint64_t fm_prefetch_chunk_pages(uint64_t window)
 {
 	uint64_t n = window / 2 / PAGE;
@@ -340,6 +351,8 @@ struct fm_prefetch {
 	pthread_t thread;
 	bool started;
 	bool held;               /* background requests wait for fm_prefetch_release */
+	int64_t fault_us;        /* the last fault that had to wait for the network (0: none) */
+	double peak_rate;        /* the highest arrival rate seen, bytes per second */
 	bool retry;              /* pages wait in the cache for a copy that met pending events */
 	int64_t t0_us;
 
@@ -822,6 +835,7 @@ static int on_fault(fm_prefetch *p, size_t ti, uint64_t addr)
 	if (p->state[g] == PG_HERE)
 		return deliver(p, t->pid, g, 1);
 	stat_add(p, &p->st.misses, 1);
+	p->fault_us = fm_now_mono_us();
 	if (p->nwaits < MAX_WAITS)
 		p->waits[p->nwaits++] = (uf_wait){ ti, g, fm_now_mono_us() };
 	if (p->state[g] == PG_ASKED)
@@ -984,7 +998,12 @@ static int rs_read(fm_prefetch *p)
  * stats, which only this thread writes). */
 static void window_update(fm_prefetch *p)
 {
-	p->window = fm_prefetch_window(fm_prefetch_pace_rate(&p->pace));
+	double rate = fm_prefetch_pace_rate(&p->pace);
+	if (rate > p->peak_rate)
+		p->peak_rate = rate;
+	int64_t now = fm_now_mono_us();
+	p->window = fm_prefetch_window_now(rate, p->peak_rate, p->held ? -1 : now - p->t0_us,
+					   p->fault_us ? now - p->fault_us : -1);
 	if (p->held || (p->window >= p->st.window_min && p->window <= p->st.window_max))
 		return;
 	pthread_mutex_lock(&p->mu);
@@ -1266,6 +1285,7 @@ int fm_prefetch_start(const char *images_dir, const char *restore_work, const ch
 	(void)setsockopt(p->up_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	p->t0_us = fm_now_mono_us();
 	p->held = true;
+
 	if (pthread_create(&p->thread, NULL, prefetch_thread, p) != 0) {
 		r = fm_error_set(err, -EAGAIN, "cannot start the page prefetcher");
 		goto fail;

@@ -47,6 +47,18 @@
 #define FM_PREFETCH_WINDOW_MIN (32 * 1024)
 #define FM_PREFETCH_WINDOW (1024 * 1024)
 #define FM_PREFETCH_QUEUE_MS 5
+/* Right after the restore an application catches up with what queued while
+ * it was frozen (its clients' requests), faulting page after page, and each
+ * fault waits behind the whole window: then its faults are its clients'
+ * downtime.  So for FM_PREFETCH_SETTLE_MS after the release, while faults wait
+ * (one did within FM_PREFETCH_FAULT_RECENT_US), the window holds no more than
+ * FM_PREFETCH_FAULT_QUEUE_MS of the highest rate seen.  Redis, 1 GiB under
+ * write load, 6 moves each: its clients' first answer came ~140 ms after its
+ * restore, now ~50.  All the time it would halve the page rate under such a
+ * load (the relays' round trip is longer than 1-2 ms there): measured. */
+#define FM_PREFETCH_SETTLE_MS 300
+#define FM_PREFETCH_FAULT_RECENT_US 20000
+#define FM_PREFETCH_FAULT_QUEUE_MS 1
 /* The arrival rate: bytes over periods of this length while requests are out,
  * the largest of the last FM_PREFETCH_RATE_SAMPLES periods. */
 #define FM_PREFETCH_RATE_SAMPLE_US 20000
@@ -104,6 +116,10 @@ double fm_prefetch_pace_rate(const fm_prefetch_pace *pc);
 /* The window for that rate, in bytes; a background chunk and a fault's
  * readahead for that window, in pages. */
 uint64_t fm_prefetch_window(double rate_Bps);
+/* The window now: fm_prefetch_window(rate_Bps), or less while the application
+ * settles (above); peak_Bps is the highest rate seen, the times are since the
+ * release and since the last fault that waited (negative: none yet). */
+uint64_t fm_prefetch_window_now(double rate_Bps, double peak_Bps, int64_t since_release_us, int64_t since_fault_us);
 uint64_t fm_prefetch_chunk_pages(uint64_t window);
 uint64_t fm_prefetch_readahead_pages(uint64_t window);
 

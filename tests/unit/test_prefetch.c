@@ -578,6 +578,23 @@ static void test_prefetch_window_follows_the_rate(void **state)
 	assert_int_equal(fm_prefetch_window(1e12), FM_PREFETCH_WINDOW);
 	assert_int_equal(fm_prefetch_chunk_pages(1), 1);
 
+	/* while the application settles after the restore and its faults wait:
+	 * FM_PREFETCH_FAULT_QUEUE_MS of the highest rate seen, not of the current
+	 * one (which a small window itself would hold down) */
+	uint64_t full = fm_prefetch_window(125e6), settling = (uint64_t)(125e6 * FM_PREFETCH_FAULT_QUEUE_MS / 1000);
+	assert_true(settling < full);
+	assert_int_equal(fm_prefetch_window_now(125e6, 125e6, 1000, 0), settling);
+	assert_int_equal(fm_prefetch_window_now(60e6, 125e6, 1000, 5000), settling);
+	assert_int_equal(fm_prefetch_window_now(125e6, 0, 1000, 0), FM_PREFETCH_WINDOW_MIN);
+	/* no fault waiting lately, the settling over, still held, or no fault
+	 * yet: the window follows the rate */
+	assert_int_equal(fm_prefetch_window_now(125e6, 125e6, 1000, FM_PREFETCH_FAULT_RECENT_US), full);
+	assert_int_equal(fm_prefetch_window_now(125e6, 125e6, FM_PREFETCH_SETTLE_MS * 1000, 0), full);
+	assert_int_equal(fm_prefetch_window_now(125e6, 125e6, -1, 0), full);
+	assert_int_equal(fm_prefetch_window_now(125e6, 125e6, 1000, -1), full);
+	/* never more than the rate's own window */
+	assert_int_equal(fm_prefetch_window_now(2.5e6, 125e6, 1000, 0), fm_prefetch_window(2.5e6));
+
 	/* idle: the period being measured is dropped; the rate is the largest of
 	 * the last FM_PREFETCH_RATE_SAMPLES periods, so it falls only after that
 	 * many slower ones */

@@ -36,6 +36,9 @@ def container_net(h, ip, mac, port_up):
     and whose other end is eth0 with the container's address and MAC."""
     cns, hns = f"{PREFIX}-ct{h}", HOSTS[h]["netns"]
     run(["ip", "netns", "del", cns], check=False)
+    # a namespace deleted just before goes away in the background, its veth
+    # with it: the port may still be there (the next `link add` failed on it)
+    run(["ip", "-n", hns, "link", "del", BASE_PORT], check=False)
     run(["ip", "netns", "add", cns])
     run(["ip", "-n", hns, "link", "add", BASE_PORT, "type", "veth", "peer", "name", "eth0", "netns", cns])
     run(["ip", "-n", hns, "link", "set", BASE_PORT, "master", BRIDGE])

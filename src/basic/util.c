@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -645,4 +646,9 @@ void fm_close_later(int fd)
 {
 	if (fd >= 0 && fm_start_detached(close_thread, (void *)(intptr_t)fd) < 0)
 		close(fd);
+}
+
+void fm_memory_release(void)
+{
+	malloc_trim(0);
 }

@@ -2,6 +2,7 @@
  * (this host's containers and its side of every migration) and the controller role
  * (drives migrations through the FSM).  See fleximigrated(8). */
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
@@ -414,6 +415,9 @@ int main(int argc, char **argv)
 	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* one malloc arena for all threads: a migration's threads each kept an
+	 * arena of their own, ~0.3-0.5 MiB resident apiece when idle again */
+	mallopt(M_ARENA_MAX, 1);
 	umask(022);
 
 	_cleanup_free_ char *sockdir = fm_xstrdup(d.socket_path);

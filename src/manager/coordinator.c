@@ -1904,6 +1904,7 @@ static void mig_free(fm_mig *m)
 	events_flush(m);
 	fm_error_clear(&m->err);
 	free(m);
+	fm_memory_release();
 }
 
 static void *mig_thread(void *opaque)

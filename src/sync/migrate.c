@@ -156,6 +156,7 @@ static void incoming_free(fm_incoming *in)
 	pthread_cond_destroy(&in->claim_cv);
 	free(in->staging);
 	free(in);
+	fm_memory_release();
 }
 
 void fm_agent_fini(fm_agent *a)
@@ -1953,6 +1954,7 @@ static void outgoing_forget(fm_agent *a, const char *mid)
 	fm_journal_exec(a->journal, "DELETE FROM outgoing WHERE mid = ?", "s", mid);
 	_cleanup_free_ char *dir = staging_dir(a, mid);
 	fm_rm_rf(dir);
+	fm_memory_release();
 }
 
 static int src_resume_locked(fm_agent *a, const char *mid, const char *container, fm_error *err)

@@ -213,15 +213,16 @@ static int restore_marks(fm_mig *m, double link_bps)
 	fm_journal *j = m->ctl->journal;
 	if (fm_journal_begin(j) < 0)
 		return fm_error_set(&m->err, -EIO, "cannot journal the restore's start: is the state directory's disk full?");
+	/* (fm_journal_exec counts the rows changed: only < 0 is a failure) */
 	int r = step_mark(m, "checkpoint", "done");
-	if (r == 0)
+	if (r >= 0)
 		r = fm_journal_exec(j, "UPDATE migrations SET bytes_transferred = ? WHERE id = ?", "is", m->bytes, m->id);
-	if (r == 0 && link_bps > 0)
+	if (r >= 0 && link_bps > 0)
 		r = fm_journal_exec(j, "INSERT OR REPLACE INTO links(source, destination, bps, at_ms, mid) VALUES(?, ?, ?, ?, ?)",
 				    "ssdis", m->source, m->dest, link_bps, fm_now_wall_ms(), m->id);
-	if (r == 0)
+	if (r >= 0)
 		r = step_mark(m, "restore", "started");
-	if (r == 0 && *m->net_ip)
+	if (r >= 0 && *m->net_ip)
 		r = step_mark(m, "redirect", "started");
 	if (r < 0) {
 		fm_journal_rollback(j);

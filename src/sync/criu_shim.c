@@ -274,9 +274,10 @@ static int move_fd(int fd, int min)
 }
 
 /* One message, with its descriptors, from one side to the other; *eof at
- * the sender's end (passed on as a shutdown); *resumed when it was CRIU's
- * post-resume.  False on an error: the relay ends. */
-static bool pass(int from, int to, uint8_t *buf, bool *eof, bool *resumed)
+ * the sender's end (passed on as a shutdown).  note >= 0: the message is
+ * CRIU's, and if it is post-resume, 'r' goes into note before runc has it.
+ * False on an error: the relay ends. */
+static bool pass(int from, int to, uint8_t *buf, bool *eof, int note)
 {
 	union {
 		struct cmsghdr h;
@@ -294,8 +295,8 @@ static bool pass(int from, int to, uint8_t *buf, bool *eof, bool *resumed)
 		shutdown(to, SHUT_WR);
 		return true;
 	}
-	if (resumed)
-		*resumed = is_post_resume(buf, (size_t)n);
+	if (note >= 0 && is_post_resume(buf, (size_t)n) && write(note, "r", 1) != 1)
+		return false;
 	iov.iov_len = (size_t)n;
 	if (m.msg_controllen == 0)
 		m.msg_control = NULL;
@@ -324,16 +325,13 @@ static bool relay(int runc_sk, int criu_sk, int note, int *borrowed, int nb)
 		for (int i = 0; i < 2; i++) {
 			if (eof[i] || !pf[i].revents)
 				continue;
-			bool resumed = false;
-			if (!pass(pf[i].fd, pf[1 - i].fd, buf, &eof[i], i == 1 ? &resumed : NULL))
+			if (!pass(pf[i].fd, pf[1 - i].fd, buf, &eof[i], i == 1 ? note : -1))
 				return false;
 			if (eof[i])
 				pf[i].fd = -1;
 			/* CRIU speaks: it has opened what it wanted of runc's */
 			while (i == 1 && nb)
 				close(borrowed[--nb]);
-			if (resumed && write(note, "r", 1) != 1)
-				return false;
 		}
 	}
 	return true;

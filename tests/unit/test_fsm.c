@@ -77,6 +77,8 @@ static struct {
 	int releases;
 	char aborted[8][32];    /* migrations whose destination was aborted */
 	int naborted;
+	fm_journal *journal;    /* the controller's, while run_req runs */
+	int64_t restore_marked; /* steps 'restore' and 'checkpoint' journaled when /restore came */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 } fake = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
@@ -103,6 +105,12 @@ static int fake_agent_call(const char *ep, const char *method, const char *path,
 		snprintf(fake.aborted[fake.naborted++], sizeof(fake.aborted[0]), "%.*s", (int)(tail - path - 21), path + 21);
 		pthread_cond_broadcast(&fake.cond);
 	}
+	if (fake.journal && !strcmp(tail, "/restore"))
+		/* durable before the destination may restore: a restarted controller
+		 * must know a copy may run there */
+		fake.restore_marked = fm_journal_query_int(fake.journal, -1, "SELECT COUNT(*) FROM steps WHERE "
+							   "(step = 'restore' AND status = 'started') OR (step = "
+							   "'checkpoint' AND status = 'done')", "");
 	if (fake.gate && !strcmp(tail, "/restore")) {
 		while (!fake.releases && !fake_aborted(path))
 			pthread_cond_wait(&fake.cond, &fake.lock);
@@ -188,6 +196,8 @@ static json_t *run_req(const char *fail_path, int fail_errno, json_t *extra, cha
 		json_object_update_new(req, extra);
 	fake.rounds = 0;
 	fake.throttles[0] = '\0';
+	fake.journal = j;
+	fake.restore_marked = -1;
 	assert_int_equal(fm_ctl_submit(&c, req, id, sizeof(id), NULL), 0);
 	json_decref(req); /* submit keeps its own copy */
 	/* (a controller stopping meanwhile would keep it PENDING for its next start) */
@@ -197,6 +207,7 @@ static json_t *run_req(const char *fail_path, int fail_errno, json_t *extra, cha
 	fm_ctl_init(&c, j, "hostA", "A:1", fake_agent_call);
 	m = fm_ctl_get(&c, id, 0);
 	fm_ctl_fini(&c);
+	fake.journal = NULL;
 	fm_journal_close(j);
 	unlink(path);
 	snprintf(calls, calls_len, "%s", fake.calls);
@@ -235,6 +246,7 @@ static void test_happy_path(void **state)
 	}
 	assert_null(strstr(calls, "/abort"));
 	assert_null(strstr(calls, "/resume"));
+	assert_int_equal(fake.restore_marked, 2);
 	/* the seed-format log ends with the final state */
 	json_t *ev = json_object_get(m, "events");
 	const char *last = json_string_value(json_object_get(json_array_get(ev, json_array_size(ev) - 1), "message"));

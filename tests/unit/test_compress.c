@@ -145,9 +145,9 @@ static void test_off_and_forced(void **state)
 static void test_level_for_link(void **state)
 {
 	(void)state;
-	assert_int_equal(fm_compress_level_for_link(0), 1);
-	assert_int_equal(fm_compress_level_for_link(10e9), 1);
-	assert_int_equal(fm_compress_level_for_link(1e9), 1);
+	assert_int_equal(fm_compress_level_for_link(0), 2);
+	assert_int_equal(fm_compress_level_for_link(10e9), 2);
+	assert_int_equal(fm_compress_level_for_link(1e9), 2);
 	assert_int_equal(fm_compress_level_for_link(300e6), 3);
 	assert_int_equal(fm_compress_level_for_link(100e6), 6);
 }

@@ -105,7 +105,7 @@ int fm_wait_readable(int fd, int stop_fd);
 /* Sleeps us microseconds in steps of at most 100 ms, stopping early once
  * *stop (if given) becomes true. */
 void fm_sleep_us(int64_t us, const volatile bool *stop);
-/* Gives the memory a migration freed back to the system (malloc_trim): its
+/* Returns the memory a migration freed to the kernel (malloc_trim): its
  * threads' malloc arenas keep freed pages resident otherwise (an idle daemon
  * after migrations: ~14 MiB resident instead of ~9.5). */
 void fm_memory_release(void);

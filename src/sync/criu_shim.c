@@ -308,12 +308,11 @@ static bool pass(int from, int to, uint8_t *buf, bool *eof, int note)
 	return ok;
 }
 
-/* Passes messages between runc (runc_sk) and CRIU (criu_sk) until both are
- * done; 'r' into note at post-resume; the borrowed descriptors closed once
- * CRIU first speaks. */
-static bool relay(int runc_sk, int criu_sk, int note, int *borrowed, int nb)
+/* Passes messages between runc (runc_sk) and CRIU (criu_sk) through buf
+ * (RELAY_MAX bytes) until both are done; 'r' into note at post-resume; the
+ * borrowed descriptors closed once CRIU first speaks. */
+static bool relay(int runc_sk, int criu_sk, int note, int *borrowed, int nb, uint8_t *buf)
 {
-	static uint8_t buf[RELAY_MAX];
 	struct pollfd pf[2] = { { runc_sk, POLLIN, 0 }, { criu_sk, POLLIN, 0 } };
 	bool eof[2] = { false, false };
 	while (!eof[0] || !eof[1]) {
@@ -424,7 +423,8 @@ static int exec_criu_relayed(const char *criu, char **argv, int fd)
 	}
 	ok = ok && write(own[3], "g", 1) == 1;
 	close(own[3]);
-	ok = ok && relay(own[0], own[1], own[2], want, nw);
+	/* (req is free again: the request was only peeked at) */
+	ok = ok && relay(own[0], own[1], own[2], want, nw, req);
 	if (!ok)
 		kill(pid, SIGKILL);
 	close(own[0]);

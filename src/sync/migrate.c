@@ -71,6 +71,7 @@ typedef struct lazy_source {
 	int ps_port;
 	int parent_round;            /* what it was started for */
 	fm_tcp_mode tcp;
+	fm_net_nft_ready *hold;      /* FM_TCP_ESTABLISHED: the hold's nftables, ready in its namespace */
 } lazy_source;
 
 static void lazy_source_drop(lazy_source *l)
@@ -79,6 +80,7 @@ static void lazy_source_drop(lazy_source *l)
 		return;
 	fm_ckpt_dump_early_cancel(l->criu);
 	fm_relay_free(l->relay);
+	fm_net_nft_ready_free(l->hold);
 	free(l);
 }
 
@@ -997,7 +999,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	json_object_set_new(pstats, "restore_started_early", json_boolean(early != NULL));
 	/* the hold's release, made ready while CRIU restores */
 	tasks_running tr = { .in = in, .rt = a->rt, .up = &up, .up_thread = up_started ? &up_thread : NULL,
-			     .unhold = in->spec.net_ip ? fm_net_nft_ready_new(a->rt, in->spec.name) : NULL,
+			     .unhold = in->spec.net_ip ? fm_net_nft_ready_new(a->rt, in->spec.name, false, false) : NULL,
 			     .err = FM_ERROR_INIT };
 	/* with criu lazy-pages behind the gate, after the gate's end as before */
 	fm_restore_resumed resumed = { tasks_running_run, &tr }, *rsm = gate ? NULL : &resumed;
@@ -1701,6 +1703,10 @@ static int lazy_source_start(fm_agent *a, const char *mid, const char *name, con
 				    parent_round ? parent : NULL, &l->criu, &ee) < 0)
 		fm_info(FM_C_CHECKPOINTING, "migration %s: CRIU starts after the freeze (%s)", mid, ee.msg);
 	fm_error_clear(&ee);
+	/* its thread primes a context (~2-4 ms, 15-20 ms when started just
+	 * before the freezer, which then competes with it): here it has time */
+	if (tcp == FM_TCP_ESTABLISHED)
+		l->hold = fm_net_nft_ready_new(a->rt, name, true, true);
 	*out = l;
 	return 0;
 fail:
@@ -1817,7 +1823,7 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		pthread_mutex_lock(&a->lock);
 		outgoing_get(a, mid, true)->capture = cap;
 		pthread_mutex_unlock(&a->lock);
-		hold = fm_net_nft_ready_new(a->rt, name);
+		hold = ls && ls->hold ? TAKE_PTR(ls->hold) : fm_net_nft_ready_new(a->rt, name, true, true);
 	}
 	/* (the journal's write gives the threads just started time to settle
 	 * before the freezer competes with them) */
@@ -1943,6 +1949,13 @@ static void outgoing_forget(fm_agent *a, const char *mid)
 		if (!strcmp((*pp)->mid, mid)) {
 			fm_outgoing *o = *pp;
 			*pp = o->next;
+			if (o->relay) {
+				fm_relay_stats st;
+				fm_relay_get_stats(o->relay, &st);
+				fm_log(FM_LOG_INFO, FM_C_DELTA_TRANSFER, mid, "Memory pages served: %" PRIu64 " bytes, %"
+				       PRIu64 " on the wire in %u frames, %u of them compressed (zstd level %d)",
+				       st.raw_tx, st.wire_tx, st.frames_tx, st.compressed_frames, st.level);
+			}
 			fm_relay_free(o->relay);
 			fm_net_capture_stop(o->capture, NULL, NULL, NULL);
 			fm_xfer_manifest_free(o->presync);

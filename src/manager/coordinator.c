@@ -1618,11 +1618,16 @@ static int step_verification(fm_mig *m)
 				m->bytes, m->id);
 		fm_format_bytes((uint64_t)json_integer_value(json_object_get(pg, "pages_wire_rx")), wire, sizeof(wire));
 		json_t *pf = json_object_get(pg, "prefetch");
-		char how[256] = "";
+		char how[320] = "";
 		if (pf) {
-			snprintf(how, sizeof(how), "; prefetched at %.0f Mbit/s with a window of %.0f-%.0f KiB, every page "
+			char lazy[32], fetched[32];
+			fm_format_bytes((uint64_t)json_integer_value(json_object_get(pf, "lazy_bytes")), lazy, sizeof(lazy));
+			fm_format_bytes((uint64_t)json_integer_value(json_object_get(pf, "fetched_bytes")), fetched,
+					sizeof(fetched));
+			snprintf(how, sizeof(how), "; %s of memory, %s fetched; prefetched at %.0f Mbit/s with a window of "
+				 "%.0f-%.0f KiB, every page "
 				 "here %.0f ms after the restore began; %d page faults, %d waited for the network "
-				 "(longest %.1f ms, mean %.2f ms)", json_real_value(json_object_get(pf, "link_bps")) / 1e6,
+				 "(longest %.1f ms, mean %.2f ms)", lazy, fetched, json_real_value(json_object_get(pf, "link_bps")) / 1e6,
 				 (double)json_integer_value(json_object_get(pf, "window_min_bytes")) / 1024,
 				 (double)json_integer_value(json_object_get(pf, "window_max_bytes")) / 1024,
 				 json_real_value(json_object_get(pf, "all_here_ms")),

@@ -57,8 +57,9 @@ bool fm_compress_looks_compressible(const uint8_t *p, size_t n)
 
 size_t fm_compress_bound(size_t n) { return ZSTD_compressBound(n); }
 
-/* AUTO: is this compressible-looking frame worth compressing on this link? */
-static bool pays(fm_compressor *z, double link_bps)
+/* AUTO: is a frame of a kind that compressed to ratio so far (known: any
+ * tried yet) worth compressing on this link? */
+static bool pays(fm_compressor *z, double ratio, bool known, double link_bps)
 {
 	double link = (link_bps > 0 ? link_bps : UNKNOWN_LINK_BPS) / 8;
 	/* A sender compresses a frame while the previous one is on the wire (the
@@ -66,7 +67,7 @@ static bool pays(fm_compressor *z, double link_bps)
 	 * outruns the link, and then every byte it saves is wire time saved.
 	 * (Counting its CPU time against the saving, z * (1 - ratio) > L, sent
 	 * Redis's memory raw at 1 Gbit/s: 237 MiB where Podman's zstd sent 179.) */
-	if (z->zstd_Bps == 0 || (z->ratio < GAIN && z->zstd_Bps > link * PAYS_MARGIN))
+	if (z->zstd_Bps == 0 || !known || (ratio < GAIN && z->zstd_Bps > link * PAYS_MARGIN))
 		return true;
 	if (++z->since_probe >= PROBE_EVERY) {
 		z->since_probe = 0;
@@ -82,9 +83,19 @@ size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst,
 	z->frames++;
 	if (z->mode == FM_COMPRESS_OFF || n < FM_COMPRESS_MIN)
 		return 0;
+	bool looks_random = false;
 	if (z->mode == FM_COMPRESS_AUTO) {
-		if (!fm_compress_looks_compressible(src, n) || !pays(z, link_bps))
+		looks_random = !fm_compress_looks_compressible(src, n);
+		double ratio = looks_random ? z->random_ratio : z->ratio;
+		if (looks_random && ratio >= GAIN) {
+			/* such frames saved nothing so far: the first and then one in
+			 * PROBE_EVERY are tried */
+			if (z->random_tried > 0 && ++z->since_random_probe < PROBE_EVERY)
+				return 0;
+			z->since_random_probe = 0;
+		} else if (!pays(z, ratio, looks_random || z->tried > 0, link_bps)) {
 			return 0;
+		}
 		level = fm_compress_level_for_link(link_bps);
 	}
 	if (!z->cctx && !(z->cctx = ZSTD_createCCtx()))
@@ -95,7 +106,10 @@ size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst,
 	if (ZSTD_isError(c))
 		return 0;
 	double ratio = (double)c / (double)n, speed = (double)n * 1e6 / (double)(dt > 0 ? dt : 1);
-	z->ratio = z->runs > 0 ? 0.75 * z->ratio + 0.25 * ratio : ratio;
+	if (looks_random)
+		z->random_ratio = z->random_tried++ > 0 ? 0.75 * z->random_ratio + 0.25 * ratio : ratio;
+	else
+		z->ratio = z->tried++ > 0 ? 0.75 * z->ratio + 0.25 * ratio : ratio;
 	if (z->runs++ > 0 && n >= MEASURE_MIN)   /* the first: a warm-up, not a measure */
 		z->zstd_Bps = z->zstd_Bps > 0 ? 0.75 * z->zstd_Bps + 0.25 * speed : speed;
 	if ((double)c >= (double)n * GAIN)

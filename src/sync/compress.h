@@ -8,7 +8,11 @@
  *   level 1..19        always tried at that level (kept when 3 % smaller);
  *   FM_COMPRESS_AUTO   a frame whose sampled bytes look random (encrypted,
  *                      already compressed, the memory of most workloads) goes
- *                      raw without spending CPU on it; any other frame is
+ *                      raw without spending CPU on it, but for the first and
+ *                      one in 32 that are tried: while those tries save, such frames are
+ *                      compressed too (a sample can miss what a frame has
+ *                      to give: Redis's slabs of random values, 1 KiB each,
+ *                      sample as random and compress to 78 %); any other frame is
  *                      compressed while it saves at least 3 % and zstd
  *                      outruns the link (measured: how well such frames
  *                      compress and how fast zstd runs here; it compresses
@@ -34,12 +38,16 @@ typedef struct fm_compressor {
 	                        * page faults made it 3.5x slower here, and turned AUTO off;
 	                        * nor is a small frame's) */
 	uint32_t runs;         /* compressions done */
+	uint32_t tried;        /* ... of them of compressible-looking frames */
 	unsigned since_probe;
+	double random_ratio;   /* compressed / raw of random-looking frames tried, smoothed */
+	uint32_t random_tried; /* ... how many */
+	unsigned since_random_probe;
 	uint32_t frames, compressed;
 	int level;             /* the level of the last compressed frame (0 = none yet) */
 } fm_compressor;
 
-#define FM_COMPRESSOR_INIT(m) { .mode = (m), .ratio = 1.0 }
+#define FM_COMPRESSOR_INIT(m) { .mode = (m), .ratio = 1.0, .random_ratio = 1.0 }
 
 /* The zstd level worth running in front of a link of link_bps (0 = unknown):
  * the highest level whose compression speed comfortably outruns the link. */

@@ -165,6 +165,20 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 			(void)shutdown(out, SHUT_WR);
 			break;
 		}
+		/* what else has arrived goes in the same frame: a read returns what
+		 * one of CRIU's writes brought, and zstd does better on a whole
+		 * block than on its pieces (no waiting for more: a fault's answer
+		 * goes at once) */
+		bool ended = false;
+		while (n < FM_RELAY_BLOCK) {
+			ssize_t m = recv(in, raw + n, FM_RELAY_BLOCK - (size_t)n, MSG_DONTWAIT);
+			if (m > 0)
+				n += m;
+			else if (m == 0)
+				ended = true;
+			if (m == 0 || (m < 0 && errno != EINTR))
+				break;
+		}
 		uint32_t rawlen = (uint32_t)n;
 		pthread_mutex_lock(&r->mu);
 		double link = link_bps(r);
@@ -197,6 +211,10 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 			r->first_send_us = t0;
 		r->last_send_us = t0 + dt;
 		pthread_mutex_unlock(&r->mu);
+		if (ended) {
+			(void)shutdown(out, SHUT_WR);
+			break;
+		}
 	}
 	fm_compressor_free(&z);
 	if (ret < 0 && !stopping(r)) {

@@ -6,6 +6,9 @@ measures the gaps users see, the meter the CPU and memory each system spends.
 
   downtime_ms   the largest gap between two heartbeats at the probe
   stall_sum_ms  every gap over 20 ms from the freeze until the last page arrived
+                (sender_stalls: those of them fm-memload itself sent late, by
+                the send time in its heartbeat; the others the network or the
+                probe made)
   frozen_ms     the application's frozen time, as the system itself reports it
   total_ms      request to done (FlexiMigrate: to COMPLETED, last page included)
   wire_bytes    bytes the system sent for the move
@@ -25,7 +28,7 @@ import subprocess
 import time
 
 from .baselines import bound
-from .probe import RESUME_LIMIT_S
+from .probe import GAP_MS, RESUME_LIMIT_S
 from .testbed import CLIENT_NS, HOSTS, NET, link_mbit_nominal
 from .util import PY, BenchError, read, wait_for
 
@@ -230,9 +233,14 @@ class MemoryScenario:
             raise BenchError(f"{system} M={size} W={hot}: the probe's TCP stream did not survive "
                              f"(error {c.get('error')}, in sequence {c['stream_intact']}, {c['beats']} beats; "
                              f"freeze at +0, last page at +{t_done - t_freeze:.0f} ms; gaps "
-                             f"{[[round(s - t_freeze), g] for s, g in c['gaps']]})")
+                             f"{[[round(s - t_freeze), g] for s, g, *_ in c['gaps']]})")
         # stalls: every gap over GAP_MS that overlaps [freeze, last page], counted whole
-        window = [[round(s - t_freeze, 1), g] for s, g in c["gaps"] if s + g > t_freeze and s < t_done]
+        window = [[round(s - t_freeze, 1), g] for s, g, *_ in c["gaps"] if s + g > t_freeze and s < t_done]
+        # of those, the ones fm-memload itself sent late (its third figure: the
+        # sender's own gap): the application did not run, or did not get to its
+        # socket; the rest the network or the probe took late
+        sender = [[round(s - t_freeze, 1), sg[0]] for s, g, *sg in c["gaps"]
+                  if sg and s + g > t_freeze and s < t_done and sg[0] > GAP_MS]
         r.update({"downtime_ms": c["max_gap_ms"], "stall_sum_ms": round(sum(g for _, g in window), 1),
                   "beats": c["beats"], "stream_intact": c["stream_intact"],
                   "max_gap_after_freeze_ms": (round(c["max_gap_at_ms"] - t_freeze, 1)
@@ -240,6 +248,7 @@ class MemoryScenario:
                   "last_page_after_freeze_ms": round(t_done - t_freeze, 1), "stall_count": len(window),
                   # "LENGTH@START,...": one string, so that hundreds of stalls stay one line in the JSON
                   "stalls": ",".join(f"{g:g}@{t:+g}" for t, g in window),
+                  "sender_stalls": ",".join(f"{g:g}@{t:+g}" for t, g in sender),
                   "t_freeze_wall_ms": round(t_freeze, 1),
                   "loadavg_1m": round(load, 2)})
         try:

@@ -3,7 +3,7 @@
 client of the migrated service that measures the service gap users see at the
 1 ms grain.  Standard library only.
 
-  probe.py heartbeat IP PORT [TIMELINE]  fm-memload's heartbeat: a line "<seq>\\n" every 1 ms
+  probe.py heartbeat IP PORT [TIMELINE]  fm-memload's heartbeat: a line "<seq> <sent ms>\\n" every 1 ms
   probe.py redis IP PORT [TIMELINE]      a request every 1 ms: INCR on its own key (RESP)
   probe.py http IP PORT [TIMELINE]       a request every 1 ms: GET / on a keep-alive connection
 
@@ -31,23 +31,47 @@ class Recorder:
 
     def __init__(self, timeline):
         self.timeline, self.arrivals, self.last = timeline, [], None
+        self.sent, self.gap_at = [], []
         self.off = time.time() - time.monotonic()
         self.out = {"beats": 0, "stream_intact": True, "max_gap_ms": 0.0, "max_gap_at_ms": None, "gaps": [],
                     "error": None}
 
-    def arrival(self, t):
+    def arrival(self, t, sent=None):
+        """An arrival at t; sent: (first, last) send times of its beats (ms,
+        the sender's clock), when the sender says (fm-memload's heartbeat)."""
+        if sent is not None:
+            self.sent.append((t * 1000.0, sent[0], sent[1]))
         if self.last is not None:
             g = (t - self.last) * 1000.0
             if g > self.out["max_gap_ms"]:
                 self.out["max_gap_ms"], self.out["max_gap_at_ms"] = round(g, 1), round((self.last + self.off) * 1000.0, 1)
             if g > GAP_MS:
                 self.out["gaps"].append([round((self.last + self.off) * 1000.0, 1), round(g, 1)])
+                if sent is not None:
+                    self.gap_at.append((len(self.out["gaps"]) - 1, len(self.sent) - 1))
         if self.timeline:
             self.arrivals.append((round((t + self.off) * 1000.0, 2),
                                   round((t - self.last) * 1000.0, 3) if self.last else 0.0))
         self.last = t
 
+    def sender_gaps(self):
+        """A gap's third figure: how long the sender itself sent nothing, from
+        the send times in its beats.  A restored process's monotonic clock
+        may run at an offset (CRIU restores it in a time namespace that
+        continues its clock): so the offset is taken as the change in the
+        least one-way delay (arrival - send) of the beats before and after
+        the gap, which a late delivery does not lower."""
+        k = 50
+        for gi, si in self.gap_at:
+            if si < 1:
+                continue
+            before = min(a - s1 for a, _, s1 in self.sent[max(0, si - k):si])
+            after = min(a - s1 for a, _, s1 in self.sent[si:si + k])
+            sent_gap = self.sent[si][1] - self.sent[si - 1][2] + (after - before)
+            self.out["gaps"][gi].append(round(sent_gap, 1))
+
     def finish(self):
+        self.sender_gaps()
         if self.timeline:
             with open(self.timeline, "w") as f:
                 f.writelines(f"{a} {g}\n" for a, g in self.arrivals)
@@ -87,10 +111,13 @@ def heartbeat(s, rec, done):
         t = time.monotonic()
         buf += data
         *lines, buf = buf.split(b"\n")
+        sent = []
         for line in lines:
             try:
-                v = int(line)
-            except ValueError:
+                f = line.split()
+                v = int(f[0])
+                sent.append(float(f[1]))
+            except (ValueError, IndexError):
                 rec.out["stream_intact"] = False
                 continue
             if expect is not None and v != expect:
@@ -98,7 +125,7 @@ def heartbeat(s, rec, done):
             expect = v + 1
             rec.out["beats"] += 1
         if lines:
-            rec.arrival(t)
+            rec.arrival(t, (sent[0], sent[-1]) if sent else None)
 
 
 def read_answer(s, kind, buf, done):

@@ -2,7 +2,7 @@
 namespace:
   tcp_client.py echo IP PORT SECONDS       send a numbered line every 20 ms,
                                            check each echo
-  tcp_client.py heartbeat IP PORT SECONDS  read fm-memload's "<seq>\\n" lines
+  tcp_client.py heartbeat IP PORT SECONDS  read fm-memload's "<seq> <sent ms>\\n" lines
 Prints key=value: intact (1 = every byte as expected), roundtrips or beats,
 max_gap_ms (largest gap between two replies/beats, less the echo
 client's own 20 ms pause), gaps (all gaps over
@@ -47,7 +47,7 @@ try:
             if not line.endswith(b"\n"):
                 intact = 0
                 break
-            v = int(line)
+            v = int(line.split()[0])
             if expect is not None and v != expect:
                 intact = 0
                 break

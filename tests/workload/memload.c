@@ -20,7 +20,7 @@
  * where full_scans counts complete verifications of every page and gap_sum_ms
  * sums the gaps over 20 ms.  A corrupted page (errors > 0) is never repaired.
  * With HEARTBEAT_PORT it also accepts TCP clients and sends each one a line
- * "<seq>\n" every HEARTBEAT_MS from inside the same loop (the clock is read
+ * "<seq> <monotonic ms>\n" every HEARTBEAT_MS from inside the same loop (the clock is read
  * every BEAT_PAGES pages), so a client sees the same stalls at a 1 ms grain: a
  * stall is time in which the loop made no progress (frozen, or waiting for
  * pages), not the time one 1 MiB iteration takes.
@@ -104,8 +104,11 @@ static void beat(double t)
 		clients[nclients++] = fd;
 	else if (fd >= 0)
 		close(fd);
-	char line[32];
-	int n = snprintf(line, sizeof(line), "%llu\n", (unsigned long long)++seq);
+	/* "<seq> <monotonic ms when sent>": the clock is the host's (no time
+	 * namespace), so a client on the same machine tells a beat the
+	 * application sent late from one the network or itself took late */
+	char line[48];
+	int n = snprintf(line, sizeof(line), "%llu %.3f\n", (unsigned long long)++seq, t);
 	for (int c = 0; c < nclients; c++)
 		if (send(clients[c], line, (size_t)n, MSG_NOSIGNAL) < 0 && errno != EAGAIN) {
 			close(clients[c]);

@@ -152,10 +152,16 @@ static int ask(const uint8_t *req, size_t n, uint8_t *resp, ssize_t *rn, bool wi
 		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "swrk", "3", (char *)NULL);
 		_exit(126);
 	}
-	assert_int_equal(send(sp[0], req, n, 0), (ssize_t)n);
+	/* a shim that refuses at its gate may be gone before the request is
+	 * sent (its daemon died at once): then there is no answer either */
+	ssize_t sent = send(sp[0], req, n, MSG_NOSIGNAL);
+	if (sent < 0)
+		assert_true(errno == EPIPE || errno == ECONNRESET);
+	else
+		assert_int_equal(sent, (ssize_t)n);
 	struct timeval tv = { 10, 0 };
 	setsockopt(sp[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	*rn = recv(sp[0], resp, 256, 0);
+	*rn = sent < 0 ? -1 : recv(sp[0], resp, 256, 0);
 	close(sp[0]);
 	int st;
 	assert_int_equal(waitpid(pid, &st, 0), pid);

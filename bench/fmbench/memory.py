@@ -235,19 +235,18 @@ class MemoryScenario:
                              f"freeze at +0, last page at +{t_done - t_freeze:.0f} ms; gaps "
                              f"{[[round(s - t_freeze), g] for s, g, *_ in c['gaps']]})")
         # stalls: every gap over GAP_MS that overlaps [freeze, last page], counted whole
-        window = [[round(s - t_freeze, 1), g] for s, g, *_ in c["gaps"] if s + g > t_freeze and s < t_done]
+        window = [[round(s - t_freeze, 1), g, *sg] for s, g, *sg in c["gaps"] if s + g > t_freeze and s < t_done]
         # of those, the ones fm-memload itself sent late (its third figure: the
         # sender's own gap): the application did not run, or did not get to its
         # socket; the rest the network or the probe took late
-        sender = [[round(s - t_freeze, 1), sg[0]] for s, g, *sg in c["gaps"]
-                  if sg and s + g > t_freeze and s < t_done and sg[0] > GAP_MS]
-        r.update({"downtime_ms": c["max_gap_ms"], "stall_sum_ms": round(sum(g for _, g in window), 1),
+        sender = [[t, sg[0]] for t, _, *sg in window if sg and sg[0] > GAP_MS]
+        r.update({"downtime_ms": c["max_gap_ms"], "stall_sum_ms": round(sum(g for _, g, *_ in window), 1),
                   "beats": c["beats"], "stream_intact": c["stream_intact"],
                   "max_gap_after_freeze_ms": (round(c["max_gap_at_ms"] - t_freeze, 1)
                                               if c["max_gap_at_ms"] is not None else None),
                   "last_page_after_freeze_ms": round(t_done - t_freeze, 1), "stall_count": len(window),
                   # "LENGTH@START,...": one string, so that hundreds of stalls stay one line in the JSON
-                  "stalls": ",".join(f"{g:g}@{t:+g}" for t, g in window),
+                  "stalls": ",".join(f"{g:g}@{t:+g}" for t, g, *_ in window),
                   "sender_stalls": ",".join(f"{g:g}@{t:+g}" for t, g in sender),
                   "t_freeze_wall_ms": round(t_freeze, 1),
                   "loadavg_1m": round(load, 2)})

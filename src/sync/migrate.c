@@ -1943,27 +1943,31 @@ static struct fm_cmd *outgoing_take_lazy(fm_agent *a, const char *mid)
 
 static void outgoing_forget(fm_agent *a, const char *mid)
 {
-	fm_outgoing **pp;
+	fm_outgoing **pp, *o = NULL;
 	pthread_mutex_lock(&a->lock);
 	for (pp = &a->outgoing; *pp; pp = &(*pp)->next)
 		if (!strcmp((*pp)->mid, mid)) {
-			fm_outgoing *o = *pp;
+			o = *pp;
 			*pp = o->next;
-			if (o->relay) {
-				fm_relay_stats st;
-				fm_relay_get_stats(o->relay, &st);
-				fm_log(FM_LOG_INFO, FM_C_DELTA_TRANSFER, mid, "Memory pages served: %" PRIu64 " bytes, %"
-				       PRIu64 " on the wire in %u frames, %u of them compressed (zstd level %d)",
-				       st.raw_tx, st.wire_tx, st.frames_tx, st.compressed_frames, st.level);
-			}
-			fm_relay_free(o->relay);
-			fm_net_capture_stop(o->capture, NULL, NULL, NULL);
-			fm_xfer_manifest_free(o->presync);
-			lazy_source_drop(o->early);
-			free(o);
 			break;
 		}
 	pthread_mutex_unlock(&a->lock);
+	/* out of the list: its threads are joined and its log line written
+	 * without the agent's lock */
+	if (o) {
+		if (o->relay) {
+			fm_relay_stats st;
+			fm_relay_get_stats(o->relay, &st);
+			fm_log(FM_LOG_INFO, FM_C_DELTA_TRANSFER, mid, "Memory pages served: %" PRIu64 " bytes, %" PRIu64
+			       " on the wire in %u frames, %u of them compressed (zstd level %d)",
+			       st.raw_tx, st.wire_tx, st.frames_tx, st.compressed_frames, st.level);
+		}
+		fm_relay_free(o->relay);
+		fm_net_capture_stop(o->capture, NULL, NULL, NULL);
+		fm_xfer_manifest_free(o->presync);
+		lazy_source_drop(o->early);
+		free(o);
+	}
 	fm_journal_exec(a->journal, "DELETE FROM outgoing WHERE mid = ?", "s", mid);
 	_cleanup_free_ char *dir = staging_dir(a, mid);
 	fm_rm_rf(dir);

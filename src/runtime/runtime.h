@@ -138,6 +138,8 @@ struct fm_cmd *fm_rt_runc_restore_cmd(fm_runtime *rt, const char *criu_conf, con
 void fm_rt_attach_runc_log(fm_error *err, const char *log);
 /* runc with --root and --criu already set; caller adds the rest. */
 struct fm_cmd *fm_rt_runc_cmd(fm_runtime *rt);
+/* The environment every CRIU we start (directly, or through runc) gets. */
+void fm_rt_criu_env(struct fm_cmd *c);
 /* Journal row for a container (migration = NULL for local ones). */
 int fm_rt_record(fm_runtime *rt, const fm_container_spec *spec, const char *migration, bool committed);
 /* runc kill KILL + delete -f, ignoring "does not exist". */

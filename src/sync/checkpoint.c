@@ -151,6 +151,7 @@ static int criu_dump_cmd(fm_runtime *rt, const char *name, const char *images_di
 	int r;
 
 	fm_cmd_arg(c, pre_dump ? "pre-dump" : "dump");
+	fm_rt_criu_env(c);
 	if ((r = fm_rt_criu_dump_args(rt, name, c, pre_dump ? NULL : images_dir, err)) < 0) {
 		fm_cmd_free(c);
 		fm_error_prefix(err, "%s failed", what);
@@ -405,6 +406,9 @@ int fm_ckpt_dump_lazy_start(fm_runtime *rt, const char *name, const char *images
 	}
 	if ((r = lazy_dump_cmd(rt, name, images_dir, work_dir, host, port, tcp, parent, &c, err)) < 0)
 		goto fail;
+	/* every symbol bound now, while it waits, not by the first call of each
+	 * function in the freeze (a page fault for each GOT page written) */
+	fm_cmd_env(c, "LD_BIND_NOW", "1");
 	if ((r = start_with_status_fd(c, &e->ready_fd, err)) < 0)
 		goto fail;
 	e->criu = c;
@@ -466,6 +470,7 @@ int fm_ckpt_lazy_pages_start(fm_runtime *rt, const char *images_dir, const char 
 {
 	struct fm_cmd *c = fm_cmd_new(rt->criu);
 
+	fm_rt_criu_env(c);
 	fm_cmd_arg(c, "lazy-pages");
 	fm_cmd_arg(c, "--page-server");
 	fm_cmd_arg(c, "--address");
@@ -491,6 +496,7 @@ int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char
 {
 	struct fm_cmd *c = fm_cmd_new(rt->criu);
 
+	fm_rt_criu_env(c);
 	fm_cmd_arg(c, "page-server");
 	fm_cmd_arg(c, "--images-dir");
 	fm_cmd_arg(c, images_dir);

@@ -31,6 +31,9 @@
  * this time is discarded: its controller is gone and will not come back for it. */
 #define FM_UNCLAIMED_TTL_MS (10 * 60 * 1000)
 
+/* The migrations whose CRIU and runc logs stay in STATE/logs (logs_keep). */
+#define FM_LOGS_KEEP 32
+
 /* Verification watches a restored container this long for an early exit. */
 #define FM_VERIFY_SETTLE_MS 50
 
@@ -194,6 +197,83 @@ void fm_agent_fini(fm_agent *a)
 static char *staging_dir(fm_agent *a, const char *mid)
 {
 	return fm_xasprintf("%s/migrations/%s", a->rt->state_dir, mid);
+}
+
+/* Moves the *.log files below dir (CRIU's and runc's) into keep, named by
+ * their path below the staging directory with '/' as '-'. */
+static void logs_collect(const char *dir, const char *rel, const char *keep, int depth)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		_cleanup_free_ char *path = fm_xasprintf("%s/%s", dir, e->d_name);
+		_cleanup_free_ char *name = *rel ? fm_xasprintf("%s-%s", rel, e->d_name) : fm_xstrdup(e->d_name);
+		struct stat st;
+		size_t n = strlen(e->d_name);
+		if (lstat(path, &st) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode) && depth > 0 && strcmp(e->d_name, "images") && strcmp(e->d_name, "pages"))
+			logs_collect(path, name, keep, depth - 1);
+		else if (S_ISREG(st.st_mode) && n > 4 && !strcmp(e->d_name + n - 4, ".log")) {
+			_cleanup_free_ char *to = fm_xasprintf("%s/%s", keep, name);
+			(void)rename(path, to);
+		}
+	}
+	closedir(d);
+}
+
+static int logs_by_age(const void *x, const void *y)
+{
+	const struct { int64_t mtime; char *path; } *a = x, *b = y;
+	return a->mtime < b->mtime ? -1 : a->mtime > b->mtime;
+}
+
+/* CRIU's and runc's logs of a migration outlive its staging directory, in
+ * STATE/logs/MID (the last FM_LOGS_KEEP migrations): where a freeze's time
+ * went, or why a dump or restore failed, stays readable after the cleanup. */
+static void logs_keep(fm_agent *a, const char *mid)
+{
+	_cleanup_free_ char *root = fm_xasprintf("%s/logs", a->rt->state_dir);
+	_cleanup_free_ char *keep = fm_xasprintf("%s/%s", root, mid);
+	_cleanup_free_ char *staging = staging_dir(a, mid);
+	if (access(staging, F_OK) < 0 || fm_mkdir_p(keep, 0700) < 0)
+		return;
+	logs_collect(staging, "", keep, 3);
+	DIR *d = opendir(root);
+	if (!d)
+		return;
+	struct { int64_t mtime; char *path; } v[FM_LOGS_KEEP * 2];
+	size_t n = 0;
+	for (struct dirent *e; (e = readdir(d));) {
+		struct stat st;
+		if (e->d_name[0] == '.')
+			continue;
+		char *path = fm_xasprintf("%s/%s", root, e->d_name);
+		if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			free(path);
+			continue;
+		}
+		v[n++] = (typeof(v[0])){ (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec, path };
+		if (n == ARRAY_SIZE(v)) {   /* the oldest half goes now */
+			qsort(v, n, sizeof(v[0]), logs_by_age);
+			for (size_t i = 0; i < FM_LOGS_KEEP; i++) {
+				fm_rm_rf(v[i].path);
+				free(v[i].path);
+			}
+			memmove(v, v + FM_LOGS_KEEP, FM_LOGS_KEEP * sizeof(v[0]));
+			n = FM_LOGS_KEEP;
+		}
+	}
+	closedir(d);
+	qsort(v, n, sizeof(v[0]), logs_by_age);
+	for (size_t i = 0; i < n; i++) {
+		if (i + FM_LOGS_KEEP < n)
+			fm_rm_rf(v[i].path);
+		free(v[i].path);
+	}
 }
 
 /* A free TCP port on host for CRIU's page server (bound and released: the window
@@ -364,6 +444,7 @@ static int discard_incoming(fm_agent *a, const char *mid, fm_error *err)
 		fm_rt_bundle_destroy(a->rt, name);
 		fm_journal_exec(a->journal, "DELETE FROM containers WHERE name = ? AND committed = 0", "s", name);
 	}
+	logs_keep(a, mid);
 	dir = staging_dir(a, mid);
 	fm_rm_rf(dir);
 	fm_alloc_release(a->journal, mid);
@@ -1154,6 +1235,7 @@ static int dst_commit_locked(fm_agent *a, const char *mid, fm_error *err)
 	if (fm_journal_commit(a->journal) < 0)
 		return fm_error_set(err, -EIO, "cannot commit migration %s in the journal", mid);
 	in = incoming_take(a, mid);
+	logs_keep(a, mid);
 	_cleanup_free_ char *dir = staging_dir(a, mid);
 	fm_rm_rf(dir);
 	if (in)
@@ -1969,6 +2051,7 @@ static void outgoing_forget(fm_agent *a, const char *mid)
 		free(o);
 	}
 	fm_journal_exec(a->journal, "DELETE FROM outgoing WHERE mid = ?", "s", mid);
+	logs_keep(a, mid);
 	_cleanup_free_ char *dir = staging_dir(a, mid);
 	fm_rm_rf(dir);
 	fm_memory_release();

@@ -328,6 +328,8 @@ typedef struct uf_wait {         /* a fault waiting for the network */
 	int64_t since_us;
 } uf_wait;
 
+/* The largest answer: a background chunk (a fault's readahead is smaller). */
+#define RBUF_PAGES FM_PREFETCH_CHUNK_PAGES
 #define MAX_TASKS 4096
 #define MAX_WAITS 4096
 #define UFFD_MSGS 64
@@ -339,7 +341,8 @@ struct fm_prefetch {
 	size_t nranges;
 	uint64_t total;          /* lazy pages */
 	uint8_t *state;
-	uint8_t *cache;          /* total pages, mapped without reserve: only what is here uses memory */
+	uint8_t *cache;          /* total pages, mapped without reserve: only pages kept for a later copy use memory */
+	uint8_t *rbuf;           /* the answer being read lands here (RBUF_PAGES, faulted in once) */
 	uint64_t want, asked, here;
 	uint64_t cursor;         /* where the background order goes on */
 	fm_prefetch_pace pace;
@@ -379,6 +382,7 @@ struct fm_prefetch {
 	uint8_t uhdr[PSI_LEN];
 	size_t uhdr_got;
 	uint64_t udata_len, udata_got;
+	uint64_t udata_done;     /* its pages copied already (a fault waited for one of them) */
 
 	bool close_sent, done;
 	uint8_t status[4];
@@ -453,6 +457,8 @@ static int up_send(fm_prefetch *p, uint64_t pid, uint64_t vaddr, uint64_t nr, ui
 {
 	if (p->uq_len == UP_QUEUE)
 		return fail(p, -EOVERFLOW, "page prefetcher: too many requests in flight");
+	if (nr > RBUF_PAGES)
+		return fail(p, -EINVAL, "page prefetcher: a request of %llu pages", (unsigned long long)nr);
 	uint8_t h[PSI_LEN];
 	psi(h, PS_IOV_GET, nr, vaddr, pid);
 	int r = send_all(p->up_fd, h, PSI_LEN);
@@ -638,10 +644,12 @@ static int task_fork(fm_prefetch *p, size_t parent, int fd)
 	return 0;
 }
 
-/* Copies pages [g, g + n) from the cache into task t where it lacks them.
- * 0, or 1 when a copy met pending events (the rest waits in the cache). */
-static int task_copy(fm_prefetch *p, size_t ti, uint64_t g, uint64_t n)
+/* Copies pages [g, g + n), whose bytes are at src, into task t where it
+ * lacks them.  0, or 1 when a copy met pending events (the rest waits in the
+ * cache). */
+static int task_copy(fm_prefetch *p, size_t ti, uint64_t g, uint64_t n, const uint8_t *src)
 {
+	const uint64_t g_src = g;
 	uf_task *t = &p->tasks[ti];
 	bool single = false;   /* a run crossing VMAs: page by page */
 	uint64_t end = g + n;
@@ -659,7 +667,7 @@ static int task_copy(fm_prefetch *p, size_t ti, uint64_t g, uint64_t n)
 		uint64_t m = 0, lim = s->g + s->nr < end ? s->g + s->nr : end;
 		while (g + m < lim && t->need[g + m - t->g0] && !(single && m == 1))
 			m++;
-		struct uffdio_copy c = { .dst = s->rt + (g - s->g) * PAGE, .src = (uintptr_t)(p->cache + g * PAGE),
+		struct uffdio_copy c = { .dst = s->rt + (g - s->g) * PAGE, .src = (uintptr_t)(src + (g - g_src) * PAGE),
 					 .len = m * PAGE, .mode = 0 };
 		if (ioctl(t->fd, UFFDIO_COPY, &c) == 0) {
 			need_clear(t, g, m);
@@ -726,15 +734,17 @@ static void waits_check(fm_prefetch *p)
 	}
 }
 
-/* Pages [g, g + n) of pid are in the cache: into every task that lacks them;
- * then out of the cache, unless a copy has to be tried again. */
-static int deliver(fm_prefetch *p, uint64_t pid, uint64_t g, uint64_t n)
+/* Pages [g, g + n) of pid are here, at src (the cache, or the answer just
+ * read): into every task that lacks them.  A page a copy has to try again
+ * stays in the cache (copied there from src); the others leave it. */
+static int deliver(fm_prefetch *p, uint64_t pid, uint64_t g, uint64_t n, const uint8_t *src)
 {
+	bool from_cache = src == p->cache + g * PAGE;
 	for (size_t i = 0; i < p->ntasks; i++) {
 		uf_task *t = &p->tasks[i];
 		if (!task_live(t) || t->pid != pid)
 			continue;
-		int r = task_copy(p, i, g, n);
+		int r = task_copy(p, i, g, n, src);
 		if (r < 0)
 			return r;
 		if (r > 0)
@@ -750,14 +760,17 @@ static int deliver(fm_prefetch *p, uint64_t pid, uint64_t g, uint64_t n)
 			p->here++;
 		p->state[k] = s;
 		keep |= still;
+		if (still && !from_cache)
+			memcpy(p->cache + k * PAGE, src + (k - g) * PAGE, PAGE);
 	}
-	if (!keep)
+	if (!keep && from_cache)
 		(void)madvise(p->cache + g * PAGE, n * PAGE, MADV_DONTNEED);
 	waits_check(p);
 	return 0;
 }
 
 static int uffd_zero(fm_prefetch *p, size_t ti, uint64_t a);
+static int up_partial(fm_prefetch *p);
 
 /* Copies that met pending events, again (their events have been read). */
 static int redeliver(fm_prefetch *p)
@@ -784,7 +797,7 @@ static int redeliver(fm_prefetch *p)
 		uint64_t n = 1;
 		while (g + n < r->first + r->nr && p->state[g + n] == PG_HERE)
 			n++;
-		int k = deliver(p, r->pid, g, n);
+		int k = deliver(p, r->pid, g, n, p->cache + g * PAGE);
 		if (k < 0)
 			return k;
 		g += n;
@@ -833,13 +846,13 @@ static int on_fault(fm_prefetch *p, size_t ti, uint64_t addr)
 		return 0;
 	}
 	if (p->state[g] == PG_HERE)
-		return deliver(p, t->pid, g, 1);
+		return deliver(p, t->pid, g, 1, p->cache + g * PAGE);
 	stat_add(p, &p->st.misses, 1);
 	p->fault_us = fm_now_mono_us();
 	if (p->nwaits < MAX_WAITS)
 		p->waits[p->nwaits++] = (uf_wait){ ti, g, fm_now_mono_us() };
 	if (p->state[g] == PG_ASKED)
-		return 0;
+		return up_partial(p);   /* its bytes may be here already */
 	if (p->state[g] == PG_DONE) {   /* not expected: a page some task lacks is wanted */
 		p->state[g] = PG_WANT;
 		p->want++;
@@ -1075,7 +1088,24 @@ static int up_header(fm_prefetch *p)
 			    (unsigned long long)q->pid);
 	p->udata_len = nr * PAGE;
 	p->udata_got = 0;
+	p->udata_done = 0;
 	return 0;
+}
+
+/* While a fault waits, the pages of the answer being read are copied as
+ * their bytes arrive (the faulting page first among them), not once the
+ * whole answer is in. */
+static int up_partial(fm_prefetch *p)
+{
+	if (p->nwaits == 0 || p->close_sent || p->uhdr_got < PSI_LEN || p->uq_len == 0)
+		return 0;
+	uint64_t full = p->udata_got / PAGE;
+	if (full <= p->udata_done)
+		return 0;
+	const up_req *q = &p->uq[p->uq_head];
+	uint64_t from = p->udata_done;
+	p->udata_done = full;
+	return deliver(p, q->pid, q->g + from, full - from, p->rbuf + from * PAGE);
 }
 
 static int up_done(fm_prefetch *p)
@@ -1095,7 +1125,8 @@ static int up_done(fm_prefetch *p)
 		p->st.link_bps = (double)p->st.fetched_bytes * 8e3 / (p->st.all_here_ms > 0 ? p->st.all_here_ms : 1);
 	}
 	pthread_mutex_unlock(&p->mu);
-	return deliver(p, q.pid, q.g, nr);
+	uint64_t from = p->udata_done;
+	return from < nr ? deliver(p, q.pid, q.g + from, nr - from, p->rbuf + from * PAGE) : 0;
 }
 
 /* Reads what the source sent without waiting for more. */
@@ -1108,9 +1139,7 @@ static int up_read(fm_prefetch *p)
 		} else if (p->uhdr_got < PSI_LEN) {
 			k = recv(p->up_fd, p->uhdr + p->uhdr_got, PSI_LEN - p->uhdr_got, MSG_DONTWAIT);
 		} else {
-			up_req *q = &p->uq[p->uq_head];
-			k = recv(p->up_fd, p->cache + q->g * PAGE + p->udata_got, (size_t)(p->udata_len - p->udata_got),
-				 MSG_DONTWAIT);
+			k = recv(p->up_fd, p->rbuf + p->udata_got, (size_t)(p->udata_len - p->udata_got), MSG_DONTWAIT);
 		}
 		if (k < 0 && errno == EINTR)
 			continue;
@@ -1136,11 +1165,9 @@ static int up_read(fm_prefetch *p)
 				return r;
 		} else {
 			p->udata_got += (uint64_t)k;
-			if (p->udata_got == p->udata_len) {
-				int r = up_done(p);
-				if (r < 0)
-					return r;
-			}
+			int r = p->udata_got == p->udata_len ? up_done(p) : up_partial(p);
+			if (r < 0)
+				return r;
 		}
 	}
 }
@@ -1248,6 +1275,15 @@ int fm_prefetch_start(const char *images_dir, const char *restore_work, const ch
 	p->st.lazy_bytes = p->total * PAGE;
 	p->state = fm_xcalloc(p->total ? p->total : 1, 1);
 	p->uq = fm_xcalloc(UP_QUEUE, sizeof(*p->uq));
+	/* faulted in now, once: pages read into memory never touched before fault
+	 * it in page by page (the cache did: ~28,000 faults a second at 1 Gbit/s,
+	 * 14 us each on our VMs, ~0.4 s of CPU per second of transfer) */
+	p->rbuf = mmap(NULL, RBUF_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (p->rbuf == MAP_FAILED) {
+		p->rbuf = NULL;
+		r = fm_error_set(err, -errno, "page prefetcher: cannot map its receive buffer: %m");
+		goto fail;
+	}
 	if (p->total) {
 		p->cache = mmap(NULL, p->total * PAGE, PROT_READ | PROT_WRITE,
 				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -1348,6 +1384,8 @@ void fm_prefetch_free(fm_prefetch *p)
 	free(p->tasks);
 	if (p->cache)
 		munmap(p->cache, p->total * PAGE);
+	if (p->rbuf)
+		munmap(p->rbuf, RBUF_PAGES * PAGE);
 	free(p->state);
 	free(p->uq);
 	free(p->ranges);

@@ -8,8 +8,10 @@
  * and, once released (after the restore: on two cores, pages streaming at line
  * rate slowed the restore down, and with it the frozen time), keeps a window
  * of PS_IOV_GET requests in flight, in address order; the window follows the
- * arrival rate (FM_PREFETCH_WINDOW).  Pages land in a cache and are copied into
- * every process that lacks them (UFFDIO_COPY) as they arrive, then leave it.
+ * arrival rate (FM_PREFETCH_WINDOW).  An answer is read into one receive buffer
+ * (faulted in once) and its pages are copied into every process that lacks
+ * them (UFFDIO_COPY); while a fault waits, as their bytes arrive.  A page a
+ * copy cannot place yet waits in a cache.
  * A page fault on a page not asked for yet goes to the source at once with a
  * readahead behind it, and the background order jumps to just after it (an
  * application walking its memory finds the next pages on their way); a fault

@@ -41,6 +41,16 @@ def post_copy_until_pages_in_flight(a):
     return mid
 
 
+def assert_logs_kept(d, mid, name, text):
+    """d keeps the log name of migration mid (its path below the migration's
+    directory, '/' as '-') in STATE/logs/mid, with text in it."""
+    path = os.path.join(d.state, "logs", mid, name)
+    wait_for(lambda: os.path.exists(path), 10, path)
+    with open(path, errors="replace") as fh:
+        assert text in fh.read(), f"{path} on {d.name} lacks {text!r}"
+    assert not os.path.exists(os.path.join(d.state, "migrations", mid)), "the working directory stayed"
+
+
 def assert_source_resumed_intact(a, b, mid, error_part):
     m = wait_finished(a, mid)
     assert_failed_with_rollback(m, "VERIFICATION", error_part)
@@ -49,6 +59,8 @@ def assert_source_resumed_intact(a, b, mid, error_part):
     assert size == 40000000
     wait_for(lambda: counter_of(a, "mem")[0] > i, 10, "counter to advance on hostA")
     assert_clean_destination(b, "mem")
+    # the failed dump's log stays readable on the source
+    assert_logs_kept(a, mid, "work-dump.log", "Dumping processes")
 
 
 # our own page fault handler (the prefetcher), or CRIU's lazy-pages daemon
@@ -77,6 +89,10 @@ def test_post_copy_completes_with_memory_intact(slow, handler):
     assert size == 40000000 and i >= before
     wait_for(lambda: counter_of(b, "mem")[0] > i, 5, "counter to advance on hostB")
     assert "mem" not in a.containers() and a.runc_list() == []
+    # CRIU's logs outlive the migration's working directories
+    assert_logs_kept(a, mid, "work-dump.log", "Dumping processes")
+    if handler == "prefetch":
+        assert_logs_kept(b, mid, "work-restore-restore.log", "Restoring")
 
 
 def test_post_copy_rollback_while_pages_in_flight(slow):

@@ -24,6 +24,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -176,6 +177,9 @@ typedef struct fake_server {
 	int die_after;           /* answer this many requests, then hang up (0 = never) */
 	int requests, bad_requests, closed;
 	uint64_t pages_sent;
+	int split_go;            /* >= 0: the first answer's first page goes alone, the rest once this
+				  * eventfd is written (or after 2 s) */
+	int rest_sent;           /* ... and then this is 1 */
 } fake_server;
 
 static uint8_t pattern(uint64_t pid, uint64_t vaddr, size_t i) { return (uint8_t)(pid * 31 + vaddr / PAGE * 7 + i + 1); }
@@ -219,7 +223,18 @@ static void *fake_thread(void *opaque)
 		for (uint64_t p = 0; p < bytes / PAGE; p++)
 			for (size_t i = 0; i < PAGE; i += 512)
 				data[p * PAGE + i] = pattern(pid, vaddr + p * PAGE, i);
-		if (send(fd, h, 32, MSG_NOSIGNAL) != 32 || send(fd, data, bytes, MSG_NOSIGNAL) != (ssize_t)bytes)
+		uint64_t first = 0;
+		if (__atomic_load_n(&f->split_go, __ATOMIC_ACQUIRE) >= 0 && !f->rest_sent && bytes > PAGE) {
+			struct pollfd go = { f->split_go, POLLIN, 0 };
+			if (send(fd, h, 32, MSG_NOSIGNAL) != 32 || send(fd, data, PAGE, MSG_NOSIGNAL) != PAGE)
+				break;
+			(void)poll(&go, 1, 2000);
+			__atomic_store_n(&f->rest_sent, 1, __ATOMIC_RELEASE);
+			first = PAGE;
+		} else if (send(fd, h, 32, MSG_NOSIGNAL) != 32) {
+			break;
+		}
+		if (send(fd, data + first, bytes - first, MSG_NOSIGNAL) != (ssize_t)(bytes - first))
 			break;
 		f->pages_sent += bytes / PAGE;
 	}
@@ -232,6 +247,7 @@ static void fake_start(fake_server *f, int die_after)
 {
 	memset(f, 0, sizeof(*f));
 	f->die_after = die_after;
+	f->split_go = -1;
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	socklen_t len = sizeof(sa);
 	f->lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -493,6 +509,39 @@ static void test_prefetch_serves_a_forked_child(void **state)
 	restored_teardown(&r);
 }
 
+/* A fault waits for its own page, not for the whole answer it comes in: the
+ * readahead behind it may still be on its way. */
+static void test_prefetch_copies_a_faulting_page_before_its_answer_ends(void **state)
+{
+	(void)state;
+	restored r;
+	restored_setup(&r, 0);
+	int go = eventfd(0, EFD_CLOEXEC);
+	assert_true(go >= 0);
+	__atomic_store_n(&r.f.split_go, go, __ATOMIC_RELEASE);
+	restore_sends_all(&r);
+
+	check_page(pg(&r, 40), (uintptr_t)pg(&r, 40));
+	/* served while the source still held the rest back (without this, the
+	 * fault would have waited the source's 2 s) */
+	assert_int_equal(__atomic_load_n(&r.f.rest_sent, __ATOMIC_ACQUIRE), 0);
+	uint64_t one = 1;
+	assert_int_equal(write(go, &one, sizeof(one)), sizeof(one));
+	/* the readahead arrives and is copied as usual */
+	check_page(pg(&r, 41), (uintptr_t)pg(&r, 41));
+
+	fm_prefetch_release(r.p);
+	assert_int_equal(wait_done(&r, NULL), 0);
+	fm_prefetch_stats s;
+	fm_prefetch_get_stats(r.p, &s);
+	assert_int_equal(s.fetched_bytes, 155 * PAGE);
+	assert_int_equal(s.served_bytes, 155 * PAGE);
+	check_pages(&r, 0, 100);
+	check_pages(&r, 105, MEM_PAGES);
+	restored_teardown(&r);
+	close(go);
+}
+
 static void test_prefetch_source_gone_fails_it(void **state)
 {
 	(void)state;
@@ -620,6 +669,7 @@ int main(void)
 		cmocka_unit_test(test_prefetch_serves_faults_then_every_page),
 		cmocka_unit_test(test_prefetch_follows_remap_unmap_and_remove),
 		cmocka_unit_test(test_prefetch_serves_a_forked_child),
+		cmocka_unit_test(test_prefetch_copies_a_faulting_page_before_its_answer_ends),
 		cmocka_unit_test(test_prefetch_source_gone_fails_it),
 		cmocka_unit_test(test_prefetch_refuses_garbage_from_the_restore),
 	};

@@ -30,7 +30,7 @@ import time
 from .baselines import bound
 from .probe import GAP_MS, RESUME_LIMIT_S
 from .testbed import CLIENT_NS, HOSTS, NET, link_mbit_nominal
-from .util import PY, BenchError, read, wait_for
+from .util import PY, BenchError, disk_quiet, read, wait_for
 
 SCENARIO = "A-memory"
 CONTAINER = "mem"                   # the FlexiMigrate container
@@ -203,6 +203,7 @@ class MemoryScenario:
         self.load_start(ip)
         cl = self.probe_start(ip, timeline)
         try:
+            quiet_ms = disk_quiet()
             time.sleep(self.SETTLE_S)
             before = self.snapshot(system)
             fp_before = self.fingerprint(system, "a")
@@ -249,7 +250,7 @@ class MemoryScenario:
                   "stalls": ",".join(f"{g:g}@{t:+g}" for t, g, *_ in window),
                   "sender_stalls": ",".join(f"{g:g}@{t:+g}" for t, g in sender),
                   "t_freeze_wall_ms": round(t_freeze, 1),
-                  "loadavg_1m": round(load, 2)})
+                  "loadavg_1m": round(load, 2), "disk_quiet_wait_ms": quiet_ms})
         try:
             r.update(self.verify(system, before, size, hot))
         finally:

@@ -103,6 +103,26 @@ def mounts_under(prefix):
     return sorted(set(out), key=len, reverse=True)
 
 
+def disk_quiet(timeout=30.0, still=0.5):
+    """Flushes dirty data and waits until the machine's block devices stand
+    still (their counters unchanged for `still` seconds; at most `timeout`):
+    the writes and discards a previous move left behind (1 GiB of images
+    deleted on a filesystem mounted with `discard`, as our VMs' root is) are
+    not the next move's.  Returns how long it waited, in ms."""
+    t0 = time.monotonic()
+    os.sync()
+    devs = [d for d in os.listdir("/sys/block") if os.path.exists(f"/sys/block/{d}/device")]
+    last, since = None, time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        snap = tuple(read(f"/sys/block/{d}/stat") for d in devs)
+        if snap != last:
+            last, since = snap, time.monotonic()
+        elif time.monotonic() - since >= still:
+            break
+        time.sleep(0.05)
+    return round((time.monotonic() - t0) * 1000.0)
+
+
 def alive(pid):
     """Running (a zombie waiting for its reaper does not count)."""
     try:

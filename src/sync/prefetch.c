@@ -770,7 +770,6 @@ static int deliver(fm_prefetch *p, uint64_t pid, uint64_t g, uint64_t n, const u
 }
 
 static int uffd_zero(fm_prefetch *p, size_t ti, uint64_t a);
-static int up_partial(fm_prefetch *p);
 
 /* Copies that met pending events, again (their events have been read). */
 static int redeliver(fm_prefetch *p)
@@ -845,14 +844,22 @@ static int on_fault(fm_prefetch *p, size_t ti, uint64_t addr)
 		uffd_wake(t, a);
 		return 0;
 	}
-	if (p->state[g] == PG_HERE)
-		return deliver(p, t->pid, g, 1, p->cache + g * PAGE);
+	/* No copy from here: the rest of this batch of messages may hold events
+	 * (a fork, a remap, an unmap) the kernel considers done once read, and
+	 * a copy before they are handled would land in the parent only, at the
+	 * old address, or after the zap.  A page kept in the cache goes with
+	 * redeliver, the waited-for bytes of an answer with up_partial, both
+	 * once every task's events are read and handled (prefetch_thread). */
+	if (p->state[g] == PG_HERE) {
+		p->retry = true;
+		return 0;
+	}
 	stat_add(p, &p->st.misses, 1);
 	p->fault_us = fm_now_mono_us();
 	if (p->nwaits < MAX_WAITS)
 		p->waits[p->nwaits++] = (uf_wait){ ti, g, fm_now_mono_us() };
 	if (p->state[g] == PG_ASKED)
-		return up_partial(p);   /* its bytes may be here already */
+		return 0;   /* its bytes may be here already: up_partial, after the events */
 	if (p->state[g] == PG_DONE) {   /* not expected: a page some task lacks is wanted */
 		p->state[g] = PG_WANT;
 		p->want++;
@@ -1217,6 +1224,9 @@ static void *prefetch_thread(void *opaque)
 		for (size_t i = 0; i < n - 3 && r == 0; i++)
 			if (fds[3 + i].revents)
 				r = uffd_read(p, i);
+		/* a fault just read may wait for bytes already here */
+		if (r == 0)
+			r = up_partial(p);
 		if (r == 0 && fds[2].revents && p->rs_fd < 0) {
 			p->rs_fd = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 			if (p->rs_fd < 0)

@@ -178,7 +178,8 @@ typedef struct fake_server {
 	int requests, bad_requests, closed;
 	uint64_t pages_sent;
 	int split_go;            /* >= 0: the first answer's first page goes alone, the rest once this
-				  * eventfd is written (or after 2 s) */
+				  * eventfd is written (or after 10 s) */
+	int split;               /* 1 once it sent a first page alone */
 	int rest_sent;           /* ... and then this is 1 */
 } fake_server;
 
@@ -228,7 +229,8 @@ static void *fake_thread(void *opaque)
 			struct pollfd go = { f->split_go, POLLIN, 0 };
 			if (send(fd, h, 32, MSG_NOSIGNAL) != 32 || send(fd, data, PAGE, MSG_NOSIGNAL) != PAGE)
 				break;
-			(void)poll(&go, 1, 2000);
+			__atomic_store_n(&f->split, 1, __ATOMIC_RELEASE);
+			(void)poll(&go, 1, 10000);
 			__atomic_store_n(&f->rest_sent, 1, __ATOMIC_RELEASE);
 			first = PAGE;
 		} else if (send(fd, h, 32, MSG_NOSIGNAL) != 32) {
@@ -521,14 +523,21 @@ static void test_prefetch_copies_a_faulting_page_before_its_answer_ends(void **s
 	__atomic_store_n(&r.f.split_go, go, __ATOMIC_RELEASE);
 	restore_sends_all(&r);
 
-	check_page(pg(&r, 40), (uintptr_t)pg(&r, 40));
-	/* served while the source still held the rest back (without this, the
-	 * fault would have waited the source's 2 s) */
+	/* a page with at least its readahead before the fake's page-pipe end, so
+	 * that its answer has more than it to hold back */
+	size_t k = 40;
+	while (((uintptr_t)pg(&r, k) / PAGE) % PIPE_PAGES + fm_prefetch_readahead_pages(FM_PREFETCH_WINDOW_MIN) >
+	       PIPE_PAGES)
+		k++;
+	check_page(pg(&r, k), (uintptr_t)pg(&r, k));
+	/* served while the source still held the rest of the answer back
+	 * (without this, the fault would have waited the source's 10 s) */
+	assert_int_equal(__atomic_load_n(&r.f.split, __ATOMIC_ACQUIRE), 1);
 	assert_int_equal(__atomic_load_n(&r.f.rest_sent, __ATOMIC_ACQUIRE), 0);
 	uint64_t one = 1;
 	assert_int_equal(write(go, &one, sizeof(one)), sizeof(one));
 	/* the readahead arrives and is copied as usual */
-	check_page(pg(&r, 41), (uintptr_t)pg(&r, 41));
+	check_page(pg(&r, k + 1), (uintptr_t)pg(&r, k + 1));
 
 	fm_prefetch_release(r.p);
 	assert_int_equal(wait_done(&r, NULL), 0);

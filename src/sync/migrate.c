@@ -31,7 +31,7 @@
  * this time is discarded: its controller is gone and will not come back for it. */
 #define FM_UNCLAIMED_TTL_MS (10 * 60 * 1000)
 
-/* The migrations whose CRIU and runc logs stay in STATE/logs (logs_keep). */
+/* The migrations whose CRIU and runc logs stay in STATE/logs (staging_remove). */
 #define FM_LOGS_KEEP 32
 
 /* Verification watches a restored container this long for an early exit. */
@@ -237,55 +237,61 @@ static void logs_collect(const char *dir, const char *rel, const char *keep, int
 	closedir(d);
 }
 
-static int logs_by_age(const void *x, const void *y)
+typedef struct log_dir {
+	struct timespec mtime;
+	char *path;
+} log_dir;
+
+static int log_dir_by_age(const void *x, const void *y)
 {
-	const struct { int64_t mtime; char *path; } *a = x, *b = y;
-	return a->mtime < b->mtime ? -1 : a->mtime > b->mtime;
+	const struct timespec *a = &((const log_dir *)x)->mtime, *b = &((const log_dir *)y)->mtime;
+	return a->tv_sec != b->tv_sec ? (a->tv_sec > b->tv_sec) - (a->tv_sec < b->tv_sec)
+				      : (a->tv_nsec > b->tv_nsec) - (a->tv_nsec < b->tv_nsec);
 }
 
-/* CRIU's and runc's logs of a migration outlive its staging directory, in
- * STATE/logs/MID (the last FM_LOGS_KEEP migrations): where a freeze's time
- * went, or why a dump or restore failed, stays readable after the cleanup. */
-static void logs_keep(fm_agent *a, const char *mid)
+/* Of STATE/logs, only the newest FM_LOGS_KEEP migrations' directories stay. */
+static void logs_prune(const char *root)
 {
-	_cleanup_free_ char *root = fm_xasprintf("%s/logs", a->rt->state_dir);
-	_cleanup_free_ char *keep = fm_xasprintf("%s/%s", root, mid);
-	_cleanup_free_ char *staging = staging_dir(a, mid);
-	if (access(staging, F_OK) < 0 || fm_mkdir_p(keep, 0700) < 0)
-		return;
-	logs_collect(staging, "", keep, 3);
 	DIR *d = opendir(root);
 	if (!d)
 		return;
-	struct { int64_t mtime; char *path; } v[FM_LOGS_KEEP * 2];
+	log_dir *v = NULL;
 	size_t n = 0;
 	for (struct dirent *e; (e = readdir(d));) {
 		struct stat st;
-		if (e->d_name[0] == '.')
-			continue;
-		char *path = fm_xasprintf("%s/%s", root, e->d_name);
-		if (lstat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		char *path = e->d_name[0] == '.' ? NULL : fm_xasprintf("%s/%s", root, e->d_name);
+		if (!path || lstat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
 			free(path);
 			continue;
 		}
-		v[n++] = (typeof(v[0])){ (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec, path };
-		if (n == ARRAY_SIZE(v)) {   /* the oldest half goes now */
-			qsort(v, n, sizeof(v[0]), logs_by_age);
-			for (size_t i = 0; i < FM_LOGS_KEEP; i++) {
-				fm_rm_rf(v[i].path);
-				free(v[i].path);
-			}
-			memmove(v, v + FM_LOGS_KEEP, FM_LOGS_KEEP * sizeof(v[0]));
-			n = FM_LOGS_KEEP;
-		}
+		v = realloc(v, (n + 1) * sizeof(*v));
+		if (!v)
+			abort();
+		v[n++] = (log_dir){ st.st_mtim, path };
 	}
 	closedir(d);
-	qsort(v, n, sizeof(v[0]), logs_by_age);
+	qsort(v, n, sizeof(*v), log_dir_by_age);
 	for (size_t i = 0; i < n; i++) {
 		if (i + FM_LOGS_KEEP < n)
 			fm_rm_rf(v[i].path);
 		free(v[i].path);
 	}
+	free(v);
+}
+
+/* Removes a migration's staging directory.  CRIU's and runc's logs in it
+ * outlive it, in STATE/logs/MID (the last FM_LOGS_KEEP migrations): where a
+ * freeze's time went, or why a dump or restore failed, stays readable. */
+static void staging_remove(fm_agent *a, const char *mid)
+{
+	_cleanup_free_ char *root = fm_xasprintf("%s/logs", a->rt->state_dir);
+	_cleanup_free_ char *keep = fm_xasprintf("%s/%s", root, mid);
+	_cleanup_free_ char *staging = staging_dir(a, mid);
+	if (access(staging, F_OK) == 0 && fm_mkdir_p(keep, 0700) == 0) {
+		logs_collect(staging, "", keep, 3);
+		logs_prune(root);
+	}
+	fm_rm_rf(staging);
 }
 
 /* A free TCP port on host for CRIU's page server (bound and released: the window
@@ -441,7 +447,6 @@ static int discard_incoming(fm_agent *a, const char *mid, fm_error *err)
 	json_t *crow = fm_journal_query_one(a->journal,
 					    "SELECT name FROM containers WHERE migration = ? AND committed = 0", "s", mid);
 	const char *name = json_string_value(json_object_get(crow ? crow : row, crow ? "name" : "container"));
-	_cleanup_free_ char *dir = NULL;
 	int r = 0;
 
 	if (name && fm_name_valid(name) && (crow || !fm_rt_exists(a->rt, name))) {
@@ -456,9 +461,7 @@ static int discard_incoming(fm_agent *a, const char *mid, fm_error *err)
 		fm_rt_bundle_destroy(a->rt, name);
 		fm_journal_exec(a->journal, "DELETE FROM containers WHERE name = ? AND committed = 0", "s", name);
 	}
-	logs_keep(a, mid);
-	dir = staging_dir(a, mid);
-	fm_rm_rf(dir);
+	staging_remove(a, mid);
 	fm_alloc_release(a->journal, mid);
 	fm_journal_exec(a->journal, "DELETE FROM incoming WHERE mid = ?", "s", mid);
 out:
@@ -1221,10 +1224,10 @@ static int dst_restore_start_locked(fm_agent *a, const char *mid, json_t *req, f
 	if ((r = fm_restore_start(a->rt, in->spec.name, work, lazy, tcp_mode_of(req, in->spec.net_ip != NULL), &run,
 				  err)) < 0)
 		return r;
-	/* the receiver gives up by itself (and cancels it) while it holds the lock */
 	/* the hold's release too: its thread primes libnftables (~200 page
 	 * faults, 14 us each on our VMs) now, not beside CRIU's restore */
 	fm_net_nft_ready *unhold = in->spec.net_ip ? fm_net_nft_ready_new(a->rt, in->spec.name, false, false) : NULL;
+	/* the receiver gives up by itself (and cancels it) while it holds the lock */
 	pthread_mutex_lock(&a->lock);
 	bool failed = in->recv_failed;
 	if (!failed) {
@@ -1258,9 +1261,7 @@ static int dst_commit_locked(fm_agent *a, const char *mid, fm_error *err)
 	if (fm_journal_commit(a->journal) < 0)
 		return fm_error_set(err, -EIO, "cannot commit migration %s in the journal", mid);
 	in = incoming_take(a, mid);
-	logs_keep(a, mid);
-	_cleanup_free_ char *dir = staging_dir(a, mid);
-	fm_rm_rf(dir);
+	staging_remove(a, mid);
 	if (in)
 		incoming_free(in);
 	return 0;
@@ -2074,9 +2075,7 @@ static void outgoing_forget(fm_agent *a, const char *mid)
 		free(o);
 	}
 	fm_journal_exec(a->journal, "DELETE FROM outgoing WHERE mid = ?", "s", mid);
-	logs_keep(a, mid);
-	_cleanup_free_ char *dir = staging_dir(a, mid);
-	fm_rm_rf(dir);
+	staging_remove(a, mid);
 	fm_memory_release();
 }
 

@@ -1132,8 +1132,8 @@ static int up_done(fm_prefetch *p)
 		p->st.link_bps = (double)p->st.fetched_bytes * 8e3 / (p->st.all_here_ms > 0 ? p->st.all_here_ms : 1);
 	}
 	pthread_mutex_unlock(&p->mu);
-	uint64_t from = p->udata_done;
-	return from < nr ? deliver(p, q.pid, q.g + from, nr - from, p->rbuf + from * PAGE) : 0;
+	uint64_t from = p->udata_done;   /* <= nr: up_partial copies whole pages read */
+	return deliver(p, q.pid, q.g + from, nr - from, p->rbuf + from * PAGE);
 }
 
 /* Reads what the source sent without waiting for more. */

@@ -283,88 +283,49 @@ int fm_net_announce(fm_runtime *rt, const char *name, const char *cidr, const ch
 
 /* ---- hold, capture, inject ---- */
 
-/* The hold is one nftables table of ours in the container's namespace that
- * drops its TCP at the raw priority: arriving (prerouting) and, on the source,
- * leaving (output).  It is made and removed in one netlink transaction each,
- * in-process: `iptables` took 4 ms to insert a rule and 15-30 ms to delete one,
- * and the removal sits in the downtime.  The texts are constants: nothing of a
- * request reaches nft's parser. */
-#define HOLD_TABLE "inet fleximigrate_hold"
-/* adding before deleting makes both idempotent in one transaction */
-#define HOLD_RESET "add table " HOLD_TABLE "\ndelete table " HOLD_TABLE "\n"
-#define HOLD_IN                                                                                              \
-	"add table " HOLD_TABLE "\n"                                                                          \
-	"add chain " HOLD_TABLE " in { type filter hook prerouting priority -300; policy accept; }\n"          \
-	"add rule " HOLD_TABLE " in meta l4proto tcp drop\n"
-#define HOLD_OUT                                                                                             \
-	"add chain " HOLD_TABLE " out { type filter hook output priority -300; policy accept; }\n"            \
-	"add rule " HOLD_TABLE " out meta l4proto tcp drop\n"
+/* The hold is one nftables table of ours in the container's namespace
+ * (inet fleximigrate_hold) that drops its TCP at the raw priority: arriving
+ * (prerouting) and, on the source, leaving (output).  It is made and removed
+ * in one nf_tables transaction each, built as netlink messages
+ * (runtime/netlink.c): `iptables` took 4 ms to insert a rule and 15-30 ms to
+ * delete one, libnftables 1.6-8 ms (its parser, its ruleset cache, a thread
+ * woken) inside the freeze; a prepared socket's transaction ~0.2 ms.
+ * Nothing of a request reaches it but the namespace's path. */
 
-typedef struct nft_job {
-	const char *nspath, *cmd;
-	const char *prime;  /* a job made ready ahead: the script it will most likely run, dry-run first */
-	int done_fd; /* the caller's: written once the result is in, and then j is theirs again */
-	int go_fd;   /* -1, or: a job made ready ahead (fm_net_nft_ready) waits here for its cmd */
-	int result;
-	char msg[256];
-} nft_job;
+typedef struct hold_open {
+	const char *nspath;
+	fm_nft_hold *h;
+	fm_error err;
+} hold_open;
 
-static void nft_job_done(nft_job *j)
+static void *hold_open_thread(void *opaque)
 {
-	uint64_t one = 1;
-	while (write(j->done_fd, &one, sizeof(one)) < 0 && errno == EINTR)
-		;
+	hold_open *o = opaque;
+	_cleanup_close_ int nsfd = open(o->nspath, O_RDONLY | O_CLOEXEC);
+	/* setns changes this thread only, and the thread ends here; the socket
+	 * stays in the namespace it was opened in */
+	if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0)
+		fm_error_set(&o->err, -errno, "cannot enter %s: %m", o->nspath);
+	else
+		o->h = fm_nft_hold_open(&o->err);
+	return NULL;
 }
 
-/* Detached: freeing the context closes its netlink socket in the container's
- * namespace, which waits for an RCU grace period (8-27 ms here), so the
- * caller is released before that. */
-static void *nft_thread(void *opaque)
+/* The hold's socket in nspath's namespace; NULL with err set. */
+static fm_nft_hold *hold_open_in(const char *nspath, fm_error *err)
 {
-	nft_job *j = opaque;
-	_cleanup_close_ int nsfd = open(j->nspath, O_RDONLY | O_CLOEXEC);
-	/* setns changes this thread only, and the thread ends here */
-	if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0) {
-		j->result = -errno;
-		snprintf(j->msg, sizeof(j->msg), "cannot enter %s: %s", j->nspath, strerror(errno));
-		nft_job_done(j);
+	hold_open o = { .nspath = nspath, .err = FM_ERROR_INIT };
+	pthread_t t;
+	int e = pthread_create(&t, NULL, hold_open_thread, &o);
+	if (e != 0) {
+		fm_error_set(err, -e, "cannot start a thread: %s", strerror(e));
 		return NULL;
 	}
-	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
-	if (ctx) {
-		nft_ctx_buffer_output(ctx);
-		nft_ctx_buffer_error(ctx);
-	}
-	if (ctx && j->prime) {
-		/* a context's first command fetches the namespace's ruleset, and a
-		 * fresh thread's stack and the heap fault their pages in (~100
-		 * faults, 15-20 us each on our VMs): 2-4 ms, here, before it is
-		 * needed.  A dry run changes nothing. */
-		nft_ctx_set_dry_run(ctx, true);
-		(void)nft_run_cmd_from_buffer(ctx, j->prime);
-		nft_ctx_set_dry_run(ctx, false);
-	}
-	uint64_t v;
-	if (j->go_fd >= 0)
-		while (read(j->go_fd, &v, sizeof(v)) < 0 && errno == EINTR)
-			;
-	if (!j->cmd) {   /* not needed after all */
-		j->result = 0;
-	} else if (!ctx) {
-		j->result = -ENOMEM;
-		snprintf(j->msg, sizeof(j->msg), "cannot create an nftables context");
-	} else if (nft_run_cmd_from_buffer(ctx, j->cmd) != 0) {
-		const char *e = nft_ctx_get_error_buffer(ctx);
-		size_t n = strcspn(e ? e : "", "\n");
-		j->result = -EIO;
-		snprintf(j->msg, sizeof(j->msg), "nftables: %.*s", (int)n, e ? e : "failed");
-	} else {
-		j->result = 0;
-	}
-	nft_job_done(j);
-	if (ctx)
-		nft_ctx_free(ctx);
-	return NULL;
+	pthread_join(t, NULL);
+	if (!o.h)
+		fm_error_move(err, &o.err);
+	fm_error_clear(&o.err);
+	return o.h;
 }
 
 /* This process's own namespace: its nftables and netlink work is done by
@@ -454,87 +415,41 @@ static int nft_run_here(void *opaque)
 	return 0;
 }
 
-/* Runs an nft script in one transaction in nspath's network namespace (NULL:
- * this process's); errors say "nftables: ..." in err (the caller prefixes
- * what it did). */
-static int nft_apply(const char *nspath, const char *cmd, fm_error *err)
+/* Runs an nft script in one transaction in this process's network
+ * namespace; errors say "nftables: ..." in err (the caller prefixes what it
+ * did). */
+static int nft_apply(const char *cmd, fm_error *err)
 {
-	nft_job j = { .nspath = nspath, .cmd = cmd, .result = -EIO };
-	uint64_t v;
-
-	if (!nspath) {
-		nft_here h = { .cmd = cmd, .err = err };
-		return on_own_worker(nft_run_here, &h);
-	}
-
-	j.go_fd = -1;
-	if ((j.done_fd = eventfd(0, EFD_CLOEXEC)) < 0)
-		return fm_error_set(err, -errno, "eventfd: %m");
-	if (fm_start_detached(nft_thread, &j) < 0) {
-		close(j.done_fd);
-		return fm_error_set(err, -EAGAIN, "cannot start a thread");
-	}
-	while (read(j.done_fd, &v, sizeof(v)) < 0 && errno == EINTR)
-		;
-	close(j.done_fd);
-	if (j.result < 0)
-		return fm_error_set(err, j.result, "%s", j.msg);
-	return 0;
+	nft_here h = { .cmd = cmd, .err = err };
+	return on_own_worker(nft_run_here, &h);
 }
 
-/* A thread in the container's namespace with its nftables context made,
- * waiting for the one script it is to run (nft_thread). */
+/* The hold's socket opened ahead in the container's namespace. */
 struct fm_net_nft_ready {
-	nft_job j;
-	char *nspath;
+	fm_nft_hold *h;
 };
-
-static const char *hold_cmd(bool on, bool outgoing)
-{
-	return !on ? HOLD_RESET : outgoing ? HOLD_RESET HOLD_IN HOLD_OUT : HOLD_RESET HOLD_IN;
-}
 
 fm_net_nft_ready *fm_net_nft_ready_new(fm_runtime *rt, const char *name, bool on, bool outgoing)
 {
-	fm_net_nft_ready *n = fm_xcalloc(1, sizeof(*n));
-	n->nspath = fm_net_ns_path(rt, name);
-	n->j.nspath = n->nspath;
-	n->j.prime = hold_cmd(on, outgoing);
-	n->j.go_fd = eventfd(0, EFD_CLOEXEC);
-	n->j.done_fd = eventfd(0, EFD_CLOEXEC);
-	if (n->j.go_fd < 0 || n->j.done_fd < 0 || fm_start_detached(nft_thread, &n->j) < 0) {
-		if (n->j.go_fd >= 0)
-			close(n->j.go_fd);
-		if (n->j.done_fd >= 0)
-			close(n->j.done_fd);
-		free(n->nspath);
-		free(n);
+	_cleanup_free_ char *path = fm_net_ns_path(rt, name);
+	fm_error e = FM_ERROR_INIT;
+	fm_nft_hold *h = hold_open_in(path, &e);
+	if (!h)
+		fm_warn(FM_C_NETWORK_ORCH, "container %s: the hold is not made ready ahead: %s", name, e.msg);
+	fm_error_clear(&e);
+	if (!h)
 		return NULL;
-	}
+	fm_net_nft_ready *n = fm_xcalloc(1, sizeof(*n));
+	n->h = h;
 	return n;
-}
-
-/* Runs cmd (NULL: nothing) on the ready thread and frees it. */
-static int nft_ready_run(fm_net_nft_ready *n, const char *cmd, fm_error *err)
-{
-	uint64_t one = 1, v;
-	n->j.cmd = cmd;
-	while (write(n->j.go_fd, &one, sizeof(one)) < 0 && errno == EINTR)
-		;
-	while (read(n->j.done_fd, &v, sizeof(v)) < 0 && errno == EINTR)
-		;
-	int r = n->j.result < 0 ? fm_error_set(err, n->j.result, "%s", n->j.msg) : 0;
-	close(n->j.go_fd);
-	close(n->j.done_fd);
-	free(n->nspath);
-	free(n);
-	return r;
 }
 
 void fm_net_nft_ready_free(fm_net_nft_ready *n)
 {
-	if (n)
-		nft_ready_run(n, NULL, NULL);
+	if (!n)
+		return;
+	fm_nft_hold_close(n->h);
+	free(n);
 }
 
 int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_error *err)
@@ -546,8 +461,11 @@ int fm_net_hold_with(fm_net_nft_ready *ready, fm_runtime *rt, const char *name, 
 		     fm_error *err)
 {
 	_cleanup_free_ char *path = ready ? NULL : fm_net_ns_path(rt, name);
-	const char *cmd = hold_cmd(on, outgoing);
-	int r = ready ? nft_ready_run(ready, cmd, err) : nft_apply(path, cmd, err);
+	fm_nft_hold *h = ready ? ready->h : hold_open_in(path, err);
+	int r = h ? fm_nft_hold_set(h, on, outgoing, err) : err ? err->code : -EIO;
+	if (ready)
+		free(ready);
+	fm_nft_hold_close(h);
 	if (r < 0)
 		fm_error_prefix(err, "cannot %s the TCP traffic of %s", on ? "hold" : "release", name);
 	return r;
@@ -649,7 +567,7 @@ static int forward_here(fm_runtime *rt, const char *old_ip, const char *new_ip, 
 	unsigned mark = FORWARD_MARK_BASE | (ntohl(o.s_addr) & 0xffff);
 	if (!on) {
 		fm_error e = FM_ERROR_INIT;
-		r = nft_apply(NULL, reset, &e);
+		r = nft_apply(reset, &e);
 		fm_rtnl *nl = fm_rtnl_open(&e);
 		if (nl)
 			standin_remove(nl, port, mark, &e);
@@ -661,7 +579,7 @@ static int forward_here(fm_runtime *rt, const char *old_ip, const char *new_ip, 
 	}
 	_cleanup_free_ char *rules = forward_rules(name, o, n, standin, mark);
 	_cleanup_free_ char *cmd = fm_xasprintf("%s%s", reset, rules);
-	if ((r = nft_apply(NULL, cmd, err)) < 0) {
+	if ((r = nft_apply(cmd, err)) < 0) {
 		fm_error_prefix(err, "cannot forward %s to %s", os, ns);
 		return r;
 	}
@@ -707,7 +625,7 @@ static int forward_here(fm_runtime *rt, const char *old_ip, const char *new_ip, 
 	return 0;
 undo:
 	fm_error_prefix(err, "cannot stand in for %s on %s", os, rt->bridge);
-	nft_apply(NULL, reset, NULL);
+	nft_apply(reset, NULL);
 	if (nl)
 		standin_remove(nl, port, mark, NULL);
 	fm_rtnl_close(nl);
@@ -737,7 +655,7 @@ static int warm_up_on_worker(void *opaque)
 	_cleanup_free_ char *rules = forward_rules("fleximigrate_warm_up", o, n, "fmxwarmup", FORWARD_MARK_BASE);
 	_cleanup_free_ char *cmd = fm_xasprintf("%sdelete table ip fleximigrate_warm_up\n"
 						"delete table arp fleximigrate_warm_up\n", rules);
-	int r = nft_apply(NULL, cmd, err);
+	int r = nft_apply(cmd, err);
 	if (r == 0)
 		fm_rtnl_close(fm_rtnl_open(err));
 	return fm_error_is_set(err) ? err->code : r;

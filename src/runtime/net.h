@@ -60,12 +60,11 @@ void fm_net_destroy(fm_runtime *rt, const char *name);
  * also the container's own segments (its kernel retransmits even while its
  * tasks are frozen). */
 int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_error *err);
-/* The same with a thread made ready ahead in the container's namespace, its
- * nftables context made and the hold's script for (on, outgoing) dry-run
- * once (fm_net_nft_ready_new: NULL when it could not be; a hold's 3-5 ms,
- * most of it page faults and the ruleset's fetch, become 0.3-0.5 ms when
- * made ready well ahead); consumed.  Unused, it is given back with
- * fm_net_nft_ready_free. */
+/* The same with the hold's netlink socket opened ahead in the container's
+ * namespace (fm_net_nft_ready_new: NULL, with a warning, when it could not
+ * be; opening it costs a thread entering the namespace, ~0.2 ms, better
+ * spent before the freeze than in it); consumed.  Unused, it is given back
+ * with fm_net_nft_ready_free. */
 typedef struct fm_net_nft_ready fm_net_nft_ready;
 fm_net_nft_ready *fm_net_nft_ready_new(fm_runtime *rt, const char *name, bool on, bool outgoing);
 void fm_net_nft_ready_free(fm_net_nft_ready *n);

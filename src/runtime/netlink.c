@@ -5,12 +5,16 @@
 #include <libmnl/libmnl.h>
 #include <linux/fib_rules.h>
 #include <linux/if_link.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <net/if.h>
+#include <poll.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -342,5 +346,185 @@ int fm_ct_forget(struct in_addr a, unsigned *count, fm_error *err)
 	if (r < 0)
 		return fm_error_set(err, r, "cannot forget the tracked connections of %s (ctnetlink): %s",
 				    inet_ntop(AF_INET, &a, text, sizeof(text)), strerror(-r));
+	return 0;
+}
+
+/* ---- the hold's nf_tables table ---- */
+
+#define HOLD_TABLE_NAME "fleximigrate_hold"
+#define HOLD_PRIORITY (-300) /* NF_IP_PRI_RAW: before conntrack */
+#define HOLD_MSGS_MAX 8
+#define HOLD_ACK_WAIT_MS 2000
+
+struct fm_nft_hold {
+	struct mnl_socket *sock;
+	unsigned portid, seq;
+	char buf[8192]; /* a transaction is < 1 KiB; the answers echo what failed */
+};
+
+static struct nlmsghdr *nft_msg(struct mnl_nlmsg_batch *b, uint16_t type, uint16_t flags, uint8_t family,
+				uint16_t res_id, unsigned seq)
+{
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(mnl_nlmsg_batch_current(b));
+	nlh->nlmsg_type = type;
+	nlh->nlmsg_flags = (uint16_t)(NLM_F_REQUEST | flags);
+	nlh->nlmsg_seq = seq;
+	struct nfgenmsg *g = mnl_nlmsg_put_extra_header(nlh, sizeof(*g));
+	g->nfgen_family = family;
+	g->version = NFNETLINK_V0;
+	g->res_id = htons(res_id);
+	return nlh;
+}
+
+#define NFT_TYPE(m) ((uint16_t)((NFNL_SUBSYS_NFTABLES << 8) | (m)))
+
+static void nft_table_msg(struct mnl_nlmsg_batch *b, int msg, uint16_t flags, unsigned seq)
+{
+	struct nlmsghdr *nlh = nft_msg(b, NFT_TYPE(msg), (uint16_t)(NLM_F_ACK | flags), NFPROTO_INET, 0, seq);
+	mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, HOLD_TABLE_NAME);
+	mnl_nlmsg_batch_next(b);
+}
+
+/* chain `name` at hook, accepting by default, and its one rule: "meta
+ * l4proto tcp drop" */
+static void nft_drop_chain(struct mnl_nlmsg_batch *b, const char *name, unsigned hook, unsigned *seq)
+{
+	struct nlmsghdr *nlh = nft_msg(b, NFT_TYPE(NFT_MSG_NEWCHAIN), NLM_F_ACK | NLM_F_CREATE, NFPROTO_INET, 0, ++*seq);
+	mnl_attr_put_strz(nlh, NFTA_CHAIN_TABLE, HOLD_TABLE_NAME);
+	mnl_attr_put_strz(nlh, NFTA_CHAIN_NAME, name);
+	struct nlattr *hk = mnl_attr_nest_start(nlh, NFTA_CHAIN_HOOK);
+	mnl_attr_put_u32(nlh, NFTA_HOOK_HOOKNUM, htonl(hook));
+	mnl_attr_put_u32(nlh, NFTA_HOOK_PRIORITY, htonl((uint32_t)HOLD_PRIORITY));
+	mnl_attr_nest_end(nlh, hk);
+	mnl_attr_put_u32(nlh, NFTA_CHAIN_POLICY, htonl(NF_ACCEPT));
+	mnl_attr_put_strz(nlh, NFTA_CHAIN_TYPE, "filter");
+	mnl_nlmsg_batch_next(b);
+
+	nlh = nft_msg(b, NFT_TYPE(NFT_MSG_NEWRULE), NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND, NFPROTO_INET, 0, ++*seq);
+	mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, HOLD_TABLE_NAME);
+	mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, name);
+	struct nlattr *exprs = mnl_attr_nest_start(nlh, NFTA_RULE_EXPRESSIONS);
+	/* meta l4proto -> reg 1 */
+	struct nlattr *e = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
+	mnl_attr_put_strz(nlh, NFTA_EXPR_NAME, "meta");
+	struct nlattr *d = mnl_attr_nest_start(nlh, NFTA_EXPR_DATA);
+	mnl_attr_put_u32(nlh, NFTA_META_KEY, htonl(NFT_META_L4PROTO));
+	mnl_attr_put_u32(nlh, NFTA_META_DREG, htonl(NFT_REG_1));
+	mnl_attr_nest_end(nlh, d);
+	mnl_attr_nest_end(nlh, e);
+	/* reg 1 == tcp */
+	e = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
+	mnl_attr_put_strz(nlh, NFTA_EXPR_NAME, "cmp");
+	d = mnl_attr_nest_start(nlh, NFTA_EXPR_DATA);
+	mnl_attr_put_u32(nlh, NFTA_CMP_SREG, htonl(NFT_REG_1));
+	mnl_attr_put_u32(nlh, NFTA_CMP_OP, htonl(NFT_CMP_EQ));
+	struct nlattr *v = mnl_attr_nest_start(nlh, NFTA_CMP_DATA);
+	mnl_attr_put_u8(nlh, NFTA_DATA_VALUE, IPPROTO_TCP);
+	mnl_attr_nest_end(nlh, v);
+	mnl_attr_nest_end(nlh, d);
+	mnl_attr_nest_end(nlh, e);
+	/* drop */
+	e = mnl_attr_nest_start(nlh, NFTA_LIST_ELEM);
+	mnl_attr_put_strz(nlh, NFTA_EXPR_NAME, "immediate");
+	d = mnl_attr_nest_start(nlh, NFTA_EXPR_DATA);
+	mnl_attr_put_u32(nlh, NFTA_IMMEDIATE_DREG, htonl(NFT_REG_VERDICT));
+	v = mnl_attr_nest_start(nlh, NFTA_IMMEDIATE_DATA);
+	struct nlattr *vd = mnl_attr_nest_start(nlh, NFTA_DATA_VERDICT);
+	mnl_attr_put_u32(nlh, NFTA_VERDICT_CODE, htonl(NF_DROP));
+	mnl_attr_nest_end(nlh, vd);
+	mnl_attr_nest_end(nlh, v);
+	mnl_attr_nest_end(nlh, d);
+	mnl_attr_nest_end(nlh, e);
+	mnl_attr_nest_end(nlh, exprs);
+	mnl_nlmsg_batch_next(b);
+}
+
+/* The transaction into h->buf: "add table; delete table" (adding first
+ * makes the delete idempotent), then for on the table, its chains and
+ * rules.  Its length; *acks: how many answers to wait for. */
+static size_t nft_hold_batch(fm_nft_hold *h, bool on, bool outgoing, unsigned *acks)
+{
+	struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(h->buf, sizeof(h->buf));
+	unsigned first = h->seq + 1;
+	nft_msg(b, NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, ++h->seq);
+	mnl_nlmsg_batch_next(b);
+	nft_table_msg(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, ++h->seq);
+	nft_table_msg(b, NFT_MSG_DELTABLE, 0, ++h->seq);
+	if (on) {
+		nft_table_msg(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, ++h->seq);
+		nft_drop_chain(b, "in", NF_INET_PRE_ROUTING, &h->seq);
+		if (outgoing)
+			nft_drop_chain(b, "out", NF_INET_LOCAL_OUT, &h->seq);
+	}
+	nft_msg(b, NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES, ++h->seq);
+	mnl_nlmsg_batch_next(b);
+	*acks = h->seq - first - 1; /* every message between BEGIN and END asks for one */
+	size_t n = mnl_nlmsg_batch_size(b);
+	mnl_nlmsg_batch_stop(b);
+	return n;
+}
+
+fm_nft_hold *fm_nft_hold_open(fm_error *err)
+{
+	fm_nft_hold *h = fm_xcalloc(1, sizeof(*h));
+	if (!(h->sock = nl_open(NETLINK_NETFILTER, &h->portid, err))) {
+		free(h);
+		return NULL;
+	}
+	h->seq = (unsigned)time(NULL);
+	return h;
+}
+
+void fm_nft_hold_close(fm_nft_hold *h)
+{
+	if (!h)
+		return;
+	nl_close(h->sock);
+	free(h);
+}
+
+/* Reads the answers to messages [first, first + acks): 0 once all are in,
+ * else the first error (the transaction is then undone as a whole). */
+static int nft_acks(fm_nft_hold *h, unsigned first, unsigned acks)
+{
+	int fd = mnl_socket_get_fd(h->sock);
+	int64_t deadline = fm_now_mono_ms() + HOLD_ACK_WAIT_MS;
+	unsigned got = 0;
+	int r = 0;
+	while (got < acks && r == 0) {
+		struct pollfd p = { fd, POLLIN, 0 };
+		int64_t left = deadline - fm_now_mono_ms();
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return -ETIMEDOUT;
+		ssize_t k = recv(fd, h->buf, sizeof(h->buf), MSG_DONTWAIT);
+		if (k < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			return -errno;
+		}
+		int n = (int)k;
+		for (struct nlmsghdr *nlh = (struct nlmsghdr *)h->buf; mnl_nlmsg_ok(nlh, n); nlh = mnl_nlmsg_next(nlh, &n)) {
+			if (nlh->nlmsg_type != NLMSG_ERROR || nlh->nlmsg_seq < first || nlh->nlmsg_seq >= first + acks)
+				continue;
+			const struct nlmsgerr *e = mnl_nlmsg_get_payload(nlh);
+			if (nlh->nlmsg_len < mnl_nlmsg_size(sizeof(*e)))
+				return -EBADMSG;
+			got++;
+			if (e->error < 0 && r == 0)
+				r = e->error;
+		}
+	}
+	return r;
+}
+
+int fm_nft_hold_set(fm_nft_hold *h, bool on, bool outgoing, fm_error *err)
+{
+	unsigned acks, first;
+	size_t n = nft_hold_batch(h, on, outgoing, &acks);
+	first = h->seq - acks;
+	int r = mnl_socket_sendto(h->sock, h->buf, n) < 0 ? -errno : nft_acks(h, first, acks);
+	if (r < 0)
+		return fm_error_set(err, r, "nf_tables: cannot %s table inet %s: %s", on ? "make" : "remove",
+				    HOLD_TABLE_NAME, strerror(-r));
 	return 0;
 }

@@ -7,7 +7,9 @@
  * calling thread's network namespace and gives it to a closing thread
  * afterwards (closing a netlink socket can wait for an RCU grace period).
  * Interface names are checked (1-15 characters, no '/' or blank); errors
- * say which object and the kernel's errno. */
+ * say which object and the kernel's errno.  And the hold's table
+ * (nf_tables), built as netlink messages without libnftables: its parser
+ * and ruleset cache cost milliseconds inside a migration's freeze. */
 #pragma once
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -40,3 +42,17 @@ int fm_rtnl_rule(fm_rtnl *nl, bool add, unsigned mark, unsigned table, unsigned 
  * direction comes from or goes to a (conntrack -D -s a; -D -d a).  *count,
  * if given, says how many. */
 int fm_ct_forget(struct in_addr a, unsigned *count, fm_error *err);
+
+/* The hold (runtime/net.c): the nf_tables table "inet fleximigrate_hold"
+ * that drops TCP arriving (prerouting) and, with outgoing, leaving (output),
+ * both at priority -300 (raw), before conntrack.  One transaction each way,
+ * both idempotent: made afresh (on), or removed (off: 0 when it was not
+ * there).  The socket belongs to the network namespace of the thread that
+ * opened it, and stays with it. */
+typedef struct fm_nft_hold fm_nft_hold;
+
+/* A socket in the calling thread's namespace, the hold's two transactions
+ * built ahead; NULL with err set. */
+fm_nft_hold *fm_nft_hold_open(fm_error *err);
+int fm_nft_hold_set(fm_nft_hold *h, bool on, bool outgoing, fm_error *err);
+void fm_nft_hold_close(fm_nft_hold *h);

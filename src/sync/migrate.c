@@ -1224,8 +1224,8 @@ static int dst_restore_start_locked(fm_agent *a, const char *mid, json_t *req, f
 	if ((r = fm_restore_start(a->rt, in->spec.name, work, lazy, tcp_mode_of(req, in->spec.net_ip != NULL), &run,
 				  err)) < 0)
 		return r;
-	/* the hold's release too: its thread primes libnftables (~200 page
-	 * faults, 14 us each on our VMs) now, not beside CRIU's restore */
+	/* the hold's release too: its socket opened in the container's
+	 * namespace now, not beside CRIU's restore */
 	fm_net_nft_ready *unhold = in->spec.net_ip ? fm_net_nft_ready_new(a->rt, in->spec.name, false, false) : NULL;
 	/* the receiver gives up by itself (and cancels it) while it holds the lock */
 	pthread_mutex_lock(&a->lock);

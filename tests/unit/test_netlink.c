@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 #include <nftables/libnftables.h>
 
@@ -147,6 +148,78 @@ static void test_conntrack_forget_both_directions(void **state)
 	assert_false(fm_error_is_set(&e));
 }
 
+/* `nft list table inet fleximigrate_hold` as libnftables prints it; NULL
+ * when there is no such table */
+static char *hold_listed(void)
+{
+	struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+	nft_ctx_buffer_output(ctx);
+	nft_ctx_buffer_error(ctx);
+	char *out = nft_run_cmd_from_buffer(ctx, "list table inet fleximigrate_hold\n") == 0
+			    ? fm_xstrdup(nft_ctx_get_output_buffer(ctx)) : NULL;
+	nft_ctx_free(ctx);
+	return out;
+}
+
+/* TCP held, and only TCP: a connect to a listening port gets no answer */
+static bool tcp_held(void)
+{
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t al = sizeof(a);
+	assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(l, 1), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&a, &al), 0);
+	struct timeval tv = { 0, 300000 };
+	setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	bool held = connect(c, (struct sockaddr *)&a, sizeof(a)) < 0;
+	close(c);
+	close(l);
+	return held;
+}
+
+static void test_nft_hold_made_and_removed(void **state)
+{
+	fm_error e = FM_ERROR_INIT;
+	assert_int_equal(set_up("lo"), 0);
+	fm_nft_hold *h = fm_nft_hold_open(&e);
+	assert_non_null(h);
+	/* removing what is not there is no error */
+	assert_int_equal(fm_nft_hold_set(h, false, false, &e), 0);
+	assert_null(hold_listed());
+	assert_false(tcp_held());
+
+	/* both ways, twice (made afresh: one rule per chain, not two) */
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(fm_nft_hold_set(h, true, true, &e), 0);
+	_cleanup_free_ char *both = hold_listed();
+	assert_non_null(both);
+	assert_non_null(strstr(both, "chain in {"));
+	assert_non_null(strstr(both, "type filter hook prerouting priority raw; policy accept;"));
+	assert_non_null(strstr(both, "chain out {"));
+	assert_non_null(strstr(both, "type filter hook output priority raw; policy accept;"));
+	const char *rule = strstr(both, "meta l4proto tcp drop");
+	assert_non_null(rule);
+	rule = strstr(rule + 1, "meta l4proto tcp drop");
+	assert_non_null(rule);
+	assert_null(strstr(rule + 1, "meta l4proto tcp drop"));
+	assert_true(tcp_held());
+
+	/* arriving only: the output chain goes */
+	assert_int_equal(fm_nft_hold_set(h, true, false, &e), 0);
+	_cleanup_free_ char *in = hold_listed();
+	assert_non_null(in);
+	assert_non_null(strstr(in, "hook prerouting"));
+	assert_null(strstr(in, "chain out"));
+	assert_true(tcp_held());
+
+	assert_int_equal(fm_nft_hold_set(h, false, false, &e), 0);
+	assert_null(hold_listed());
+	assert_false(tcp_held());
+	assert_false(fm_error_is_set(&e));
+	fm_nft_hold_close(h);
+}
+
 int main(void)
 {
 	if (geteuid() != 0 || unshare(CLONE_NEWNET) < 0) {
@@ -158,6 +231,7 @@ int main(void)
 		cmocka_unit_test(test_veth_address_route_rule),
 		cmocka_unit_test(test_bad_names_refused),
 		cmocka_unit_test(test_conntrack_forget_both_directions),
+		cmocka_unit_test(test_nft_hold_made_and_removed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

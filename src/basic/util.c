@@ -242,7 +242,7 @@ int fm_read_file(const char *path, size_t max, char **out, size_t *len)
 	return 0;
 }
 
-int fm_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)
+static int write_file(const char *path, const void *data, size_t len, unsigned mode, bool durable)
 {
 	_cleanup_free_ char *tmp = fm_xasprintf("%s.tmp%d", path, (int)getpid());
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
@@ -263,7 +263,7 @@ int fm_write_file_atomic(const char *path, const void *data, size_t len, unsigne
 		p += k;
 		len -= (size_t)k;
 	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
+	if ((durable && fsync(fd) < 0) || close(fd) < 0) {
 		int r = -errno;
 		unlink(tmp);
 		return r;
@@ -274,6 +274,16 @@ int fm_write_file_atomic(const char *path, const void *data, size_t len, unsigne
 		return r;
 	}
 	return 0;
+}
+
+int fm_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode)
+{
+	return write_file(path, data, len, mode, true);
+}
+
+int fm_write_file_staged(const char *path, const void *data, size_t len, unsigned mode)
+{
+	return write_file(path, data, len, mode, false);
 }
 
 char *fm_file_tail(const char *path, size_t max)

@@ -801,7 +801,7 @@ int fm_rt_criu_dump_args(fm_runtime *rt, const char *name, fm_cmd *c, const char
 	json_t *ext = json_object_get(o, "external_descriptors");
 	fds = ext ? json_dumps(ext, JSON_COMPACT) : fm_xstrdup("[]");
 	dpath = fm_xasprintf("%s/descriptors.json", images_dir);
-	if (!fds || (r = fm_write_file_atomic(dpath, fds, strlen(fds), 0600)) < 0)
+	if (!fds || (r = fm_write_file_staged(dpath, fds, strlen(fds), 0600)) < 0)
 		r = fm_error_set(err, r < 0 ? r : -ENOMEM, "cannot write %s", dpath);
 out:
 	json_decref(o);

@@ -317,7 +317,7 @@ int fm_tmpfs_dump_conf(const char *name, pid_t pid, const char *images_dir, char
 			r = fm_error_set(err, -ENOMEM, "out of memory");
 		else if ((r = fm_tmpfs_manifest_parse(text, check, &nc, err)) < 0)
 			fm_error_prefix(err, "container %s", name);
-		else if ((r = fm_write_file_atomic(file, text, strlen(text), 0600)) < 0)
+		else if ((r = fm_write_file_staged(file, text, strlen(text), 0600)) < 0)
 			fm_error_set(err, r, "cannot write %s: %s", file, strerror(-r));
 		fm_tmpfs_mounts_free(check, nc);
 		for (size_t i = 0; i < ARRAY_SIZE(known) && r == 0; i++) {

@@ -199,7 +199,7 @@ static int dump_conf_write(fm_runtime *rt, const char *name, const char *images_
 {
 	_cleanup_free_ char *text = fm_rt_criu_dump_conf(rt, name, images_dir);
 	_cleanup_free_ char *path = fm_xasprintf("%s/" DUMP_CONF, work_dir);
-	int r = fm_write_file_atomic(path, text, strlen(text), 0600);
+	int r = fm_write_file_staged(path, text, strlen(text), 0600);
 	return r < 0 ? fm_error_set(err, r, "cannot write %s: %s", path, strerror(-r)) : 0;
 }
 

@@ -1979,7 +1979,6 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 			goto thaw;
 	}
 	t2 = fm_now_mono_us();
-	fm_journal_exec(a->journal, "UPDATE outgoing SET state = 'DUMPED' WHERE mid = ?", "s", mid);
 
 	set_phase(a, mid, "transferring");
 	fm_xfer_tree trees[] = { { images, "images" }, { upper, "upper" } };
@@ -2004,8 +2003,9 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		fm_error_prefix(err, "sending the state of %s to %s:%d failed", name, host, port);
 		goto thaw;
 	}
+	/* (no journal commit: the record of the freeze is what a restart needs,
+	 * and every fsync from here to the restore is downtime) */
 	set_phase(a, mid, "sent");
-	fm_journal_exec(a->journal, "UPDATE outgoing SET state = 'SENT' WHERE mid = ?", "s", mid);
 	*out = json_incref(pstats);
 	json_object_update_new(*out, json_pack("{s:f, s:f, s:f, s:I, s:I, s:f, s:i}",
 			 "freeze_ms", (double)(t1 - t0) / 1000.0, "dump_ms", (double)(t2 - t1) / 1000.0,

@@ -71,7 +71,7 @@ static int restore_conf(fm_restore_run *run, const char *images_dir, const char 
 	_cleanup_free_ char *path = work_file(run, "criu-restore.conf");
 	_cleanup_free_ char *text = fm_xasprintf("%s%s%s", run->rt->criu_restore_text, lines ? lines : "",
 						 run->tcp == FM_TCP_CLOSE ? "tcp-close\n" : "");
-	if ((r = fm_write_file_atomic(path, text, strlen(text), 0600)) < 0) {
+	if ((r = fm_write_file_staged(path, text, strlen(text), 0600)) < 0) {
 		if (*tmpfs)
 			fm_tmpfs_release(tdir);
 		return fm_error_set(err, r, "cannot write %s: %s", path, strerror(-r));

@@ -967,7 +967,7 @@ static size_t pids_of(const struct runc_state *st, pid_t *pids, size_t max)
 			while (*p == '\n')
 				p++;
 		}
-	if (n == 0 && max > 0)
+	if (n == 0 && max > 0 && st->pid > 0)
 		pids[n++] = st->pid;
 	return n;
 }
@@ -999,22 +999,67 @@ int fm_rt_pids(fm_runtime *rt, const char *name, pid_t *pids, size_t max)
 /* Kills every process of the container and waits for its init to go.  Signals
  * reach frozen tasks only once they thaw, so thaw after killing: nothing runs
  * between the two but the tasks' deaths. */
+/* value into dir/file, in place (cgroup files cannot be renamed into place) */
+static void cg_write(const char *dir, const char *file, const char *value)
+{
+	_cleanup_free_ char *p = fm_xasprintf("%s/%s", dir, file);
+	_cleanup_close_ int fd = open(p, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0)
+		(void)!write(fd, value, strlen(value));
+}
+
+/* Where the container's cgroup is (its config's cgroupsPath), when runc has
+ * no record of it: in the v1 freezer hierarchy, or the unified one (a pure
+ * v2 host's /sys/fs/cgroup, a hybrid host's /sys/fs/cgroup/unified). */
+static void cgroup_dirs_of(fm_runtime *rt, const char *name, struct runc_state *st)
+{
+	static const char *const v2[] = { "/sys/fs/cgroup", "/sys/fs/cgroup/unified" };
+	struct statfs sf;
+	memset(st, 0, sizeof(*st));
+	snprintf(st->freezer, sizeof(st->freezer), "/sys/fs/cgroup/freezer/fleximigrate/%s/%s", rt->host, name);
+	if (statfs(st->freezer, &sf) < 0 || sf.f_type != CGROUP_SUPER_MAGIC)
+		*st->freezer = '\0';
+	for (size_t i = 0; i < ARRAY_SIZE(v2) && !*st->unified; i++) {
+		snprintf(st->unified, sizeof(st->unified), "%s/fleximigrate/%s/%s", v2[i], rt->host, name);
+		if (statfs(st->unified, &sf) < 0 || sf.f_type != CGROUP2_SUPER_MAGIC)
+			*st->unified = '\0';
+	}
+}
+
+/* Every process of the container killed: runc's init and whatever else is in
+ * its cgroup.  Without runc's record too: a restore whose tasks CRIU let go
+ * but that runc never recorded (runc killed, or timed out, after CRIU's
+ * resume) leaves them running in the cgroup, and the copy that is to go on
+ * running is elsewhere. */
 static void kill_all(fm_runtime *rt, const char *name)
 {
 	struct runc_state st;
 	pid_t pids[4096];
-	if (runc_state_read(rt, name, &st) < 0 || !init_alive(&st))
-		return;
-	_cleanup_close_ int pfd = (int)syscall(SYS_pidfd_open, st.pid, 0);
+	bool known = runc_state_read(rt, name, &st) == 0 && init_alive(&st);
+	if (!known)
+		cgroup_dirs_of(rt, name, &st);
+	_cleanup_close_ int pfd = known ? (int)syscall(SYS_pidfd_open, st.pid, 0) : -1;
+	/* v1: frozen first, so that nothing forks past the kill */
+	if (!known && *st.freezer)
+		cg_write(st.freezer, "freezer.state", "FROZEN");
 	size_t n = pids_of(&st, pids, ARRAY_SIZE(pids));
 	for (size_t i = 0; i < n; i++)
 		kill(pids[i], SIGKILL);
-	if (frozen(&st))
+	if (!known && *st.unified)
+		cg_write(st.unified, "cgroup.kill", "1"); /* v2 (5.14+): the rest, descendants too */
+	if (!known && pfd < 0 && n > 0)
+		pfd = (int)syscall(SYS_pidfd_open, pids[0], 0);
+	if (known && frozen(&st))
 		freezer_set(rt, name, false, NULL);
+	else if (!known && *st.freezer)
+		cg_write(st.freezer, "freezer.state", "THAWED");
 	if (pfd >= 0) {
 		struct pollfd p = { pfd, POLLIN, 0 };
 		poll(&p, 1, 5000);
 	}
+	if (!known && n > 0)
+		fm_warn(FM_C_CONTAINER_MANAGER, "container %s: %zu process%s left in its cgroup without runc's record "
+			"killed (a restore runc did not see to its end)", name, n, n == 1 ? "" : "es");
 }
 
 int fm_rt_runc_destroy(fm_runtime *rt, const char *name, fm_error *err)

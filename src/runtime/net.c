@@ -429,7 +429,7 @@ struct fm_net_nft_ready {
 	fm_nft_hold *h;
 };
 
-fm_net_nft_ready *fm_net_nft_ready_new(fm_runtime *rt, const char *name, bool on, bool outgoing)
+fm_net_nft_ready *fm_net_nft_ready_new(fm_runtime *rt, const char *name)
 {
 	_cleanup_free_ char *path = fm_net_ns_path(rt, name);
 	fm_error e = FM_ERROR_INIT;

@@ -66,7 +66,7 @@ int fm_net_hold(fm_runtime *rt, const char *name, bool on, bool outgoing, fm_err
  * spent before the freeze than in it); consumed.  Unused, it is given back
  * with fm_net_nft_ready_free. */
 typedef struct fm_net_nft_ready fm_net_nft_ready;
-fm_net_nft_ready *fm_net_nft_ready_new(fm_runtime *rt, const char *name, bool on, bool outgoing);
+fm_net_nft_ready *fm_net_nft_ready_new(fm_runtime *rt, const char *name);
 void fm_net_nft_ready_free(fm_net_nft_ready *n);
 int fm_net_hold_with(fm_net_nft_ready *ready, fm_runtime *rt, const char *name, bool on, bool outgoing,
 		     fm_error *err);

@@ -14,12 +14,13 @@
 #include <net/if.h>
 #include <poll.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "basic/dial.h"
 #include "basic/util.h"
 
 /* a dump's answers come in messages of up to 32 KiB (libmnl's
@@ -353,7 +354,6 @@ int fm_ct_forget(struct in_addr a, unsigned *count, fm_error *err)
 
 #define HOLD_TABLE_NAME "fleximigrate_hold"
 #define HOLD_PRIORITY (-300) /* NF_IP_PRI_RAW: before conntrack */
-#define HOLD_MSGS_MAX 8
 #define HOLD_ACK_WAIT_MS 2000
 
 struct fm_nft_hold {
@@ -492,10 +492,9 @@ static int nft_acks(fm_nft_hold *h, unsigned first, unsigned acks)
 	unsigned got = 0;
 	int r = 0;
 	while (got < acks && r == 0) {
-		struct pollfd p = { fd, POLLIN, 0 };
-		int64_t left = deadline - fm_now_mono_ms();
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
-			return -ETIMEDOUT;
+		int w = fm_wait_fd(fd, POLLIN, deadline);
+		if (w < 0)
+			return w;
 		ssize_t k = recv(fd, h->buf, sizeof(h->buf), MSG_DONTWAIT);
 		if (k < 0) {
 			if (errno == EAGAIN || errno == EINTR)

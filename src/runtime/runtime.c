@@ -1047,7 +1047,7 @@ static void kill_all(fm_runtime *rt, const char *name)
 		kill(pids[i], SIGKILL);
 	if (!known && *st.unified)
 		cg_write(st.unified, "cgroup.kill", "1"); /* v2 (5.14+): the rest, descendants too */
-	if (!known && pfd < 0 && n > 0)
+	if (!known && n > 0)
 		pfd = (int)syscall(SYS_pidfd_open, pids[0], 0);
 	if (known && frozen(&st))
 		freezer_set(rt, name, false, NULL);

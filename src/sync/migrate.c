@@ -1097,7 +1097,7 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	 * CRIU restores */
 	fm_net_nft_ready *unhold = incoming_take_unhold(in);
 	if (!unhold && in->spec.net_ip)
-		unhold = fm_net_nft_ready_new(a->rt, in->spec.name, false, false);
+		unhold = fm_net_nft_ready_new(a->rt, in->spec.name);
 	tasks_running tr = { .in = in, .rt = a->rt, .up = &up, .up_thread = up_started ? &up_thread : NULL,
 			     .unhold = unhold, .err = FM_ERROR_INIT };
 	/* with criu lazy-pages behind the gate, after the gate's end as before */
@@ -1226,7 +1226,7 @@ static int dst_restore_start_locked(fm_agent *a, const char *mid, json_t *req, f
 		return r;
 	/* the hold's release too: its socket opened in the container's
 	 * namespace now, not beside CRIU's restore */
-	fm_net_nft_ready *unhold = in->spec.net_ip ? fm_net_nft_ready_new(a->rt, in->spec.name, false, false) : NULL;
+	fm_net_nft_ready *unhold = in->spec.net_ip ? fm_net_nft_ready_new(a->rt, in->spec.name) : NULL;
 	/* the receiver gives up by itself (and cancels it) while it holds the lock */
 	pthread_mutex_lock(&a->lock);
 	bool failed = in->recv_failed;
@@ -1812,7 +1812,7 @@ static int lazy_source_start(fm_agent *a, const char *mid, const char *name, con
 	/* its thread primes a context (~2-4 ms, 15-20 ms when started just
 	 * before the freezer, which then competes with it): here it has time */
 	if (tcp == FM_TCP_ESTABLISHED)
-		l->hold = fm_net_nft_ready_new(a->rt, name, true, true);
+		l->hold = fm_net_nft_ready_new(a->rt, name);
 	*out = l;
 	return 0;
 fail:
@@ -1929,7 +1929,7 @@ static int src_checkpoint_locked(fm_agent *a, const char *mid, json_t *req, json
 		pthread_mutex_lock(&a->lock);
 		outgoing_get(a, mid, true)->capture = cap;
 		pthread_mutex_unlock(&a->lock);
-		hold = ls && ls->hold ? TAKE_PTR(ls->hold) : fm_net_nft_ready_new(a->rt, name, true, true);
+		hold = ls && ls->hold ? TAKE_PTR(ls->hold) : fm_net_nft_ready_new(a->rt, name);
 	}
 	/* (the journal's write gives the threads just started time to settle
 	 * before the freezer competes with them) */

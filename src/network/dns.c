@@ -2,7 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <ldns/ldns.h>
+#include "network/ldns_dl.h"
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -75,7 +75,9 @@ int fm_dns_open(const char *server, const char *keyfile, int timeout_ms, fm_dns 
 	fqdn(d->keyname, sizeof(d->keyname), c1 + 1);
 	snprintf(d->secret, sizeof(d->secret), "%s", c2 + 1);
 	explicit_bzero(text, strlen(text));
-	return 0;
+	/* libldns from now on, for as long as the daemon lives: loaded by a
+	 * daemon that has a DNS server to update, not carried by every one */
+	return fm_ldns_acquire(err);
 }
 
 static ldns_resolver *resolver(const fm_dns *d, bool signed_, fm_error *err)

@@ -1,6 +1,6 @@
 /* Network Manager, DNS Manager: a container's DNS record on a real
  * authoritative server, changed by RFC 2136 dynamic updates signed with TSIG
- * (libldns; tested against Knot and BIND 9).
+ * (libldns, loaded only here: network/ldns_dl.h; tested against Knot and BIND 9).
  *
  * The key comes from a file, never from a command line: one line
  * "ALGORITHM:NAME:SECRET" (as `nsupdate -y` takes it; e.g.
@@ -22,7 +22,8 @@ typedef struct fm_dns {
 	int timeout_ms;
 } fm_dns;
 
-/* server: "ADDR" or "ADDR:PORT" ("[v6]:PORT"); port 53 by default. */
+/* server: "ADDR" or "ADDR:PORT" ("[v6]:PORT"); port 53 by default.  Loads
+ * libldns (network/ldns_dl.h), kept loaded from then on. */
 int fm_dns_open(const char *server, const char *keyfile, int timeout_ms, fm_dns *d, fm_error *err);
 /* The A record of name (unsigned query): its address and TTL; -ENOENT if none. */
 int fm_dns_lookup(const fm_dns *d, const char *name, char *ip, size_t iplen, uint32_t *ttl, fm_error *err);

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "basic/dl.h"
 #include "basic/error.h"
 #include "basic/periodic.h"
 #include "basic/util.h"
@@ -252,12 +253,58 @@ static void test_periodic(void **state)
 	fm_periodic_stop(&p); /* twice: harmless */
 }
 
+/* basic/dl.h: loaded on the first acquire, every symbol filled, unloaded by
+ * the last release; a missing library or symbol is a clear error that leaves
+ * nothing loaded */
+static void test_dl(void **state)
+{
+	(void)state;
+	size_t (*len)(const char *) = NULL;
+	void *libc_entry = NULL;
+	const char *const names[] = { "strlen", "environ", NULL };
+	void **const slots[] = { (void **)&len, &libc_entry };
+	fm_dl d = FM_DL_INIT("libc.so.6", "libc6", names, slots);
+	fm_error err = FM_ERROR_INIT;
+
+	assert_int_equal(fm_dl_acquire(&d, &err), 0);
+	assert_non_null(len);
+	assert_non_null(libc_entry);
+	assert_int_equal(len("four"), 4);
+	assert_int_equal(fm_dl_acquire(&d, &err), 0);
+	assert_int_equal(d.refs, 2);
+	fm_dl_release(&d);
+	assert_non_null(d.handle);
+	fm_dl_release(&d);
+	assert_null(d.handle);
+	fm_dl_release(&d); /* one too many: nothing happens */
+	assert_int_equal(d.refs, 0);
+
+	const char *const none[] = { NULL };
+	fm_dl gone = FM_DL_INIT("libfleximigrate-nowhere.so.9", "libnowhere9", none, NULL);
+	assert_int_equal(fm_dl_acquire(&gone, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "apt-get install libnowhere9"));
+	assert_int_equal(gone.refs, 0);
+	fm_error_clear(&err);
+
+	const char *const bad[] = { "strlen", "fm_no_such_symbol", NULL };
+	len = NULL;
+	void *unused = NULL;
+	void **const bad_slots[] = { (void **)&len, &unused };
+	fm_dl lacking = FM_DL_INIT("libc.so.6", "libc6", bad, bad_slots);
+	assert_int_equal(fm_dl_acquire(&lacking, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "lacks fm_no_such_symbol"));
+	assert_null(lacking.handle);
+	assert_int_equal(lacking.refs, 0);
+	fm_error_clear(&err);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_csum), cmocka_unit_test(test_name_valid), cmocka_unit_test(test_abs_path_clean), cmocka_unit_test(test_parse_size), cmocka_unit_test(test_parse_rate),
 		cmocka_unit_test(test_hostport),   cmocka_unit_test(test_base64),
 		cmocka_unit_test(test_error_first_wins), cmocka_unit_test(test_files), cmocka_unit_test(test_periodic),
+		cmocka_unit_test(test_dl),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

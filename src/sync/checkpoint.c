@@ -357,10 +357,71 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 struct fm_dump_early {
 	struct fm_cmd *criu;
 	int ready_fd;            /* its status byte */
-	int conf;                /* the FIFO, ours for writing */
-	int opened;              /* inotify: CRIU opened the FIFO */
+	fm_criu_conf_fifo conf;  /* its --config */
 	char *name, *images_dir, *work_dir;
 };
+
+int fm_criu_conf_fifo_open(const char *path, fm_criu_conf_fifo *f, fm_error *err)
+{
+	*f = (fm_criu_conf_fifo)FM_CRIU_CONF_FIFO_INIT;
+	f->path = fm_xstrdup(path);
+	unlink(path);
+	if (mkfifo(path, 0600) < 0 || (f->fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0) {
+		int r = fm_error_set(err, -errno, "cannot create %s: %m", path);
+		fm_criu_conf_fifo_close(f);
+		return r;
+	}
+	/* after our own open: the next one is CRIU's */
+	if ((f->opened = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) < 0 || inotify_add_watch(f->opened, path, IN_OPEN) < 0) {
+		int r = fm_error_set(err, -errno, "inotify on %s: %m", path);
+		fm_criu_conf_fifo_close(f);
+		return r;
+	}
+	return 0;
+}
+
+void fm_criu_conf_fifo_close(fm_criu_conf_fifo *f)
+{
+	if (f->fd >= 0)
+		close(f->fd);
+	if (f->opened >= 0)
+		close(f->opened);
+	if (f->path)
+		unlink(f->path);
+	free(f->path);
+	*f = (fm_criu_conf_fifo)FM_CRIU_CONF_FIFO_INIT;
+}
+
+int fm_criu_conf_fifo_wait_open(fm_criu_conf_fifo *f, pid_t pid, int timeout_ms)
+{
+	if (f->read)
+		return 0;
+	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	struct pollfd p[2] = { { f->opened, POLLIN, 0 }, { pidfd, POLLIN, 0 } };
+	int k;
+	do
+		k = poll(p, 2, timeout_ms);
+	while (k < 0 && errno == EINTR);
+	f->read = k > 0 && (p[0].revents & POLLIN);
+	return f->read ? 0 : k > 0 ? -EIO : -ETIMEDOUT;
+}
+
+int fm_criu_conf_fifo_send(fm_criu_conf_fifo *f, pid_t pid, const char *text, fm_error *err)
+{
+	size_t len = strlen(text);
+	/* a few lines: far below the FIFO's 64 KiB, written at once */
+	if (f->fd < 0 || len >= 65536 || write(f->fd, text, len) != (ssize_t)len)
+		return fm_error_set(err, -EIO, "cannot write %s: %m", f->path ? f->path : "CRIU's configuration");
+	/* CRIU may still be starting: its open, or its end */
+	int r = fm_criu_conf_fifo_wait_open(f, pid, FM_READY_TIMEOUT_MS);
+	if (r < 0)
+		return r == -EIO ? fm_error_set(err, r, "CRIU exited before reading its configuration")
+				 : fm_error_set(err, r, "CRIU did not read its configuration within %d s",
+						FM_READY_TIMEOUT_MS / 1000);
+	close(f->fd);   /* the end of CRIU's configuration */
+	f->fd = -1;
+	return 0;
+}
 
 void fm_ckpt_dump_early_cancel(fm_dump_early *e)
 {
@@ -370,12 +431,7 @@ void fm_ckpt_dump_early_cancel(fm_dump_early *e)
 		fm_ckpt_kill_running(&e->criu, e->work_dir, "dump.log", NULL);
 	if (e->ready_fd >= 0)
 		close(e->ready_fd);
-	if (e->conf >= 0)
-		close(e->conf);
-	if (e->opened >= 0)
-		close(e->opened);
-	_cleanup_free_ char *path = fm_xasprintf("%s/" DUMP_CONF, e->work_dir);
-	unlink(path);
+	fm_criu_conf_fifo_close(&e->conf);
 	free(e->name);
 	free(e->images_dir);
 	free(e->work_dir);
@@ -391,19 +447,11 @@ int fm_ckpt_dump_lazy_start(fm_runtime *rt, const char *name, const char *images
 	struct fm_cmd *c;
 	int r;
 
-	*e = (fm_dump_early){ .ready_fd = -1, .conf = -1, .opened = -1, .name = fm_xstrdup(name),
+	*e = (fm_dump_early){ .ready_fd = -1, .conf = FM_CRIU_CONF_FIFO_INIT, .name = fm_xstrdup(name),
 			      .images_dir = fm_xstrdup(images_dir), .work_dir = fm_xstrdup(work_dir) };
 	*out = NULL;
-	unlink(path);
-	if (mkfifo(path, 0600) < 0 || (e->conf = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0) {
-		r = fm_error_set(err, -errno, "cannot create %s: %m", path);
+	if ((r = fm_criu_conf_fifo_open(path, &e->conf, err)) < 0)
 		goto fail;
-	}
-	/* after our own open: the next one is CRIU's */
-	if ((e->opened = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) < 0 || inotify_add_watch(e->opened, path, IN_OPEN) < 0) {
-		r = fm_error_set(err, -errno, "inotify on %s: %m", path);
-		goto fail;
-	}
 	if ((r = lazy_dump_cmd(rt, name, images_dir, work_dir, host, port, tcp, parent, &c, err)) < 0)
 		goto fail;
 	/* every symbol bound now, while it waits, not by the first call of each
@@ -413,48 +461,24 @@ int fm_ckpt_dump_lazy_start(fm_runtime *rt, const char *name, const char *images
 		goto fail;
 	e->criu = c;
 	*out = e;
+	/* loaded before the freeze, not beside it (best effort) */
+	fm_criu_conf_fifo_wait_open(&e->conf, fm_cmd_pid(c), FM_EARLY_SETTLE_MS);
 	return 0;
 fail:
 	fm_ckpt_dump_early_cancel(e);
 	return r;
 }
 
-/* Waits until CRIU has its configuration open (it may still be starting). */
-static int conf_wait_reader(fm_dump_early *e, fm_error *err)
-{
-	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(e->criu), 0);
-	struct pollfd p[2] = { { e->opened, POLLIN, 0 }, { pidfd, POLLIN, 0 } };
-	int k;
-	do
-		k = poll(p, 2, FM_READY_TIMEOUT_MS);
-	while (k < 0 && errno == EINTR);
-	if (k > 0 && (p[0].revents & POLLIN))
-		return 0;
-	if (k > 0)
-		return fm_error_set(err, -EIO, "CRIU exited before reading its configuration");
-	return fm_error_set(err, -ETIMEDOUT, "CRIU did not read its configuration within %d s",
-			    FM_READY_TIMEOUT_MS / 1000);
-}
-
 int fm_ckpt_dump_lazy_go(fm_dump_early *e, fm_runtime *rt, struct fm_cmd **running, fm_error *err)
 {
 	_cleanup_free_ char *what = fm_xasprintf("lazy checkpoint of %s", e->name);
-	_cleanup_free_ char *path = fm_xasprintf("%s/" DUMP_CONF, e->work_dir);
 	_cleanup_free_ char *text = fm_rt_criu_dump_conf(rt, e->name, e->images_dir);
-	size_t len = strlen(text);
-	int r = 0;
-
-	/* a few lines: far below the FIFO's 64 KiB, written at once */
-	if (len >= 65536 || write(e->conf, text, len) != (ssize_t)len)
-		r = fm_error_set(err, -EIO, "cannot write %s: %m", path);
-	if (r == 0)
-		r = conf_wait_reader(e, err);
+	/* its end: CRIU dumps */
+	int r = fm_criu_conf_fifo_send(&e->conf, fm_cmd_pid(e->criu), text, err);
 	if (r < 0) {
 		fm_ckpt_dump_early_cancel(e);
 		return r;
 	}
-	close(e->conf);   /* the end of CRIU's configuration: it dumps */
-	e->conf = -1;
 	*running = e->criu;
 	e->criu = NULL;
 	int ready = e->ready_fd;

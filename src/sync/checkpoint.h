@@ -20,6 +20,11 @@
 /* A CRIU page server or lazy-pages daemon that does not listen within this long
  * is broken. */
 #define FM_READY_TIMEOUT_MS (60 * 1000)
+/* What a migration starts ahead of its freeze (runc's restore, the dump's and
+ * the restore's CRIU) is waited for this long at most to finish its own
+ * start-up before the freeze: on hosts that share CPUs, a start-up beside the
+ * dump slows the dump. */
+#define FM_EARLY_SETTLE_MS 1000
 
 /* CRIU probes the kernel ("kerndat": 35-55 ms here, two iptables runs among
  * them) at the start of every dump, restore, page server, lazy-pages daemon and
@@ -71,6 +76,26 @@ int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		      const char *host, int port, fm_tcp_mode tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err);
+/* A CRIU configuration file that is a FIFO, for a CRIU started before its
+ * options are known: CRIU reads its configuration files first thing (a
+ * dump's --config, a restore's CRIU_CONFIG_FILE), so it waits there.  Open
+ * makes the FIFO at path and holds it for writing (CRIU's open returns at
+ * once); send writes the text (< 64 KiB) and closes it once CRIU has opened
+ * it (seen by inotify; the end of the file: CRIU goes on), or fails if the
+ * process pid exits first or none opens it in time. */
+typedef struct fm_criu_conf_fifo {
+	int fd, opened;   /* the FIFO (-1: none); inotify on its opens */
+	bool read;        /* CRIU has opened it */
+	char *path;
+} fm_criu_conf_fifo;
+#define FM_CRIU_CONF_FIFO_INIT { -1, -1, false, NULL }
+int fm_criu_conf_fifo_open(const char *path, fm_criu_conf_fifo *f, fm_error *err);
+/* Waits, at most timeout_ms, until CRIU (the process pid, or its keeper)
+ * has opened it: CRIU has loaded.  0, -EIO if pid exited, -ETIMEDOUT. */
+int fm_criu_conf_fifo_wait_open(fm_criu_conf_fifo *f, pid_t pid, int timeout_ms);
+int fm_criu_conf_fifo_send(fm_criu_conf_fifo *f, pid_t pid, const char *text, fm_error *err);
+/* Closes and removes it (sent or not). */
+void fm_criu_conf_fifo_close(fm_criu_conf_fifo *f);
 /* The same, in two steps: CRIU started before the freeze (its own start-up,
  * ~10-14 ms here, outside the downtime), waiting to read its configuration;
  * fm_ckpt_dump_lazy_go, on the frozen container, completes that and returns

@@ -29,6 +29,22 @@
  * of the socket: the relay makes it and holds runc's descriptors at the same
  * numbers until CRIU first answers (by then CRIU has opened them).
  *
+ * A warm CRIU (`fm-criu-shim warm SOCK [NETNS]`, started by the daemon with
+ * runc's early start, sync/restore.c): from CRIU's exec to its reading of the
+ * request is ~10 ms here (the loader, 23 libraries, CRIU's set-up), inside
+ * the freeze.  This mode starts CRIU at once, on a socket it made (so it is
+ * CRIU's peer), with the container's network namespace at descriptor 4
+ * (where runc puts it for CRIU, as the inherited "extRootNetNS"), and keeps
+ * it waiting at SOCK.  runc's restore shim (FM_CRIU_WARM=SOCK) hands it runc's
+ * socket and the descriptors the request names, instead of starting CRIU:
+ * runc's own (borrowed as above) and the inherited ones, which must be what
+ * the warm CRIU already has.  The keeper then relays as above and at the end
+ * sends CRIU's exit status back, for the restore shim to exit with.  If
+ * anything differs the keeper declines and the restore shim starts CRIU
+ * itself.  The warm CRIU is not in the container's cgroups (runc put the
+ * restore shim there): CRIU moves the restored tasks into them, by the
+ * cg_root runc read from the restore shim's.
+ *
  * Environment (set by the daemon, src/runtime/runtime.c, sync/restore.c):
  *   FM_CRIU            the real CRIU
  *   FM_CRIU_RPC_CACHE  the directory of recorded answers (emptied at every
@@ -36,6 +52,7 @@
  *   FM_RESTORE_GATE    the gate's FIFO (absent: open)
  *   FM_RESTORE_GATE_PID, FM_RESTORE_GATE_MS  the daemon, and the longest wait
  *   FM_RESTORE_RESUMED the FIFO told of the resume (absent: no relay)
+ *   FM_CRIU_WARM       a warm CRIU's keeper's socket (absent: none)
  *
  * Only libc: it starts once per question. */
 #include <errno.h>
@@ -47,7 +64,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/syscall.h>
@@ -62,6 +81,10 @@
 #define RELAY_MAX (1 << 20)  /* one message; runc reads answers of 40 KiB at most */
 #define RELAY_FDS 16         /* descriptors with one message */
 #define BORROW_MAX 4
+#define INHERIT_MAX 4
+#define WARM_NETNS_FD 4      /* runc's first extra file for CRIU: the network namespace */
+#define HANDOFF_MAGIC 0x464d5731u  /* "FMW1" */
+#define HANDOFF_WAIT_S 5     /* the keeper's yes or no */
 
 /* criu_req's first field is its type (rpc.proto: required, field 1). */
 static bool cacheable(const uint8_t *req, ssize_t n)
@@ -244,22 +267,55 @@ static bool is_post_resume(const uint8_t *m, size_t n)
 	return notify && resumed;
 }
 
-/* The descriptors of runc's that CRIU opens as /proc/PEER/fd/N: criu_req's
- * opts (2): images_dir_fd (1), work_dir_fd (17), status_fd (49). */
+/* criu_req's opts (field 2), as fields: true with the next one in *g. */
+static bool opts_next(const uint8_t *m, size_t n, const uint8_t **q, const uint8_t **qend, pb_field *g)
+{
+	if (!*q) {
+		const uint8_t *p = m, *end = m + n;
+		pb_field f;
+		bool found = false;
+		while (!found && pb_next(&p, end, &f))
+			found = f.num == 2 && f.data;
+		if (!found)
+			return false;
+		*q = f.data;
+		*qend = f.data + f.len;
+	}
+	return pb_next(q, *qend, g);
+}
+
+/* The descriptors of runc's that CRIU opens as /proc/PEER/fd/N: opts'
+ * images_dir_fd (1), work_dir_fd (17), status_fd (49). */
 static int fds_named(const uint8_t *m, size_t n, int *out)
 {
-	const uint8_t *p = m, *end = m + n;
+	const uint8_t *q = NULL, *qend = NULL;
 	int k = 0;
-	pb_field f;
-	while (pb_next(&p, end, &f)) {
-		if (f.num != 2 || !f.data)
+	pb_field g;
+	while (opts_next(m, n, &q, &qend, &g))
+		if ((g.num == 1 || g.num == 17 || g.num == 49) && !g.data && (int32_t)g.v >= 0 && g.v < 65536 &&
+		    k < BORROW_MAX)
+			out[k++] = (int)g.v;
+	return k;
+}
+
+/* The descriptors of CRIU's own that the request names: opts' inherit_fd
+ * (27) { key (1), fd (2) }.  -1 if more than max. */
+static int fds_inherited(const uint8_t *m, size_t n, int *out, int max)
+{
+	const uint8_t *q = NULL, *qend = NULL;
+	int k = 0;
+	pb_field g;
+	while (opts_next(m, n, &q, &qend, &g)) {
+		if (g.num != 27 || !g.data)
 			continue;
-		const uint8_t *q = f.data;
-		pb_field g;
-		while (pb_next(&q, f.data + f.len, &g))
-			if ((g.num == 1 || g.num == 17 || g.num == 49) && !g.data && (int32_t)g.v >= 0 &&
-			    g.v < 65536 && k < BORROW_MAX)
-				out[k++] = (int)g.v;
+		const uint8_t *r = g.data;
+		pb_field e;
+		while (pb_next(&r, g.data + g.len, &e))
+			if (e.num == 2 && !e.data) {
+				if (k == max || (int32_t)e.v < 0 || e.v > 65535)
+					return -1;
+				out[k++] = (int)e.v;
+			}
 	}
 	return k;
 }
@@ -355,6 +411,245 @@ static void close_all_but(int *keep, int n)
 	syscall(SYS_close_range, from, ~0U, 0);
 }
 
+/* ---- the warm CRIU ---- */
+
+/* What the restore shim sends its keeper, with runc's socket, the borrowed
+ * descriptors and the inherited ones, in that order, as SCM_RIGHTS. */
+struct handoff {
+	uint32_t magic;
+	int32_t nw, want[BORROW_MAX];    /* runc's numbers (CRIU opens /proc/PEER/fd/N) */
+	int32_t ni, inherit[INHERIT_MAX];  /* CRIU's numbers */
+};
+
+static bool send_with_fds(int sk, const void *data, size_t len, const int *fds, int nfds)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int) * RELAY_FDS)];
+	} cm;
+	struct iovec iov = { (void *)data, len };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (nfds > 0) {
+		m.msg_control = cm.b;
+		m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+	}
+	return sendmsg(sk, &m, MSG_NOSIGNAL) == (ssize_t)len;
+}
+
+/* runc's restore shim, a warm CRIU's keeper listening at sock: hands it the
+ * restore whose request (n bytes) is still unread on fd.  CRIU's exit status
+ * once it is done; -1 if the keeper cannot be reached or declines: the
+ * restore is still this shim's. */
+static int warm_handoff(const char *sock, int fd, const uint8_t *req, ssize_t n)
+{
+	struct handoff h = { .magic = HANDOFF_MAGIC };
+	h.nw = fds_named(req, (size_t)n, h.want);
+	h.ni = fds_inherited(req, (size_t)n, h.inherit, INHERIT_MAX);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	if (h.ni < 0 || strlen(sock) >= sizeof(a.sun_path))
+		return -1;
+	memcpy(a.sun_path, sock, strlen(sock));
+	int fds[1 + BORROW_MAX + INHERIT_MAX], nf = 0, nb = 0;
+	fds[nf++] = fd;
+	int pidfd = (int)syscall(SYS_pidfd_open, getppid(), 0);
+	for (; pidfd >= 0 && nb < h.nw; nb++)
+		if ((fds[nf++] = (int)syscall(SYS_pidfd_getfd, pidfd, h.want[nb], 0)) < 0)
+			break;
+	if (pidfd >= 0)
+		close(pidfd);
+	int c = -1, r = -1;
+	char yes = 0;
+	struct timeval tv = { HANDOFF_WAIT_S, 0 };
+	if (nb == h.nw) {
+		for (int i = 0; i < h.ni; i++)
+			fds[nf++] = h.inherit[i];
+		c = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		if (c >= 0 && connect(c, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+		    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) == 0 && send_with_fds(c, &h, sizeof(h), fds, nf))
+			(void)!recv(c, &yes, 1, 0);
+	}
+	for (int i = 1; i <= nb; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	if (yes == 'y') {
+		/* runc's socket is the keeper's now; what comes back is CRIU's end */
+		close(fd);
+		tv.tv_sec = 0;
+		int32_t st = 1;
+		ssize_t k;
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		do
+			k = recv(c, &st, sizeof(st), 0);
+		while (k < 0 && errno == EINTR);
+		r = k == (ssize_t)sizeof(st) ? st : 1;
+	} else if (c >= 0) {
+		fprintf(stderr, "fm-criu-shim: the warm CRIU at %s %s: CRIU starts now\n", sock,
+			yes == 'n' ? "does not fit this restore" : "did not answer");
+	}
+	if (c >= 0)
+		close(c);
+	return r;
+}
+
+/* The handoff fits the warm CRIU: every inherited descriptor is its network
+ * namespace, at the number it has it, and no borrowed number collides with
+ * the standard ones. */
+static bool handoff_fits(const struct handoff *h, int nfds, const int *fds, const struct stat *ns)
+{
+	if (h->magic != HANDOFF_MAGIC || h->nw < 0 || h->nw > BORROW_MAX || h->ni < 0 || h->ni > INHERIT_MAX ||
+	    nfds != 1 + h->nw + h->ni)
+		return false;
+	for (int i = 0; i < h->nw; i++)
+		if (h->want[i] < 3 || h->want[i] > 65535)
+			return false;
+	for (int i = 0; i < h->ni; i++) {
+		struct stat st;
+		if (!ns || h->inherit[i] != WARM_NETNS_FD || fstat(fds[1 + h->nw + i], &st) < 0 ||
+		    st.st_dev != ns->st_dev || st.st_ino != ns->st_ino)
+			return false;
+	}
+	return true;
+}
+
+/* Waits for the restore shim's connection: -1 when CRIU exited, the daemon
+ * is gone, or the wait outlasted its limit. */
+static int warm_accept(int lsk, pid_t criu_pid)
+{
+	const char *p = getenv("FM_RESTORE_GATE_PID"), *ms = getenv("FM_RESTORE_GATE_MS");
+	long daemon = p ? strtol(p, NULL, 10) : 0, limit = ms ? strtol(ms, NULL, 10) : 0;
+	struct pollfd pf[3] = { { lsk, POLLIN, 0 }, { (int)syscall(SYS_pidfd_open, criu_pid, 0), POLLIN, 0 },
+				{ daemon > 0 ? (int)syscall(SYS_pidfd_open, (pid_t)daemon, 0) : -1, POLLIN, 0 } };
+	int k, c = -1;
+	do
+		k = poll(pf, 3, limit > 0 ? (int)limit : -1);
+	while (k < 0 && errno == EINTR);
+	if (k > 0 && (pf[0].revents & POLLIN) && !pf[1].revents && !pf[2].revents)
+		c = accept4(lsk, NULL, NULL, SOCK_CLOEXEC);
+	for (int i = 1; i < 3; i++)
+		if (pf[i].fd >= 0)
+			close(pf[i].fd);
+	struct ucred cr;
+	socklen_t l = sizeof(cr);
+	if (c >= 0 && (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cr, &l) < 0 || cr.uid != 0)) {
+		close(c);
+		c = -1;
+	}
+	return c;
+}
+
+/* `fm-criu-shim warm SOCK [NETNS]`: starts CRIU, waits for the restore at
+ * SOCK, relays it, reports CRIU's exit status.  Exits 0 when it carried a
+ * restore to CRIU's end, 1 when that failed, 3 when it took none. */
+static int warm_keep(const char *criu, const char *sock, const char *netns)
+{
+	static uint8_t buf[RELAY_MAX];
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct stat ns;
+	int lsk = -1, nsfd = -1, sp[2] = { -1, -1 };
+	if (strlen(sock) >= sizeof(a.sun_path))
+		return 2;
+	memcpy(a.sun_path, sock, strlen(sock));
+	unlink(sock);
+	if ((lsk = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0)) < 0 ||
+	    bind(lsk, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(lsk, 1) < 0 ||
+	    (netns && ((nsfd = open(netns, O_RDONLY | O_CLOEXEC)) < 0 || fstat(nsfd, &ns) < 0)) ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+		fprintf(stderr, "fm-criu-shim: warm CRIU at %s: %s\n", sock, strerror(errno));
+		unlink(sock);
+		return 2;
+	}
+	/* out of the way of 3 and 4, which CRIU's are to be */
+	sp[1] = move_fd(sp[1], 10);
+	if (nsfd >= 0)
+		nsfd = move_fd(nsfd, 10);
+	pid_t parent = getpid(), pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent || sp[1] < 0 || dup2(sp[1], 3) < 0 ||
+		    (nsfd >= 0 && dup2(nsfd, WARM_NETNS_FD) < 0))
+			_exit(127);
+		syscall(SYS_close_range, nsfd >= 0 ? WARM_NETNS_FD + 1 : 4, ~0U, 0);
+		char *argv[] = { (char *)criu, (char *)"swrk", (char *)"3", NULL };
+		execv(criu, argv);
+		_exit(127);
+	}
+	close(sp[1]);
+	if (nsfd >= 0)
+		close(nsfd);
+	int c = pid > 0 ? warm_accept(lsk, pid) : -1;
+	close(lsk);
+	unlink(sock);
+	struct handoff h;
+	int fds[RELAY_FDS], nfds = 0;
+	if (c >= 0) {
+		union {
+			struct cmsghdr h;
+			char b[CMSG_SPACE(sizeof(int) * RELAY_FDS)];
+		} cm;
+		struct iovec iov = { &h, sizeof(h) };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof(cm.b) };
+		struct timeval tv = { HANDOFF_WAIT_S, 0 };
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (recvmsg(c, &m, MSG_CMSG_CLOEXEC) == (ssize_t)sizeof(h) && !(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
+			for (struct cmsghdr *cmh = CMSG_FIRSTHDR(&m); cmh; cmh = CMSG_NXTHDR(&m, cmh))
+				if (cmh->cmsg_level == SOL_SOCKET && cmh->cmsg_type == SCM_RIGHTS)
+					for (size_t i = 0; i < (cmh->cmsg_len - CMSG_LEN(0)) / sizeof(int) && nfds < RELAY_FDS; i++)
+						fds[nfds++] = ((int *)CMSG_DATA(cmh))[i];
+	}
+	bool ok = c >= 0 && nfds > 0 && handoff_fits(&h, nfds, fds, netns ? &ns : NULL);
+	for (int i = 1 + (ok ? h.nw : 0); i < nfds; i++)
+		close(fds[i]);   /* the inherited ones (CRIU has its own), or all but runc's socket */
+	if (!ok) {
+		if (c >= 0)
+			(void)!send(c, "n", 1, MSG_NOSIGNAL);
+		if (nfds > 0)
+			close(fds[0]);
+		if (pid > 0)
+			kill(pid, SIGKILL);
+	} else {
+		/* as exec_criu_relayed: runc's descriptors at their numbers, ours
+		 * above them all */
+		int top = 4;
+		for (int i = 0; i < h.nw; i++)
+			top = h.want[i] > top ? h.want[i] : top;
+		const char *path = getenv("FM_RESTORE_RESUMED");
+		int note = path && *path ? open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC) : -1;
+		int own[4] = { fds[0], sp[0], c, note };
+		for (int i = 0; i < 4 && ok; i++)
+			ok = own[i] < 0 || (own[i] = move_fd(own[i], top + 1)) >= 0;
+		for (int i = 0; i < h.nw && ok; i++) {
+			int held = move_fd(fds[1 + i], top + 1);
+			ok = held >= 0 && dup2(held, h.want[i]) == h.want[i];
+			if (held >= 0)
+				close(held);
+		}
+		c = own[2];
+		ok = ok && send(c, "y", 1, MSG_NOSIGNAL) == 1;
+		ok = ok && relay(own[0], own[1], own[3], h.want, h.nw, buf);
+		if (!ok)
+			kill(pid, SIGKILL);
+		close(own[0]);
+		close(own[1]);
+		if (own[3] >= 0)
+			close(own[3]);
+	}
+	int wst = 0;
+	while (pid > 0 && waitpid(pid, &wst, 0) < 0 && errno == EINTR)
+		;
+	int32_t st = WIFEXITED(wst) ? WEXITSTATUS(wst) : 128 + (WIFSIGNALED(wst) ? WTERMSIG(wst) : 0);
+	bool took = ok;
+	if (ok && send(c, &st, sizeof(st), MSG_NOSIGNAL) != (ssize_t)sizeof(st))
+		ok = false;
+	if (c >= 0)
+		close(c);
+	return !took ? 3 : ok ? 0 : 1;
+}
+
 /* CRIU behind the relay, when the daemon asked for it (FM_RESTORE_RESUMED):
  * this process, runc's child, relays; CRIU is its child, on a socket this
  * process made (so its peer), and starts once runc's descriptors that the
@@ -363,14 +658,22 @@ static void close_all_but(int *keep, int n)
 static int exec_criu_relayed(const char *criu, char **argv, int fd)
 {
 	static uint8_t req[RELAY_MAX];
-	const char *path = getenv("FM_RESTORE_RESUMED");
-	if (!path || !*path)
+	const char *path = getenv("FM_RESTORE_RESUMED"), *warm = getenv("FM_CRIU_WARM");
+	bool relayed = path && *path, warmed = warm && *warm;
+	if (!relayed && !warmed)
 		return exec_criu(criu, argv);
 	ssize_t n;
 	do
 		n = recv(fd, req, sizeof(req), MSG_PEEK | MSG_TRUNC);
 	while (n < 0 && errno == EINTR);
 	if (n <= 0 || n > RELAY_MAX)
+		return exec_criu(criu, argv);
+	if (warmed) {
+		int st = warm_handoff(warm, fd, req, n);
+		if (st >= 0)
+			return st;
+	}
+	if (!relayed)
 		return exec_criu(criu, argv);
 	int want[BORROW_MAX], nw = fds_named(req, (size_t)n, want), top = 2;
 	for (int i = 0; i < nw; i++)
@@ -444,6 +747,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fm-criu-shim: FM_CRIU (the real CRIU) is not set\n");
 		return 127;
 	}
+	if ((argc == 3 || argc == 4) && !strcmp(argv[1], "warm"))
+		return warm_keep(criu, argv[2], argc == 4 ? argv[3] : NULL);
 	char *end;
 	long fd = argc == 3 && !strcmp(argv[1], "swrk") ? strtol(argv[2], &end, 10) : -1;
 	int g = gate_wait();

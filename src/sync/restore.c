@@ -15,7 +15,13 @@
  *
  * Every restore has a second FIFO, work_dir/restore.resumed: fm-criu-shim's
  * relay writes 'r' into it when CRIU notifies post-resume, and the caller's
- * resumed callback runs then, not at runc's exit ~12 ms later. */
+ * resumed callback runs then, not at runc's exit ~12 ms later.
+ *
+ * An early restore also starts its CRIU early: `fm-criu-shim warm
+ * work_dir/criu-warm.sock [NETNS]` keeps a CRIU that has loaded and waits
+ * for its request, and runc's restore shim hands the restore to it
+ * (FM_CRIU_WARM; criu_shim.c says how, and when it declines): CRIU's exec
+ * and start, ~10 ms, leave the freeze. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -23,12 +29,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "basic/cmd.h"
+#include "basic/log.h"
 #include "basic/util.h"
+#include "runtime/net.h"
 #include "runtime/tmpfs.h"
 #include "sync/checkpoint.h"
 
@@ -39,6 +49,11 @@
 #define CANCEL_WAIT_MS 10000
 #define EARLY_IMAGES "restore-images"
 #define RESUMED_FIFO "restore.resumed"
+#define WARM_SOCK "criu-warm.sock"
+#define WARM_CONF "criu-warm.conf"
+/* a warm CRIU's keeper ends right after the restore it took (before runc);
+ * one that took none is still waiting: killed */
+#define WARM_EXIT_MS 100
 
 struct fm_restore_run {
 	fm_runtime *rt;
@@ -47,7 +62,10 @@ struct fm_restore_run {
 	fm_tcp_mode tcp;
 	struct fm_cmd *runc;
 	int gate;                /* the FIFO, held open for writing (-1: no gate) */
+	int gate_opened;         /* inotify: runc's first CRIU question opened it */
 	int resumed;             /* RESUMED_FIFO, held open (-1: none) */
+	struct fm_cmd *warm;     /* a warm CRIU's keeper (fm-criu-shim warm), or NULL */
+	fm_criu_conf_fifo warm_conf;  /* its CRIU's CRIU_CONFIG_FILE, sent at the gate */
 };
 
 static char *work_file(const fm_restore_run *run, const char *leaf)
@@ -79,6 +97,102 @@ static int restore_conf(fm_restore_run *run, const char *images_dir, const char 
 	return 0;
 }
 
+/* For fm-criu-shim's waits: the daemon (it gives up when that is gone) and
+ * the longest wait. */
+static void gate_env(struct fm_cmd *c)
+{
+	char v[32];
+	snprintf(v, sizeof(v), "%d", (int)getpid());
+	fm_cmd_env(c, "FM_RESTORE_GATE_PID", v);
+	snprintf(v, sizeof(v), "%d", GATE_LIMIT_MS);
+	fm_cmd_env(c, "FM_RESTORE_GATE_MS", v);
+}
+
+/* Starts a warm CRIU for runc's restore shim to hand the restore to; best
+ * effort (without it the restore shim starts CRIU).  The socket's path, or
+ * NULL. */
+static char *spawn_warm(fm_restore_run *run, const char *conf)
+{
+	char *sock = work_file(run, WARM_SOCK);
+	_cleanup_free_ char *netns = fm_net_ns_path(run->rt, run->name);
+	if (strlen(sock) >= sizeof(((struct sockaddr_un *)NULL)->sun_path)) {
+		free(sock);
+		return NULL;
+	}
+	/* CRIU reads CRIU_CONFIG_FILE at its start, before its request: the
+	 * restore's configuration, known at the gate, reaches it through a FIFO */
+	_cleanup_free_ char *fifo = work_file(run, WARM_CONF);
+	fm_error e = FM_ERROR_INIT;
+	if (fm_criu_conf_fifo_open(fifo, &run->warm_conf, &e) < 0) {
+		fm_debug(FM_C_STATE_RESTORATION, "no warm CRIU for %s: %s", run->name, e.msg);
+		fm_error_clear(&e);
+		free(sock);
+		return NULL;
+	}
+	fm_cmd *c = fm_cmd_new(run->rt->criu_shim);
+	fm_rt_criu_env(c);   /* as runc's CRIU would have it */
+	fm_cmd_env(c, "FM_CRIU", run->rt->criu);
+	fm_cmd_env(c, "CRIU_CONFIG_FILE", fifo);
+	gate_env(c);
+	if (run->resumed >= 0) {
+		_cleanup_free_ char *resumed = work_file(run, RESUMED_FIFO);
+		fm_cmd_env(c, "FM_RESTORE_RESUMED", resumed);
+	}
+	fm_cmd_arg(c, "warm");
+	fm_cmd_arg(c, sock);
+	/* runc gives CRIU the container's own network namespace (a path in its
+	 * configuration) as the inherited "extRootNetNS" */
+	if (access(netns, F_OK) == 0)
+		fm_cmd_arg(c, netns);
+	fm_cmd_set_stdio_null(c);
+	if (fm_cmd_start(c, &e) < 0) {
+		fm_debug(FM_C_STATE_RESTORATION, "no warm CRIU for %s: %s", run->name, e.msg);
+		fm_error_clear(&e);
+		fm_cmd_free(c);
+		fm_criu_conf_fifo_close(&run->warm_conf);
+		free(sock);
+		return NULL;
+	}
+	run->warm = c;
+	return sock;
+}
+
+/* Waits for the warm CRIU's keeper, at most ms (then kills it). */
+static void warm_end(fm_restore_run *run, int ms)
+{
+	fm_criu_conf_fifo_close(&run->warm_conf);
+	if (!run->warm)
+		return;
+	int st = fm_cmd_wait_timeout(run->warm, ms, NULL);
+	fm_debug(FM_C_STATE_RESTORATION, "%s: %s", run->name, st == 0 ? "restored by a warm CRIU" :
+		 st == 1 ? "the warm CRIU's restore failed" : "the warm CRIU was not used");
+	fm_cmd_free(run->warm);
+	run->warm = NULL;
+	_cleanup_free_ char *sock = work_file(run, WARM_SOCK);
+	unlink(sock);
+}
+
+/* The warm CRIU gets the restore's configuration (conf, written): it then
+ * waits for its request.  If it cannot, it goes, and runc's restore shim
+ * starts a CRIU of its own. */
+static void warm_configure(fm_restore_run *run, const char *conf)
+{
+	_cleanup_free_ char *text = NULL;
+	fm_error e = FM_ERROR_INIT;
+	int r;
+	if (!run->warm)
+		return;
+	if ((r = fm_read_file(conf, 65535, &text, NULL)) < 0)
+		fm_error_set(&e, r, "cannot read %s: %s", conf, strerror(-r));
+	else
+		fm_criu_conf_fifo_send(&run->warm_conf, fm_cmd_pid(run->warm), text, &e);
+	if (e.msg[0]) {
+		fm_debug(FM_C_STATE_RESTORATION, "%s: no warm CRIU: %s", run->name, e.msg);
+		warm_end(run, 0);
+	}
+	fm_error_clear(&e);
+}
+
 /* Starts runc; with a gate, it stops at its first question to CRIU. */
 static int spawn_runc(fm_restore_run *run, bool gated, fm_error *err)
 {
@@ -108,15 +222,20 @@ static int spawn_runc(fm_restore_run *run, bool gated, fm_error *err)
 			unlink(gate);
 			return r;
 		}
+		/* after our own open: the next one is the shim's, at the gate */
+		if ((run->gate_opened = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) >= 0 &&
+		    inotify_add_watch(run->gate_opened, gate, IN_OPEN) < 0) {
+			close(run->gate_opened);
+			run->gate_opened = -1;
+		}
 	}
+	_cleanup_free_ char *warm = gated && run->rt->criu_shim && !run->warm ? spawn_warm(run, conf) : NULL;
 	struct fm_cmd *c = fm_rt_runc_restore_cmd(run->rt, conf, log);
+	if (warm)
+		fm_cmd_env(c, "FM_CRIU_WARM", warm);
 	if (gated) {
 		fm_cmd_env(c, "FM_RESTORE_GATE", gate);
-		char v[32];
-		snprintf(v, sizeof(v), "%d", (int)getpid());
-		fm_cmd_env(c, "FM_RESTORE_GATE_PID", v);
-		snprintf(v, sizeof(v), "%d", GATE_LIMIT_MS);
-		fm_cmd_env(c, "FM_RESTORE_GATE_MS", v);
+		gate_env(c);
 	}
 	if (run->resumed >= 0)
 		fm_cmd_env(c, "FM_RESTORE_RESUMED", resumed);
@@ -145,6 +264,9 @@ static void run_free(fm_restore_run *run)
 {
 	if (!run)
 		return;
+	warm_end(run, 0);
+	if (run->gate_opened >= 0)
+		close(run->gate_opened);
 	if (run->gate >= 0) {
 		close(run->gate);
 		_cleanup_free_ char *gate = work_file(run, "restore.gate");
@@ -171,8 +293,30 @@ static fm_restore_run *run_new(fm_runtime *rt, const char *name, const char *ima
 	fm_restore_run *run = fm_xmalloc(sizeof(*run));
 	*run = (fm_restore_run){ .rt = rt, .name = fm_xstrdup(name), .images_dir = fm_xstrdup(images_dir),
 				 .work_dir = fm_xstrdup(work_dir), .lazy = lazy, .tcp = tcp, .gate = -1,
-				 .resumed = -1 };
+				 .gate_opened = -1, .resumed = -1, .warm_conf = FM_CRIU_CONF_FIFO_INIT };
 	return run;
+}
+
+/* Waits, at most ms, until runc stands at its gate and the warm CRIU has
+ * loaded (FM_EARLY_SETTLE_MS). */
+static void early_settle(fm_restore_run *run, int ms)
+{
+	int64_t deadline = fm_now_mono_ms() + ms;
+	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(run->runc), 0);
+	bool gated = run->gate_opened < 0;
+	while (!gated || (run->warm && !run->warm_conf.read)) {
+		int64_t left = deadline - fm_now_mono_ms();
+		struct pollfd p[3] = { { gated ? -1 : run->gate_opened, POLLIN, 0 }, { pidfd, POLLIN, 0 },
+				       { run->warm && !run->warm_conf.read ? run->warm_conf.opened : -1, POLLIN, 0 } };
+		int k = left > 0 ? poll(p, 3, (int)left) : 0;
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0 || p[1].revents)
+			return;
+		gated = gated || (p[0].revents & POLLIN);
+		if (p[2].revents & POLLIN)
+			run->warm_conf.read = true;
+	}
 }
 
 int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, bool lazy, fm_tcp_mode tcp,
@@ -189,6 +333,8 @@ int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, boo
 		run_free(run);
 		return r;
 	}
+	/* their start-up before the freeze, not beside the dump */
+	early_settle(run, FM_EARLY_SETTLE_MS);
 	*out = run;
 	return 0;
 }
@@ -270,7 +416,9 @@ int fm_restore_finish(fm_restore_run *run, const char *images_dir, const fm_rest
 	if ((r = restore_conf(run, images_dir, tdir, &tmpfs, err)) < 0)
 		goto out;
 	if (run->runc && runc_gone(run)) {
-		/* it gave up waiting (or never got going): start it afresh, ungated */
+		/* it gave up waiting (or never got going): start it afresh, ungated
+		 * (and with a CRIU of its own) */
+		warm_end(run, 0);
 		fm_cmd_wait_timeout(run->runc, 0, NULL);
 		fm_cmd_free(run->runc);
 		run->runc = NULL;
@@ -289,6 +437,10 @@ int fm_restore_finish(fm_restore_run *run, const char *images_dir, const fm_rest
 		if ((r = spawn_runc(run, false, err)) < 0)
 			goto out;
 	}
+	if (run->warm) {
+		_cleanup_free_ char *conf = work_file(run, "criu-restore.conf");
+		warm_configure(run, conf);
+	}
 	if (run->gate >= 0 && write(run->gate, "g", 1) != 1) {
 		r = fm_error_set(err, -errno, "cannot open the restore's gate: %m");
 		kill(-fm_cmd_pid(run->runc), SIGKILL);
@@ -296,6 +448,7 @@ int fm_restore_finish(fm_restore_run *run, const char *images_dir, const fm_rest
 	int w = r < 0 ? fm_cmd_wait_timeout(run->runc, FM_CRIU_TIMEOUT_MS, NULL) : runc_wait(run, resumed, err);
 	fm_cmd_free(run->runc);
 	run->runc = NULL;
+	warm_end(run, WARM_EXIT_MS);
 	if (r == 0 && w != 0) {
 		attach_logs(run, err);
 		r = w > 0 ? -EIO : w;

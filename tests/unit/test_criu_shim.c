@@ -32,6 +32,10 @@ static char self[4096], dir[64], counter[128];
 /* criu_req { type RESTORE, opts { images_dir_fd [5], work_dir_fd [8] } }, the
  * descriptors filled in by the test */
 static uint8_t RELAYED_REQ[] = { 0x08, 0x02, 0x12, 0x05, 0x08, 0x00, 0x88, 0x01, 0x00 };
+/* the same with opts.inherit_fd { key "n", fd 4 }: what runc asks of CRIU for
+ * a container in a network namespace of its own */
+static uint8_t WARM_REQ[] = { 0x08, 0x02, 0x12, 0x0d, 0x08, 0x00, 0x88, 0x01, 0x00,
+			      0xda, 0x01, 0x05, 0x0a, 0x01, 'n', 0x10, 0x04 };
 /* criu_resp { type NOTIFY, success, notify { script } } */
 static const uint8_t NOTIFY_PTS[] = { 0x08, 0x06, 0x10, 0x01, 0x2a, 0x13, 0x0a, 0x11, 'o', 'r', 'p', 'h', 'a', 'n', '-',
 				      'p', 't', 's', '-', 'm', 'a', 's', 't', 'e', 'r' };
@@ -56,6 +60,11 @@ static int fake_criu_restore(const uint8_t *req)
 		if (stat(path, &st) < 0 || st.st_ino != strtoull(getenv("FM_FAKE_INO"), NULL, 10))
 			return 5;
 	}
+	/* a warm CRIU's descriptor 4: what its keeper was given */
+	const char *ns = getenv("FM_FAKE_NS_INO");
+	struct stat nst;
+	if (ns && (fstat(4, &nst) < 0 || nst.st_ino != strtoull(ns, NULL, 10)))
+		return 9;
 	int p[2];
 	if (pipe(p) < 0 || write(p[1], "pts", 3) != 3)
 		return 6;
@@ -95,7 +104,8 @@ static int fake_criu(int argc, char **argv)
 		return send(3, VERSION_RESP, sizeof(VERSION_RESP), 0) < 0;
 	if (n == sizeof(RESTORE_REQ) && !memcmp(req, RESTORE_REQ, (size_t)n))
 		return send(3, RESTORE_RESP, sizeof(RESTORE_RESP), 0) < 0;
-	if (n == sizeof(RELAYED_REQ) && !memcmp(req, RELAYED_REQ, 5))
+	if ((n == sizeof(RELAYED_REQ) && !memcmp(req, RELAYED_REQ, 5)) ||
+	    (n == sizeof(WARM_REQ) && !memcmp(req, WARM_REQ, 5)))
 		return fake_criu_restore(req);
 	return 3;
 }
@@ -381,6 +391,168 @@ static void test_relay_tells_of_the_resume(void **state)
 	rmdir(images);
 }
 
+/* A warm CRIU's keeper (`fm-criu-shim warm SOCK [NS]`) for the fake CRIU,
+ * returned once it listens and its CRIU has started. */
+static pid_t start_keeper(const char *sock, const char *ns, const char *fifo, const char *ino)
+{
+	int before = runs();
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		char v[32];
+		setenv("FM_FAKE_CRIU", "1", 1);
+		setenv("FM_FAKE_COUNT", counter, 1);
+		setenv("FM_FAKE_INO", ino, 1);
+		if (ns)
+			setenv("FM_FAKE_NS_INO", ino, 1);
+		setenv("FM_CRIU", self, 1);
+		if (fifo)
+			setenv("FM_RESTORE_RESUMED", fifo, 1);
+		snprintf(v, sizeof(v), "%d", (int)getppid());
+		setenv("FM_RESTORE_GATE_PID", v, 1);
+		setenv("FM_RESTORE_GATE_MS", "10000", 1);
+		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "warm", sock, ns, (char *)NULL);
+		_exit(126);
+	}
+	/* (a wait for its start, bounded: 5 s) */
+	for (int i = 0; i < 500 && (access(sock, F_OK) < 0 || runs() == before); i++)
+		usleep(10000);
+	assert_int_equal(access(sock, F_OK), 0);
+	assert_int_equal(runs(), before + 1);
+	return pid;
+}
+
+/* runc's restore shim with FM_CRIU_WARM: the request's descriptors as runc
+ * has them (images, work directory in the parent; the inherited 4 its own). */
+static pid_t start_restore_shim(int *sk, const char *sock, int ifd, const char *ino)
+{
+	pid_t pid = fork_runc(sk);
+	if (pid == 0) {
+		setenv("FM_CRIU", self, 1);
+		setenv("FM_FAKE_INO", ino, 1);
+		setenv("FM_CRIU_WARM", sock, 1);
+		if (ifd != 4)
+			dup2(ifd, 4);
+		fcntl(4, F_SETFD, 0);
+		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "swrk", "3", (char *)NULL);
+		_exit(126);
+	}
+	struct timeval tv = { 10, 0 };
+	setsockopt(*sk, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return pid;
+}
+
+/* Plays runc through a restore (WARM_REQ): the descriptor-carrying
+ * notification, post-resume (checked on note, if any), the answer, the end. */
+static void restore_as_runc(int sk, int note)
+{
+	uint8_t buf[256];
+	char byte;
+	int fd;
+	assert_int_equal(send(sk, WARM_REQ, sizeof(WARM_REQ), 0), (ssize_t)sizeof(WARM_REQ));
+	assert_int_equal(recv_fd(sk, buf, sizeof(buf), &fd), (ssize_t)sizeof(NOTIFY_PTS));
+	assert_memory_equal(buf, NOTIFY_PTS, sizeof(NOTIFY_PTS));
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(send(sk, NOTIFY_ACK, sizeof(NOTIFY_ACK), 0), (ssize_t)sizeof(NOTIFY_ACK));
+	assert_int_equal(recv_fd(sk, buf, sizeof(buf), &fd), (ssize_t)sizeof(NOTIFY_RESUMED));
+	if (note >= 0) {
+		assert_int_equal(read(note, &byte, 1), 1);
+		assert_int_equal(byte, 'r');
+	}
+	assert_int_equal(send(sk, NOTIFY_ACK, sizeof(NOTIFY_ACK), 0), (ssize_t)sizeof(NOTIFY_ACK));
+	assert_int_equal(recv(sk, buf, sizeof(buf), 0), (ssize_t)sizeof(RESTORE_RESP));
+	assert_memory_equal(buf, RESTORE_RESP, sizeof(RESTORE_RESP));
+	shutdown(sk, SHUT_WR);
+}
+
+/* The images directory made, open twice at runc's numbers (above the
+ * restore shim's 3, its socket, and 4), and named so in WARM_REQ; its inode
+ * in ino. */
+static void warm_images(const char *images, int *ifd, int *wfd, char *ino, size_t len)
+{
+	struct stat st;
+	assert_int_equal(mkdir(images, 0700), 0);
+	int fd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	*ifd = fcntl(fd, F_DUPFD_CLOEXEC, 20);
+	close(fd);
+	*wfd = fcntl(*ifd, F_DUPFD_CLOEXEC, 40);
+	assert_true(*ifd >= 20 && *ifd < 40 && *wfd == 40);
+	assert_int_equal(fstat(*ifd, &st), 0);
+	snprintf(ino, len, "%llu", (unsigned long long)st.st_ino);
+	WARM_REQ[5] = (uint8_t)*ifd;
+	WARM_REQ[8] = (uint8_t)*wfd;
+}
+
+static int exit_status(pid_t pid)
+{
+	int wst;
+	assert_int_equal(waitpid(pid, &wst, 0), pid);
+	return WIFEXITED(wst) ? WEXITSTATUS(wst) : 128 + WTERMSIG(wst);
+}
+
+/* The warm CRIU, started before the restore (its run counted then), takes
+ * it: runc's descriptors at its keeper's /proc/PID/fd/N, the inherited one
+ * at 4, the resume told; no second CRIU starts. */
+static void test_warm_criu_takes_the_restore(void **state)
+{
+	(void)state;
+	char images[96], fifo[96], sock[96], ino[32];
+	snprintf(images, sizeof(images), "%s/images", dir);
+	snprintf(fifo, sizeof(fifo), "%s.resumed", dir);
+	snprintf(sock, sizeof(sock), "%s/warm.sock", dir);
+	int ifd, wfd;
+	warm_images(images, &ifd, &wfd, ino, sizeof(ino));
+	unlink(fifo);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	int note = open(fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	assert_true(note >= 0);
+
+	/* its network namespace: here the images directory, the same file as
+	 * the restore shim's descriptor 4 */
+	pid_t keeper = start_keeper(sock, images, fifo, ino);
+	int before = runs(), sk;
+	pid_t pid = start_restore_shim(&sk, sock, ifd, ino);
+	restore_as_runc(sk, note);
+	assert_int_equal(exit_status(pid), 0);
+	assert_int_equal(exit_status(keeper), 0);
+	uint8_t buf[16];
+	assert_int_equal(recv(sk, buf, sizeof(buf), 0), 0);
+	assert_int_equal(runs(), before);
+	assert_int_equal(access(sock, F_OK), -1);
+	close(sk);
+	close(note);
+	close(ifd);
+	close(wfd);
+	unlink(fifo);
+	rmdir(images);
+}
+
+/* A warm CRIU that lacks what the request says it inherits (no network
+ * namespace) declines: the restore shim starts its own CRIU, which
+ * restores; the keeper ends, its CRIU killed. */
+static void test_warm_criu_declines_what_it_lacks(void **state)
+{
+	(void)state;
+	char images[96], sock[96], ino[32];
+	snprintf(images, sizeof(images), "%s/images", dir);
+	snprintf(sock, sizeof(sock), "%s/warm.sock", dir);
+	int ifd, wfd;
+	warm_images(images, &ifd, &wfd, ino, sizeof(ino));
+
+	pid_t keeper = start_keeper(sock, NULL, NULL, ino);
+	int before = runs(), sk;
+	pid_t pid = start_restore_shim(&sk, sock, ifd, ino);
+	restore_as_runc(sk, -1);
+	assert_int_equal(exit_status(pid), 0);
+	assert_int_equal(exit_status(keeper), 3);
+	assert_int_equal(runs(), before + 1);
+	close(sk);
+	close(ifd);
+	close(wfd);
+	rmdir(images);
+}
+
 int main(int argc, char **argv)
 {
 	if (getenv("FM_FAKE_CRIU"))
@@ -405,6 +577,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_gate_x_fails_without_asking_criu),
 		cmocka_unit_test(test_gate_gives_up_when_its_daemon_exits),
 		cmocka_unit_test(test_relay_tells_of_the_resume),
+		cmocka_unit_test(test_warm_criu_takes_the_restore),
+		cmocka_unit_test(test_warm_criu_declines_what_it_lacks),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	fm_rm_rf(dir);

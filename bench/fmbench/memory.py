@@ -69,11 +69,11 @@ def memload_status(path):
     return {k: float(x) if "ms" in k else int(x) for k, x in zip(STATUS_KEYS, v)}
 
 
-def cells(plan, sizes=None):
+def cells(plan, sizes=None, rates=None):
     """(M, W, D as a fraction of B or None, rate) in the order they run: one
     link rate at a time."""
     out = []
-    for rate in plan["rates"]:
+    for rate in rates or plan["rates"]:
         for m in sizes or plan["sizes"]:
             for w in (m, m // 64):
                 for d in plan["dirty"]:
@@ -87,13 +87,13 @@ class MemoryScenario:
     MEDIAN_KEYS = MEDIAN_KEYS
     SETTLE_S = 0.5                 # a steady heartbeat stream before the request (outside any timed region)
 
-    def __init__(self, tb, base, podman, reps, systems, quick, sizes=None):
+    def __init__(self, tb, base, podman, reps, systems, quick, sizes=None, rates=None):
         """base: the runc baselines (naive-runc, criu-page-server); podman: Podman's"""
         self.tb, self.reps = tb, reps
         self.baseline = {"naive-runc": base, "criu-page-server": base, "podman": podman}
         self.systems = systems
         self.plan = QUICK if quick else FULL
-        self.cells = cells(self.plan, sizes)
+        self.cells = cells(self.plan, sizes, rates)
         self.links = {}            # rate -> (measured Mbit/s, how)
 
     def cmd(self, size, hot, dirty_mbit):

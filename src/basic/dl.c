@@ -22,6 +22,8 @@ int fm_dl_acquire(fm_dl *d, fm_error *err)
 				r = fm_error_set(err, -ENOENT, "%s lacks %s", d->soname, d->names[i]);
 				dlclose(d->handle);
 				d->handle = NULL;
+				for (size_t k = 0; k < i; k++)
+					*d->slots[k] = NULL;
 				goto out;
 			}
 	}
@@ -37,6 +39,8 @@ void fm_dl_release(fm_dl *d)
 	if (d->refs > 0 && --d->refs == 0) {
 		dlclose(d->handle);
 		d->handle = NULL;
+		for (size_t i = 0; d->names[i]; i++)
+			*d->slots[i] = NULL;   /* nothing points into what is gone */
 	}
 	pthread_mutex_unlock(&d->lock);
 }

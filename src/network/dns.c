@@ -61,6 +61,7 @@ int fm_dns_open(const char *server, const char *keyfile, int timeout_ms, fm_dns 
 				    (unsigned)st.st_uid);
 	if ((r = fm_read_file(keyfile, 4096, &text, NULL)) < 0)
 		return fm_error_set(err, r, "TSIG key file %s: %s", keyfile, strerror(-r));
+	size_t tlen = strlen(text);   /* all of it wiped at the end, secret included */
 	text[strcspn(text, "\r\n")] = '\0';
 	char *c1 = strchr(text, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
 	if (!c1 || !c2 || c1 == text || c2 == c1 + 1 || !c2[1])
@@ -74,10 +75,12 @@ int fm_dns_open(const char *server, const char *keyfile, int timeout_ms, fm_dns 
 	fqdn(d->algorithm, sizeof(d->algorithm), text);
 	fqdn(d->keyname, sizeof(d->keyname), c1 + 1);
 	snprintf(d->secret, sizeof(d->secret), "%s", c2 + 1);
-	explicit_bzero(text, strlen(text));
+	explicit_bzero(text, tlen);
 	/* libldns from now on, for as long as the daemon lives: loaded by a
 	 * daemon that has a DNS server to update, not carried by every one */
-	return fm_ldns_acquire(err);
+	if ((r = fm_ldns_acquire(err)) < 0)
+		explicit_bzero(d->secret, sizeof(d->secret));
+	return r;
 }
 
 static ldns_resolver *resolver(const fm_dns *d, bool signed_, fm_error *err)

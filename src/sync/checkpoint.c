@@ -410,7 +410,10 @@ int fm_criu_conf_fifo_send(fm_criu_conf_fifo *f, pid_t pid, const char *text, fm
 {
 	size_t len = strlen(text);
 	/* a few lines: far below the FIFO's 64 KiB, written at once */
-	if (f->fd < 0 || len >= 65536 || write(f->fd, text, len) != (ssize_t)len)
+	if (f->fd < 0 || len >= 65536)
+		return fm_error_set(err, -EINVAL, "%s: no FIFO open, or %zu bytes of configuration",
+				    f->path ? f->path : "CRIU's configuration", len);
+	if (write(f->fd, text, len) != (ssize_t)len)
 		return fm_error_set(err, -EIO, "cannot write %s: %m", f->path ? f->path : "CRIU's configuration");
 	/* CRIU may still be starting: its open, or its end */
 	int r = fm_criu_conf_fifo_wait_open(f, pid, FM_READY_TIMEOUT_MS);

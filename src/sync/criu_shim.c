@@ -292,7 +292,7 @@ static int fds_named(const uint8_t *m, size_t n, int *out)
 	int k = 0;
 	pb_field g;
 	while (opts_next(m, n, &q, &qend, &g))
-		if ((g.num == 1 || g.num == 17 || g.num == 49) && !g.data && (int32_t)g.v >= 0 && g.v < 65536 &&
+		if ((g.num == 1 || g.num == 17 || g.num == 49) && !g.data && (int32_t)g.v >= 3 && g.v < 65536 &&
 		    k < BORROW_MAX)
 			out[k++] = (int)g.v;
 	return k;
@@ -476,6 +476,14 @@ static int warm_handoff(const char *sock, int fd, const uint8_t *req, ssize_t n)
 	for (int i = 1; i <= nb; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
+	if (c >= 0 && yes != 'y') {
+		/* no answer (yet): from now on the keeper cannot say yes (its send
+		 * fails), and it relays only after a yes that went through; one may
+		 * have arrived just now */
+		shutdown(c, SHUT_RDWR);
+		if (recv(c, &yes, 1, MSG_DONTWAIT) != 1)
+			yes = yes == 'n' ? 'n' : 0;
+	}
 	if (yes == 'y') {
 		/* runc's socket is the keeper's now; what comes back is CRIU's end */
 		close(fd);
@@ -565,8 +573,11 @@ static int warm_keep(const char *criu, const char *sock, const char *netns)
 	}
 	/* out of the way of 3 and 4, which CRIU's are to be */
 	sp[1] = move_fd(sp[1], 10);
-	if (nsfd >= 0)
-		nsfd = move_fd(nsfd, 10);
+	if (nsfd >= 0 && (nsfd = move_fd(nsfd, 10)) < 0) {
+		fprintf(stderr, "fm-criu-shim: warm CRIU at %s: %s\n", sock, strerror(errno));
+		unlink(sock);
+		return 2;
+	}
 	pid_t parent = getpid(), pid = fork();
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -601,7 +612,7 @@ static int warm_keep(const char *criu, const char *sock, const char *netns)
 					for (size_t i = 0; i < (cmh->cmsg_len - CMSG_LEN(0)) / sizeof(int) && nfds < RELAY_FDS; i++)
 						fds[nfds++] = ((int *)CMSG_DATA(cmh))[i];
 	}
-	bool ok = c >= 0 && nfds > 0 && handoff_fits(&h, nfds, fds, netns ? &ns : NULL);
+	bool ok = c >= 0 && nfds > 0 && handoff_fits(&h, nfds, fds, netns ? &ns : NULL), took = false;
 	for (int i = 1 + (ok ? h.nw : 0); i < nfds; i++)
 		close(fds[i]);   /* the inherited ones (CRIU has its own), or all but runc's socket */
 	if (!ok) {
@@ -619,17 +630,26 @@ static int warm_keep(const char *criu, const char *sock, const char *netns)
 			top = h.want[i] > top ? h.want[i] : top;
 		const char *path = getenv("FM_RESTORE_RESUMED");
 		int note = path && *path ? open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC) : -1;
+		struct stat nst;
+		if (note >= 0 && (fstat(note, &nst) < 0 || !S_ISFIFO(nst.st_mode))) {
+			close(note);
+			note = -1;
+		}
 		int own[4] = { fds[0], sp[0], c, note };
 		for (int i = 0; i < 4 && ok; i++)
 			ok = own[i] < 0 || (own[i] = move_fd(own[i], top + 1)) >= 0;
-		for (int i = 0; i < h.nw && ok; i++) {
-			int held = move_fd(fds[1 + i], top + 1);
-			ok = held >= 0 && dup2(held, h.want[i]) == h.want[i];
-			if (held >= 0)
-				close(held);
-		}
+		/* all of them above top first: a received one may sit at a number
+		 * another is to take */
+		for (int i = 0; i < h.nw && ok; i++)
+			ok = (fds[1 + i] = move_fd(fds[1 + i], top + 1)) >= 0;
+		for (int i = 0; i < h.nw && ok; i++)
+			ok = dup2(fds[1 + i], h.want[i]) == h.want[i];
+		for (int i = 0; i < h.nw; i++)
+			if (fds[1 + i] >= 0)
+				close(fds[1 + i]);
 		c = own[2];
 		ok = ok && send(c, "y", 1, MSG_NOSIGNAL) == 1;
+		took = ok;
 		ok = ok && relay(own[0], own[1], own[3], h.want, h.nw, buf);
 		if (!ok)
 			kill(pid, SIGKILL);
@@ -642,7 +662,6 @@ static int warm_keep(const char *criu, const char *sock, const char *netns)
 	while (pid > 0 && waitpid(pid, &wst, 0) < 0 && errno == EINTR)
 		;
 	int32_t st = WIFEXITED(wst) ? WEXITSTATUS(wst) : 128 + (WIFSIGNALED(wst) ? WTERMSIG(wst) : 0);
-	bool took = ok;
 	if (ok && send(c, &st, sizeof(st), MSG_NOSIGNAL) != (ssize_t)sizeof(st))
 		ok = false;
 	if (c >= 0)

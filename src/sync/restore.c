@@ -182,7 +182,10 @@ static void warm_configure(fm_restore_run *run, const char *conf)
 	int r;
 	if (!run->warm)
 		return;
-	if ((r = fm_read_file(conf, 65535, &text, NULL)) < 0)
+	/* in the freeze: a CRIU not loaded by now is not waited for */
+	if (fm_criu_conf_fifo_wait_open(&run->warm_conf, fm_cmd_pid(run->warm), 0) < 0)
+		fm_error_set(&e, -ETIMEDOUT, "it has not loaded yet");
+	else if ((r = fm_read_file(conf, 65535, &text, NULL)) < 0)
 		fm_error_set(&e, r, "cannot read %s: %s", conf, strerror(-r));
 	else
 		fm_criu_conf_fifo_send(&run->warm_conf, fm_cmd_pid(run->warm), text, &e);
@@ -303,15 +306,17 @@ static void early_settle(fm_restore_run *run, int ms)
 {
 	int64_t deadline = fm_now_mono_ms() + ms;
 	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(run->runc), 0);
+	_cleanup_close_ int keeper = run->warm ? (int)syscall(SYS_pidfd_open, fm_cmd_pid(run->warm), 0) : -1;
 	bool gated = run->gate_opened < 0;
 	while (!gated || (run->warm && !run->warm_conf.read)) {
 		int64_t left = deadline - fm_now_mono_ms();
-		struct pollfd p[3] = { { gated ? -1 : run->gate_opened, POLLIN, 0 }, { pidfd, POLLIN, 0 },
-				       { run->warm && !run->warm_conf.read ? run->warm_conf.opened : -1, POLLIN, 0 } };
-		int k = left > 0 ? poll(p, 3, (int)left) : 0;
+		struct pollfd p[4] = { { gated ? -1 : run->gate_opened, POLLIN, 0 }, { pidfd, POLLIN, 0 },
+				       { run->warm && !run->warm_conf.read ? run->warm_conf.opened : -1, POLLIN, 0 },
+				       { keeper, POLLIN, 0 } };
+		int k = left > 0 ? poll(p, 4, (int)left) : 0;
 		if (k < 0 && errno == EINTR)
 			continue;
-		if (k <= 0 || p[1].revents)
+		if (k <= 0 || p[1].revents || p[3].revents)
 			return;
 		gated = gated || (p[0].revents & POLLIN);
 		if (p[2].revents & POLLIN)

@@ -56,8 +56,10 @@ static int fake_criu_restore(const uint8_t *req)
 	for (int i = 0; i < 2; i++) {
 		char path[64];
 		struct stat st;
+		/* the work directory may be a directory of its own (FM_FAKE_WINO) */
+		const char *want = i && getenv("FM_FAKE_WINO") ? getenv("FM_FAKE_WINO") : getenv("FM_FAKE_INO");
 		snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)cr.pid, req[i ? 8 : 5]);
-		if (stat(path, &st) < 0 || st.st_ino != strtoull(getenv("FM_FAKE_INO"), NULL, 10))
+		if (stat(path, &st) < 0 || st.st_ino != strtoull(want, NULL, 10))
 			return 5;
 	}
 	/* a warm CRIU's descriptor 4: what its keeper was given */
@@ -391,9 +393,69 @@ static void test_relay_tells_of_the_resume(void **state)
 	rmdir(images);
 }
 
+/* What the warm tests share: the images and work directories (two of them,
+ * so that a swap shows) open in this process, runc here, at 6 and 9, named
+ * so in WARM_REQ: the keeper receives what it is handed at its lowest free
+ * numbers, today 3, 4, 6 and 8, so the images directory is to go where the
+ * work directory arrived (putting them in place must not overwrite one
+ * another); a file that stands for the network namespace; inodes as the
+ * fake CRIU reads them. */
+typedef struct {
+	char images[96], work[96], ns[96], sock[96], fifo[96];
+	char ino[32], wino[32], nsino[32];
+	int ifd, wfd;
+} warm_fixture;
+
+static void inode_of(const char *path, char *out, size_t len)
+{
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	snprintf(out, len, "%llu", (unsigned long long)st.st_ino);
+}
+
+static void warm_setup(warm_fixture *f)
+{
+	snprintf(f->images, sizeof(f->images), "%s/images", dir);
+	snprintf(f->work, sizeof(f->work), "%s/work", dir);
+	snprintf(f->ns, sizeof(f->ns), "%s/ns", dir);
+	snprintf(f->sock, sizeof(f->sock), "%s/warm.sock", dir);
+	snprintf(f->fifo, sizeof(f->fifo), "%s.resumed", dir);
+	assert_int_equal(mkdir(f->images, 0700), 0);
+	assert_int_equal(mkdir(f->work, 0700), 0);
+	int nfd = open(f->ns, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	assert_true(nfd >= 0);
+	close(nfd);
+	inode_of(f->images, f->ino, sizeof(f->ino));
+	inode_of(f->work, f->wino, sizeof(f->wino));
+	inode_of(f->ns, f->nsino, sizeof(f->nsino));
+	int a = open(f->images, O_RDONLY | O_DIRECTORY | O_CLOEXEC), b = open(f->work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(a >= 0 && b >= 0);
+	f->ifd = 6;
+	f->wfd = 9;
+	assert_true(a != 6 && a != 9 && b != 6 && b != 9);
+	assert_int_equal(fcntl(f->ifd, F_GETFD), -1);   /* free here */
+	assert_int_equal(fcntl(f->wfd, F_GETFD), -1);
+	assert_int_equal(dup3(a, f->ifd, O_CLOEXEC), f->ifd);
+	assert_int_equal(dup3(b, f->wfd, O_CLOEXEC), f->wfd);
+	close(a);
+	close(b);
+	WARM_REQ[5] = (uint8_t)f->ifd;
+	WARM_REQ[8] = (uint8_t)f->wfd;
+}
+
+static void warm_teardown(warm_fixture *f)
+{
+	close(f->ifd);
+	close(f->wfd);
+	unlink(f->ns);
+	unlink(f->fifo);
+	rmdir(f->images);
+	rmdir(f->work);
+}
+
 /* A warm CRIU's keeper (`fm-criu-shim warm SOCK [NS]`) for the fake CRIU,
  * returned once it listens and its CRIU has started. */
-static pid_t start_keeper(const char *sock, const char *ns, const char *fifo, const char *ino)
+static pid_t start_keeper(const warm_fixture *f, bool with_ns, bool with_fifo)
 {
 	int before = runs();
 	pid_t pid = fork();
@@ -402,38 +464,40 @@ static pid_t start_keeper(const char *sock, const char *ns, const char *fifo, co
 		char v[32];
 		setenv("FM_FAKE_CRIU", "1", 1);
 		setenv("FM_FAKE_COUNT", counter, 1);
-		setenv("FM_FAKE_INO", ino, 1);
-		if (ns)
-			setenv("FM_FAKE_NS_INO", ino, 1);
+		setenv("FM_FAKE_INO", f->ino, 1);
+		setenv("FM_FAKE_WINO", f->wino, 1);
+		if (with_ns)
+			setenv("FM_FAKE_NS_INO", f->nsino, 1);
 		setenv("FM_CRIU", self, 1);
-		if (fifo)
-			setenv("FM_RESTORE_RESUMED", fifo, 1);
+		if (with_fifo)
+			setenv("FM_RESTORE_RESUMED", f->fifo, 1);
 		snprintf(v, sizeof(v), "%d", (int)getppid());
 		setenv("FM_RESTORE_GATE_PID", v, 1);
 		setenv("FM_RESTORE_GATE_MS", "10000", 1);
-		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "warm", sock, ns, (char *)NULL);
+		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "warm", f->sock, with_ns ? f->ns : NULL, (char *)NULL);
 		_exit(126);
 	}
 	/* (a wait for its start, bounded: 5 s) */
-	for (int i = 0; i < 500 && (access(sock, F_OK) < 0 || runs() == before); i++)
+	for (int i = 0; i < 500 && (access(f->sock, F_OK) < 0 || runs() == before); i++)
 		usleep(10000);
-	assert_int_equal(access(sock, F_OK), 0);
+	assert_int_equal(access(f->sock, F_OK), 0);
 	assert_int_equal(runs(), before + 1);
 	return pid;
 }
 
-/* runc's restore shim with FM_CRIU_WARM: the request's descriptors as runc
- * has them (images, work directory in the parent; the inherited 4 its own). */
-static pid_t start_restore_shim(int *sk, const char *sock, int ifd, const char *ino)
+/* runc's restore shim with FM_CRIU_WARM, its inherited descriptor 4 the
+ * namespace file, as runc gives it to CRIU. */
+static pid_t start_restore_shim(int *sk, const warm_fixture *f)
 {
 	pid_t pid = fork_runc(sk);
 	if (pid == 0) {
 		setenv("FM_CRIU", self, 1);
-		setenv("FM_FAKE_INO", ino, 1);
-		setenv("FM_CRIU_WARM", sock, 1);
-		if (ifd != 4)
-			dup2(ifd, 4);
-		fcntl(4, F_SETFD, 0);
+		setenv("FM_FAKE_INO", f->ino, 1);
+		setenv("FM_FAKE_WINO", f->wino, 1);
+		setenv("FM_CRIU_WARM", f->sock, 1);
+		int nfd = open(f->ns, O_RDONLY);
+		if (nfd < 0 || dup2(nfd, 4) != 4)
+			_exit(125);
 		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "swrk", "3", (char *)NULL);
 		_exit(126);
 	}
@@ -466,24 +530,6 @@ static void restore_as_runc(int sk, int note)
 	shutdown(sk, SHUT_WR);
 }
 
-/* The images directory made, open twice at runc's numbers (above the
- * restore shim's 3, its socket, and 4), and named so in WARM_REQ; its inode
- * in ino. */
-static void warm_images(const char *images, int *ifd, int *wfd, char *ino, size_t len)
-{
-	struct stat st;
-	assert_int_equal(mkdir(images, 0700), 0);
-	int fd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	*ifd = fcntl(fd, F_DUPFD_CLOEXEC, 20);
-	close(fd);
-	*wfd = fcntl(*ifd, F_DUPFD_CLOEXEC, 40);
-	assert_true(*ifd >= 20 && *ifd < 40 && *wfd == 40);
-	assert_int_equal(fstat(*ifd, &st), 0);
-	snprintf(ino, len, "%llu", (unsigned long long)st.st_ino);
-	WARM_REQ[5] = (uint8_t)*ifd;
-	WARM_REQ[8] = (uint8_t)*wfd;
-}
-
 static int exit_status(pid_t pid)
 {
 	int wst;
@@ -492,40 +538,31 @@ static int exit_status(pid_t pid)
 }
 
 /* The warm CRIU, started before the restore (its run counted then), takes
- * it: runc's descriptors at its keeper's /proc/PID/fd/N, the inherited one
- * at 4, the resume told; no second CRIU starts. */
+ * it: runc's two directories at its keeper's /proc/PID/fd/N, each at its own
+ * number, the namespace at 4, the resume told; no second CRIU starts. */
 static void test_warm_criu_takes_the_restore(void **state)
 {
 	(void)state;
-	char images[96], fifo[96], sock[96], ino[32];
-	snprintf(images, sizeof(images), "%s/images", dir);
-	snprintf(fifo, sizeof(fifo), "%s.resumed", dir);
-	snprintf(sock, sizeof(sock), "%s/warm.sock", dir);
-	int ifd, wfd;
-	warm_images(images, &ifd, &wfd, ino, sizeof(ino));
-	unlink(fifo);
-	assert_int_equal(mkfifo(fifo, 0600), 0);
-	int note = open(fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	warm_fixture f;
+	warm_setup(&f);
+	unlink(f.fifo);
+	assert_int_equal(mkfifo(f.fifo, 0600), 0);
+	int note = open(f.fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
 	assert_true(note >= 0);
 
-	/* its network namespace: here the images directory, the same file as
-	 * the restore shim's descriptor 4 */
-	pid_t keeper = start_keeper(sock, images, fifo, ino);
+	pid_t keeper = start_keeper(&f, true, true);
 	int before = runs(), sk;
-	pid_t pid = start_restore_shim(&sk, sock, ifd, ino);
+	pid_t pid = start_restore_shim(&sk, &f);
 	restore_as_runc(sk, note);
 	assert_int_equal(exit_status(pid), 0);
 	assert_int_equal(exit_status(keeper), 0);
 	uint8_t buf[16];
 	assert_int_equal(recv(sk, buf, sizeof(buf), 0), 0);
 	assert_int_equal(runs(), before);
-	assert_int_equal(access(sock, F_OK), -1);
+	assert_int_equal(access(f.sock, F_OK), -1);
 	close(sk);
 	close(note);
-	close(ifd);
-	close(wfd);
-	unlink(fifo);
-	rmdir(images);
+	warm_teardown(&f);
 }
 
 /* A warm CRIU that lacks what the request says it inherits (no network
@@ -534,23 +571,17 @@ static void test_warm_criu_takes_the_restore(void **state)
 static void test_warm_criu_declines_what_it_lacks(void **state)
 {
 	(void)state;
-	char images[96], sock[96], ino[32];
-	snprintf(images, sizeof(images), "%s/images", dir);
-	snprintf(sock, sizeof(sock), "%s/warm.sock", dir);
-	int ifd, wfd;
-	warm_images(images, &ifd, &wfd, ino, sizeof(ino));
-
-	pid_t keeper = start_keeper(sock, NULL, NULL, ino);
+	warm_fixture f;
+	warm_setup(&f);
+	pid_t keeper = start_keeper(&f, false, false);
 	int before = runs(), sk;
-	pid_t pid = start_restore_shim(&sk, sock, ifd, ino);
+	pid_t pid = start_restore_shim(&sk, &f);
 	restore_as_runc(sk, -1);
 	assert_int_equal(exit_status(pid), 0);
 	assert_int_equal(exit_status(keeper), 3);
 	assert_int_equal(runs(), before + 1);
 	close(sk);
-	close(ifd);
-	close(wfd);
-	rmdir(images);
+	warm_teardown(&f);
 }
 
 int main(int argc, char **argv)

@@ -276,6 +276,7 @@ static void test_dl(void **state)
 	assert_non_null(d.handle);
 	fm_dl_release(&d);
 	assert_null(d.handle);
+	assert_null(len);   /* nothing points into what is gone */
 	fm_dl_release(&d); /* one too many: nothing happens */
 	assert_int_equal(d.refs, 0);
 
@@ -294,6 +295,7 @@ static void test_dl(void **state)
 	assert_int_equal(fm_dl_acquire(&lacking, &err), -ENOENT);
 	assert_non_null(strstr(err.msg, "lacks fm_no_such_symbol"));
 	assert_null(lacking.handle);
+	assert_null(len);
 	assert_int_equal(lacking.refs, 0);
 	fm_error_clear(&err);
 }

@@ -28,12 +28,25 @@ static bool name_ok(const char *s)
 	return true;
 }
 
+/* The key file's text, wiped before it is freed, on every path out. */
+typedef struct {
+	char *p;
+	size_t len;
+} key_text;
+
+static void key_text_wipe(key_text *k)
+{
+	if (k->p)
+		explicit_bzero(k->p, k->len);
+	free(k->p);
+}
+
 int fm_dns_open(const char *server, const char *keyfile, int timeout_ms, fm_dns *d, fm_error *err)
 {
 	char host[64];
 	int port = 53;
 	struct stat st;
-	_cleanup_free_ char *text = NULL;
+	__attribute__((cleanup(key_text_wipe))) key_text kt = { NULL, 0 };
 	int r;
 
 	memset(d, 0, sizeof(*d));
@@ -59,9 +72,9 @@ int fm_dns_open(const char *server, const char *keyfile, int timeout_ms, fm_dns 
 		return fm_error_set(err, -EPERM, "TSIG key file %s must belong to root and be readable by nobody else "
 				    "(chmod 600; it is mode %o, owner %u)", keyfile, (unsigned)(st.st_mode & 07777),
 				    (unsigned)st.st_uid);
-	if ((r = fm_read_file(keyfile, 4096, &text, NULL)) < 0)
+	if ((r = fm_read_file(keyfile, 4096, &kt.p, &kt.len)) < 0)
 		return fm_error_set(err, r, "TSIG key file %s: %s", keyfile, strerror(-r));
-	size_t tlen = strlen(text);   /* all of it wiped at the end, secret included */
+	char *text = kt.p;
 	text[strcspn(text, "\r\n")] = '\0';
 	char *c1 = strchr(text, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
 	if (!c1 || !c2 || c1 == text || c2 == c1 + 1 || !c2[1])
@@ -75,7 +88,6 @@ int fm_dns_open(const char *server, const char *keyfile, int timeout_ms, fm_dns 
 	fqdn(d->algorithm, sizeof(d->algorithm), text);
 	fqdn(d->keyname, sizeof(d->keyname), c1 + 1);
 	snprintf(d->secret, sizeof(d->secret), "%s", c2 + 1);
-	explicit_bzero(text, tlen);
 	/* libldns from now on, for as long as the daemon lives: loaded by a
 	 * daemon that has a DNS server to update, not carried by every one */
 	if ((r = fm_ldns_acquire(err)) < 0)

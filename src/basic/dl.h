@@ -24,6 +24,20 @@ typedef struct fm_dl {
 
 #define FM_DL_INIT(soname, package, names, slots) { soname, package, names, slots, PTHREAD_MUTEX_INITIALIZER, NULL, 0 }
 
+/* In a user's header: a pointer fm_dl_NAME for each symbol of SYMBOLS (the
+ * X-macro); in its .c, FM_DL_LIBRARY defines them and `lib`, the fm_dl to
+ * acquire and release. */
+#define FM_DL_DECLARE_(f) extern __typeof__(f) *fm_dl_##f;
+#define FM_DL_DEFINE_(f) __typeof__(f) *fm_dl_##f;
+#define FM_DL_NAME_(f) #f,
+#define FM_DL_SLOT_(f) (void **)&fm_dl_##f,
+#define FM_DL_DECLARE(SYMBOLS) SYMBOLS(FM_DL_DECLARE_)
+#define FM_DL_LIBRARY(SYMBOLS, soname, package)                                                   \
+	SYMBOLS(FM_DL_DEFINE_)                                                                    \
+	static const char *const names[] = { SYMBOLS(FM_DL_NAME_) NULL };                          \
+	static void **const slots[] = { SYMBOLS(FM_DL_SLOT_) };                                    \
+	static fm_dl lib = FM_DL_INIT(soname, package, names, slots)
+
 /* Loads the library and fills every slot (reference counted); 0 or -ENOENT
  * with err filled (err may be NULL). */
 int fm_dl_acquire(fm_dl *d, fm_error *err);

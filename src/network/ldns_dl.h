@@ -8,6 +8,7 @@
 #pragma once
 #include <ldns/ldns.h>
 
+#include "basic/dl.h"
 #include "basic/error.h"
 
 /* the functions, and the one table (ldns_rcodes) the DNS Manager reads */
@@ -23,9 +24,7 @@
 	 X(ldns_rr_set_class) X(ldns_rr_set_owner) X(ldns_rr_set_ttl) X(ldns_rr_set_type) \
 	 X(ldns_rr_ttl) X(ldns_update_pkt_new) X(ldns_update_pkt_tsig_add) X(ldns_rcodes)
 
-#define FM_LDNS_DECLARE(f) extern __typeof__(f) *fm_dl_##f;
-FM_LDNS_SYMBOLS(FM_LDNS_DECLARE)
-#undef FM_LDNS_DECLARE
+FM_DL_DECLARE(FM_LDNS_SYMBOLS)
 
 /* Loads libldns (reference counted); 0 or -errno with err filled. */
 int fm_ldns_acquire(fm_error *err);

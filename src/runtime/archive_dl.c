@@ -5,15 +5,7 @@
 
 #include "basic/dl.h"
 
-#define FM_ARCHIVE_DEFINE(f) __typeof__(f) *fm_dl_##f;
-FM_ARCHIVE_SYMBOLS(FM_ARCHIVE_DEFINE)
-#undef FM_ARCHIVE_DEFINE
-
-#define FM_ARCHIVE_NAME(f) #f,
-#define FM_ARCHIVE_SLOT(f) (void **)&fm_dl_##f,
-static const char *const names[] = { FM_ARCHIVE_SYMBOLS(FM_ARCHIVE_NAME) NULL };
-static void **const slots[] = { FM_ARCHIVE_SYMBOLS(FM_ARCHIVE_SLOT) };
-static fm_dl lib = FM_DL_INIT("libarchive.so.13", "libarchive13", names, slots);
+FM_DL_LIBRARY(FM_ARCHIVE_SYMBOLS, "libarchive.so.13", "libarchive13");
 
 int fm_archive_acquire(fm_error *err) { return fm_dl_acquire(&lib, err); }
 void fm_archive_release(void) { fm_dl_release(&lib); }

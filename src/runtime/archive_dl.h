@@ -12,6 +12,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include "basic/dl.h"
 #include "basic/error.h"
 
 #define FM_ARCHIVE_SYMBOLS(X) \
@@ -27,9 +28,7 @@
 	X(archive_write_finish_entry) X(archive_write_free) X(archive_write_header) X(archive_write_new) \
 	X(archive_write_open) X(archive_write_set_format_pax_restricted)
 
-#define FM_ARCHIVE_DECLARE(f) extern __typeof__(f) *fm_dl_##f;
-FM_ARCHIVE_SYMBOLS(FM_ARCHIVE_DECLARE)
-#undef FM_ARCHIVE_DECLARE
+FM_DL_DECLARE(FM_ARCHIVE_SYMBOLS)
 
 /* Loads libarchive (reference counted); 0 or -errno with err filled. */
 int fm_archive_acquire(fm_error *err);

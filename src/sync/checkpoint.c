@@ -357,30 +357,30 @@ int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, 
 struct fm_dump_early {
 	struct fm_cmd *criu;
 	int ready_fd;            /* its status byte */
-	fm_criu_conf_fifo conf;  /* its --config */
+	fm_criu_fifo conf;  /* its --config */
 	char *name, *images_dir, *work_dir;
 };
 
-int fm_criu_conf_fifo_open(const char *path, fm_criu_conf_fifo *f, fm_error *err)
+int fm_criu_fifo_open(const char *path, fm_criu_fifo *f, fm_error *err)
 {
-	*f = (fm_criu_conf_fifo)FM_CRIU_CONF_FIFO_INIT;
+	*f = (fm_criu_fifo)FM_CRIU_FIFO_INIT;
 	f->path = fm_xstrdup(path);
 	unlink(path);
 	if (mkfifo(path, 0600) < 0 || (f->fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0) {
 		int r = fm_error_set(err, -errno, "cannot create %s: %m", path);
-		fm_criu_conf_fifo_close(f);
+		fm_criu_fifo_close(f);
 		return r;
 	}
 	/* after our own open: the next one is CRIU's */
 	if ((f->opened = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) < 0 || inotify_add_watch(f->opened, path, IN_OPEN) < 0) {
 		int r = fm_error_set(err, -errno, "inotify on %s: %m", path);
-		fm_criu_conf_fifo_close(f);
+		fm_criu_fifo_close(f);
 		return r;
 	}
 	return 0;
 }
 
-void fm_criu_conf_fifo_close(fm_criu_conf_fifo *f)
+void fm_criu_fifo_close(fm_criu_fifo *f)
 {
 	if (f->fd >= 0)
 		close(f->fd);
@@ -389,10 +389,10 @@ void fm_criu_conf_fifo_close(fm_criu_conf_fifo *f)
 	if (f->path)
 		unlink(f->path);
 	free(f->path);
-	*f = (fm_criu_conf_fifo)FM_CRIU_CONF_FIFO_INIT;
+	*f = (fm_criu_fifo)FM_CRIU_FIFO_INIT;
 }
 
-int fm_criu_conf_fifo_wait_open(fm_criu_conf_fifo *f, pid_t pid, int timeout_ms)
+int fm_criu_fifo_wait_open(fm_criu_fifo *f, pid_t pid, int timeout_ms)
 {
 	if (f->read)
 		return 0;
@@ -406,7 +406,7 @@ int fm_criu_conf_fifo_wait_open(fm_criu_conf_fifo *f, pid_t pid, int timeout_ms)
 	return f->read ? 0 : k > 0 ? -EIO : -ETIMEDOUT;
 }
 
-int fm_criu_conf_fifo_send(fm_criu_conf_fifo *f, pid_t pid, const char *text, fm_error *err)
+int fm_criu_fifo_send(fm_criu_fifo *f, pid_t pid, const char *text, fm_error *err)
 {
 	size_t len = strlen(text);
 	/* a few lines: far below the FIFO's 64 KiB, written at once */
@@ -416,7 +416,7 @@ int fm_criu_conf_fifo_send(fm_criu_conf_fifo *f, pid_t pid, const char *text, fm
 	if (write(f->fd, text, len) != (ssize_t)len)
 		return fm_error_set(err, -EIO, "cannot write %s: %m", f->path ? f->path : "CRIU's configuration");
 	/* CRIU may still be starting: its open, or its end */
-	int r = fm_criu_conf_fifo_wait_open(f, pid, FM_READY_TIMEOUT_MS);
+	int r = fm_criu_fifo_wait_open(f, pid, FM_READY_TIMEOUT_MS);
 	if (r < 0)
 		return r == -EIO ? fm_error_set(err, r, "CRIU exited before reading its configuration")
 				 : fm_error_set(err, r, "CRIU did not read its configuration within %d s",
@@ -434,7 +434,7 @@ void fm_ckpt_dump_early_cancel(fm_dump_early *e)
 		fm_ckpt_kill_running(&e->criu, e->work_dir, "dump.log", NULL);
 	if (e->ready_fd >= 0)
 		close(e->ready_fd);
-	fm_criu_conf_fifo_close(&e->conf);
+	fm_criu_fifo_close(&e->conf);
 	free(e->name);
 	free(e->images_dir);
 	free(e->work_dir);
@@ -450,10 +450,10 @@ int fm_ckpt_dump_lazy_start(fm_runtime *rt, const char *name, const char *images
 	struct fm_cmd *c;
 	int r;
 
-	*e = (fm_dump_early){ .ready_fd = -1, .conf = FM_CRIU_CONF_FIFO_INIT, .name = fm_xstrdup(name),
+	*e = (fm_dump_early){ .ready_fd = -1, .conf = FM_CRIU_FIFO_INIT, .name = fm_xstrdup(name),
 			      .images_dir = fm_xstrdup(images_dir), .work_dir = fm_xstrdup(work_dir) };
 	*out = NULL;
-	if ((r = fm_criu_conf_fifo_open(path, &e->conf, err)) < 0)
+	if ((r = fm_criu_fifo_open(path, &e->conf, err)) < 0)
 		goto fail;
 	if ((r = lazy_dump_cmd(rt, name, images_dir, work_dir, host, port, tcp, parent, &c, err)) < 0)
 		goto fail;
@@ -465,7 +465,7 @@ int fm_ckpt_dump_lazy_start(fm_runtime *rt, const char *name, const char *images
 	e->criu = c;
 	*out = e;
 	/* loaded before the freeze, not beside it (best effort) */
-	fm_criu_conf_fifo_wait_open(&e->conf, fm_cmd_pid(c), FM_EARLY_SETTLE_MS);
+	fm_criu_fifo_wait_open(&e->conf, fm_cmd_pid(c), FM_EARLY_SETTLE_MS);
 	return 0;
 fail:
 	fm_ckpt_dump_early_cancel(e);
@@ -477,7 +477,7 @@ int fm_ckpt_dump_lazy_go(fm_dump_early *e, fm_runtime *rt, struct fm_cmd **runni
 	_cleanup_free_ char *what = fm_xasprintf("lazy checkpoint of %s", e->name);
 	_cleanup_free_ char *text = fm_rt_criu_dump_conf(rt, e->name, e->images_dir);
 	/* its end: CRIU dumps */
-	int r = fm_criu_conf_fifo_send(&e->conf, fm_cmd_pid(e->criu), text, err);
+	int r = fm_criu_fifo_send(&e->conf, fm_cmd_pid(e->criu), text, err);
 	if (r < 0) {
 		fm_ckpt_dump_early_cancel(e);
 		return r;

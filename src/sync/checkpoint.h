@@ -76,26 +76,28 @@ int fm_ckpt_page_server_start(fm_runtime *rt, const char *images_dir, const char
 int fm_ckpt_dump_lazy(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
 		      const char *host, int port, fm_tcp_mode tcp, const char *parent, struct fm_cmd **running,
 		      fm_error *err);
-/* A CRIU configuration file that is a FIFO, for a CRIU started before its
- * options are known: CRIU reads its configuration files first thing (a
- * dump's --config, a restore's CRIU_CONFIG_FILE), so it waits there.  Open
- * makes the FIFO at path and holds it for writing (CRIU's open returns at
- * once); send writes the text (< 64 KiB) and closes it once CRIU has opened
- * it (seen by inotify; the end of the file: CRIU goes on), or fails if the
- * process pid exits first or none opens it in time. */
-typedef struct fm_criu_conf_fifo {
+/* A FIFO that a process started ahead reads, to wait there: a CRIU
+ * configuration file, for a CRIU started before its options are known (CRIU
+ * reads its configuration files first thing: a dump's --config, a restore's
+ * CRIU_CONFIG_FILE), or runc's restore gate (sync/restore.c).  Open makes the
+ * FIFO at path and holds it for writing (the reader's open returns at once)
+ * and watches for the reader's open (inotify; wait_open); send writes the
+ * text (< 64 KiB) and closes it once the reader has opened it (the end of
+ * the file: CRIU goes on), or fails if the process pid exits first or none
+ * opens it in time. */
+typedef struct fm_criu_fifo {
 	int fd, opened;   /* the FIFO (-1: none); inotify on its opens */
-	bool read;        /* CRIU has opened it */
+	bool read;        /* the reader has opened it */
 	char *path;
-} fm_criu_conf_fifo;
-#define FM_CRIU_CONF_FIFO_INIT { -1, -1, false, NULL }
-int fm_criu_conf_fifo_open(const char *path, fm_criu_conf_fifo *f, fm_error *err);
+} fm_criu_fifo;
+#define FM_CRIU_FIFO_INIT { -1, -1, false, NULL }
+int fm_criu_fifo_open(const char *path, fm_criu_fifo *f, fm_error *err);
 /* Waits, at most timeout_ms, until CRIU (the process pid, or its keeper)
  * has opened it: CRIU has loaded.  0, -EIO if pid exited, -ETIMEDOUT. */
-int fm_criu_conf_fifo_wait_open(fm_criu_conf_fifo *f, pid_t pid, int timeout_ms);
-int fm_criu_conf_fifo_send(fm_criu_conf_fifo *f, pid_t pid, const char *text, fm_error *err);
+int fm_criu_fifo_wait_open(fm_criu_fifo *f, pid_t pid, int timeout_ms);
+int fm_criu_fifo_send(fm_criu_fifo *f, pid_t pid, const char *text, fm_error *err);
 /* Closes and removes it (sent or not). */
-void fm_criu_conf_fifo_close(fm_criu_conf_fifo *f);
+void fm_criu_fifo_close(fm_criu_fifo *f);
 /* The same, in two steps: CRIU started before the freeze (its own start-up,
  * ~10-14 ms here, outside the downtime), waiting to read its configuration;
  * fm_ckpt_dump_lazy_go, on the frozen container, completes that and returns

@@ -29,7 +29,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -61,11 +60,10 @@ struct fm_restore_run {
 	bool lazy;
 	fm_tcp_mode tcp;
 	struct fm_cmd *runc;
-	int gate;                /* the FIFO, held open for writing (-1: no gate) */
-	int gate_opened;         /* inotify: runc's first CRIU question opened it */
+	fm_criu_fifo gate;       /* runc's first CRIU question waits in it (fd -1: no gate) */
 	int resumed;             /* RESUMED_FIFO, held open (-1: none) */
 	struct fm_cmd *warm;     /* a warm CRIU's keeper (fm-criu-shim warm), or NULL */
-	fm_criu_conf_fifo warm_conf;  /* its CRIU's CRIU_CONFIG_FILE, sent at the gate */
+	fm_criu_fifo warm_conf;  /* its CRIU's CRIU_CONFIG_FILE, sent at the gate */
 };
 
 static char *work_file(const fm_restore_run *run, const char *leaf)
@@ -123,7 +121,7 @@ static char *spawn_warm(fm_restore_run *run, const char *conf)
 	 * restore's configuration, known at the gate, reaches it through a FIFO */
 	_cleanup_free_ char *fifo = work_file(run, WARM_CONF);
 	fm_error e = FM_ERROR_INIT;
-	if (fm_criu_conf_fifo_open(fifo, &run->warm_conf, &e) < 0) {
+	if (fm_criu_fifo_open(fifo, &run->warm_conf, &e) < 0) {
 		fm_debug(FM_C_STATE_RESTORATION, "no warm CRIU for %s: %s", run->name, e.msg);
 		fm_error_clear(&e);
 		free(sock);
@@ -149,7 +147,7 @@ static char *spawn_warm(fm_restore_run *run, const char *conf)
 		fm_debug(FM_C_STATE_RESTORATION, "no warm CRIU for %s: %s", run->name, e.msg);
 		fm_error_clear(&e);
 		fm_cmd_free(c);
-		fm_criu_conf_fifo_close(&run->warm_conf);
+		fm_criu_fifo_close(&run->warm_conf);
 		free(sock);
 		return NULL;
 	}
@@ -160,7 +158,7 @@ static char *spawn_warm(fm_restore_run *run, const char *conf)
 /* Waits for the warm CRIU's keeper, at most ms (then kills it). */
 static void warm_end(fm_restore_run *run, int ms)
 {
-	fm_criu_conf_fifo_close(&run->warm_conf);
+	fm_criu_fifo_close(&run->warm_conf);
 	if (!run->warm)
 		return;
 	int st = fm_cmd_wait_timeout(run->warm, ms, NULL);
@@ -183,12 +181,12 @@ static void warm_configure(fm_restore_run *run, const char *conf)
 	if (!run->warm)
 		return;
 	/* in the freeze: a CRIU not loaded by now is not waited for */
-	if (fm_criu_conf_fifo_wait_open(&run->warm_conf, fm_cmd_pid(run->warm), 0) < 0)
+	if (fm_criu_fifo_wait_open(&run->warm_conf, fm_cmd_pid(run->warm), 0) < 0)
 		fm_error_set(&e, -ETIMEDOUT, "it has not loaded yet");
 	else if ((r = fm_read_file(conf, 65535, &text, NULL)) < 0)
 		fm_error_set(&e, r, "cannot read %s: %s", conf, strerror(-r));
 	else
-		fm_criu_conf_fifo_send(&run->warm_conf, fm_cmd_pid(run->warm), text, &e);
+		fm_criu_fifo_send(&run->warm_conf, fm_cmd_pid(run->warm), text, &e);
 	if (e.msg[0]) {
 		fm_debug(FM_C_STATE_RESTORATION, "%s: no warm CRIU: %s", run->name, e.msg);
 		warm_end(run, 0);
@@ -217,20 +215,9 @@ static int spawn_runc(fm_restore_run *run, bool gated, fm_error *err)
 			unlink(resumed);
 	}
 	if (gated) {
-		if (mkfifo(gate, 0600) < 0)
-			return fm_error_set(err, -errno, "cannot create %s: %m", gate);
-		/* read-write: the byte waits in the FIFO for a runc still starting */
-		if ((run->gate = open(gate, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0) {
-			r = fm_error_set(err, -errno, "cannot open %s: %m", gate);
-			unlink(gate);
+		/* the byte waits in the FIFO for a runc still starting */
+		if ((r = fm_criu_fifo_open(gate, &run->gate, err)) < 0)
 			return r;
-		}
-		/* after our own open: the next one is the shim's, at the gate */
-		if ((run->gate_opened = inotify_init1(IN_CLOEXEC | IN_NONBLOCK)) >= 0 &&
-		    inotify_add_watch(run->gate_opened, gate, IN_OPEN) < 0) {
-			close(run->gate_opened);
-			run->gate_opened = -1;
-		}
 	}
 	_cleanup_free_ char *warm = gated && run->rt->criu_shim && !run->warm ? spawn_warm(run, conf) : NULL;
 	struct fm_cmd *c = fm_rt_runc_restore_cmd(run->rt, conf, log);
@@ -268,13 +255,7 @@ static void run_free(fm_restore_run *run)
 	if (!run)
 		return;
 	warm_end(run, 0);
-	if (run->gate_opened >= 0)
-		close(run->gate_opened);
-	if (run->gate >= 0) {
-		close(run->gate);
-		_cleanup_free_ char *gate = work_file(run, "restore.gate");
-		unlink(gate);
-	}
+	fm_criu_fifo_close(&run->gate);
 	if (run->resumed >= 0) {
 		close(run->resumed);
 		_cleanup_free_ char *resumed = work_file(run, RESUMED_FIFO);
@@ -295,8 +276,8 @@ static fm_restore_run *run_new(fm_runtime *rt, const char *name, const char *ima
 {
 	fm_restore_run *run = fm_xmalloc(sizeof(*run));
 	*run = (fm_restore_run){ .rt = rt, .name = fm_xstrdup(name), .images_dir = fm_xstrdup(images_dir),
-				 .work_dir = fm_xstrdup(work_dir), .lazy = lazy, .tcp = tcp, .gate = -1,
-				 .gate_opened = -1, .resumed = -1, .warm_conf = FM_CRIU_CONF_FIFO_INIT };
+				 .work_dir = fm_xstrdup(work_dir), .lazy = lazy, .tcp = tcp, .gate = FM_CRIU_FIFO_INIT,
+				 .resumed = -1, .warm_conf = FM_CRIU_FIFO_INIT };
 	return run;
 }
 
@@ -307,10 +288,9 @@ static void early_settle(fm_restore_run *run, int ms)
 	int64_t deadline = fm_now_mono_ms() + ms;
 	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(run->runc), 0);
 	_cleanup_close_ int keeper = run->warm ? (int)syscall(SYS_pidfd_open, fm_cmd_pid(run->warm), 0) : -1;
-	bool gated = run->gate_opened < 0;
-	while (!gated || (run->warm && !run->warm_conf.read)) {
+	while (!run->gate.read || (run->warm && !run->warm_conf.read)) {
 		int64_t left = deadline - fm_now_mono_ms();
-		struct pollfd p[4] = { { gated ? -1 : run->gate_opened, POLLIN, 0 }, { pidfd, POLLIN, 0 },
+		struct pollfd p[4] = { { run->gate.read ? -1 : run->gate.opened, POLLIN, 0 }, { pidfd, POLLIN, 0 },
 				       { run->warm && !run->warm_conf.read ? run->warm_conf.opened : -1, POLLIN, 0 },
 				       { keeper, POLLIN, 0 } };
 		int k = left > 0 ? poll(p, 4, (int)left) : 0;
@@ -318,7 +298,8 @@ static void early_settle(fm_restore_run *run, int ms)
 			continue;
 		if (k <= 0 || p[1].revents || p[3].revents)
 			return;
-		gated = gated || (p[0].revents & POLLIN);
+		if (p[0].revents & POLLIN)
+			run->gate.read = true;
 		if (p[2].revents & POLLIN)
 			run->warm_conf.read = true;
 	}
@@ -427,10 +408,7 @@ int fm_restore_finish(fm_restore_run *run, const char *images_dir, const fm_rest
 		fm_cmd_wait_timeout(run->runc, 0, NULL);
 		fm_cmd_free(run->runc);
 		run->runc = NULL;
-		if (run->gate >= 0) {
-			close(run->gate);
-			run->gate = -1;
-		}
+		fm_criu_fifo_close(&run->gate);
 	}
 	if (run->runc && strcmp(run->images_dir, images_dir) != 0 && (r = link_images(run, images_dir, err)) < 0) {
 		kill(-fm_cmd_pid(run->runc), SIGKILL);
@@ -446,7 +424,7 @@ int fm_restore_finish(fm_restore_run *run, const char *images_dir, const fm_rest
 		_cleanup_free_ char *conf = work_file(run, "criu-restore.conf");
 		warm_configure(run, conf);
 	}
-	if (run->gate >= 0 && write(run->gate, "g", 1) != 1) {
+	if (run->gate.fd >= 0 && write(run->gate.fd, "g", 1) != 1) {
 		r = fm_error_set(err, -errno, "cannot open the restore's gate: %m");
 		kill(-fm_cmd_pid(run->runc), SIGKILL);
 	}
@@ -472,7 +450,7 @@ void fm_restore_cancel(fm_restore_run *run)
 {
 	if (!run)
 		return;
-	if (run->gate >= 0 && write(run->gate, "x", 1) == 1 && run->runc) {
+	if (run->gate.fd >= 0 && write(run->gate.fd, "x", 1) == 1 && run->runc) {
 		/* runc removes the container state it made */
 		fm_cmd_wait_timeout(run->runc, CANCEL_WAIT_MS, NULL);
 		fm_cmd_free(run->runc);

@@ -26,11 +26,21 @@
 
 #define FM_COMPRESS_OFF 0
 #define FM_COMPRESS_AUTO (-1)
-/* Below this a frame is a request or a reply: never worth compressing. */
+/* Below this a frame is a request or a reply: never worth compressing alone. */
 #define FM_COMPRESS_MIN 4096
+/* ... but a frame of a stream (below) is compressed with what came before:
+ * the small files of a checkpoint (a few hundred bytes of protobuf each)
+ * shrink there, where alone they would not. */
+#define FM_COMPRESS_STREAM_MIN 128
 
 typedef struct fm_compressor {
 	int mode;              /* OFF, AUTO or a level */
+	bool stream;           /* the frames it compresses are one zstd stream: each
+	                        * uses what the earlier ones held, the receiver
+	                        * decodes them in order with one context
+	                        * (fm_decompress_stream), and a frame once
+	                        * compressed goes compressed whatever it saved */
+	int applied;           /* the level the context is set up for (0 = none) */
 	void *cctx;            /* ZSTD_CCtx, made on first use */
 	double ratio;          /* compressed / raw of compressible-looking frames, smoothed */
 	double zstd_Bps;       /* compression speed, smoothed; 0 = not measured yet (the first
@@ -48,6 +58,7 @@ typedef struct fm_compressor {
 } fm_compressor;
 
 #define FM_COMPRESSOR_INIT(m) { .mode = (m), .ratio = 1.0, .random_ratio = 1.0 }
+#define FM_COMPRESSOR_INIT_STREAM(m) { .mode = (m), .stream = true, .ratio = 1.0, .random_ratio = 1.0 }
 
 /* The zstd level worth running in front of a link of link_bps (0 = unknown):
  * the highest level whose compression speed comfortably outruns the link. */
@@ -61,12 +72,16 @@ bool fm_compress_looks_compressible(const uint8_t *p, size_t n);
 size_t fm_compress_bound(size_t n);
 
 /* Compresses src[0..n) into dst when it pays on a link of link_bps (0 = not
- * measured); returns the compressed length, or 0: send the frame raw. */
+ * measured); returns the compressed length, or 0: send the frame raw.
+ * dst holds fm_compress_bound(n). */
 size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst, size_t cap, double link_bps);
 
 /* Decompresses a frame that must become exactly raw_len bytes; false if it
  * does not.  *dctx (a ZSTD_DCtx) is made on first use. */
 bool fm_decompress_frame(void **dctx, const void *src, size_t n, void *dst, size_t raw_len);
+/* The same for the next frame of a stream (a compressor with .stream): the
+ * frames in the order they were compressed, through the same *dctx. */
+bool fm_decompress_stream(void **dctx, const void *src, size_t n, void *dst, size_t raw_len);
 
 void fm_compressor_free(fm_compressor *z);
 void fm_decompressor_free(void *dctx);

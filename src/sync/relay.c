@@ -26,7 +26,7 @@
 #include "sync/compress.h"
 
 #define FMR_MAGIC "FMR1"
-#define FMR_VERSION 1
+#define FMR_VERSION 2 /* 2: frames of up to 1 MiB */
 #define FMR_HELLO 28
 #define FMR_HDR 16
 #define FMR_ZSTD 0x80000000u
@@ -518,6 +518,11 @@ int fm_relay_egress_pair(const char *remote_host, int remote_port, const uint8_t
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return fm_error_set(err, -errno, "cannot create a socket pair for CRIU: %m");
+	/* what CRIU may have queued is what one read of ours can take: with the
+	 * default buffer (208 KiB) a frame never filled a block */
+	int sndbuf = 2 * FM_RELAY_BLOCK;
+	if (setsockopt(sv[0], SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof(sndbuf)) < 0)
+		(void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 	if ((k = relay_start(false, NULL, token, remote_host, remote_port, opts, out, err)) < 0) {
 		close(sv[0]);
 		close(sv[1]);

@@ -29,8 +29,10 @@
 #include "sync/compress.h"
 #include "sync/transfer.h"
 
-/* The largest frame payload (raw). */
-#define FM_RELAY_BLOCK (256 * 1024)
+/* The largest frame payload (raw): 16 bytes of header per MiB of pages (per
+ * 147 KiB on average with 256 KiB blocks: 0.011 % of a 1 GiB move).  An answer
+ * to a fault is sent as soon as it is read, whatever the block. */
+#define FM_RELAY_BLOCK (1024 * 1024)
 
 typedef struct fm_relay_opts {
 	uint64_t bandwidth_bps;  /* cap on the bits per second this side sends; 0 = none */

@@ -40,7 +40,7 @@
 
 #define FMX_MAGIC "FMX1"
 #define FMX_HDR 24
-#define FMX_VERSION 2 /* 2: zstd DATA frames, reuse entries */
+#define FMX_VERSION 3 /* 2: zstd DATA frames, reuse entries; 3: one zstd stream */
 #define FMX_MAX_FRAME (FM_XFER_CHUNK + 8192)
 #define FMX_PATH_MAX 4096
 #define FMX_DEPTH_MAX 64
@@ -52,7 +52,7 @@ enum { T_HELLO = 1, T_ENTRY, T_DATA, T_END, T_ACK };
 enum { K_DIR = 1, K_FILE, K_SYMLINK, K_WHITEOUT };
 #define EF_OPAQUE 0x01
 #define EF_REUSE 0x02
-#define FF_ZSTD 0x01 /* header flag of a DATA frame */
+#define FF_ZSTD 0x01 /* header flag of a DATA frame: the next piece of the connection's zstd stream */
 #define HELLO_LEN 20
 #define ENTRY_FIXED 40
 #define END_LEN 16
@@ -647,7 +647,7 @@ int fm_xfer_send(const char *host, int port, const uint8_t token[FM_XFER_TOKEN_L
 
 	*s.st = (fm_xfer_stats){ 0 };
 	s.pacer.bps = s.o->bandwidth_bps;
-	s.z = (fm_compressor)FM_COMPRESSOR_INIT(s.o->compress);
+	s.z = (fm_compressor)FM_COMPRESSOR_INIT_STREAM(s.o->compress);
 	for (size_t i = 0; i < ntrees; i++) {
 		const char *n = trees[i].remote_name;
 		if (!n || !fm_xfer_path_valid(n, strlen(n)) || strchr(n, '/'))
@@ -965,7 +965,7 @@ static int recv_data(receiver *r, const frame *f, fm_error *err)
 	if (f->flags & FF_ZSTD) {
 		len = f->len >= 4 ? fm_get_le32(f->payload) : 0;
 		if (len == 0 || len > FM_XFER_CHUNK || len > r->file_left ||
-		    !fm_decompress_frame(&r->dctx, f->payload + 4, f->len - 4, r->zbuf, len))
+		    !fm_decompress_stream(&r->dctx, f->payload + 4, f->len - 4, r->zbuf, len))
 			return fm_error_set(err, -EBADMSG, "file %s: a compressed DATA frame does not decompress "
 					    "to what it announces", r->cur.path);
 		data = r->zbuf;

@@ -14,8 +14,10 @@
  *   ENTRY   one tree entry: kind (dir, file, symlink, whiteout), mode, uid, gid,
  *           mtime, size, path relative to the receiver's root, symlink target,
  *           overlayfs opaque flag, "reuse" flag (below)
- *   DATA    up to FM_XFER_CHUNK bytes of the current file; flag zstd: compressed
- *           (sync/compress.h decides when that pays)
+ *   DATA    up to FM_XFER_CHUNK bytes of the current file; flag zstd: compressed,
+ *           the next piece of one zstd stream over the connection's compressed
+ *           DATA frames, so that a small file shrinks with what came before it
+ *           (sync/compress.h decides when compressing pays)
  *   END     totals (entries, payload bytes) — the receiver checks them
  *   ACK     receiver -> sender: status 0 and the receiver's totals, or an error text
  *

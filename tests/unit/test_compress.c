@@ -187,6 +187,76 @@ static void test_level_for_link(void **state)
 	assert_int_equal(fm_compress_level_for_link(100e6), 6);
 }
 
+/* A stream: small frames (a checkpoint's files: a few hundred bytes of
+ * protobuf each) shrink with what came before them, where alone they are not
+ * worth compressing; the receiver takes them in order through one context. */
+static void test_stream_small_frames(void **state)
+{
+	enum { FRAMES = 40, LEN = 600 };
+	uint8_t frames[FRAMES][LEN], out[FRAMES][LEN + 256], back[LEN + 1];
+	size_t clen[FRAMES], total = 0;
+	fm_compressor alone = FM_COMPRESSOR_INIT(1), z = FM_COMPRESSOR_INIT_STREAM(1);
+	void *dctx = NULL, *fresh = NULL;
+
+	(void)state;
+	for (int f = 0; f < FRAMES; f++)
+		for (int i = 0; i < LEN; i++) /* alike, not the same: a counter in each record */
+			frames[f][i] = (uint8_t)("core-entry{pid:" [i % 15] + (i % 60 == 59 ? f : 0));
+	/* alone, such a frame goes raw: below FM_COMPRESS_MIN */
+	assert_int_equal(fm_compress_frame(&alone, frames[0], LEN, out[0], sizeof(out[0]), 1e9), 0);
+	for (int f = 0; f < FRAMES; f++) {
+		assert_true(fm_compress_bound(LEN) <= sizeof(out[f]));
+		clen[f] = fm_compress_frame(&z, frames[f], LEN, out[f], sizeof(out[f]), 1e9);
+		assert_true(clen[f] > 0);
+		total += clen[f];
+	}
+	/* the later frames are a fraction of the first */
+	assert_true(clen[FRAMES - 1] < LEN / 10);
+	assert_true(total < FRAMES * LEN / 5);
+	for (int f = 0; f < FRAMES; f++) {
+		/* announced one byte short or long: refused (on a context of its own,
+		 * the stream's must stay in step) */
+		if (f == 0) {
+			void *d1 = NULL, *d2 = NULL;
+			assert_false(fm_decompress_stream(&d1, out[0], clen[0], back, LEN - 1));
+			assert_false(fm_decompress_stream(&d2, out[0], clen[0], back, LEN + 1));
+			fm_decompressor_free(d1);
+			fm_decompressor_free(d2);
+		}
+		assert_true(fm_decompress_stream(&dctx, out[f], clen[f], back, LEN));
+		assert_memory_equal(back, frames[f], LEN);
+	}
+	/* a later frame without what came before it cannot be decoded */
+	assert_false(fm_decompress_stream(&fresh, out[FRAMES - 1], clen[FRAMES - 1], back, LEN));
+	/* a stream's frame below FM_COMPRESS_STREAM_MIN goes raw */
+	assert_int_equal(fm_compress_frame(&z, frames[0], FM_COMPRESS_STREAM_MIN - 1, out[0], sizeof(out[0]), 1e9), 0);
+	fm_compressor_free(&z);
+	fm_compressor_free(&alone);
+	fm_decompressor_free(dctx);
+	fm_decompressor_free(fresh);
+}
+
+/* A stream's frame is sent compressed whatever it saved (the receiver's
+ * context must see every frame the sender's did): random bytes, tried, come
+ * out within bytes of their size. */
+static void test_stream_keeps_what_it_tried(void **state)
+{
+	_cleanup_free_ uint8_t *rnd = random_bytes(N, 5), *out = fm_xmalloc(fm_compress_bound(N)),
+			       *back = fm_xmalloc(N);
+	fm_compressor z = FM_COMPRESSOR_INIT_STREAM(FM_COMPRESS_AUTO);
+	void *dctx = NULL;
+
+	(void)state;
+	size_t c = fm_compress_frame(&z, rnd, N, out, fm_compress_bound(N), 1e9); /* the first: tried */
+	assert_true(c > 0 && c <= fm_compress_bound(N) && c < N + 64);
+	assert_true(fm_decompress_stream(&dctx, out, c, back, N));
+	assert_memory_equal(back, rnd, N);
+	/* the next ones are not tried (they saved nothing): raw */
+	assert_int_equal(fm_compress_frame(&z, rnd, N, out, fm_compress_bound(N), 1e9), 0);
+	fm_compressor_free(&z);
+	fm_decompressor_free(dctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -197,6 +267,8 @@ int main(void)
 		cmocka_unit_test(test_off_and_forced),
 		cmocka_unit_test(test_level_for_link),
 		cmocka_unit_test(test_auto_pays_while_zstd_outruns_the_link),
+		cmocka_unit_test(test_stream_small_frames),
+		cmocka_unit_test(test_stream_keeps_what_it_tried),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

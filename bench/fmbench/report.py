@@ -21,6 +21,19 @@ def _ratio(a, b):
     return f"{a / b:.3g}×"
 
 
+def _delta_bytes(a, b):
+    """a - b in bytes, signed, readable: the fewest bytes FlexiMigrate sent
+    against a baseline's (negative: FlexiMigrate sent less)."""
+    if a is None or b is None:
+        return "—"
+    d = a - b
+    return f"{d / 2**20:+.2f} MiB" if abs(d) >= 2**20 else f"{d / 1024:+.1f} KiB"
+
+
+def fewest(fm):
+    return min(fm, key=lambda r: r["median"]["wire_bytes"]) if fm else None
+
+
 def dirty(r):
     return "max" if r["dirty_mbit"] is None else f"{r['dirty_mbit']:g}"
 
@@ -37,17 +50,19 @@ def memory_table(results, scenario="A-memory"):
         if cell_key(r) not in cells:
             cells.append(cell_key(r))
     out = ["| B | M MiB | W MiB | D Mbit/s | system | downtime ms | stall sum ms | frozen ms | total ms | wire MiB "
-           "| CPU s | peak RSS MiB | best FM ÷ this: downtime | total |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| CPU s | peak RSS MiB | best FM ÷ this: downtime | total | fewest FM bytes − this |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key in cells:
         rs = [r for r in rows if cell_key(r) == key]
         fm = [r for r in rs if r["system"].startswith("fleximigrate:")]
         best = min(fm, key=lambda r: r["median"]["downtime_ms"]) if fm else None
+        least = fewest(fm)
         for r in rs:
-            ratio_d = ratio_t = ""
+            ratio_d = ratio_t = delta = ""
             if best and r["system"] in BASELINES:
                 ratio_d = _ratio(best["median"]["downtime_ms"], r["median"].get("downtime_ms"))
                 ratio_t = _ratio(best["median"]["total_ms"], r["median"].get("total_ms"))
+                delta = _delta_bytes(least["median"]["wire_bytes"], r["median"].get("wire_bytes"))
             elif best and r["system"] == "bound":
                 ratio_t = _ratio(best["median"]["total_ms"], r["median"]["total_ms"])
             name = r["system"] + (" (best)" if r is best else "")
@@ -55,7 +70,7 @@ def memory_table(results, scenario="A-memory"):
                        f"| {name} | {_mm(r, 'downtime_ms')} | {_mm(r, 'stall_sum_ms')} | {_mm(r, 'frozen_ms')} "
                        f"| {_mm(r, 'total_ms')} | {_mm(r, 'wire_bytes', 2**20, '{:.1f}')} "
                        f"| {_mm(r, 'cpu_s', 1.0, '{:.2f}')} | {_mm(r, 'peak_rss_kib', 1024, '{:.1f}')} "
-                       f"| {ratio_d} | {ratio_t} |")
+                       f"| {ratio_d} | {ratio_t} | {delta} |")
     return "\n".join(out)
 
 
@@ -66,19 +81,22 @@ def service_table(results, scenario):
     fm = [r for r in rows if r["system"].startswith("fleximigrate:")]
     best = min(fm, key=lambda r: r["median"]["downtime_ms"]) if fm else None
     out = ["| B | M MiB | system | downtime ms | stall sum ms | probe errors | reconnects | frozen ms | total ms "
-           "| wire MiB | CPU s | peak RSS MiB | load req/s | intact | best FM ÷ this: downtime |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| wire MiB | CPU s | peak RSS MiB | load req/s | intact | best FM ÷ this: downtime "
+           "| fewest FM bytes − this |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    least = fewest(fm)
     for r in rows:
-        ratio = ""
+        ratio = delta = ""
         if best and r["system"] in BASELINES:
             ratio = _ratio(best["median"]["downtime_ms"], r["median"].get("downtime_ms"))
+            delta = _delta_bytes(least["median"]["wire_bytes"], r["median"].get("wire_bytes"))
         rps = sorted(x["load_rps"] for x in r["repetitions"] if x.get("load_rps") is not None)
         name = r["system"] + (" (best)" if r is best else "")
         out.append(f"| {r['link_rate']} | {r['memory_mib']} | {name} | {_mm(r, 'downtime_ms')} "
                    f"| {_mm(r, 'stall_sum_ms')} | {_mm(r, 'errors')} | {_mm(r, 'reconnects')} "
                    f"| {_mm(r, 'frozen_ms')} | {_mm(r, 'total_ms')} | {_mm(r, 'wire_bytes', 2**20, '{:.1f}')} "
                    f"| {_mm(r, 'cpu_s', 1.0, '{:.2f}')} | {_mm(r, 'peak_rss_kib', 1024, '{:.1f}')} "
-                   f"| {f'{rps[len(rps) // 2]:.0f}' if rps else '—'} | {r.get('intact', '—')} | {ratio} |")
+                   f"| {f'{rps[len(rps) // 2]:.0f}' if rps else '—'} | {r.get('intact', '—')} | {ratio} | {delta} |")
     return "\n".join(out)
 
 

@@ -26,7 +26,7 @@
 #include "sync/compress.h"
 
 #define FMR_MAGIC "FMR1"
-#define FMR_VERSION 2 /* 2: frames of up to 1 MiB */
+#define FMR_VERSION 2 /* 2: frames of up to 1 MiB, the compressed ones one zstd stream */
 #define FMR_HELLO 28
 #define FMR_HDR 16
 #define FMR_ZSTD 0x80000000u
@@ -146,7 +146,7 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 {
 	size_t bound = fm_compress_bound(FM_RELAY_BLOCK);
 	_cleanup_free_ uint8_t *raw = fm_xmalloc(FM_RELAY_BLOCK), *frame = fm_xmalloc(FMR_HDR + bound);
-	fm_compressor z = FM_COMPRESSOR_INIT(r->o.compress);
+	fm_compressor z = FM_COMPRESSOR_INIT_STREAM(r->o.compress);
 	int ret = 0;
 
 	for (;;) {
@@ -255,7 +255,7 @@ static int decode_loop(fm_relay *r, int in, int out, const char *what)
 			ret = k < 0 ? k : -ECONNRESET;
 			break;
 		}
-		if (z && !fm_decompress_frame(&dctx, wirebuf, wire, raw, rawlen)) {
+		if (z && !fm_decompress_stream(&dctx, wirebuf, wire, raw, rawlen)) {
 			ret = -EBADMSG;
 			why = "a compressed frame does not decompress";
 			break;

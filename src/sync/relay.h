@@ -18,7 +18,9 @@
  *   frame = wire_len u32 | raw_len u32 (bit 31: zstd) | XXH3-64(raw) u64 | payload
  *
  * so a flipped bit fails the connection (and with it the dump or the restore)
- * instead of restoring a corrupted page.  Compression (sync/compress.h) and
+ * instead of restoring a corrupted page.  The compressed frames of a direction
+ * are one zstd stream (a 4 KiB answer to a page fault shrinks with what came
+ * before it, as the pushed pages do).  Compression (sync/compress.h) and
  * the bandwidth cap apply to what a side sends; the relay measures how fast
  * the link drains (time spent blocked in send) for FM_COMPRESS_AUTO.
  */

@@ -65,10 +65,11 @@ static void test_auto(void **state)
 	assert_int_equal(z.compressed, 1);
 	assert_true(fm_decompress_frame(&dctx, out, c, back, N));
 	assert_memory_equal(back, zero, N);
-	/* a frame announcing another size, or damaged, is refused */
+	/* a frame announcing another size, or cut short, is refused (a damaged
+	 * one need not be: zstd's frames carry no checksum here, the carriers
+	 * checksum what they send) */
 	assert_false(fm_decompress_frame(&dctx, out, c, back, N - 1));
-	out[c / 2] ^= 0x55;
-	assert_false(fm_decompress_frame(&dctx, out, c, back, N));
+	assert_false(fm_decompress_frame(&dctx, out, c - 1, back, N));
 	/* requests and replies are never compressed */
 	assert_int_equal(fm_compress_frame(&z, zero, FM_COMPRESS_MIN - 1, out, cap, 1e9), 0);
 	fm_compressor_free(&z);

@@ -235,6 +235,44 @@ static void test_compressible_is_compressed(void **state)
 	chain_stop(&c);
 }
 
+/* Page-fault answers: one small message at a time, each waited for.  The
+ * compressed frames of a direction are one zstd stream: each must come out
+ * whole at once (no waiting for what follows), and the later ones shrink
+ * with what came before. */
+static void test_small_answers_one_at_a_time(void **state)
+{
+	(void)state;
+	enum { MSG = 4096, COUNT = 50 };
+	uint8_t msg[MSG], back[MSG];
+	fm_relay_opts o = FM_RELAY_OPTS_INIT;
+	fm_relay_stats st;
+	chain c;
+
+	o.compress = 3;
+	chain_start(&c, TOKEN, &o);
+	int fd = connect_local(fm_relay_port(c.out));
+	for (int i = 0; i < COUNT; i++) {
+		for (int j = 0; j < MSG; j++)
+			msg[j] = (uint8_t)("struct page {" [j % 13] ^ (j % 512 == 0 ? i : 0));
+		assert_int_equal(send(fd, msg, MSG, 0), MSG);
+		size_t got = 0;
+		while (got < MSG) {
+			ssize_t n = recv(fd, back + got, MSG - got, 0);
+			assert_true(n > 0);
+			got += (size_t)n;
+		}
+		assert_memory_equal(back, msg, MSG);
+	}
+	close(fd);
+	fm_error err = FM_ERROR_INIT;
+	assert_int_equal(fm_relay_wait(c.out, 5000, &err), 0);
+	fm_relay_get_stats(c.out, &st);
+	assert_int_equal(st.raw_tx, MSG * COUNT);
+	assert_true(st.compressed_frames >= COUNT);
+	assert_true(st.wire_tx < MSG * COUNT / 8);
+	chain_stop(&c);
+}
+
 static void test_wrong_token_refused(void **state)
 {
 	(void)state;
@@ -293,6 +331,7 @@ int main(void)
 		cmocka_unit_test(test_incompressible_roundtrip),
 		cmocka_unit_test(test_egress_pair),
 		cmocka_unit_test(test_compressible_is_compressed),
+		cmocka_unit_test(test_small_answers_one_at_a_time),
 		cmocka_unit_test(test_wrong_token_refused),
 		cmocka_unit_test(test_garbage_then_real_peer),
 		cmocka_unit_test(test_bandwidth_cap),

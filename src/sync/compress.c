@@ -24,6 +24,7 @@
  * Podman's export: 75.27 %).  One window size (2^18) for every level, so a
  * stream can change levels. */
 #define TUNE_SIZE (256 * 1024)
+#define WINDOW_LOG_MAX 20    /* the largest window a stream's receiver accepts (1 MiB) */
 #define SAMPLE_SLICES 16
 #define SAMPLE_SLICE 256
 /* Rényi (collision) entropy of the sampled bytes below this many bits per byte
@@ -179,8 +180,14 @@ bool fm_decompress_frame(void **dctx, const void *src, size_t n, void *dst, size
 
 bool fm_decompress_stream(void **dctx, const void *src, size_t n, void *dst, size_t raw_len)
 {
-	if (!*dctx && !(*dctx = ZSTD_createDCtx()))
+	/* a stream keeps its window in the context: no larger than ours
+	 * (TUNE_SIZE's 2^18) with room to spare, whatever a peer announces */
+	if (!*dctx && (!(*dctx = ZSTD_createDCtx()) ||
+		       ZSTD_isError(ZSTD_DCtx_setParameter(*dctx, ZSTD_d_windowLogMax, WINDOW_LOG_MAX)))) {
+		ZSTD_freeDCtx(*dctx);
+		*dctx = NULL;
 		return false;
+	}
 	ZSTD_inBuffer in = { src, n, 0 };
 	ZSTD_outBuffer out = { dst, raw_len, 0 };
 	while (in.pos < in.size) {

@@ -8,6 +8,8 @@
 
 #include <string.h>
 
+#include <zstd.h>
+
 #include "basic/util.h"
 #include "sync/compress.h"
 
@@ -258,6 +260,28 @@ static void test_stream_keeps_what_it_tried(void **state)
 	fm_decompressor_free(dctx);
 }
 
+/* A peer's stream announcing a window larger than ours (2^18) with room to
+ * spare is refused: a stream's receiver keeps its window in memory. */
+static void test_stream_window_bounded(void **state)
+{
+	_cleanup_free_ uint8_t *data = random_bytes(N, 12), *out = fm_xmalloc(fm_compress_bound(N)),
+			       *back = fm_xmalloc(N);
+	(void)state;
+	for (int big = 0; big <= 1; big++) {
+		ZSTD_CCtx *c = ZSTD_createCCtx();
+		void *dctx = NULL;
+		assert_non_null(c);
+		assert_false(ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 3)));
+		assert_false(ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_windowLog, big ? 24 : 18)));
+		ZSTD_inBuffer in = { data, N, 0 };
+		ZSTD_outBuffer o = { out, fm_compress_bound(N), 0 };
+		assert_int_equal(ZSTD_compressStream2(c, &o, &in, ZSTD_e_flush), 0);
+		assert_true(fm_decompress_stream(&dctx, out, o.pos, back, N) == !big);
+		ZSTD_freeCCtx(c);
+		fm_decompressor_free(dctx);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -270,6 +294,7 @@ int main(void)
 		cmocka_unit_test(test_auto_pays_while_zstd_outruns_the_link),
 		cmocka_unit_test(test_stream_small_frames),
 		cmocka_unit_test(test_stream_keeps_what_it_tried),
+		cmocka_unit_test(test_stream_window_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,7 +65,8 @@ bool fm_compress_looks_compressible(const uint8_t *p, size_t n)
 	return total > 1 && (sq - total) * ENTROPY_INV > total * (total - 1);
 }
 
-/* (a stream's frame: its blocks' headers, a first one also the stream's) */
+/* (a stream's frame: its blocks' headers; a zstd frame's header, and the end of
+ * the one before, where it starts one) */
 size_t fm_compress_bound(size_t n) { return ZSTD_compressBound(n) + 32; }
 
 /* AUTO: is a frame of a kind that compressed to ratio so far (known: any
@@ -119,6 +120,21 @@ static size_t compress_stream(ZSTD_CCtx *c, const void *src, size_t n, void *dst
 	}
 }
 
+/* Ends a stream's zstd frame into dst: its length (a few bytes), 0 if it
+ * could not. */
+static size_t end_stream(ZSTD_CCtx *c, void *dst, size_t cap)
+{
+	ZSTD_inBuffer none = { NULL, 0, 0 };
+	ZSTD_outBuffer out = { dst, cap, 0 };
+	for (;;) {
+		size_t left = ZSTD_compressStream2(c, &out, &none, ZSTD_e_end);
+		if (ZSTD_isError(left) || (left && out.pos == out.size))
+			return 0;
+		if (left == 0)
+			return out.pos;
+	}
+}
+
 size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst, size_t cap, double link_bps)
 {
 	int level = z->mode;
@@ -143,12 +159,30 @@ size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst,
 	}
 	if (!z->cctx && !(z->cctx = ZSTD_createCCtx()))
 		return 0;
-	if (z->applied != level && set_level(z->cctx, level) < 0)
-		return 0;
+	/* a stream's parameters are its zstd frame's: at another level, the frame
+	 * ends here (in front of this one's output; the receiver goes on into
+	 * the next) and a new one starts (zstd refuses new parameters inside a
+	 * frame: every frame after the link's level changed went raw) */
+	size_t ended = 0;
+	bool warmup = z->applied != level;   /* new parameters: zstd's tables made anew */
+	if (z->applied != level) {
+		if (z->stream && z->applied && (ended = end_stream(z->cctx, dst, cap)) == 0) {
+			z->mode = FM_COMPRESS_OFF;
+			return 0;
+		}
+		if (set_level(z->cctx, level) < 0) {
+			if (z->stream && ended)
+				z->mode = FM_COMPRESS_OFF;
+			return 0;
+		}
+	}
 	z->applied = level;
 	int64_t t0 = fm_now_mono_us();
-	size_t c = z->stream ? compress_stream(z->cctx, src, n, dst, cap) : ZSTD_compress2(z->cctx, dst, cap, src, n);
+	size_t c = z->stream ? compress_stream(z->cctx, src, n, (uint8_t *)dst + ended, cap - ended)
+			     : ZSTD_compress2(z->cctx, dst, cap, src, n);
 	int64_t dt = fm_now_mono_us() - t0;
+	if (!ZSTD_isError(c))
+		c += ended;
 	if (ZSTD_isError(c)) {
 		/* this frame goes raw; so does the rest of a stream, whose context
 		 * the receiver's no longer matches */
@@ -161,7 +195,7 @@ size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst,
 		z->random_ratio = z->random_tried++ > 0 ? 0.75 * z->random_ratio + 0.25 * ratio : ratio;
 	else
 		z->ratio = z->tried++ > 0 ? 0.75 * z->ratio + 0.25 * ratio : ratio;
-	if (z->runs++ > 0 && n >= MEASURE_MIN)   /* the first: a warm-up, not a measure */
+	if (z->runs++ > 0 && !warmup && n >= MEASURE_MIN)   /* the first at a level: a warm-up, not a measure */
 		z->zstd_Bps = z->zstd_Bps > 0 ? 0.75 * z->zstd_Bps + 0.25 * speed : speed;
 	if (!z->stream && (double)c >= (double)n * GAIN)
 		return 0;

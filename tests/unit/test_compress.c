@@ -282,6 +282,36 @@ static void test_stream_window_bounded(void **state)
 	}
 }
 
+/* A stream whose level changes with the link (AUTO): zstd takes no new
+ * parameters inside its frame, so the frame ends there and a new one starts
+ * in the same piece of our stream; every piece stays compressed and decodes
+ * in order. */
+static void test_stream_level_changes(void **state)
+{
+	enum { LEN = 64 * 1024 };
+	static const double links[] = { 480e6, 100e6, 400e6, 480e6, 480e6, 100e6 };
+	static const int levels[] = { 2, 6, 3, 2, 2, 6 };
+	enum { FRAMES = sizeof(links) / sizeof(links[0]) };
+	_cleanup_free_ uint8_t *data = fm_xmalloc(LEN), *out = fm_xmalloc(fm_compress_bound(LEN)),
+			       *back = fm_xmalloc(LEN);
+	fm_compressor z = FM_COMPRESSOR_INIT_STREAM(FM_COMPRESS_AUTO);
+	void *dctx = NULL;
+
+	(void)state;
+	for (int f = 0; f < FRAMES; f++) {
+		for (int i = 0; i < LEN; i++)
+			data[i] = (uint8_t)("dict entry key:0000 value "[i % 26] + (i % 997 == 0 ? f : 0));
+		size_t c = fm_compress_frame(&z, data, LEN, out, fm_compress_bound(LEN), links[f]);
+		assert_true(c > 0 && c < LEN / 4);
+		assert_int_equal(z.level, levels[f]);
+		assert_true(fm_decompress_stream(&dctx, out, c, back, LEN));
+		assert_memory_equal(back, data, LEN);
+	}
+	assert_int_equal(z.compressed, FRAMES);
+	fm_compressor_free(&z);
+	fm_decompressor_free(dctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -295,6 +325,7 @@ int main(void)
 		cmocka_unit_test(test_stream_small_frames),
 		cmocka_unit_test(test_stream_keeps_what_it_tried),
 		cmocka_unit_test(test_stream_window_bounded),
+		cmocka_unit_test(test_stream_level_changes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -165,18 +165,18 @@ size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst,
 	 * frame: every frame after the link's level changed went raw) */
 	size_t ended = 0;
 	bool warmup = z->applied != level;   /* new parameters: zstd's tables made anew */
-	if (z->applied != level) {
+	if (warmup) {
 		if (z->stream && z->applied && (ended = end_stream(z->cctx, dst, cap)) == 0) {
 			z->mode = FM_COMPRESS_OFF;
 			return 0;
 		}
 		if (set_level(z->cctx, level) < 0) {
-			if (z->stream && ended)
+			if (ended)   /* the receiver's frame ended, ours cannot go on */
 				z->mode = FM_COMPRESS_OFF;
 			return 0;
 		}
+		z->applied = level;
 	}
-	z->applied = level;
 	int64_t t0 = fm_now_mono_us();
 	size_t c = z->stream ? compress_stream(z->cctx, src, n, (uint8_t *)dst + ended, cap - ended)
 			     : ZSTD_compress2(z->cctx, dst, cap, src, n);

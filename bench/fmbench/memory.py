@@ -317,6 +317,8 @@ class MemoryScenario:
                       ("network_ms", r"^Downtime .* network handover ([0-9.]+)"),
                       ("criu_restore_ms", r"^Downtime .* CRIU restore ([0-9.]+)"),
                       ("control_ms", r"^Downtime .* control messages (-?[0-9.]+)"),
+                      # diskless COLD's overlapped restore: its wait for the memory
+                      ("memory_in_ms", r"^Downtime .* memory arriving ([0-9.]+)"),
                       # runc's end after CRIU let the tasks go (fm-criu-shim's relay)
                       ("runc_tail_ms", r"^Downtime .*running again ([0-9.]+) ms before")):
             for e in evs:

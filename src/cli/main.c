@@ -172,8 +172,14 @@ static const char migrate_help[] =
 "                       limit the container's CPU (50%, 25%, 10% of a CPU) so\n"
 "                       that the rounds converge; given back at the freeze\n"
 "  --no-diskless        COLD_MIGRATION writes memory to disk and copies it after\n"
-"                       the dump, instead of streaming it to the destination's\n"
-"                       CRIU page server while dumping (default: diskless)\n"
+"                       the dump, instead of streaming it to the destination\n"
+"                       (default: diskless)\n"
+"  --no-overlap         diskless COLD_MIGRATION streams the memory to the\n"
+"                       destination's CRIU page server while dumping and\n"
+"                       restores after, instead of restoring at once and\n"
+"                       holding the restored copy, stopped, while its memory\n"
+"                       streams into it (default where both hosts restore\n"
+"                       lazily: overlap; the copy runs once all memory is in)\n"
 "  --no-presync         send the container's writable layer (its root filesystem\n"
 "                       changes) only in the freeze, instead of once while it\n"
 "                       runs and then, in the freeze, only the files changed\n"
@@ -638,7 +644,8 @@ static int follow(const char *id, bool verbose)
 static int cmd_migrate(int argc, char **argv)
 {
 	const char *to = NULL, *from = NULL, *strategy = NULL, *priority = NULL, *new_ip = NULL;
-	bool detach = false, verbose = false, no_diskless = false, no_prefetch = false, auto_converge = false;
+	bool detach = false, verbose = false, no_diskless = false, no_overlap = false, no_prefetch = false,
+	     auto_converge = false;
 	bool no_presync = false;
 	int health_timeout = 0, i, compress = -1;
 	long forward_s = -1, verify_port = 0;
@@ -667,6 +674,10 @@ static int cmd_migrate(int argc, char **argv)
 		}
 		if (!strcmp(argv[i], "--no-diskless")) {
 			no_diskless = true;
+			continue;
+		}
+		if (!strcmp(argv[i], "--no-overlap")) {
+			no_overlap = true;
 			continue;
 		}
 		if (!strcmp(argv[i], "--no-prefetch")) {
@@ -762,6 +773,8 @@ static int cmd_migrate(int argc, char **argv)
 	json_object_set_new(req, "compress", json_integer(compress));
 	if (no_diskless)
 		json_object_set_new(req, "diskless", json_false());
+	if (no_overlap)
+		json_object_set_new(req, "overlap", json_false());
 	if (no_presync)
 		json_object_set_new(req, "presync", json_false());
 	if (no_prefetch)

@@ -738,6 +738,20 @@ static bool diskless(fm_mig *m)
 	return m->strategy == FM_STRATEGY_COLD && !json_is_false(json_object_get(m->req, "diskless"));
 }
 
+/* Diskless COLD whose restore overlaps the transfer (request "overlap",
+ * default on, where both hosts restore lazily and our page handler runs):
+ * the source's dump leaves the memory out, the destination restores at once
+ * and holds the restored tasks at CRIU's pre-resume while the memory streams
+ * into them; they run once all of it is there.  Otherwise the memory streams
+ * to a CRIU page server while the source dumps, and the restore follows. */
+static bool restore_overlapped(fm_mig *m)
+{
+	return diskless(m) && !json_is_false(json_object_get(m->req, "overlap")) &&
+	       !json_is_false(json_object_get(m->req, "prefetch")) &&
+	       fm_strategy_lazy_ok(json_object_get(m->src_info, "capabilities")) &&
+	       fm_strategy_lazy_ok(json_object_get(m->dst_info, "capabilities"));
+}
+
 /* ------------------------------------------------------------ Network Orchestrator */
 
 /* Points the switch's flows for the container's address at one host's port,
@@ -1211,7 +1225,7 @@ static int step_preparation(fm_mig *m)
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
 		  with_transfer_opts(m, json_pack("{s:o, s:s, s:s, s:s, s:b, s:b}", "spec", spec, "source_endpoint", m->src_ep,
 						  "source", m->source, "controller", m->ctl->self_endpoint,
-						  "diskless", diskless(m), "presync", presync_wanted(m))),
+						  "diskless", diskless(m) && !restore_overlapped(m), "presync", presync_wanted(m))),
 		  &m->prep, &m->err, "/v1/agent/migrations/%s/prepare", m->id);
 	if (r < 0) {
 		fm_error_prefix(&m->err, "destination %s could not be prepared", m->dest);
@@ -1381,18 +1395,20 @@ static void log_downtime(fm_mig *m, const double src_ms[3], bool dump_early, jso
 	if (!json_is_object(ph))
 		return;
 	double accounted = src_ms[0] + src_ms[1] + src_ms[2] + PH("agent_ms");
-	char resumed[160] = "";
+	char resumed[160] = "", memory[64] = "";
+	if (PH("memory_in_ms") > 0)
+		snprintf(memory, sizeof(memory), ", memory arriving %.0f", PH("memory_in_ms"));
 	if (PH("after_resume_ms") > 0)
 		snprintf(resumed, sizeof(resumed), " (running again %.1f ms before %s answered, not counted)",
 			 PH("after_resume_ms"), m->dest);
 	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Downtime %" PRId64 " ms%s%s: freeze %.0f, dump %.0f, state transfer "
 	     "%.0f, waiting for it %.0f, restore preparation %.0f, page handler start %.0f, network handover %.0f, CRIU "
-	     "restore %.0f, control messages %.0f", m->downtime_ms,
+	     "restore %.0f, control messages %.0f%s", m->downtime_ms,
 	     dump_early && restore_early ? " (CRIU's dump and runc restore started before the freeze)" :
 	     restore_early ? " (runc restore started before the freeze)" :
 	     dump_early ? " (CRIU's dump started before the freeze)" : "", resumed,
 	     src_ms[0], src_ms[1], src_ms[2], PH("wait_receive_ms"), PH("prepare_ms"), PH("page_handler_ms"),
-	     PH("network_ms"), PH("criu_restore_ms"), (double)m->downtime_ms - accounted);
+	     PH("network_ms"), PH("criu_restore_ms"), (double)m->downtime_ms - accounted, memory);
 #undef PH
 }
 
@@ -1405,8 +1421,8 @@ static void log_downtime(fm_mig *m, const double src_ms[3], bool dump_early, jso
 static void prestart(fm_mig *m, bool lazy)
 {
 	fm_error e = FM_ERROR_INIT;
-	if (agent(m, m->dst_ep, "POST", 0, with_transfer_opts(m, json_pack("{s:s, s:b}", "container", m->container,
-									  "lazy", lazy)),
+	if (agent(m, m->dst_ep, "POST", 0, with_transfer_opts(m, json_pack("{s:s, s:b, s:b}", "container", m->container,
+									  "lazy", lazy, "hold", restore_overlapped(m))),
 		  NULL, &e, "/v1/agent/migrations/%s/restore_start", m->id) < 0)
 		mlog(m, FM_LOG_INFO, FM_C_STATE_RESTORATION, "runc restore on %s starts after the dump (%s)", m->dest, e.msg);
 	fm_error_clear(&e);
@@ -1424,8 +1440,13 @@ static int step_execution(fm_mig *m)
 	int64_t t_freeze;
 	int r;
 	bool precopied = m->strategy == FM_STRATEGY_PRE_COPY || m->strategy == FM_STRATEGY_HYBRID;
-	bool lazy = m->strategy == FM_STRATEGY_POST_COPY;
+	bool held = restore_overlapped(m);
+	bool lazy = m->strategy == FM_STRATEGY_POST_COPY || held;
 
+	if (held)
+		mlog(m, FM_LOG_INFO, FM_C_STATE_SYNC, "Diskless COLD with its restore overlapping the transfer: %s is "
+		     "restored on %s at once and held there, stopped, while its memory streams in; it runs once all of "
+		     "it is there (a failure before that resumes the source, nothing lost)", m->container, m->dest);
 	prestart(m, lazy);
 	if ((r = presync(m)) < 0)
 		return r;
@@ -1474,6 +1495,7 @@ static int step_execution(fm_mig *m)
 	mlog(m, FM_LOG_INFO, FM_C_CHECKPOINTING, "Checkpoint of %s done: frozen in %.1f ms%s, dumped in %.1f ms%s",
 	     m->container, json_real_value(json_object_get(ck, "freeze_ms")), parts,
 	     json_real_value(json_object_get(ck, "dump_ms")),
+	     held ? " (all but memory, which streams into the restored copy before it runs)" :
 	     lazy ? " (all but memory: pages are served on demand from the source)" : "");
 	json_t *page_server = json_incref(json_object_get(ck, "page_server"));
 	/* the link rate, for the next Strategy Selector: the page relay's measurement
@@ -1528,8 +1550,8 @@ static int step_execution(fm_mig *m)
 		return r;
 	}
 	r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms,
-		  with_transfer_opts(m, json_pack("{s:o, s:i}", "page_server", page_server ? page_server : json_null(),
-						  "parent_round", m->precopy_rounds)),
+		  with_transfer_opts(m, json_pack("{s:o, s:i, s:b}", "page_server", page_server ? page_server : json_null(),
+						  "parent_round", m->precopy_rounds, "hold", held)),
 		  &rs, &m->err, "/v1/agent/migrations/%s/restore", m->id);
 	events_flush(m);
 	if (r < 0)
@@ -1597,13 +1619,16 @@ static int step_verification(fm_mig *m)
 	     json_array_size(health) ? " and its health command succeeds" : "");
 	if ((r = network_verify(m)) < 0)
 		return r;
-	if (m->strategy == FM_STRATEGY_POST_COPY || m->strategy == FM_STRATEGY_HYBRID) {
-		/* (a HYBRID that converged has no pages in flight: this returns at once)
+	bool held = restore_overlapped(m);
+	if (m->strategy == FM_STRATEGY_POST_COPY || m->strategy == FM_STRATEGY_HYBRID || held) {
+		/* (a HYBRID that converged has no pages in flight, nor a COLD whose
+		 * restore waited for them: this returns at once, with the figures)
 		 * the source keeps the only complete copy of the memory until every page
 		 * has arrived: the point of no return waits for that */
 		json_t *pg = NULL;
-		mlog(m, FM_LOG_INFO, FM_C_STATE_SYNC, "Waiting for the remaining memory pages of %s to reach %s",
-		     m->container, m->dest);
+		if (!held)
+			mlog(m, FM_LOG_INFO, FM_C_STATE_SYNC, "Waiting for the remaining memory pages of %s to reach %s",
+			     m->container, m->dest);
 		r = agent(m, m->dst_ep, "POST", m->ctl->long_timeout_ms, json_object(), &pg, &m->err,
 			  "/v1/agent/migrations/%s/pages", m->id);
 		if (r < 0) {
@@ -1637,8 +1662,9 @@ static int step_verification(fm_mig *m)
 				 json_real_value(json_object_get(pf, "wait_sum_ms")) /
 					 (double)(json_integer_value(json_object_get(pf, "misses")) ?: 1));
 		}
-		mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "All memory pages of %s arrived on %s (%.0f ms after the checks, %s on the wire%s)",
-		     m->container, m->dest, json_real_value(json_object_get(pg, "pages_ms")), wire, how);
+		mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER, "All memory pages of %s arrived on %s%s (%.0f ms after the checks, %s on the wire%s)",
+		     m->container, m->dest, held ? " before it ran (diskless)" : "",
+		     json_real_value(json_object_get(pg, "pages_ms")), wire, how);
 		json_decref(pg);
 	}
 
@@ -2198,7 +2224,7 @@ int fm_ctl_submit(fm_controller *c, json_t *req, char *id, size_t idlen, fm_erro
 	json_t *val;
 	json_object_foreach(req, key, val) if (*key == '_') return fm_error_set(err, -EINVAL,
 		"\"%.64s\": names starting with _ are the controller's own", key);
-	static const char *const flags[] = { "diskless", "prefetch", "auto_converge", "presync" };
+	static const char *const flags[] = { "diskless", "overlap", "prefetch", "auto_converge", "presync" };
 	for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
 		json_t *f = json_object_get(req, flags[i]);
 		if (f && !json_is_boolean(f))

@@ -9,7 +9,7 @@
 /* CRIU's lazy pages want 4 MiB pipes (HOST-NOTES: with less the transfer fails). */
 #define LAZY_PIPE_MIN (4 << 20)
 
-static bool lazy_ok(json_t *caps)
+bool fm_strategy_lazy_ok(json_t *caps)
 {
 	return json_is_true(json_object_get(caps, "lazy_pages")) &&
 	       json_integer_value(json_object_get(caps, "pipe_max_size")) >= LAZY_PIPE_MIN;
@@ -26,7 +26,7 @@ int fm_strategy_host_ready(fm_strategy s, json_t *caps, const char *role, const 
 	    !json_is_true(json_object_get(caps, "mem_dirty_track")))
 		return fm_error_set(err, -ENOTSUP, "%s needs dirty-memory tracking, which the kernel of %s lacks",
 				    fm_strategy_name(s), host);
-	if ((s == FM_STRATEGY_POST_COPY || s == FM_STRATEGY_HYBRID) && !lazy_ok(caps))
+	if ((s == FM_STRATEGY_POST_COPY || s == FM_STRATEGY_HYBRID) && !fm_strategy_lazy_ok(caps))
 		return fm_error_set(err, -ENOTSUP, "POST_COPY needs userfaultfd and fs.pipe-max-size >= 4 MiB on %s "
 				    "(run scripts/setup.sh there)", host);
 	return 0;
@@ -70,7 +70,7 @@ int fm_strategy_select(fm_strategy requested, const fm_strategy_inputs *in, fm_s
 					    "%s needs dirty-memory tracking, which the source kernel lacks "
 					    "(CONFIG_MEM_SOFT_DIRTY; `criu check --feature mem_dirty_track` fails): "
 					    "use POST_COPY or COLD_MIGRATION", fm_strategy_name(requested));
-		if (requested == FM_STRATEGY_HYBRID && !lazy_ok(caps))
+		if (requested == FM_STRATEGY_HYBRID && !fm_strategy_lazy_ok(caps))
 			return fm_error_set(err, -ENOTSUP, "HYBRID may switch to post-copy, which needs userfaultfd and "
 					    "fs.pipe-max-size >= 4 MiB on the source (run scripts/setup.sh)");
 		*chosen = requested;
@@ -79,7 +79,7 @@ int fm_strategy_select(fm_strategy requested, const fm_strategy_inputs *in, fm_s
 			 requested == FM_STRATEGY_HYBRID ? ", or post-copy if the rounds stop converging" : "", facts);
 		return 0;
 	case FM_STRATEGY_POST_COPY:
-		if (!lazy_ok(caps))
+		if (!fm_strategy_lazy_ok(caps))
 			return fm_error_set(err, -ENOTSUP, "POST_COPY needs userfaultfd and fs.pipe-max-size >= 4 MiB on "
 					    "the source (run scripts/setup.sh)");
 		*chosen = FM_STRATEGY_POST_COPY;
@@ -93,7 +93,7 @@ int fm_strategy_select(fm_strategy requested, const fm_strategy_inputs *in, fm_s
 			double touch_bps = in->touched_interval_ms > 0
 				? (double)in->touched_bytes * 8e3 / in->touched_interval_ms : -1;
 			bool slow_writer = touch_bps >= 0 && in->link_bps > 0 && touch_bps < in->link_bps / 2;
-			*chosen = slow_writer || !lazy_ok(caps) ? FM_STRATEGY_PRE_COPY : FM_STRATEGY_HYBRID;
+			*chosen = slow_writer || !fm_strategy_lazy_ok(caps) ? FM_STRATEGY_PRE_COPY : FM_STRATEGY_HYBRID;
 			snprintf(reason, reason_len, "LIVE_MIGRATION: %s, %s (%s)", fm_strategy_name(*chosen),
 				 slow_writer ? "since it touches memory at well under half the link's rate, so pre-copy "
 					       "rounds converge"
@@ -101,7 +101,7 @@ int fm_strategy_select(fm_strategy requested, const fm_strategy_inputs *in, fm_s
 					       "takes over if they do not", facts);
 			return 0;
 		}
-		if (!lazy_ok(caps)) {
+		if (!fm_strategy_lazy_ok(caps)) {
 			*chosen = FM_STRATEGY_COLD;
 			snprintf(reason, reason_len, "LIVE_MIGRATION: no live strategy works on the source (no dirty-memory "
 				 "tracking for PRE_COPY, no lazy pages for POST_COPY), so COLD_MIGRATION (%s)", facts);

@@ -43,6 +43,11 @@ typedef struct fm_strategy_inputs {
  * and why this strategy, for the log. */
 int fm_strategy_select(fm_strategy requested, const fm_strategy_inputs *in, fm_strategy *chosen, char *reason,
 		       size_t reason_len, fm_error *err);
+/* Does a host with these capabilities restore lazily (userfaultfd, pipes for
+ * CRIU's page server)?  POST_COPY and HYBRID need it on both; diskless
+ * COLD_MIGRATION uses it where both have it (its restore then overlaps the
+ * transfer). */
+bool fm_strategy_lazy_ok(json_t *caps);
 /* In PREPARATION's pre-flight: can the host with these capabilities play its part
  * of `s`?  role is "source" or "destination", for the message. */
 int fm_strategy_host_ready(fm_strategy s, json_t *caps, const char *role, const char *host, fm_error *err);

@@ -1068,6 +1068,12 @@ int fm_rt_runc_destroy(fm_runtime *rt, const char *name, fm_error *err)
 	int r;
 
 	kill_all(rt, name);
+	/* a restore killed midway (given up: an abort, a broken page stream)
+	 * leaves runc's bind of the root filesystem for CRIU */
+	_cleanup_free_ char *cdir = fm_xasprintf("%s/%s", rt->runc_root, name);
+	_cleanup_free_ char *croot = fm_xasprintf("%s/criu-root", cdir);
+	if (umount2(croot, MNT_DETACH) == 0)
+		(void)rmdir(croot);
 	/* a stopped container: a plain delete is quick; --force only as a fallback
 	 * (it polls for the kill in 100 ms steps) */
 	for (int force = 0; force < 2; force++) {
@@ -1086,6 +1092,8 @@ int fm_rt_runc_destroy(fm_runtime *rt, const char *name, fm_error *err)
 	}
 	if (r != 0)
 		fm_error_move(err, &e);
+	else
+		(void)rmdir(cdir);   /* what such a restore left of runc's state, if empty */
 	fm_error_clear(&e);
 	return r > 0 ? -EIO : r;
 }

@@ -127,12 +127,25 @@ void fm_ckpt_kill_running(struct fm_cmd **running, const char *work_dir, const c
  * place (see fm_rt_bundle_create / fm_rt_rootfs_mount).  With resumed, its fn
  * runs as soon as CRIU has let the restored tasks go (its post-resume
  * notification, seen through fm-criu-shim), while runc still ends (~12 ms):
- * the container runs from then on even if the restore then fails. */
+ * the container runs from then on even if the restore then fails.
+ * FM_RESTORE_HELD: a lazy restore whose tasks CRIU lets go only once
+ * resumed->hold (run at CRIU's pre-resume, the tasks restored but stopped)
+ * returns 0; < 0 (its err set) fails the restore before they ever ran.
+ * A resumed->stop_fd that becomes readable kills runc and its CRIU: the
+ * restore fails with -ECANCELED (an abort, a page stream that broke while
+ * CRIU may wait for a page). */
+typedef enum {
+	FM_RESTORE_EAGER,   /* the memory is in the images */
+	FM_RESTORE_LAZY,    /* the memory follows on demand (POST_COPY) */
+	FM_RESTORE_HELD,    /* ... and arrives whole before the tasks run (COLD) */
+} fm_restore_mode;
 typedef struct {
 	void (*fn)(void *arg);
 	void *arg;
+	int (*hold)(void *arg, fm_error *err);
+	int stop_fd[2];     /* either readable: the restore is given up (-1: none) */
 } fm_restore_resumed;
-int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
+int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, fm_restore_mode mode,
 	       fm_tcp_mode tcp, const fm_restore_resumed *resumed, fm_error *err);
 /* The same restore in two steps: fm_restore_start before the images are there
  * (needs the bundle only; runc starts and waits for them, its ~25 ms of
@@ -140,10 +153,10 @@ int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const c
  * filesystem and the network are in place (then as fm_restore; a runc that
  * gave up waiting is started again), or fm_restore_cancel.  Both free run. */
 typedef struct fm_restore_run fm_restore_run;
-int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, bool lazy, fm_tcp_mode tcp,
+int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, fm_restore_mode mode, fm_tcp_mode tcp,
 		     fm_restore_run **run, fm_error *err);
 /* Was run started with these arguments? */
-bool fm_restore_matches(const fm_restore_run *run, const char *work_dir, bool lazy, fm_tcp_mode tcp);
+bool fm_restore_matches(const fm_restore_run *run, const char *work_dir, fm_restore_mode mode, fm_tcp_mode tcp);
 int fm_restore_finish(fm_restore_run *run, const char *images_dir, const fm_restore_resumed *resumed, fm_error *err);
 void fm_restore_cancel(fm_restore_run *run);
 

@@ -52,6 +52,10 @@
  *   FM_RESTORE_GATE    the gate's FIFO (absent: open)
  *   FM_RESTORE_GATE_PID, FM_RESTORE_GATE_MS  the daemon, and the longest wait
  *   FM_RESTORE_RESUMED the FIFO told of the resume (absent: no relay)
+ *   FM_RESTORE_HOLD    a FIFO: at CRIU's pre-resume the relay writes 'p' into
+ *                      FM_RESTORE_RESUMED and lets CRIU go on (resume the
+ *                      tasks) only when the daemon writes 'g' here: COLD's
+ *                      restore waits there while its memory arrives
  *   FM_CRIU_WARM       a warm CRIU's keeper's socket (absent: none)
  *
  * Only libc: it starts once per question. */
@@ -247,11 +251,12 @@ static bool pb_next(const uint8_t **p, const uint8_t *end, pb_field *f)
 	}
 }
 
-/* criu_resp { type NOTIFY (1), notify (5) { script (1) "post-resume" } } */
-static bool is_post_resume(const uint8_t *m, size_t n)
+/* criu_resp { type NOTIFY (1), notify (5) { script (1) SCRIPT } } */
+static bool is_notify(const uint8_t *m, size_t n, const char *script)
 {
 	const uint8_t *p = m, *end = m + n;
-	bool notify = false, resumed = false;
+	bool notify = false, named = false;
+	size_t len = strlen(script);
 	pb_field f;
 	while (pb_next(&p, end, &f)) {
 		if (f.num == 1 && !f.data)
@@ -261,10 +266,31 @@ static bool is_post_resume(const uint8_t *m, size_t n)
 			pb_field g;
 			while (pb_next(&q, f.data + f.len, &g))
 				if (g.num == 1 && g.data)
-					resumed = g.len == 11 && !memcmp(g.data, "post-resume", 11);
+					named = g.len == len && !memcmp(g.data, script, len);
 		}
 	}
-	return notify && resumed;
+	return notify && named;
+}
+
+/* CRIU's pre-resume, when the daemon holds the restore (FM_RESTORE_HOLD):
+ * 'p' into note, then the daemon's word from the hold FIFO, 'g' to let the
+ * tasks go; false for anything else (the daemon gave up, or went: EOF). */
+static bool hold_at_pre_resume(int note)
+{
+	const char *path = getenv("FM_RESTORE_HOLD");
+	if (!path || !*path)
+		return true;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	char byte = 0;
+	ssize_t k = -1;
+	if (fd >= 0 && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && write(note, "p", 1) == 1)
+		do
+			k = read(fd, &byte, 1);
+		while (k < 0 && errno == EINTR);
+	if (fd >= 0)
+		close(fd);
+	return k == 1 && byte == 'g';
 }
 
 /* criu_req's opts (field 2), as fields: true with the next one in *g. */
@@ -331,7 +357,8 @@ static int move_fd(int fd, int min)
 
 /* One message, with its descriptors, from one side to the other; *eof at
  * the sender's end (passed on as a shutdown).  note >= 0: the message is
- * CRIU's, and if it is post-resume, 'r' goes into note before runc has it.
+ * CRIU's, and if it is post-resume, 'r' goes into note before runc has it;
+ * if it is pre-resume, it waits for the daemon's hold (hold_at_pre_resume).
  * False on an error: the relay ends. */
 static bool pass(int from, int to, uint8_t *buf, bool *eof, int note)
 {
@@ -351,7 +378,9 @@ static bool pass(int from, int to, uint8_t *buf, bool *eof, int note)
 		shutdown(to, SHUT_WR);
 		return true;
 	}
-	if (note >= 0 && is_post_resume(buf, (size_t)n) && write(note, "r", 1) != 1)
+	if (note >= 0 && is_notify(buf, (size_t)n, "pre-resume") && !hold_at_pre_resume(note))
+		return false;
+	if (note >= 0 && is_notify(buf, (size_t)n, "post-resume") && write(note, "r", 1) != 1)
 		return false;
 	iov.iov_len = (size_t)n;
 	if (m.msg_controllen == 0)
@@ -669,6 +698,18 @@ static int warm_keep(const char *criu, const char *sock, const char *netns)
 	return !took ? 3 : ok ? 0 : 1;
 }
 
+/* CRIU without the relay; but a restore the daemon holds (FM_RESTORE_HOLD)
+ * fails instead: unheld, its tasks would run before their memory is here. */
+static int unrelayed(const char *criu, char **argv)
+{
+	const char *hold = getenv("FM_RESTORE_HOLD");
+	if (hold && *hold) {
+		fprintf(stderr, "fm-criu-shim: the restore is to be held at CRIU's pre-resume, and no relay can hold it\n");
+		return 1;
+	}
+	return exec_criu(criu, argv);
+}
+
 /* CRIU behind the relay, when the daemon asked for it (FM_RESTORE_RESUMED):
  * this process, runc's child, relays; CRIU is its child, on a socket this
  * process made (so its peer), and starts once runc's descriptors that the
@@ -680,20 +721,20 @@ static int exec_criu_relayed(const char *criu, char **argv, int fd)
 	const char *path = getenv("FM_RESTORE_RESUMED"), *warm = getenv("FM_CRIU_WARM");
 	bool relayed = path && *path, warmed = warm && *warm;
 	if (!relayed && !warmed)
-		return exec_criu(criu, argv);
+		return unrelayed(criu, argv);
 	ssize_t n;
 	do
 		n = recv(fd, req, sizeof(req), MSG_PEEK | MSG_TRUNC);
 	while (n < 0 && errno == EINTR);
 	if (n <= 0 || n > RELAY_MAX)
-		return exec_criu(criu, argv);
+		return unrelayed(criu, argv);
 	if (warmed) {
 		int st = warm_handoff(warm, fd, req, n);
 		if (st >= 0)
 			return st;
 	}
 	if (!relayed)
-		return exec_criu(criu, argv);
+		return unrelayed(criu, argv);
 	int want[BORROW_MAX], nw = fds_named(req, (size_t)n, want), top = 2;
 	for (int i = 0; i < nw; i++)
 		top = want[i] > top ? want[i] : top;
@@ -713,11 +754,11 @@ static int exec_criu_relayed(const char *criu, char **argv, int fd)
 	if (nh < nw || note < 0 || fstat(note, &st) < 0 || !S_ISFIFO(st.st_mode) ||
 	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 || pipe2(go, O_CLOEXEC) < 0) {
 		fprintf(stderr, "fm-criu-shim: no relay (%s): %s\n", path, strerror(errno));
-		return exec_criu(criu, argv);
+		return unrelayed(criu, argv);
 	}
 	pid_t pid = fork();
 	if (pid < 0)
-		return exec_criu(criu, argv);
+		return unrelayed(criu, argv);
 	if (pid == 0) {
 		/* CRIU, once the relay is ready (no byte: the relay died) */
 		char byte;

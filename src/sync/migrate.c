@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 
 #include "basic/cmd.h"
@@ -62,6 +63,8 @@ typedef struct fm_incoming {
 	bool recv_failed;            /* the receive failed: nothing will be restored (under agent lock) */
 	fm_agent *agent;
 	bool presync;                /* a rootfs pre-sync arrives (into presync/) before the state */
+	int abort_fd;                /* eventfd: an abort waits for dst_ops; a held restore, which
+				      * holds it while the memory arrives, gives up at once */
 	struct fm_incoming *next;
 } fm_incoming;
 
@@ -171,6 +174,8 @@ static void incoming_free(fm_incoming *in)
 	fm_container_spec_clear(&in->spec);
 	fm_error_clear(&in->recv_err);
 	pthread_cond_destroy(&in->claim_cv);
+	if (in->abort_fd >= 0)
+		close(in->abort_fd);
 	free(in->staging);
 	free(in);
 	fm_memory_release();
@@ -693,6 +698,7 @@ static int dst_prepare_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 
 	in = fm_xcalloc(1, sizeof(*in));
 	in->agent = a;
+	in->abort_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	{
 		pthread_condattr_t ca;
 		pthread_condattr_init(&ca);
@@ -908,6 +914,7 @@ typedef struct {
 	fm_error err;
 	unsigned replayed;
 	int64_t t_start, t_end;
+	int64_t pages_in_us;       /* a held restore: its wait for the memory */
 } tasks_running;
 
 static void tasks_running_run(void *opaque)
@@ -941,6 +948,37 @@ static void tasks_running_run(void *opaque)
 		fm_net_announce(t->rt, t->in->spec.name, t->in->spec.net_ip, t->in->spec.net_mac, NULL);
 	}
 	t->t_end = fm_now_mono_us();
+}
+
+/* A held restore (COLD): at CRIU's pre-resume, with the tasks restored and
+ * stopped, the memory streams into them (no fault can wait behind it: the
+ * window is the largest); they go on once every page is here.  An abort or
+ * a failed transfer fails the restore before they ever ran. */
+static int pages_in_run(void *opaque, fm_error *err)
+{
+	tasks_running *t = opaque;
+	fm_prefetch *p = t->in->prefetch;
+	int64_t t0 = fm_now_mono_us();
+	fm_prefetch_release_paused(p);
+	struct pollfd fds[2] = { { fm_prefetch_here_fd(p), POLLIN, 0 }, { t->in->abort_fd, POLLIN, 0 } };
+	while (poll(fds, 2, -1) < 0 && errno == EINTR)
+		;
+	if (fds[1].revents)
+		return fm_error_set(err, -ECANCELED, "the migration was aborted while the memory arrived (the "
+				    "restored copy never ran)");
+	fm_prefetch_stats st;
+	fm_error pe = FM_ERROR_INIT;
+	int r = fm_prefetch_failed(p, &pe);
+	fm_prefetch_get_stats(p, &st);
+	if (r == 0 && st.lazy_bytes > 0 && st.all_here_ms == 0)
+		r = fm_error_set(&pe, -EIO, "page prefetcher: stopped before every page arrived");
+	if (r < 0) {
+		fm_error_move(err, &pe);
+		fm_error_prefix(err, "the memory transfer failed (the restored copy never ran)");
+		return r;
+	}
+	t->pages_in_us = fm_now_mono_us() - t0;
+	return 0;
 }
 
 static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t **out, fm_error *err)
@@ -1087,8 +1125,15 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	 * exactly this restore, unless the page handler changed its mind */
 	const char *rdir = gate || in->prefetch ? rwork : work;
 	fm_tcp_mode tcp = tcp_mode_of(req, in->spec.net_ip != NULL);
+	bool hold = ps && json_is_true(json_object_get(req, "hold"));
+	if (hold && !in->prefetch) {
+		address_up_join(&up, up_started ? &up_thread : NULL, NULL);
+		fm_lazy_gate_free(gate);
+		return fm_error_set(err, -ENOTSUP, "a held restore needs the page prefetcher (not criu lazy-pages)");
+	}
+	fm_restore_mode mode = !ps ? FM_RESTORE_EAGER : hold ? FM_RESTORE_HELD : FM_RESTORE_LAZY;
 	fm_restore_run *early = incoming_take_restore(in, false);
-	if (early && !fm_restore_matches(early, rdir, ps != NULL, tcp)) {
+	if (early && !fm_restore_matches(early, rdir, mode, tcp)) {
 		fm_restore_cancel(early);
 		early = NULL;
 	}
@@ -1101,8 +1146,12 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	tasks_running tr = { .in = in, .rt = a->rt, .up = &up, .up_thread = up_started ? &up_thread : NULL,
 			     .unhold = unhold, .err = FM_ERROR_INIT };
 	/* with criu lazy-pages behind the gate, after the gate's end as before */
-	fm_restore_resumed resumed = { tasks_running_run, &tr }, *rsm = gate ? NULL : &resumed;
-	r = early ? fm_restore_finish(early, images, rsm, err) : fm_restore(a->rt, in->spec.name, images, rdir, ps != NULL, tcp, rsm, err);
+	/* an abort gives the restore up at once, as does a page stream that broke
+	 * (CRIU may wait for a page that will not come) */
+	fm_restore_resumed resumed = { tasks_running_run, &tr, hold ? pages_in_run : NULL,
+				       { in->abort_fd, in->prefetch ? fm_prefetch_fail_fd(in->prefetch) : -1 } };
+	fm_restore_resumed *rsm = gate ? NULL : &resumed;
+	r = early ? fm_restore_finish(early, images, rsm, err) : fm_restore(a->rt, in->spec.name, images, rdir, mode, tcp, rsm, err);
 	bool ran_early = tr.done;
 	if (r == 0 && gate && (r = fm_lazy_gate_finish(gate, err)) < 0) {
 		/* restored, but nobody serves its page faults */
@@ -1138,11 +1187,12 @@ static int dst_restore_locked(fm_agent *a, const char *mid, json_t *req, json_t 
 	 * not downtime, and the controller takes it off its own count
 	 * (after_resume_ms) */
 	int64_t t_down = ran_early ? tr.t_end : t_end;
-	json_object_set_new(*out, "phases", json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+	json_object_set_new(*out, "phases", json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
 		"wait_receive_ms", (double)(t_recv - t_in) / 1000.0, "prepare_ms", (double)(t0 - t_recv) / 1000.0,
 		"page_handler_ms", (double)(t_spawned - t0 + t_lazy - t_net) / 1000.0,
 		"network_ms", (double)(t_net - t_spawned + tr.t_end - tr.t_start) / 1000.0,
-		"criu_restore_ms", (double)(in->restored_us - t_lazy) / 1000.0, "agent_ms", (double)(t_down - t_in) / 1000.0,
+		"criu_restore_ms", (double)(in->restored_us - t_lazy - tr.pages_in_us) / 1000.0,
+		"memory_in_ms", (double)tr.pages_in_us / 1000.0, "agent_ms", (double)(t_down - t_in) / 1000.0,
 		"after_resume_ms", (double)(t_end - t_down) / 1000.0));
 	json_object_set_new(*out, "received_payload_bytes", json_integer((json_int_t)in->stats.payload_bytes));
 	json_object_set_new(*out, "received_wire_bytes", json_integer((json_int_t)in->stats.wire_bytes));
@@ -1215,13 +1265,15 @@ static int dst_restore_start_locked(fm_agent *a, const char *mid, json_t *req, f
 				 "s", mid) > 0)
 		return 0;
 	bool lazy = json_is_true(json_object_get(req, "lazy"));
+	fm_restore_mode mode = !lazy ? FM_RESTORE_EAGER : json_is_true(json_object_get(req, "hold")) ? FM_RESTORE_HELD
+											      : FM_RESTORE_LAZY;
 	_cleanup_free_ char *work = lazy ? fm_xasprintf("%s/work/restore", in->staging) : fm_xasprintf("%s/work", in->staging);
 	if ((r = fm_mkdir_p(work, 0700)) < 0)
 		return fm_error_set(err, r, "cannot create %s: %s", work, strerror(-r));
 	/* one runc per container: an earlier one (asked again) goes first */
 	fm_restore_run *run;
 	fm_restore_cancel(incoming_take_restore(in, false));
-	if ((r = fm_restore_start(a->rt, in->spec.name, work, lazy, tcp_mode_of(req, in->spec.net_ip != NULL), &run,
+	if ((r = fm_restore_start(a->rt, in->spec.name, work, mode, tcp_mode_of(req, in->spec.net_ip != NULL), &run,
 				  err)) < 0)
 		return r;
 	/* the hold's release too: its socket opened in the container's
@@ -1391,18 +1443,25 @@ static void wait_for_orphaned_criu(fm_agent *a)
 		if (n <= 0)
 			continue;
 		buf[n] = '\0';
-		bool ours = false, busy = false;
+		bool ours = false, busy = false, dump = false, lazy = false;
 		const char *server = NULL;
 		for (char *p = buf; p < buf + n; p += strlen(p) + 1) {
 			if (!strncmp(p, a->rt->state_dir, statelen) && p[statelen] == '/')
 				ours = true;
 			if (!strcmp(p, "dump") || !strcmp(p, "pre-dump") || !strcmp(p, "restore"))
 				busy = true;
+			dump = dump || !strcmp(p, "dump");
+			lazy = lazy || !strcmp(p, "--lazy-pages");
 			if (!strcmp(p, "page-server"))
 				server = "page server";
 			else if (!strcmp(p, "lazy-pages"))
 				server = "lazy-pages daemon";
 		}
+		/* a lazy dump ends as a page server, for our relay, which went
+		 * with the previous run (the migration is rolled back: the
+		 * source runs again) */
+		if (dump && lazy)
+			server = "lazy dump's page server";
 		if (ours && server) {
 			/* a page server or lazy-pages daemon of ours waits for a peer
 			 * that went with the previous run: it would wait for ever */
@@ -2197,6 +2256,12 @@ int fm_sync_dst_commit(fm_agent *a, const char *mid, fm_error *err)
 
 int fm_sync_dst_abort(fm_agent *a, const char *mid, fm_error *err)
 {
+	/* a held restore waiting for its memory gives up first (it holds dst_ops) */
+	pthread_mutex_lock(&a->lock);
+	fm_incoming *in = check_mid(mid, NULL) == 0 ? incoming_find(a, mid) : NULL;
+	if (in && in->abort_fd >= 0)
+		(void)!eventfd_write(in->abort_fd, 1);
+	pthread_mutex_unlock(&a->lock);
 	return UNDER(&a->dst_ops, dst_abort_locked(a, mid, err));
 }
 

@@ -350,10 +350,15 @@ struct fm_prefetch {
 
 	int listen_fd;           /* <restore work>/lazy-pages.socket */
 	int rs_fd;               /* the restore's connection */
-	int up_fd, ctl_rd, ctl_wr, done_fd; /* control pipe: 'g' releases the background order, 'x' stops */
+	int up_fd, ctl_rd, ctl_wr, done_fd; /* control pipe: 'g' releases the background order, 'p' too
+					     * for paused processes, 'x' stops */
+	int here_fd;             /* eventfd: every lazy page arrived, or stopped */
+	int fail_fd;             /* eventfd: failed (or stopped before the end) */
 	pthread_t thread;
 	bool started;
 	bool held;               /* background requests wait for fm_prefetch_release */
+	bool paused;             /* ... released for processes that do not run yet: no fault
+				  * waits behind the window */
 	int64_t fault_us;        /* the last fault that had to wait for the network (0: none) */
 	double peak_rate;        /* the highest arrival rate seen, bytes per second */
 	bool retry;              /* pages wait in the cache for a copy that met pending events */
@@ -401,8 +406,10 @@ static int fail(fm_prefetch *p, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	pthread_mutex_lock(&p->mu);
 	if (p->status_code == 0) {
+		uint64_t one = 1;
 		p->status_code = code;
 		fm_error_setv(&p->err, code, fmt, ap);
+		(void)!write(p->fail_fd, &one, sizeof(one));
 	}
 	pthread_mutex_unlock(&p->mu);
 	va_end(ap);
@@ -1022,8 +1029,9 @@ static void window_update(fm_prefetch *p)
 	if (rate > p->peak_rate)
 		p->peak_rate = rate;
 	int64_t now = fm_now_mono_us();
-	p->window = fm_prefetch_window_now(rate, p->peak_rate, p->held ? -1 : now - p->t0_us,
-					   p->fault_us ? now - p->fault_us : -1);
+	p->window = p->paused ? FM_PREFETCH_WINDOW
+			      : fm_prefetch_window_now(rate, p->peak_rate, p->held ? -1 : now - p->t0_us,
+						       p->fault_us ? now - p->fault_us : -1);
 	if (p->held || (p->window >= p->st.window_min && p->window <= p->st.window_max))
 		return;
 	pthread_mutex_lock(&p->mu);
@@ -1065,6 +1073,31 @@ static int pump(fm_prefetch *p)
 
 /* Every task has every page, and the restore is over: the source's dump
  * finishes when it gets PS_IOV_CLOSE (and answers with a status). */
+/* Every page is in every process that wants it, and the restore has said
+ * all it will: the page stream is no longer needed. */
+static bool all_delivered(const fm_prefetch *p)
+{
+	if (!p->restore_finished || p->want > 0 || p->asked > 0 || p->here > 0 || p->uq_len > 0)
+		return false;
+	for (size_t i = 0; i < p->ntasks; i++)
+		if (p->tasks[i].needed > 0)
+			return false;
+	return true;
+}
+
+/* The page stream broke (code, the message) or ended: a failure, unless
+ * only its closing handshake was left (a switch restarted after the last
+ * page: the source's dump ends on its own when the stream goes). */
+static int up_lost(fm_prefetch *p, int code, const char *msg)
+{
+	if (all_delivered(p)) {
+		fm_debug(FM_C_DELTA_TRANSFER, "page prefetcher: %s after every page had arrived", msg);
+		p->done = true;
+		return 0;
+	}
+	return fail(p, code, "page prefetcher: %s", msg);
+}
+
 static int maybe_close(fm_prefetch *p)
 {
 	if (p->close_sent || !p->restore_finished || !p->restore_gone || p->asked > 0 || p->here > 0 || p->uq_len > 0)
@@ -1075,8 +1108,11 @@ static int maybe_close(fm_prefetch *p)
 	uint8_t h[PSI_LEN];
 	psi(h, PS_IOV_CLOSE, 0, 0, 0);
 	int r = send_all(p->up_fd, h, PSI_LEN);
-	if (r < 0)
-		return fail(p, r, "page prefetcher: cannot close the page transfer: %s", strerror(-r));
+	if (r < 0) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "cannot close the page transfer: %s", strerror(-r));
+		return up_lost(p, r, msg);
+	}
 	p->close_sent = true;
 	return 0;
 }
@@ -1128,8 +1164,10 @@ static int up_done(fm_prefetch *p)
 	pthread_mutex_lock(&p->mu);
 	p->st.fetched_bytes += nr * PAGE;
 	if (p->want == 0 && p->asked == 0 && p->st.all_here_ms == 0) {
+		uint64_t one = 1;
 		p->st.all_here_ms = (double)(fm_now_mono_us() - p->t0_us) / 1000.0;
 		p->st.link_bps = (double)p->st.fetched_bytes * 8e3 / (p->st.all_here_ms > 0 ? p->st.all_here_ms : 1);
+		(void)!write(p->here_fd, &one, sizeof(one));
 	}
 	pthread_mutex_unlock(&p->mu);
 	uint64_t from = p->udata_done;   /* <= nr: up_partial copies whole pages read */
@@ -1152,10 +1190,13 @@ static int up_read(fm_prefetch *p)
 			continue;
 		if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return 0;
-		if (k < 0)
-			return fail(p, -errno, "page prefetcher: the page stream from the source broke: %m");
+		if (k < 0) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "the page stream from the source broke: %s", strerror(errno));
+			return up_lost(p, -errno, msg);
+		}
 		if (k == 0)
-			return fail(p, -ECONNRESET, "page prefetcher: the source's page stream ended before the transfer did");
+			return up_lost(p, -ECONNRESET, "the source's page stream ended before the transfer did");
 		fm_prefetch_pace_arrived(&p->pace, (uint64_t)k, fm_now_mono_us());
 		if (p->close_sent) {
 			p->status_got += (size_t)k;
@@ -1212,9 +1253,13 @@ static void *prefetch_thread(void *opaque)
 		}
 		if (fds[0].revents) {
 			char cmd = 'x';
-			if (read(p->ctl_rd, &cmd, 1) == 1 && cmd == 'g') {
+			if (read(p->ctl_rd, &cmd, 1) == 1 && (cmd == 'g' || cmd == 'p')) {
+				/* released once (all_here_ms counts from then); a
+				 * 'g' after a 'p': the processes run now */
+				if (p->held)
+					p->t0_us = fm_now_mono_us();
 				p->held = false;
-				p->t0_us = fm_now_mono_us();
+				p->paused = cmd == 'p';
 				continue;
 			}
 			break;
@@ -1257,6 +1302,7 @@ static void *prefetch_thread(void *opaque)
 	if (!p->done)
 		fail(p, -ECANCELED, "page prefetcher: stopped");
 	uint64_t one = 1;
+	(void)!write(p->here_fd, &one, sizeof(one));
 	(void)!write(p->done_fd, &one, sizeof(one));
 	return NULL;
 }
@@ -1270,7 +1316,7 @@ int fm_prefetch_start(const char *images_dir, const char *restore_work, const ch
 	if (r < 0)
 		return r;
 	fm_prefetch *p = fm_xcalloc(1, sizeof(*p));
-	p->up_fd = p->ctl_rd = p->ctl_wr = p->done_fd = p->listen_fd = p->rs_fd = -1;
+	p->up_fd = p->ctl_rd = p->ctl_wr = p->done_fd = p->here_fd = p->fail_fd = p->listen_fd = p->rs_fd = -1;
 	pthread_mutex_init(&p->mu, NULL);
 	p->ranges = fm_xcalloc(nv ? nv : 1, sizeof(*p->ranges));
 	p->nranges = nv;
@@ -1311,7 +1357,8 @@ int fm_prefetch_start(const char *images_dir, const char *restore_work, const ch
 	}
 	p->ctl_rd = sp[0];
 	p->ctl_wr = sp[1];
-	if ((p->done_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
+	if ((p->done_fd = eventfd(0, EFD_CLOEXEC)) < 0 || (p->here_fd = eventfd(p->total ? 0 : 1, EFD_CLOEXEC)) < 0 ||
+	    (p->fail_fd = eventfd(0, EFD_CLOEXEC)) < 0) {
 		r = fm_error_set(err, -errno, "eventfd: %m");
 		goto fail;
 	}
@@ -1352,7 +1399,15 @@ void fm_prefetch_release(fm_prefetch *p)
 		(void)!write(p->ctl_wr, "g", 1);
 }
 
+void fm_prefetch_release_paused(fm_prefetch *p)
+{
+	if (p && p->started)
+		(void)!write(p->ctl_wr, "p", 1);
+}
+
 int fm_prefetch_done_fd(const fm_prefetch *p) { return p->done_fd; }
+int fm_prefetch_here_fd(const fm_prefetch *p) { return p->here_fd; }
+int fm_prefetch_fail_fd(const fm_prefetch *p) { return p->fail_fd; }
 
 int fm_prefetch_failed(fm_prefetch *p, fm_error *err)
 {
@@ -1379,7 +1434,7 @@ void fm_prefetch_free(fm_prefetch *p)
 		(void)!write(p->ctl_wr, "x", 1);
 		pthread_join(p->thread, NULL);
 	}
-	int *fds[] = { &p->up_fd, &p->ctl_rd, &p->ctl_wr, &p->done_fd, &p->listen_fd, &p->rs_fd };
+	int *fds[] = { &p->up_fd, &p->ctl_rd, &p->ctl_wr, &p->done_fd, &p->here_fd, &p->fail_fd, &p->listen_fd, &p->rs_fd };
 	for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
 		if (*fds[i] >= 0)
 			close(*fds[i]);

@@ -137,6 +137,16 @@ int fm_prefetch_start(const char *images_dir, const char *restore_work, const ch
 int fm_prefetch_done_fd(const fm_prefetch *p);
 /* Starts the background order (all_here_ms counts from here). */
 void fm_prefetch_release(fm_prefetch *p);
+/* The same for processes that do not run until every page is here (COLD's
+ * restore, held before its tasks resume): no fault waits behind the window,
+ * so it is FM_PREFETCH_WINDOW whatever the link (fewer requests on a slow
+ * one).  A release after it: the processes run. */
+void fm_prefetch_release_paused(fm_prefetch *p);
+/* Readable (an eventfd) once every lazy page has arrived (all_here_ms set), or
+ * it stopped (fm_prefetch_failed says whether it failed). */
+int fm_prefetch_here_fd(const fm_prefetch *p);
+/* Readable (an eventfd) once it has failed (fm_prefetch_failed says why). */
+int fm_prefetch_fail_fd(const fm_prefetch *p);
 /* The failure that stopped it (0 while none). */
 int fm_prefetch_failed(fm_prefetch *p, fm_error *err);
 void fm_prefetch_get_stats(fm_prefetch *p, fm_prefetch_stats *st);

@@ -17,6 +17,13 @@
  * relay writes 'r' into it when CRIU notifies post-resume, and the caller's
  * resumed callback runs then, not at runc's exit ~12 ms later.
  *
+ * A held restore (FM_RESTORE_HELD: COLD's, its memory arriving into the
+ * restored processes) has a third, work_dir/restore.hold: at CRIU's
+ * pre-resume the relay writes 'p' into restore.resumed and waits; the
+ * caller's hold callback runs (until every page is here) and its answer goes
+ * into restore.hold, 'g' for CRIU to let the tasks go, 'x' to fail the
+ * restore before they ever ran.
+ *
  * An early restore also starts its CRIU early: `fm-criu-shim warm
  * work_dir/criu-warm.sock [NETNS]` keeps a CRIU that has loaded and waits
  * for its request, and runc's restore shim hands the restore to it
@@ -48,6 +55,7 @@
 #define CANCEL_WAIT_MS 10000
 #define EARLY_IMAGES "restore-images"
 #define RESUMED_FIFO "restore.resumed"
+#define HOLD_FIFO "restore.hold"
 #define WARM_SOCK "criu-warm.sock"
 #define WARM_CONF "criu-warm.conf"
 /* a warm CRIU's keeper ends right after the restore it took (before runc);
@@ -57,11 +65,12 @@
 struct fm_restore_run {
 	fm_runtime *rt;
 	char *name, *images_dir, *work_dir;
-	bool lazy;
+	fm_restore_mode mode;
 	fm_tcp_mode tcp;
 	struct fm_cmd *runc;
 	fm_criu_fifo gate;       /* runc's first CRIU question waits in it (fd -1: no gate) */
 	int resumed;             /* RESUMED_FIFO, held open (-1: none) */
+	int hold;                /* HOLD_FIFO, held open (-1: none) */
 	struct fm_cmd *warm;     /* a warm CRIU's keeper (fm-criu-shim warm), or NULL */
 	fm_criu_fifo warm_conf;  /* its CRIU's CRIU_CONFIG_FILE, sent at the gate */
 };
@@ -106,6 +115,19 @@ static void gate_env(struct fm_cmd *c)
 	fm_cmd_env(c, "FM_RESTORE_GATE_MS", v);
 }
 
+/* The relay's FIFOs, for the shim that runs CRIU. */
+static void restore_env(fm_restore_run *run, struct fm_cmd *c)
+{
+	if (run->resumed >= 0) {
+		_cleanup_free_ char *resumed = work_file(run, RESUMED_FIFO);
+		fm_cmd_env(c, "FM_RESTORE_RESUMED", resumed);
+	}
+	if (run->hold >= 0) {
+		_cleanup_free_ char *hold = work_file(run, HOLD_FIFO);
+		fm_cmd_env(c, "FM_RESTORE_HOLD", hold);
+	}
+}
+
 /* Starts a warm CRIU for runc's restore shim to hand the restore to; best
  * effort (without it the restore shim starts CRIU).  The socket's path, or
  * NULL. */
@@ -132,10 +154,7 @@ static char *spawn_warm(fm_restore_run *run, const char *conf)
 	fm_cmd_env(c, "FM_CRIU", run->rt->criu);
 	fm_cmd_env(c, "CRIU_CONFIG_FILE", fifo);
 	gate_env(c);
-	if (run->resumed >= 0) {
-		_cleanup_free_ char *resumed = work_file(run, RESUMED_FIFO);
-		fm_cmd_env(c, "FM_RESTORE_RESUMED", resumed);
-	}
+	restore_env(run, c);
 	fm_cmd_arg(c, "warm");
 	fm_cmd_arg(c, sock);
 	/* runc gives CRIU the container's own network namespace (a path in its
@@ -214,6 +233,19 @@ static int spawn_runc(fm_restore_run *run, bool gated, fm_error *err)
 		    (run->resumed = open(resumed, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0)
 			unlink(resumed);
 	}
+	if (run->mode == FM_RESTORE_HELD && run->hold < 0) {
+		/* not best effort: unheld, the tasks would run without their memory */
+		_cleanup_free_ char *hold = work_file(run, HOLD_FIFO);
+		unlink(hold);
+		if (run->resumed < 0)
+			return fm_error_set(err, -ENOTSUP, "a held restore needs fm-criu-shim's relay (%s)",
+					    run->rt->criu_shim ? "its FIFO could not be made" : "no fm-criu-shim here");
+		if (mkfifo(hold, 0600) < 0 || (run->hold = open(hold, O_RDWR | O_NONBLOCK | O_CLOEXEC)) < 0) {
+			r = fm_error_set(err, -errno, "cannot make %s: %m", hold);
+			unlink(hold);
+			return r;
+		}
+	}
 	if (gated) {
 		/* the byte waits in the FIFO for a runc still starting */
 		if ((r = fm_criu_fifo_open(gate, &run->gate, err)) < 0)
@@ -227,10 +259,9 @@ static int spawn_runc(fm_restore_run *run, bool gated, fm_error *err)
 		fm_cmd_env(c, "FM_RESTORE_GATE", gate);
 		gate_env(c);
 	}
-	if (run->resumed >= 0)
-		fm_cmd_env(c, "FM_RESTORE_RESUMED", resumed);
+	restore_env(run, c);
 	fm_cmd_arg(c, "--detach");
-	if (run->lazy)
+	if (run->mode != FM_RESTORE_EAGER)
 		fm_cmd_arg(c, "--lazy-pages");
 	if (run->tcp == FM_TCP_ESTABLISHED)
 		fm_cmd_arg(c, "--tcp-established");
@@ -261,6 +292,11 @@ static void run_free(fm_restore_run *run)
 		_cleanup_free_ char *resumed = work_file(run, RESUMED_FIFO);
 		unlink(resumed);
 	}
+	if (run->hold >= 0) {
+		close(run->hold);
+		_cleanup_free_ char *hold = work_file(run, HOLD_FIFO);
+		unlink(hold);
+	}
 	if (run->runc) {
 		fm_cmd_wait_timeout(run->runc, 0, NULL);
 		fm_cmd_free(run->runc);
@@ -272,12 +308,12 @@ static void run_free(fm_restore_run *run)
 }
 
 static fm_restore_run *run_new(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir,
-			       bool lazy, fm_tcp_mode tcp)
+			       fm_restore_mode mode, fm_tcp_mode tcp)
 {
 	fm_restore_run *run = fm_xmalloc(sizeof(*run));
 	*run = (fm_restore_run){ .rt = rt, .name = fm_xstrdup(name), .images_dir = fm_xstrdup(images_dir),
-				 .work_dir = fm_xstrdup(work_dir), .lazy = lazy, .tcp = tcp, .gate = FM_CRIU_FIFO_INIT,
-				 .resumed = -1, .warm_conf = FM_CRIU_FIFO_INIT };
+				 .work_dir = fm_xstrdup(work_dir), .mode = mode, .tcp = tcp, .gate = FM_CRIU_FIFO_INIT,
+				 .resumed = -1, .hold = -1, .warm_conf = FM_CRIU_FIFO_INIT };
 	return run;
 }
 
@@ -305,7 +341,7 @@ static void early_settle(fm_restore_run *run, int ms)
 	}
 }
 
-int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, bool lazy, fm_tcp_mode tcp,
+int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, fm_restore_mode mode, fm_tcp_mode tcp,
 		     fm_restore_run **out, fm_error *err)
 {
 	*out = NULL;
@@ -313,7 +349,7 @@ int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, boo
 		return fm_error_set(err, -ENOTSUP, "no fm-criu-shim beside the daemon: a restore cannot wait for its images");
 	_cleanup_free_ char *images = fm_xasprintf("%s/" EARLY_IMAGES, work_dir);
 	fm_rm_rf(images);
-	fm_restore_run *run = run_new(rt, name, images, work_dir, lazy, tcp);
+	fm_restore_run *run = run_new(rt, name, images, work_dir, mode, tcp);
 	int r = spawn_runc(run, true, err);
 	if (r < 0) {
 		run_free(run);
@@ -325,9 +361,9 @@ int fm_restore_start(fm_runtime *rt, const char *name, const char *work_dir, boo
 	return 0;
 }
 
-bool fm_restore_matches(const fm_restore_run *run, const char *work_dir, bool lazy, fm_tcp_mode tcp)
+bool fm_restore_matches(const fm_restore_run *run, const char *work_dir, fm_restore_mode mode, fm_tcp_mode tcp)
 {
-	return run && run->lazy == lazy && run->tcp == tcp && !strcmp(run->work_dir, work_dir);
+	return run && run->mode == mode && run->tcp == tcp && !strcmp(run->work_dir, work_dir);
 }
 
 /* Has runc exited already (its gate wait failed, or it could not start)? */
@@ -373,23 +409,59 @@ static int link_images(fm_restore_run *run, const char *images_dir, fm_error *er
 }
 
 /* Waits for runc; resumed->fn runs when CRIU lets the tasks go, if the relay
- * says so before runc exits.  runc's exit status, as fm_cmd_wait_timeout. */
+ * says so before runc exits; a held restore's resumed->hold at CRIU's
+ * pre-resume (CRIU waits meanwhile).  A readable resumed->stop_fd gives the
+ * restore up (runc and its CRIU killed): -ECANCELED.  runc's exit status, as
+ * fm_cmd_wait_timeout, or the hold's failure (runc gone). */
 static int runc_wait(fm_restore_run *run, const fm_restore_resumed *resumed, fm_error *err)
 {
-	int64_t deadline = fm_now_mono_us() + (int64_t)FM_CRIU_TIMEOUT_MS * 1000;
-	if (resumed && resumed->fn && run->resumed >= 0) {
-		_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(run->runc), 0);
-		struct pollfd p[2] = { { run->resumed, POLLIN, 0 }, { pidfd, POLLIN, 0 } };
-		int n;
-		do
-			n = poll(p, 2, FM_CRIU_TIMEOUT_MS);
-		while (n < 0 && errno == EINTR);
+	int r = 0;
+	bool held = false, watch = run->resumed >= 0 && ((resumed && resumed->fn) || run->hold >= 0);
+	_cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, fm_cmd_pid(run->runc), 0);
+	int64_t deadline = fm_now_mono_ms() + FM_CRIU_TIMEOUT_MS;
+	for (;;) {
+		struct pollfd p[4] = { { watch ? run->resumed : -1, POLLIN, 0 }, { pidfd, POLLIN, 0 },
+				       { resumed ? resumed->stop_fd[0] : -1, POLLIN, 0 },
+				       { resumed ? resumed->stop_fd[1] : -1, POLLIN, 0 } };
+		int64_t left = deadline - fm_now_mono_ms();
+		int n = pidfd >= 0 && left > 0 ? poll(p, 4, (int)left) : 0;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || p[1].revents)
+			break;   /* runc ended, or no way to watch it: wait below */
+		if (p[2].revents || p[3].revents) {
+			r = fm_error_set(err, -ECANCELED, "the restore was given up (the migration was aborted, or "
+					 "its memory stream failed)");
+			break;
+		}
 		char byte = 0;
-		if (n > 0 && (p[0].revents & POLLIN) && read(run->resumed, &byte, 1) == 1 && byte == 'r')
-			resumed->fn(resumed->arg);
+		if (!(p[0].revents & POLLIN) || read(run->resumed, &byte, 1) != 1)
+			continue;
+		if (byte == 'p' && run->hold >= 0 && !held) {
+			held = true;
+			r = resumed && resumed->hold ? resumed->hold(resumed->arg, err) : 0;
+			if (write(run->hold, r == 0 ? "g" : "x", 1) != 1 && r == 0)
+				r = fm_error_set(err, -errno, "cannot let the held restore go on: %m");
+			if (r < 0)
+				break;
+		} else if (byte == 'r') {
+			if (resumed && resumed->fn)
+				resumed->fn(resumed->arg);
+			watch = false;   /* only runc's end is left */
+		}
 	}
-	int64_t left_ms = (deadline - fm_now_mono_us()) / 1000;
-	return fm_cmd_wait_timeout(run->runc, left_ms > 0 ? (int)left_ms : 0, err);
+	if (r < 0) {
+		/* runc's group (CRIU with it; a warm CRIU's keeper sees runc go) */
+		kill(-fm_cmd_pid(run->runc), SIGKILL);
+		fm_cmd_wait_timeout(run->runc, CANCEL_WAIT_MS, NULL);
+		return r;
+	}
+	int64_t left = deadline - fm_now_mono_ms();
+	int w = fm_cmd_wait_timeout(run->runc, left > 0 ? (int)left : 0, err);
+	if (w == 0 && run->hold >= 0 && !held)
+		return fm_error_set(err, -EPROTO, "the restore was to be held at CRIU's pre-resume, and CRIU never "
+				    "got there through the relay");
+	return w;
 }
 
 int fm_restore_finish(fm_restore_run *run, const char *images_dir, const fm_restore_resumed *resumed, fm_error *err)
@@ -459,8 +531,8 @@ void fm_restore_cancel(fm_restore_run *run)
 	run_free(run);
 }
 
-int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, bool lazy,
+int fm_restore(fm_runtime *rt, const char *name, const char *images_dir, const char *work_dir, fm_restore_mode mode,
 	       fm_tcp_mode tcp, const fm_restore_resumed *resumed, fm_error *err)
 {
-	return fm_restore_finish(run_new(rt, name, images_dir, work_dir, lazy, tcp), images_dir, resumed, err);
+	return fm_restore_finish(run_new(rt, name, images_dir, work_dir, mode, tcp), images_dir, resumed, err);
 }

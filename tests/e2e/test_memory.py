@@ -53,13 +53,19 @@ def test_post_copy_256mib_busy_memory_intact(cluster, hot):
     assert "mem" not in c.a.containers()
 
 
-def test_diskless_cold_256mib_busy_memory_intact(cluster):
+# the restore overlapping the transfer (held until the memory is in), or after
+# it (the memory streamed to a CRIU page server while the source dumps)
+@pytest.mark.parametrize("overlap", [True, False])
+def test_diskless_cold_256mib_busy_memory_intact(cluster, overlap):
     c = cluster.start()
     before = start_memload(c, SIZE_MIB // 64)
-    m, out = migrate(c.a, "--strategy", "COLD_MIGRATION")
+    m, out = migrate(c.a, "--strategy", "COLD_MIGRATION", *([] if overlap else ["--no-overlap"]))
     assert m["state"] == "COMPLETED", m
     msgs = [e["message"] for e in m["events"]]
-    assert any("Memory streamed to hostB while it was dumped (diskless)" in x for x in msgs), msgs
+    if overlap:
+        assert any("All memory pages of mem arrived on hostB before it ran (diskless)" in x for x in msgs), msgs
+    else:
+        assert any("Memory streamed to hostB while it was dumped (diskless)" in x for x in msgs), msgs
     assert m["bytes_transferred"] >= SIZE_MIB << 20, m["bytes_transferred"]
     # random-looking pages are not worth compressing: auto sends them raw
     assert m["bytes_transferred"] <= (SIZE_MIB << 20) * 1.02 + (2 << 20), m["bytes_transferred"]
@@ -95,7 +101,7 @@ def test_bandwidth_cap_holds_on_every_path(cluster):
     c.a.cli("run", "mem", "--image", "memload", "--", "/bin/fm-memload", "64", "4", "/tmp/memload.status")
     wait_for(lambda: (memload_status(c.a, "mem") or {}).get("full_scans", 0) >= 1, 60, "memload to fill its memory")
     floor_ms = (64 << 20) * 8 / 100e6 * 1000 * 0.9   # 64 MiB at 100 Mbit/s, 10 % slack
-    m, out = migrate(c.a, "--strategy", "COLD_MIGRATION", "--bandwidth", "100M")
+    m, out = migrate(c.a, "--strategy", "COLD_MIGRATION", "--no-overlap", "--bandwidth", "100M")
     assert m["state"] == "COMPLETED", m
     assert m["downtime_ms"] >= floor_ms, (m["downtime_ms"], floor_ms)
     line = next(l for l in out.splitlines() if "Memory streamed" in l)
@@ -111,3 +117,11 @@ def test_bandwidth_cap_holds_on_every_path(cluster):
     assert m["downtime_ms"] < floor_ms, m["downtime_ms"]   # post-copy resumes before the pages are there
     wait_for(lambda: memload_status(c.a, "mem"), 10, "status on hostA")
     assert memload_status(c.a, "mem")["errors"] == 0
+    # and by COLD with its restore overlapping the transfer: held that long
+    m, out = migrate(c.a, "--strategy", "COLD_MIGRATION", "--bandwidth", "100M")
+    assert m["state"] == "COMPLETED", m
+    assert m["downtime_ms"] >= floor_ms, (m["downtime_ms"], floor_ms)
+    line = next(l for l in out.splitlines() if "All memory pages of mem arrived" in l)
+    assert "before it ran" in line and int(line.split("prefetched at ")[1].split()[0]) <= 110, line
+    wait_for(lambda: memload_status(c.b, "mem"), 10, "status on hostB")
+    assert memload_status(c.b, "mem")["errors"] == 0

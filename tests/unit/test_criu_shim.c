@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,8 @@ static const uint8_t NOTIFY_PTS[] = { 0x08, 0x06, 0x10, 0x01, 0x2a, 0x13, 0x0a, 
 				      'p', 't', 's', '-', 'm', 'a', 's', 't', 'e', 'r' };
 static const uint8_t NOTIFY_RESUMED[] = { 0x08, 0x06, 0x10, 0x01, 0x2a, 0x0d, 0x0a, 0x0b, 'p', 'o', 's', 't', '-', 'r',
 					  'e', 's', 'u', 'm', 'e' };
+static const uint8_t NOTIFY_PRE_RESUME[] = { 0x08, 0x06, 0x10, 0x01, 0x2a, 0x0c, 0x0a, 0x0a, 'p', 'r', 'e', '-', 'r',
+					     'e', 's', 'u', 'm', 'e' };
 static const uint8_t NOTIFY_ACK[] = { 0x08, 0x06, 0x18, 0x01 };  /* criu_req { NOTIFY, notify_success } */
 
 /* A restore as CRIU's RPC does it: the images and work directories found as
@@ -82,8 +85,13 @@ static int fake_criu_restore(const uint8_t *req)
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &p[0], sizeof(int));
 	uint8_t ack[64];
-	if (sendmsg(3, &m, 0) < 0 || recv(3, ack, sizeof(ack), 0) != sizeof(NOTIFY_ACK) ||
-	    send(3, NOTIFY_RESUMED, sizeof(NOTIFY_RESUMED), 0) < 0 || recv(3, ack, sizeof(ack), 0) != sizeof(NOTIFY_ACK) ||
+	if (sendmsg(3, &m, 0) < 0 || recv(3, ack, sizeof(ack), 0) != sizeof(NOTIFY_ACK))
+		return 7;
+	/* CRIU's pre-resume (FM_FAKE_PRE_RESUME), as the restore's next-to-last */
+	if (getenv("FM_FAKE_PRE_RESUME") &&
+	    (send(3, NOTIFY_PRE_RESUME, sizeof(NOTIFY_PRE_RESUME), 0) < 0 || recv(3, ack, sizeof(ack), 0) != sizeof(NOTIFY_ACK)))
+		return 10;
+	if (send(3, NOTIFY_RESUMED, sizeof(NOTIFY_RESUMED), 0) < 0 || recv(3, ack, sizeof(ack), 0) != sizeof(NOTIFY_ACK) ||
 	    send(3, RESTORE_RESP, sizeof(RESTORE_RESP), 0) < 0)
 		return 7;
 	/* like CRIU's RPC loop: the next request, or the end */
@@ -323,13 +331,24 @@ static ssize_t recv_fd(int sk, uint8_t *buf, size_t len, int *fd)
 /* With FM_RESTORE_RESUMED, a restore's messages pass through the shim's
  * relay: CRIU still finds runc's directories through its peer, descriptors
  * pass, every message arrives unchanged, 'r' is in the FIFO by the time
- * runc sees post-resume (and not before), and all ends when runc is done. */
-static void test_relay_tells_of_the_resume(void **state)
+ * runc sees post-resume (and not before), and all ends when runc is done.
+ * hold ('g' or 'x', 0: none): with FM_RESTORE_HOLD, CRIU's pre-resume stops
+ * in the relay ('p' in the FIFO, nothing for runc) until the daemon's byte;
+ * 'g' passes it on, 'x' ends the restore: CRIU killed, runc's socket closed,
+ * the shim failing. */
+static void relay_restore(int hold)
 {
-	(void)state;
-	char images[96], fifo[96], ino[32];
+	char images[96], fifo[96], hfifo[96], ino[32];
 	snprintf(images, sizeof(images), "%s/images", dir);
 	snprintf(fifo, sizeof(fifo), "%s.resumed", dir);
+	snprintf(hfifo, sizeof(hfifo), "%s.hold", dir);
+	unlink(hfifo);
+	int hfd = -1;
+	if (hold) {
+		assert_int_equal(mkfifo(hfifo, 0600), 0);
+		hfd = open(hfifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		assert_true(hfd >= 0);
+	}
 	assert_int_equal(mkdir(images, 0700), 0);
 	int ifd = open(images, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	struct stat st;
@@ -351,6 +370,10 @@ static void test_relay_tells_of_the_resume(void **state)
 		setenv("FM_FAKE_INO", ino, 1);
 		setenv("FM_CRIU", self, 1);
 		setenv("FM_RESTORE_RESUMED", fifo, 1);
+		if (hold) {
+			setenv("FM_RESTORE_HOLD", hfifo, 1);
+			setenv("FM_FAKE_PRE_RESUME", "1", 1);
+		}
 		execl(getenv("FM_CRIU_SHIM"), "fm-criu-shim", "swrk", "3", (char *)NULL);
 		_exit(126);
 	}
@@ -370,6 +393,27 @@ static void test_relay_tells_of_the_resume(void **state)
 	close(fd);
 	assert_int_equal(read(note, &byte, 1), -1);   /* not yet */
 	assert_int_equal(send(sp[0], NOTIFY_ACK, sizeof(NOTIFY_ACK), 0), (ssize_t)sizeof(NOTIFY_ACK));
+	if (hold) {
+		/* held: 'p' comes, pre-resume does not */
+		struct pollfd pn = { note, POLLIN, 0 };
+		assert_int_equal(poll(&pn, 1, 10000), 1);
+		assert_int_equal(read(note, &byte, 1), 1);
+		assert_int_equal(byte, 'p');
+		struct pollfd pr = { sp[0], POLLIN, 0 };
+		assert_int_equal(poll(&pr, 1, 300), 0);
+		assert_int_equal(write(hfd, &(char){ (char)hold }, 1), 1);
+		if (hold == 'x') {
+			int wst;
+			assert_int_equal(recv(sp[0], buf, sizeof(buf), 0), 0);   /* CRIU is gone */
+			assert_int_equal(waitpid(pid, &wst, 0), pid);
+			assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) != 0);
+			assert_int_equal(runs(), before + 1);
+			goto out;
+		}
+		assert_int_equal(recv_fd(sp[0], buf, sizeof(buf), &fd), (ssize_t)sizeof(NOTIFY_PRE_RESUME));
+		assert_memory_equal(buf, NOTIFY_PRE_RESUME, sizeof(NOTIFY_PRE_RESUME));
+		assert_int_equal(send(sp[0], NOTIFY_ACK, sizeof(NOTIFY_ACK), 0), (ssize_t)sizeof(NOTIFY_ACK));
+	}
 	assert_int_equal(recv_fd(sp[0], buf, sizeof(buf), &fd), (ssize_t)sizeof(NOTIFY_RESUMED));
 	assert_memory_equal(buf, NOTIFY_RESUMED, sizeof(NOTIFY_RESUMED));
 	assert_int_equal(read(note, &byte, 1), 1);
@@ -385,12 +429,34 @@ static void test_relay_tells_of_the_resume(void **state)
 	assert_int_equal(WEXITSTATUS(wst), 0);
 	assert_int_equal(recv(sp[0], buf, sizeof(buf), 0), 0);
 	assert_int_equal(runs(), before + 1);
+out:
 	close(sp[0]);
 	close(note);
 	close(ifd);
 	close(wfd);
+	if (hfd >= 0)
+		close(hfd);
 	unlink(fifo);
+	unlink(hfifo);
 	rmdir(images);
+}
+
+static void test_relay_tells_of_the_resume(void **state)
+{
+	(void)state;
+	relay_restore(0);
+}
+
+static void test_relay_holds_the_resume_until_g(void **state)
+{
+	(void)state;
+	relay_restore('g');
+}
+
+static void test_relay_held_resume_x_fails_the_restore(void **state)
+{
+	(void)state;
+	relay_restore('x');
 }
 
 /* What the warm tests share: the images and work directories (two of them,
@@ -608,6 +674,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_gate_x_fails_without_asking_criu),
 		cmocka_unit_test(test_gate_gives_up_when_its_daemon_exits),
 		cmocka_unit_test(test_relay_tells_of_the_resume),
+		cmocka_unit_test(test_relay_holds_the_resume_until_g),
+		cmocka_unit_test(test_relay_held_resume_x_fails_the_restore),
 		cmocka_unit_test(test_warm_criu_takes_the_restore),
 		cmocka_unit_test(test_warm_criu_declines_what_it_lacks),
 	};

@@ -551,6 +551,43 @@ static void test_prefetch_copies_a_faulting_page_before_its_answer_ends(void **s
 	close(go);
 }
 
+/* COLD's held restore: released for processes that do not run yet, every
+ * page arrives with the largest window, and here_fd says so while the
+ * restore still runs (the transfer closes only after it); nothing failed. */
+static void test_prefetch_paused_release_brings_every_page_first(void **state)
+{
+	(void)state;
+	restored r;
+	fm_prefetch_stats s;
+	restored_setup(&r, 0);
+	int sk = restore_connect(&r);
+	send_int(sk, 1);
+	send_fd(sk, r.uffd);
+	fm_prefetch_release_paused(r.p);
+	struct pollfd ph = { fm_prefetch_here_fd(r.p), POLLIN, 0 };
+	assert_int_equal(poll(&ph, 1, 10000), 1);
+	fm_prefetch_get_stats(r.p, &s);
+	assert_int_equal(s.fetched_bytes, 155 * PAGE);
+	assert_true(s.all_here_ms > 0);
+	assert_int_equal(s.window_max, FM_PREFETCH_WINDOW);
+	assert_int_equal(s.faults, 0);
+	struct pollfd pq[2] = { { fm_prefetch_fail_fd(r.p), POLLIN, 0 }, { fm_prefetch_done_fd(r.p), POLLIN, 0 } };
+	assert_int_equal(poll(pq, 2, 50), 0);   /* neither failed nor done: the restore goes on */
+	check_pages(&r, 0, 100);
+	/* the restore ends; the processes run: the transfer closes */
+	send_int(sk, -3);
+	send_int(sk, 0x52535446);
+	close(sk);
+	close(r.uffd);
+	r.uffd = -1;
+	fm_prefetch_release(r.p);
+	assert_int_equal(wait_done(&r, NULL), 0);
+	assert_int_equal(r.f.closed, 1);
+	assert_int_equal(r.f.pages_sent, 155);
+	check_pages(&r, 105, MEM_PAGES);
+	restored_teardown(&r);
+}
+
 static void test_prefetch_source_gone_fails_it(void **state)
 {
 	(void)state;
@@ -562,6 +599,9 @@ static void test_prefetch_source_gone_fails_it(void **state)
 	/* (no page touched here: after a failure the faults wait, for good) */
 	assert_true(wait_done(&r, &why) < 0);
 	assert_non_null(strstr(why.msg, "source"));
+	/* the failure is told on its own descriptor too (a held restore gives up) */
+	struct pollfd pf = { fm_prefetch_fail_fd(r.p), POLLIN, 0 };
+	assert_int_equal(poll(&pf, 1, 0), 1);
 	fm_error_clear(&why);
 	restored_teardown(&r);
 }
@@ -679,6 +719,7 @@ int main(void)
 		cmocka_unit_test(test_prefetch_follows_remap_unmap_and_remove),
 		cmocka_unit_test(test_prefetch_serves_a_forked_child),
 		cmocka_unit_test(test_prefetch_copies_a_faulting_page_before_its_answer_ends),
+		cmocka_unit_test(test_prefetch_paused_release_brings_every_page_first),
 		cmocka_unit_test(test_prefetch_source_gone_fails_it),
 		cmocka_unit_test(test_prefetch_refuses_garbage_from_the_restore),
 	};

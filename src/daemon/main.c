@@ -487,6 +487,9 @@ int main(int argc, char **argv)
 				     "while the container is frozen (12 ms a walk at 262144 here, 0.7 ms at 16384); a host "
 				     "with few tracked connections can lower it", buckets);
 	d.agent.caps = fm_ckpt_capabilities(criu);
+	/* a restore held at CRIU's pre-resume (diskless COLD overlapping its
+	 * transfer) needs fm-criu-shim's relay beside the daemon */
+	json_object_set_new(d.agent.caps, "restore_hold", json_boolean(d.rt.criu_shim != NULL));
 	if (!json_is_true(json_object_get(d.agent.caps, "criu_ok")))
 		fm_warn(FM_C_CHECKPOINTING, "CRIU at %s does not work here (%s): migrations from and to this host will fail "
 			"until it does (run scripts/setup.sh)", criu,

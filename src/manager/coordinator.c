@@ -739,7 +739,8 @@ static bool diskless(fm_mig *m)
 }
 
 /* Diskless COLD whose restore overlaps the transfer (request "overlap",
- * default on, where both hosts restore lazily and our page handler runs):
+ * default on, where both hosts restore lazily, our page handler runs and the
+ * destination has fm-criu-shim to hold the restore):
  * the source's dump leaves the memory out, the destination restores at once
  * and holds the restored tasks at CRIU's pre-resume while the memory streams
  * into them; they run once all of it is there.  Otherwise the memory streams
@@ -749,7 +750,8 @@ static bool restore_overlapped(fm_mig *m)
 	return diskless(m) && !json_is_false(json_object_get(m->req, "overlap")) &&
 	       !json_is_false(json_object_get(m->req, "prefetch")) &&
 	       fm_strategy_lazy_ok(json_object_get(m->src_info, "capabilities")) &&
-	       fm_strategy_lazy_ok(json_object_get(m->dst_info, "capabilities"));
+	       fm_strategy_lazy_ok(json_object_get(m->dst_info, "capabilities")) &&
+	       json_is_true(json_object_get(json_object_get(m->dst_info, "capabilities"), "restore_hold"));
 }
 
 /* ------------------------------------------------------------ Network Orchestrator */

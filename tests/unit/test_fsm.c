@@ -131,8 +131,9 @@ static int fake_agent_call(const char *ep, const char *method, const char *path,
 		fake.restore = json_deep_copy(body);
 	}
 	if (!strcmp(path, "/v1/info"))
-		o = json_pack("{s:{s:b, s:s, s:b, s:b, s:i}}", "capabilities", "criu_ok", 1, "criu_version", "4.2.1",
-			      "mem_dirty_track", fake.dirty_track, "lazy_pages", 1, "pipe_max_size", 4 << 20);
+		o = json_pack("{s:{s:b, s:s, s:b, s:b, s:i, s:b}}", "capabilities", "criu_ok", 1, "criu_version", "4.2.1",
+			      "mem_dirty_track", fake.dirty_track, "lazy_pages", 1, "pipe_max_size", 4 << 20,
+			      "restore_hold", 1);
 	else if (strstr(path, "/predump")) {
 		json_int_t b = fake.predump_bytes[fake.rounds < 8 ? fake.rounds : 7];
 		fake.rounds++;

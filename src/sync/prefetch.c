@@ -329,7 +329,11 @@ typedef struct uf_wait {         /* a fault waiting for the network */
 } uf_wait;
 
 /* The largest answer: a background chunk (a fault's readahead is smaller). */
-#define RBUF_PAGES FM_PREFETCH_CHUNK_PAGES
+#define RBUF_PAGES FM_PREFETCH_PAUSED_CHUNK_PAGES   /* mapped; FM_PREFETCH_CHUNK_PAGES of it faulted in
+						     * at the start, the rest at a paused release */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 #define MAX_TASKS 4096
 #define MAX_WAITS 4096
 #define UFFD_MSGS 64
@@ -343,6 +347,7 @@ struct fm_prefetch {
 	uint8_t *state;
 	uint8_t *cache;          /* total pages, mapped without reserve: only pages kept for a later copy use memory */
 	uint8_t *rbuf;           /* the answer being read lands here (RBUF_PAGES, faulted in once) */
+	uint64_t rbuf_pages;     /* ... of which this many are faulted in: the largest request */
 	uint64_t want, asked, here;
 	uint64_t cursor;         /* where the background order goes on */
 	fm_prefetch_pace pace;
@@ -464,7 +469,7 @@ static int up_send(fm_prefetch *p, uint64_t pid, uint64_t vaddr, uint64_t nr, ui
 {
 	if (p->uq_len == UP_QUEUE)
 		return fail(p, -EOVERFLOW, "page prefetcher: too many requests in flight");
-	if (nr > RBUF_PAGES)
+	if (nr > p->rbuf_pages)
 		return fail(p, -EINVAL, "page prefetcher: a request of %llu pages", (unsigned long long)nr);
 	uint8_t h[PSI_LEN];
 	psi(h, PS_IOV_GET, nr, vaddr, pid);
@@ -1029,7 +1034,7 @@ static void window_update(fm_prefetch *p)
 	if (rate > p->peak_rate)
 		p->peak_rate = rate;
 	int64_t now = fm_now_mono_us();
-	p->window = p->paused ? FM_PREFETCH_WINDOW
+	p->window = p->paused ? 2 * p->rbuf_pages * PAGE
 			      : fm_prefetch_window_now(rate, p->peak_rate, p->held ? -1 : now - p->t0_us,
 						       p->fault_us ? now - p->fault_us : -1);
 	if (p->held || (p->window >= p->st.window_min && p->window <= p->st.window_max))
@@ -1046,7 +1051,7 @@ static void window_update(fm_prefetch *p)
 static int pump(fm_prefetch *p)
 {
 	window_update(p);
-	uint64_t chunk = fm_prefetch_chunk_pages(p->window);
+	uint64_t chunk = p->paused ? p->rbuf_pages : fm_prefetch_chunk_pages(p->window);
 	while (!p->held && !p->close_sent && p->want > 0 && p->asked * PAGE < p->window &&
 	       (p->here + p->asked) * PAGE < FM_PREFETCH_CACHE_MAX) {
 		if (p->cursor >= p->total)
@@ -1071,8 +1076,6 @@ static int pump(fm_prefetch *p)
 	return 0;
 }
 
-/* Every task has every page, and the restore is over: the source's dump
- * finishes when it gets PS_IOV_CLOSE (and answers with a status). */
 /* Every page is in every process that wants it, and the restore has said
  * all it will: the page stream is no longer needed. */
 static bool all_delivered(const fm_prefetch *p)
@@ -1098,6 +1101,8 @@ static int up_lost(fm_prefetch *p, int code, const char *msg)
 	return fail(p, code, "page prefetcher: %s", msg);
 }
 
+/* Every task has every page, and the restore is over: the source's dump
+ * finishes when it gets PS_IOV_CLOSE (and answers with a status). */
 static int maybe_close(fm_prefetch *p)
 {
 	if (p->close_sent || !p->restore_finished || !p->restore_gone || p->asked > 0 || p->here > 0 || p->uq_len > 0)
@@ -1260,6 +1265,12 @@ static void *prefetch_thread(void *opaque)
 					p->t0_us = fm_now_mono_us();
 				p->held = false;
 				p->paused = cmd == 'p';
+				/* requests of up to 4 MiB (fewer requests and answer
+				 * headers on the wire: ~60 B each), as the buffer allows */
+				if (p->paused && p->rbuf_pages < RBUF_PAGES &&
+				    madvise(p->rbuf + p->rbuf_pages * PAGE, (RBUF_PAGES - p->rbuf_pages) * PAGE,
+					    MADV_POPULATE_WRITE) == 0)
+					p->rbuf_pages = RBUF_PAGES;
 				continue;
 			}
 			break;
@@ -1334,12 +1345,15 @@ int fm_prefetch_start(const char *images_dir, const char *restore_work, const ch
 	/* faulted in now, once: pages read into memory never touched before fault
 	 * it in page by page (the cache did: ~28,000 faults a second at 1 Gbit/s,
 	 * 14 us each on our VMs, ~0.4 s of CPU per second of transfer) */
-	p->rbuf = mmap(NULL, RBUF_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	p->rbuf = mmap(NULL, RBUF_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p->rbuf == MAP_FAILED) {
 		p->rbuf = NULL;
 		r = fm_error_set(err, -errno, "page prefetcher: cannot map its receive buffer: %m");
 		goto fail;
 	}
+	p->rbuf_pages = FM_PREFETCH_CHUNK_PAGES;
+	if (madvise(p->rbuf, p->rbuf_pages * PAGE, MADV_POPULATE_WRITE) < 0)
+		memset(p->rbuf, 0, p->rbuf_pages * PAGE);
 	if (p->total) {
 		p->cache = mmap(NULL, p->total * PAGE, PROT_READ | PROT_WRITE,
 				MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

@@ -68,6 +68,10 @@
 /* One background request (CRIU splices it from its page pipe): half the window,
  * at most this. */
 #define FM_PREFETCH_CHUNK_PAGES 128
+/* ... and for processes held until every page is here (COLD's restore,
+ * fm_prefetch_release_paused), no fault waits behind a request: up to this
+ * many pages each (4 MiB), two in flight. */
+#define FM_PREFETCH_PAUSED_CHUNK_PAGES 1024
 /* A fault's request brings up to this many pages from the faulting one on (no
  * more than a chunk: on a slow link a large readahead is a long wait). */
 #define FM_PREFETCH_READAHEAD_PAGES 64
@@ -139,8 +143,9 @@ int fm_prefetch_done_fd(const fm_prefetch *p);
 void fm_prefetch_release(fm_prefetch *p);
 /* The same for processes that do not run until every page is here (COLD's
  * restore, held before its tasks resume): no fault waits behind the window,
- * so it is FM_PREFETCH_WINDOW whatever the link (fewer requests on a slow
- * one).  A release after it: the processes run. */
+ * so requests are FM_PREFETCH_PAUSED_CHUNK_PAGES, two in flight, whatever
+ * the link (fewer requests and answer headers on the wire).  A release after
+ * it: the processes run. */
 void fm_prefetch_release_paused(fm_prefetch *p);
 /* Readable (an eventfd) once every lazy page has arrived (all_here_ms set), or
  * it stopped (fm_prefetch_failed says whether it failed). */

@@ -552,7 +552,7 @@ static void test_prefetch_copies_a_faulting_page_before_its_answer_ends(void **s
 }
 
 /* COLD's held restore: released for processes that do not run yet, every
- * page arrives with the largest window, and here_fd says so while the
+ * page arrives in the largest requests, and here_fd says so while the
  * restore still runs (the transfer closes only after it); nothing failed. */
 static void test_prefetch_paused_release_brings_every_page_first(void **state)
 {
@@ -569,7 +569,7 @@ static void test_prefetch_paused_release_brings_every_page_first(void **state)
 	fm_prefetch_get_stats(r.p, &s);
 	assert_int_equal(s.fetched_bytes, 155 * PAGE);
 	assert_true(s.all_here_ms > 0);
-	assert_int_equal(s.window_max, FM_PREFETCH_WINDOW);
+	assert_int_equal(s.window_max, 2 * FM_PREFETCH_PAUSED_CHUNK_PAGES * PAGE);
 	assert_int_equal(s.faults, 0);
 	struct pollfd pq[2] = { { fm_prefetch_fail_fd(r.p), POLLIN, 0 }, { fm_prefetch_done_fd(r.p), POLLIN, 0 } };
 	assert_int_equal(poll(pq, 2, 50), 0);   /* neither failed nor done: the restore goes on */

@@ -1052,7 +1052,11 @@ static int pump(fm_prefetch *p)
 {
 	window_update(p);
 	uint64_t chunk = p->paused ? p->rbuf_pages : fm_prefetch_chunk_pages(p->window);
-	while (!p->held && !p->close_sent && p->want > 0 && p->asked * PAGE < p->window &&
+	/* paused processes: not before the restore has named every one of them
+	 * (CRIU says so before its pre-resume): a page that arrives before its
+	 * process's userfaultfd is needed by nobody yet, and would be dropped */
+	while (!p->held && !(p->paused && !p->restore_finished) && !p->close_sent && p->want > 0 &&
+	       p->asked * PAGE < p->window &&
 	       (p->here + p->asked) * PAGE < FM_PREFETCH_CACHE_MAX) {
 		if (p->cursor >= p->total)
 			p->cursor = 0;

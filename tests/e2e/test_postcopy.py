@@ -9,8 +9,11 @@ import pytest
 
 from conftest import assert_clean_destination, assert_failed_with_rollback, migration, wait_finished, wait_for
 
-# 40 MB held in the shell's memory; every iteration reads all of it (${#x})
-MEM_CMD = ["/bin/sh", "-c", 'x=$(head -c 40000000 /dev/zero | tr "\\0" a); i=0; '
+# 40 MB held in the shell's memory, base64 of random bytes (zstd keeps ~3/4 of
+# it: ~2.5 s at 100 Mbit/s, so that pages are still in flight when a test cuts
+# them; 40 MB of one letter crossed in 0.1 s); every iteration reads all of it
+# (${#x})
+MEM_CMD = ["/bin/sh", "-c", 'x=$(head -c 30000000 /dev/urandom | base64 -w 0); i=0; '
                             'while :; do i=$((i+1)); echo "$i ${#x}" > /tmp/counter; sleep 0.05; done']
 
 

@@ -15,12 +15,16 @@
 #include <sys/statfs.h>
 #include <time.h>
 
-int64_t fm_now_mono_us(void)
+static int64_t clock_us(clockid_t id)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+int64_t fm_now_mono_us(void) { return clock_us(CLOCK_MONOTONIC); }
+
+int64_t fm_thread_cpu_us(void) { return clock_us(CLOCK_THREAD_CPUTIME_ID); }
 
 int64_t fm_now_mono_ms(void) { return fm_now_mono_us() / 1000; }
 

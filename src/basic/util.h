@@ -33,6 +33,8 @@ static inline void fm_closep(int *fd)
 /* Milliseconds: monotonic (for durations) and wall clock (for journals). */
 int64_t fm_now_mono_ms(void);
 int64_t fm_now_mono_us(void);
+/* The CPU time the calling thread has used (not the time it waited for a CPU). */
+int64_t fm_thread_cpu_us(void);
 int64_t fm_now_wall_ms(void);
 /* "2026-11-25T10:11:12.345Z" into buf (>= 32 bytes). */
 void fm_format_wall_ms(int64_t ms, char *buf, size_t len);

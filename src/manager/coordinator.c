@@ -1512,11 +1512,17 @@ static int step_execution(fm_mig *m)
 		fm_format_bytes((uint64_t)json_integer_value(json_object_get(ck, "pages_wire_tx")), wire, sizeof(wire));
 		json_int_t zf = json_integer_value(json_object_get(ck, "pages_compressed_frames"));
 		double link = json_real_value(json_object_get(ck, "pages_link_bps"));
-		char how[96] = "sent raw", lk[64] = "";
-		if (zf > 0)
+		char how[160] = "sent raw", lk[64] = "";
+		if (zf > 0) {
+			char dense[32];
+			fm_format_bytes((uint64_t)json_integer_value(json_object_get(ck, "pages_dense_bytes")), dense,
+					sizeof(dense));
 			snprintf(how, sizeof(how), "zstd level %" JSON_INTEGER_FORMAT " on %" JSON_INTEGER_FORMAT " of %"
-				 JSON_INTEGER_FORMAT " frames", json_integer_value(json_object_get(ck, "pages_zstd_level")), zf,
-				 json_integer_value(json_object_get(ck, "pages_frames")));
+				 JSON_INTEGER_FORMAT " frames (%s of dense pages at level %" JSON_INTEGER_FORMAT ")",
+				 json_integer_value(json_object_get(ck, "pages_zstd_level")), zf,
+				 json_integer_value(json_object_get(ck, "pages_frames")), dense,
+				 json_integer_value(json_object_get(ck, "pages_dense_level")));
+		}
 		if (link > 0)
 			snprintf(lk, sizeof(lk), "; link measured at %.0f Mbit/s", link / 1e6);
 		mlog(m, FM_LOG_INFO, FM_C_DELTA_TRANSFER,

@@ -18,6 +18,11 @@
  *                      compress and how fast zstd runs here; it compresses
  *                      one frame while the last is on the wire), at the
  *                      level the link speed calls for.
+ *
+ * A stream (.stream) keeps a second zstd stream for dense pages (structures:
+ * 4 KiB units with many zero bytes) at level 6 under AUTO, while the link
+ * leaves compression time to spare; each of its frames is a run of pieces,
+ * each of one of the two streams (compress.c says why and what it saved).
  */
 #pragma once
 #include <stdbool.h>
@@ -32,6 +37,11 @@
  * the small files of a checkpoint (a few hundred bytes of protobuf each)
  * shrink there, where alone they would not. */
 #define FM_COMPRESS_STREAM_MIN 128
+/* The largest frame a stream takes apart into dense units and the rest (a
+ * larger one goes whole through the main stream). */
+#define FM_COMPRESS_MAX_FRAME (1024 * 1024)
+/* The level of a stream's dense units (AUTO, at a lower level) */
+#define FM_COMPRESS_DENSE_LEVEL 6
 
 typedef struct fm_compressor {
 	int mode;              /* OFF, AUTO or a level */
@@ -42,8 +52,16 @@ typedef struct fm_compressor {
 	                        * compressed goes compressed whatever it saved */
 	int applied;           /* the level the context is set up for (0 = none) */
 	void *cctx;            /* ZSTD_CCtx, made on first use */
+	void *dense_cctx;      /* ... a stream's for dense units (AUTO) */
+	double busy;           /* compression time over the link time of what it made, smoothed
+	                        * (0 = not measured): the dense context runs while it is low */
+	bool dense_failed;     /* the dense context could not be made: never again */
+	uint64_t dense_bytes;  /* raw bytes compressed through the dense context */
+	uint8_t *gather;       /* a frame's units sorted main, dense (FM_COMPRESS_MAX_FRAME) */
 	double ratio;          /* compressed / raw of compressible-looking frames, smoothed */
-	double zstd_Bps;       /* compression speed, smoothed; 0 = not measured yet (the first
+	double zstd_Bps;       /* compression speed in this thread's CPU time (the time the
+	                        * scheduler gave to others is not zstd's), smoothed;
+	                        * 0 = not measured yet (the first
 	                        * compression is not a measure: a cold context and first-touch
 	                        * page faults made it 3.5x slower here, and turned AUTO off;
 	                        * nor is a small frame's) */
@@ -76,12 +94,18 @@ size_t fm_compress_bound(size_t n);
  * dst holds fm_compress_bound(n). */
 size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst, size_t cap, double link_bps);
 
+/* A receiver's zstd contexts (a stream's two), made on first use. */
+typedef struct fm_decompressor {
+	void *dctx[2];
+	uint8_t *scatter;      /* a frame's two pieces decoded, before the units go back in order */
+} fm_decompressor;
+
 /* Decompresses a frame that must become exactly raw_len bytes; false if it
- * does not.  *dctx (a ZSTD_DCtx) is made on first use. */
-bool fm_decompress_frame(void **dctx, const void *src, size_t n, void *dst, size_t raw_len);
+ * does not. */
+bool fm_decompress_frame(fm_decompressor *d, const void *src, size_t n, void *dst, size_t raw_len);
 /* The same for the next frame of a stream (a compressor with .stream): the
- * frames in the order they were compressed, through the same *dctx. */
-bool fm_decompress_stream(void **dctx, const void *src, size_t n, void *dst, size_t raw_len);
+ * frames in the order they were compressed, through the same *d. */
+bool fm_decompress_stream(fm_decompressor *d, const void *src, size_t n, void *dst, size_t raw_len);
 
 void fm_compressor_free(fm_compressor *z);
-void fm_decompressor_free(void *dctx);
+void fm_decompressor_free(fm_decompressor *d);

@@ -377,6 +377,8 @@ static void relay_stats_json(fm_relay *r, json_t *obj, const char *prefix)
 	SET("compressed_frames", json_integer(st.compressed_frames));
 	SET("frames", json_integer(st.frames_tx));
 	SET("zstd_level", json_integer(st.level));
+	SET("dense_bytes", json_integer((json_int_t)st.dense_tx));
+	SET("dense_level", json_integer(FM_COMPRESS_DENSE_LEVEL));
 	SET("link_bps", json_real(st.link_bps));
 #undef SET
 }
@@ -2123,9 +2125,12 @@ static void outgoing_forget(fm_agent *a, const char *mid)
 		if (o->relay) {
 			fm_relay_stats st;
 			fm_relay_get_stats(o->relay, &st);
+			char dense[32];
+			fm_format_bytes(st.dense_tx, dense, sizeof(dense));
 			fm_log(FM_LOG_INFO, FM_C_DELTA_TRANSFER, mid, "Memory pages served: %" PRIu64 " bytes, %" PRIu64
-			       " on the wire in %u frames, %u of them compressed (zstd level %d)",
-			       st.raw_tx, st.wire_tx, st.frames_tx, st.compressed_frames, st.level);
+			       " on the wire in %u frames, %u of them compressed (zstd level %d; %s of dense pages at level %d)",
+			       st.raw_tx, st.wire_tx, st.frames_tx, st.compressed_frames, st.level, dense,
+			       FM_COMPRESS_DENSE_LEVEL);
 		}
 		fm_relay_free(o->relay);
 		fm_net_capture_stop(o->capture, NULL, NULL, NULL);

@@ -147,6 +147,7 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 	size_t bound = fm_compress_bound(FM_RELAY_BLOCK);
 	_cleanup_free_ uint8_t *raw = fm_xmalloc(FM_RELAY_BLOCK), *frame = fm_xmalloc(FMR_HDR + bound);
 	fm_compressor z = FM_COMPRESSOR_INIT_STREAM(r->o.compress);
+	uint64_t dense_seen = 0;
 	int ret = 0;
 
 	for (;;) {
@@ -203,6 +204,8 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 			r->st.compressed_frames++;
 			r->st.level = z.level;
 		}
+		r->st.dense_tx += z.dense_bytes - dense_seen;
+		dense_seen = z.dense_bytes;
 		if (dt >= FMR_BLOCKED_US) {
 			r->blocked_bytes += FMR_HDR + wire;
 			r->blocked_us += dt;
@@ -229,7 +232,7 @@ static int decode_loop(fm_relay *r, int in, int out, const char *what)
 {
 	size_t bound = fm_compress_bound(FM_RELAY_BLOCK);
 	_cleanup_free_ uint8_t *wirebuf = fm_xmalloc(bound), *raw = fm_xmalloc(FM_RELAY_BLOCK);
-	void *dctx = NULL;
+	fm_decompressor dctx = { 0 };
 	const char *why = NULL;
 	int ret = 0;
 
@@ -272,7 +275,7 @@ static int decode_loop(fm_relay *r, int in, int out, const char *what)
 		r->st.raw_rx += rawlen;
 		pthread_mutex_unlock(&r->mu);
 	}
-	fm_decompressor_free(dctx);
+	fm_decompressor_free(&dctx);
 	if (ret < 0 && !stopping(r)) {
 		char msg[200];
 		snprintf(msg, sizeof(msg), "page relay: %s: %s", what, why ? why : strerror(-ret));

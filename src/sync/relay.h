@@ -50,6 +50,7 @@ typedef struct fm_relay_stats {
 	uint32_t connections;        /* connections relayed so far */
 	uint32_t compressed_frames, frames_tx;
 	int level;                   /* last zstd level used (0 = none) */
+	uint64_t dense_tx;           /* raw bytes of dense units (FM_COMPRESS_DENSE_LEVEL) */
 	double link_bps;             /* measured drain rate of the network hop, 0 = unknown */
 } fm_relay_stats;
 

@@ -722,7 +722,7 @@ typedef struct receiver {
 	int64_t start_us;
 	uint64_t max_bytes, announced;
 	uint8_t *buf, *zbuf;            /* a frame; a decompressed DATA frame */
-	void *dctx;
+	fm_decompressor dctx;
 	int root_fd;
 	int reuse_fd;                   /* opts->reuse_dir, -1 = none */
 	char parent[FMX_PATH_MAX + 1]; /* cache: the last parent directory and its fd */
@@ -1203,7 +1203,7 @@ int fm_xfer_receive(fm_xfer_listener *l, const uint8_t token[FM_XFER_TOKEN_LEN],
 		close(r.parent_fd);
 	if (r.reuse_fd >= 0)
 		close(r.reuse_fd);
-	fm_decompressor_free(r.dctx);
+	fm_decompressor_free(&r.dctx);
 	if (r.c.fd >= 0)
 		close(r.c.fd);
 	for (size_t i = 0; i < r.ndirs; i++)

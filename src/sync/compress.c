@@ -202,7 +202,9 @@ static size_t put_stream_frame(fm_compressor *z, const uint8_t *src, size_t n, b
 	if (cap < PIECE_HDR + ended)
 		return (size_t)-ZSTD_error_dstSize_tooSmall;
 	int64_t t0 = fm_thread_cpu_us();
-	size_t len = PIECE_HDR + ended, k = flush_into(z->cctx, main_src, main_n, false, dst + len, cap - len);
+	/* (a frame of dense units only has nothing for the main stream: its
+	 * piece is the end of the zstd frame before, if any) */
+	size_t len = PIECE_HDR + ended, k = main_n ? flush_into(z->cctx, main_src, main_n, false, dst + len, cap - len) : 0;
 	if (ZSTD_isError(k))
 		return k;
 	*main_us += fm_thread_cpu_us() - t0;
@@ -387,8 +389,7 @@ bool fm_decompress_stream(fm_decompressor *d, const void *src, size_t n, void *d
 	if (!d->scatter)
 		d->scatter = fm_xmalloc(FM_COMPRESS_MAX_FRAME);
 	size_t main_n = raw_len - dense_n;
-	if ((main_len == 0) != (main_n == 0) ||
-	    (main_n && !take_piece(&d->dctx[0], p + PIECE_HDR, main_len, d->scatter, main_n)) ||
+	if ((main_len == 0 && main_n) || (main_len && !take_piece(&d->dctx[0], p + PIECE_HDR, main_len, d->scatter, main_n)) ||
 	    !take_piece(&d->dctx[1], q + PIECE_HDR, dense_len, d->scatter + main_n, dense_n))
 		return false;
 	for (size_t u = 0, mc = 0, dc = main_n; u < units; u++) {

@@ -385,6 +385,35 @@ static void test_stream_dense_pieces(void **state)
 	fm_decompressor_free(&other);
 }
 
+/* Frames of dense units only (zero pages) leave the main stream nothing;
+ * its level still changes with the link, its frame's end in front of such a
+ * frame's dense piece. */
+static void test_stream_dense_only_frames(void **state)
+{
+	static const double links[] = { 1e9, 1e9, 100e6, 1e9, 1e9 };
+	static const bool zero[] = { true, false, false, true, true };
+	_cleanup_free_ uint8_t *mem = fm_xmalloc(N), *out = fm_xmalloc(fm_compress_bound(N)), *back = fm_xmalloc(N);
+	fm_compressor z = FM_COMPRESSOR_INIT_STREAM(FM_COMPRESS_AUTO);
+	fm_decompressor d = { 0 };
+
+	(void)state;
+	for (size_t f = 0; f < sizeof(links) / sizeof(links[0]); f++) {
+		if (zero[f])
+			memset(mem, 0, N);
+		else
+			process_memory(mem, N, 40 + f);
+		z.busy = z.zstd_Bps = 0;   /* time to spare (as in test_stream_dense_pieces) */
+		uint64_t before = z.dense_bytes;
+		size_t c = fm_compress_frame(&z, mem, N, out, fm_compress_bound(N), links[f]);
+		assert_true(c > 0);
+		assert_int_equal(z.dense_bytes - before, links[f] > 500e6 ? (zero[f] ? N : N / 4) : 0);
+		assert_true(fm_decompress_stream(&d, out, c, back, N));
+		assert_memory_equal(back, mem, N);
+	}
+	fm_compressor_free(&z);
+	fm_decompressor_free(&d);
+}
+
 /* The dense stream runs on the time the link leaves: on a link far faster
  * than zstd it stops, and the main stream's speed alone decides the rest. */
 static void test_stream_dense_only_with_time_to_spare(void **state)
@@ -475,6 +504,7 @@ int main(void)
 		cmocka_unit_test(test_stream_window_bounded),
 		cmocka_unit_test(test_stream_level_changes),
 		cmocka_unit_test(test_stream_dense_pieces),
+		cmocka_unit_test(test_stream_dense_only_frames),
 		cmocka_unit_test(test_stream_dense_only_with_time_to_spare),
 		cmocka_unit_test(test_stream_hostile_pieces),
 	};

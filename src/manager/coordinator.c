@@ -1389,7 +1389,7 @@ static int presync(fm_mig *m)
 
 /* Where the downtime went, from the agents' own clocks; what neither agent
  * accounts for is the controller's messages and scheduling. */
-static void log_downtime(fm_mig *m, const double src_ms[3], bool dump_early, json_t *rs)
+static void log_downtime(fm_mig *m, const double src_ms[3], bool dump_early, json_t *rs, double flows_ms)
 {
 	json_t *ph = json_object_get(rs, "phases");
 	bool restore_early = json_is_true(json_object_get(rs, "restore_started_early"));
@@ -1397,20 +1397,25 @@ static void log_downtime(fm_mig *m, const double src_ms[3], bool dump_early, jso
 	if (!json_is_object(ph))
 		return;
 	double accounted = src_ms[0] + src_ms[1] + src_ms[2] + PH("agent_ms");
-	char resumed[160] = "", memory[64] = "";
+	char resumed[160] = "", memory[64] = "", flows[192] = "";
 	if (PH("memory_in_ms") > 0)
 		snprintf(memory, sizeof(memory), ", memory arriving %.0f", PH("memory_in_ms"));
-	if (PH("after_resume_ms") > 0)
+	if (flows_ms >= 0) {   /* behind a switch: unreachable until the flows turned */
+		accounted += PH("after_resume_ms") + flows_ms;
+		snprintf(flows, sizeof(flows), ", running again until %s answered %.0f, turning the flows %.0f", m->dest,
+			 PH("after_resume_ms"), flows_ms);
+	} else if (PH("after_resume_ms") > 0) {
 		snprintf(resumed, sizeof(resumed), " (running again %.1f ms before %s answered, not counted)",
 			 PH("after_resume_ms"), m->dest);
+	}
 	mlog(m, FM_LOG_INFO, FM_C_MIGRATION_MANAGER, "Downtime %" PRId64 " ms%s%s: freeze %.0f, dump %.0f, state transfer "
 	     "%.0f, waiting for it %.0f, restore preparation %.0f, page handler start %.0f, network handover %.0f, CRIU "
-	     "restore %.0f, control messages %.0f%s", m->downtime_ms,
+	     "restore %.0f, control messages %.0f%s%s", m->downtime_ms,
 	     dump_early && restore_early ? " (CRIU's dump and runc restore started before the freeze)" :
 	     restore_early ? " (runc restore started before the freeze)" :
 	     dump_early ? " (CRIU's dump started before the freeze)" : "", resumed,
 	     src_ms[0], src_ms[1], src_ms[2], PH("wait_receive_ms"), PH("prepare_ms"), PH("page_handler_ms"),
-	     PH("network_ms"), PH("criu_restore_ms"), (double)m->downtime_ms - accounted, memory);
+	     PH("network_ms"), PH("criu_restore_ms"), (double)m->downtime_ms - accounted, memory, flows);
 #undef PH
 }
 
@@ -1568,14 +1573,22 @@ static int step_execution(fm_mig *m)
 	 * ending after CRIU let the tasks go): that part is no downtime */
 	int64_t after_resume_us = (int64_t)(json_real_value(json_object_get(json_object_get(rs, "phases"),
 									  "after_resume_ms")) * 1000.0);
-	m->downtime_ms = (fm_now_mono_us() - t_freeze - after_resume_us + 500) / 1000;
+	int64_t t_reply = fm_now_mono_us();
+	m->downtime_ms = (t_reply - t_freeze - after_resume_us + 500) / 1000;
 	/* make-before-break: the address is up on the destination; now, first of
 	 * all (every millisecond the switch still sends it to the source is a
 	 * packet lost), the flows send its traffic there */
-	if (*m->net_ip && (r = network_point(m, m->dest, m->net_dst_port,
-					      " from now, the address being ready there")) < 0) {
-		json_decref(rs);
-		return r;
+	double flows_ms = -1;   /* behind a switch: from the reply until the flows turned */
+	if (*m->net_ip) {
+		if ((r = network_point(m, m->dest, m->net_dst_port, " from now, the address being ready there")) < 0) {
+			json_decref(rs);
+			return r;
+		}
+		/* the container is reachable only now: clients' datagrams went to
+		 * the source until the flows turned (a UDP stream lost 20-60 ms
+		 * more than the downtime said, the time runc took to end) */
+		flows_ms = (double)(fm_now_mono_us() - t_reply) / 1000.0;
+		m->downtime_ms = (fm_now_mono_us() - t_freeze + 500) / 1000;
 	}
 	/* an address that changed: the source stands in for the old one */
 	network_forward(m);
@@ -1583,7 +1596,7 @@ static int step_execution(fm_mig *m)
 	fm_journal_exec(m->ctl->journal, "UPDATE migrations SET downtime_ms = ? WHERE id = ?", "is", m->downtime_ms, m->id);
 	mlog(m, FM_LOG_INFO, FM_C_STATE_RESTORATION, "Restored %s on %s in %.1f ms (downtime %" PRId64 " ms)",
 	     m->container, m->dest, json_real_value(json_object_get(rs, "restore_ms")), m->downtime_ms);
-	log_downtime(m, src_ms, dump_early, rs);
+	log_downtime(m, src_ms, dump_early, rs, flows_ms);
 	if (json_object_get(m->cinfo, "network") && !new_ip(m)) {
 		/* what clients sent to the source while it was frozen: replayed into the
 		 * restored copy, so their connections resume without a back-off */

@@ -275,7 +275,7 @@ size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst,
 	}
 	/* the dense context: where AUTO runs below its level and compression
 	 * leaves the link time to spare (its level never changes) */
-	bool dense_ok = z->stream && z->mode == FM_COMPRESS_AUTO && level < FM_COMPRESS_DENSE_LEVEL && z->busy < DENSE_BUSY_MAX &&
+	bool dense_ok = z->stream && z->dense && z->mode == FM_COMPRESS_AUTO && level < FM_COMPRESS_DENSE_LEVEL && z->busy < DENSE_BUSY_MAX &&
 			!z->dense_failed;
 	if (dense_ok && !z->dense_cctx &&
 	    (!(z->dense_cctx = ZSTD_createCCtx()) || set_level(z->dense_cctx, FM_COMPRESS_DENSE_LEVEL) < 0)) {

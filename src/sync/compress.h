@@ -52,7 +52,11 @@ typedef struct fm_compressor {
 	                        * compressed goes compressed whatever it saved */
 	int applied;           /* the level the context is set up for (0 = none) */
 	void *cctx;            /* ZSTD_CCtx, made on first use */
-	void *dense_cctx;      /* ... a stream's for dense units (AUTO) */
+	bool dense;            /* a stream that may send dense units through a second one
+	                        * (AUTO): one that runs beside a long transfer, whose
+	                        * link hides the time (the page relay), not one whose
+	                        * every millisecond is downtime (the state in the freeze) */
+	void *dense_cctx;      /* ... that second stream's */
 	double busy;           /* compression time over the link time of what it made, smoothed
 	                        * (0 = not measured): the dense context runs while it is low */
 	bool dense_failed;     /* the dense context could not be made: never again */

@@ -148,6 +148,7 @@ static int encode_loop(fm_relay *r, int in, int out, const char *what)
 	_cleanup_free_ uint8_t *raw = fm_xmalloc(FM_RELAY_BLOCK), *frame = fm_xmalloc(FMR_HDR + bound);
 	fm_compressor z = FM_COMPRESSOR_INIT_STREAM(r->o.compress);
 	uint64_t dense_seen = 0;
+	z.dense = true;   /* pages: a long stream beside its link */
 	int ret = 0;
 
 	for (;;) {

@@ -348,6 +348,7 @@ static void test_stream_dense_pieces(void **state)
 	size_t with = 0, without = 0;
 
 	(void)state;
+	z.dense = true;
 	for (int f = 0; f < FRAMES; f++) {
 		process_memory(mem, N, 77 + f);
 		/* time to spare, whatever this machine's speed (what it measured
@@ -367,6 +368,15 @@ static void test_stream_dense_pieces(void **state)
 	}
 	assert_int_equal(z.dense_bytes, FRAMES * N / 4);   /* every structure page, nothing else */
 	assert_int_equal(plain.dense_bytes, 0);            /* a level asked for is that level */
+	/* a stream not allowed the second one (the state in the freeze) */
+	fm_compressor state_z = FM_COMPRESSOR_INIT_STREAM(FM_COMPRESS_AUTO);
+	fm_decompressor ds = { 0 };
+	size_t sc = fm_compress_frame(&state_z, mem, N, out, fm_compress_bound(N), 0);
+	assert_true(sc > 0 && fm_decompress_stream(&ds, out, sc, back, N));
+	assert_memory_equal(back, mem, N);
+	assert_int_equal(state_z.dense_bytes, 0);
+	fm_compressor_free(&state_z);
+	fm_decompressor_free(&ds);
 	assert_true(with < without);
 	/* the dense stream's pieces need the dense context: a receiver that
 	 * takes them for the main stream's fails */
@@ -397,6 +407,7 @@ static void test_stream_dense_only_frames(void **state)
 	fm_decompressor d = { 0 };
 
 	(void)state;
+	z.dense = true;
 	for (size_t f = 0; f < sizeof(links) / sizeof(links[0]); f++) {
 		if (zero[f])
 			memset(mem, 0, N);
@@ -423,6 +434,7 @@ static void test_stream_dense_only_with_time_to_spare(void **state)
 	fm_decompressor d = { 0 };
 
 	(void)state;
+	z.dense = true;
 	process_memory(mem, N, 5);
 	for (int f = 0; f < 12; f++) {
 		uint64_t before = z.dense_bytes;
@@ -438,6 +450,7 @@ static void test_stream_dense_only_with_time_to_spare(void **state)
 	/* a slow link (level 6 already): no second stream */
 	fm_compressor slow = FM_COMPRESSOR_INIT_STREAM(FM_COMPRESS_AUTO);
 	fm_decompressor ds = { 0 };
+	slow.dense = true;
 	size_t c = fm_compress_frame(&slow, mem, N, out, fm_compress_bound(N), 50e6);
 	assert_true(c > 0 && fm_decompress_stream(&ds, out, c, back, N));
 	assert_int_equal(slow.level, 6);
@@ -458,6 +471,7 @@ static void test_stream_hostile_pieces(void **state)
 	fm_compressor z = FM_COMPRESSOR_INIT_STREAM(FM_COMPRESS_AUTO);
 
 	(void)state;
+	z.dense = true;
 	process_memory(mem, N, 3);
 	size_t c = fm_compress_frame(&z, mem, N, out, fm_compress_bound(N), 0);
 	assert_true(c > 8);

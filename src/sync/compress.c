@@ -204,7 +204,8 @@ static size_t put_stream_frame(fm_compressor *z, const uint8_t *src, size_t n, b
 	int64_t t0 = fm_thread_cpu_us();
 	/* (a frame of dense units only has nothing for the main stream: its
 	 * piece is the end of the zstd frame before, if any) */
-	size_t len = PIECE_HDR + ended, k = main_n ? flush_into(z->cctx, main_src, main_n, false, dst + len, cap - len) : 0;
+	size_t len = PIECE_HDR + ended;
+	size_t k = main_n ? flush_into(z->cctx, main_src, main_n, false, dst + len, cap - len) : 0;
 	if (ZSTD_isError(k))
 		return k;
 	*main_us += fm_thread_cpu_us() - t0;
@@ -216,7 +217,8 @@ static size_t put_stream_frame(fm_compressor *z, const uint8_t *src, size_t n, b
 	if (cap - len < PIECE_HDR + mapn)
 		return (size_t)-ZSTD_error_dstSize_tooSmall;
 	t0 = fm_thread_cpu_us();
-	k = flush_into(z->dense_cctx, z->gather + main_n, dense_n, false, dst + len + PIECE_HDR, cap - len - PIECE_HDR - mapn);
+	k = flush_into(z->dense_cctx, z->gather + main_n, dense_n, false, dst + len + PIECE_HDR,
+		       cap - len - PIECE_HDR - mapn);
 	if (ZSTD_isError(k))
 		return k;
 	*dense_us += fm_thread_cpu_us() - t0;
@@ -275,8 +277,8 @@ size_t fm_compress_frame(fm_compressor *z, const void *src, size_t n, void *dst,
 	}
 	/* the dense context: where AUTO runs below its level and compression
 	 * leaves the link time to spare (its level never changes) */
-	bool dense_ok = z->stream && z->dense && z->mode == FM_COMPRESS_AUTO && level < FM_COMPRESS_DENSE_LEVEL && z->busy < DENSE_BUSY_MAX &&
-			!z->dense_failed;
+	bool dense_ok = z->stream && z->dense && z->mode == FM_COMPRESS_AUTO && level < FM_COMPRESS_DENSE_LEVEL &&
+			z->busy < DENSE_BUSY_MAX && !z->dense_failed;
 	if (dense_ok && !z->dense_cctx &&
 	    (!(z->dense_cctx = ZSTD_createCCtx()) || set_level(z->dense_cctx, FM_COMPRESS_DENSE_LEVEL) < 0)) {
 		ZSTD_freeCCtx(z->dense_cctx);
@@ -369,7 +371,8 @@ bool fm_decompress_stream(fm_decompressor *d, const void *src, size_t n, void *d
 	if (main_len > n - PIECE_HDR)
 		return false;
 	if (!(h & PIECE_DENSE))
-		return n == PIECE_HDR + main_len && main_len > 0 && take_piece(&d->dctx[0], p + PIECE_HDR, main_len, dst, raw_len);
+		return n == PIECE_HDR + main_len && main_len > 0 &&
+		       take_piece(&d->dctx[0], p + PIECE_HDR, main_len, dst, raw_len);
 
 	/* dense units: the map says where each goes */
 	size_t units = (raw_len + DENSE_UNIT - 1) / DENSE_UNIT, mapn = (units + 7) / 8, dense_n = 0;
@@ -389,7 +392,8 @@ bool fm_decompress_stream(fm_decompressor *d, const void *src, size_t n, void *d
 	if (!d->scatter)
 		d->scatter = fm_xmalloc(FM_COMPRESS_MAX_FRAME);
 	size_t main_n = raw_len - dense_n;
-	if ((main_len == 0 && main_n) || (main_len && !take_piece(&d->dctx[0], p + PIECE_HDR, main_len, d->scatter, main_n)) ||
+	if ((main_len == 0 && main_n) ||
+	    (main_len && !take_piece(&d->dctx[0], p + PIECE_HDR, main_len, d->scatter, main_n)) ||
 	    !take_piece(&d->dctx[1], q + PIECE_HDR, dense_len, d->scatter + main_n, dense_n))
 		return false;
 	for (size_t u = 0, mc = 0, dc = main_n; u < units; u++) {

@@ -1573,8 +1573,7 @@ static int step_execution(fm_mig *m)
 	 * ending after CRIU let the tasks go): that part is no downtime */
 	int64_t after_resume_us = (int64_t)(json_real_value(json_object_get(json_object_get(rs, "phases"),
 									  "after_resume_ms")) * 1000.0);
-	int64_t t_reply = fm_now_mono_us();
-	m->downtime_ms = (t_reply - t_freeze - after_resume_us + 500) / 1000;
+	int64_t t_reply = fm_now_mono_us(), t_up = t_reply - after_resume_us;
 	/* make-before-break: the address is up on the destination; now, first of
 	 * all (every millisecond the switch still sends it to the source is a
 	 * packet lost), the flows send its traffic there */
@@ -1587,9 +1586,10 @@ static int step_execution(fm_mig *m)
 		/* the container is reachable only now: clients' datagrams went to
 		 * the source until the flows turned (a UDP stream lost 20-60 ms
 		 * more than the downtime said, the time runc took to end) */
-		flows_ms = (double)(fm_now_mono_us() - t_reply) / 1000.0;
-		m->downtime_ms = (fm_now_mono_us() - t_freeze + 500) / 1000;
+		t_up = fm_now_mono_us();
+		flows_ms = (double)(t_up - t_reply) / 1000.0;
 	}
+	m->downtime_ms = (t_up - t_freeze + 500) / 1000;
 	/* an address that changed: the source stands in for the old one */
 	network_forward(m);
 	step_mark(m, "restore", "done");
